@@ -1,0 +1,33 @@
+# Quick start: `make demo` runs the exporter on the built-in demo workspace; `make test` runs every check.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_ADDRESS ?= 127.0.0.1:10049
+
+.PHONY: demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@echo "census-exporter demo: open http://$(DEMO_ADDRESS)/ (metrics at http://$(DEMO_ADDRESS)/metrics); Ctrl-C stops it."
+	$(BIN)/census-exporter --demo --web.listen-address $(DEMO_ADDRESS)
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict exporter
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info exporter/*.egg-info

@@ -1,0 +1,122 @@
+"""Logging in logfmt or JSON, one line per event, with the API token redacted as a last line of defence.
+
+The code never formats the token into a message; :class:`RedactingFilter` still replaces any registered
+secret that reaches a record (an exception message from a library, say) with ``[REDACTED]``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import ClassVar
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+REDACTED = "[REDACTED]"
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces every registered secret in a record's rendered message."""
+
+    _secrets: ClassVar[set[str]] = set()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def register(cls, secret: str) -> None:
+        """Redact ``secret`` from now on (short strings would redact too much and are ignored)."""
+        if len(secret) >= 8:
+            with cls._lock:
+                cls._secrets.add(secret)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Render the message, scrub it, and freeze the result into the record."""
+        secrets = self._secrets
+        if not secrets:
+            return True
+        message = record.getMessage()
+        text = message
+        for secret in secrets:
+            text = text.replace(secret, REDACTED)
+        if record.exc_info and record.exc_info[1] is not None:
+            # Tracebacks are rendered later by the formatter; scrub the exception text now.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+            for secret in secrets:
+                record.exc_text = record.exc_text.replace(secret, REDACTED)
+            record.exc_info = None
+        if text != message or record.args:
+            record.msg, record.args = text, None
+        return True
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = time.gmtime(record.created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(record.msecs):03d}Z"
+
+
+def _level(record: logging.LogRecord) -> str:
+    return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=... level=... logger=... msg="..."``, as Prometheus components log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One logfmt line."""
+        fields = {
+            "ts": _timestamp(record),
+            "level": _level(record),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_text:
+            fields["exception"] = record.exc_text
+        elif record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+
+
+def _logfmt_value(value: str) -> str:
+    if value and not any(c in value for c in ' ="\\\n\t'):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One JSON line."""
+        fields = {
+            "ts": _timestamp(record),
+            "level": _level(record),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_text:
+            fields["exception"] = record.exc_text
+        elif record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return json.dumps(fields, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
+    """Route all logging to stderr in the chosen format, with redaction."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level])
+    # httpx logs every request at INFO; the exporter's own metrics already count them.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, LEVELS[level]))
+    logging.getLogger("httpcore").setLevel(max(logging.WARNING, LEVELS[level]))

@@ -1,0 +1,161 @@
+"""HTTP endpoints: ``/metrics`` (or the configured path), ``/``, ``/healthz`` and ``/readyz``.
+
+A scrape asks the refresher for a snapshot within its budget (Prometheus's
+``X-Prometheus-Scrape-Timeout-Seconds`` header minus 0.5 s, or 10 s), then renders the registry in the
+format the ``Accept`` header asks for, gzipped when the client accepts it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from census_exporter import __version__
+from census_exporter.refresh import Refresher
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCRAPE_BUDGET_SECONDS = 10.0
+SCRAPE_TIMEOUT_OFFSET_SECONDS = 0.5
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+
+
+def scrape_budget(header: str | None) -> float:
+    """Seconds a scrape may wait for fresh data, from Prometheus's scrape-timeout header."""
+    if header:
+        try:
+            timeout = float(header)
+        except ValueError:
+            return DEFAULT_SCRAPE_BUDGET_SECONDS
+        if timeout > 0:
+            return max(0.0, timeout - SCRAPE_TIMEOUT_OFFSET_SECONDS)
+    return DEFAULT_SCRAPE_BUDGET_SECONDS
+
+
+class ExporterApp:
+    """The WSGI application."""
+
+    def __init__(self, refresher: Refresher, registry: CollectorRegistry, telemetry_path: str) -> None:
+        self._refresher = refresher
+        self._registry = registry
+        self._telemetry_path = telemetry_path
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Route one request."""
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = environ.get("PATH_INFO", "/") or "/"
+        if method not in ("GET", "HEAD"):
+            return _respond(start_response, "405 Method Not Allowed", b"method not allowed\n")
+        if path == self._telemetry_path:
+            return self._metrics(environ, start_response)
+        if path == "/healthz":
+            return _respond(start_response, "200 OK", b"ok\n")
+        if path == "/readyz":
+            if self._refresher.ready:
+                return _respond(start_response, "200 OK", b"ready\n")
+            return _respond(start_response, "503 Service Unavailable", b"first refresh pending\n")
+        if path == "/":
+            return _respond(start_response, "200 OK", self._landing_page(), "text/html; charset=utf-8")
+        return _respond(start_response, "404 Not Found", b"not found\n")
+
+    def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"))
+        self._refresher.snapshot_within(budget)
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        body = encoder(self._registry)
+        headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            body = gzip.compress(body, compresslevel=5)
+            headers.append(("Content-Encoding", "gzip"))
+        headers.append(("Content-Length", str(len(body))))
+        start_response("200 OK", headers)
+        return [body]
+
+    def _landing_page(self) -> bytes:
+        path = html.escape(self._telemetry_path)
+        return (
+            "<!doctype html><html><head><title>Census Exporter</title></head><body>"
+            "<h1>Census Exporter</h1>"
+            f"<p>Version {html.escape(__version__)}</p><ul>"
+            f'<li><a href="{path}">Metrics</a></li>'
+            '<li><a href="/healthz">Health</a></li>'
+            '<li><a href="/readyz">Readiness</a></li>'
+            "</ul></body></html>\n"
+        ).encode()
+
+
+def _respond(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _ThreadingServerV6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``[HOST]:PORT`` (``:10049``, ``127.0.0.1:10049``, ``[::1]:10049``) as (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"expected [HOST]:PORT, got {value!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+class HTTPServer:
+    """The exporter's HTTP server, serving in a background thread until closed."""
+
+    def __init__(self, app: ExporterApp, host: str, port: int) -> None:
+        server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
+        self._server = make_server(
+            host or "0.0.0.0",  # noqa: S104 - listening on every interface is the documented default
+            port,
+            app,
+            server_class=server_class,
+            handler_class=_QuietHandler,
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Begin answering requests."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop answering and release the socket."""
+        self._server.shutdown()
+        self._server.server_close()

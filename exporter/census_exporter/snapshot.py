@@ -1,0 +1,60 @@
+"""Snapshot: the immutable result of one refresh, replaced whole by the next.
+
+The collector renders only what a snapshot holds, so a sync that left the workspace cannot leave a stale
+series behind, and a scrape can never see half of a refresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from census_exporter.census.models import Sync, SyncRun
+from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """Everything known about one sync: its definition, newest run and ledger."""
+
+    sync: Sync
+    latest_run: SyncRun | None = None
+    #: ``None`` until the sync's runs have been fetched successfully once.
+    ledger: SyncLedger | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One workspace as of one refresh."""
+
+    workspace: str
+    syncs: Mapping[int, SyncState] = field(default_factory=dict)
+    source_names: Mapping[int, str] = field(default_factory=dict)
+    destination_names: Mapping[int, str] = field(default_factory=dict)
+    #: True when the refresh that built this snapshot finished without any error.
+    up: bool = False
+    #: True once at least one refresh has finished (successfully or not).
+    refreshed: bool = False
+    #: Unix time at which the last error-free refresh finished.
+    last_success_timestamp: float | None = None
+    #: How long the refresh that built this snapshot took.
+    refresh_duration_seconds: float | None = None
+    #: Monotonic time at which the refresh that built this snapshot started (drives the cache TTL).
+    started_monotonic: float | None = None
+    #: Monotonic time at which connection names were last fetched.
+    connections_fetched_monotonic: float | None = None
+    duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
+
+    def source_name(self, sync: Sync) -> str:
+        """The source connection's name, falling back to its id."""
+        return _connection_name(self.source_names, sync.source_connection_id)
+
+    def destination_name(self, sync: Sync) -> str:
+        """The destination connection's name, falling back to its id."""
+        return _connection_name(self.destination_names, sync.destination_connection_id)
+
+
+def _connection_name(names: Mapping[int, str], connection_id: int | None) -> str:
+    if connection_id is None:
+        return ""
+    return names.get(connection_id, str(connection_id))

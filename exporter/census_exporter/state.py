@@ -1,0 +1,177 @@
+"""The run ledger: per sync, which runs are already accounted for, and the counters built from them.
+
+A :class:`SyncLedger` is immutable. Each refresh derives the next one from the previous ledger and the runs
+it fetched, so a refresh that fails half-way simply keeps the old ledger and nothing is counted twice.
+
+Counting rules (exactly once):
+
+* Run ids are global and increase with creation time, so "already accounted for" is ``id <= high_water``
+  plus the set of runs last seen queued or working (``pending``).
+* The first observation of a sync is a baseline: runs that had already finished are not counted (counters
+  start at 0); runs still queued or working become pending.
+* Afterwards a run is counted once, when it is first seen in a terminal state: either a new run (id above
+  the high-water mark) that is already finished, or a pending run that has finished since.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from census_exporter.census.models import SyncRun
+
+#: Statuses whose run counters exist (at 0) before any such run is seen, so that rate() works at once.
+PREINITIALISED_STATUSES = ("completed", "failed", "skipped")
+
+DEFAULT_DURATION_BUCKETS = (
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1200.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    21600.0,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounters:
+    """Monotonic totals over counted runs of one sync."""
+
+    runs_by_status: Mapping[str, int]
+    records_processed: int = 0
+    records_updated: int = 0
+    records_failed: int = 0
+    records_invalid: int = 0
+    source_records: int = 0
+    #: Per-bucket (not cumulative) counts of run durations; the last slot is +Inf.
+    duration_bucket_counts: tuple[int, ...] = ()
+    duration_sum_seconds: float = 0.0
+
+    @classmethod
+    def zero(cls, bucket_count: int) -> RunCounters:
+        """Counters for a sync nothing has been counted for yet."""
+        return cls(
+            runs_by_status=dict.fromkeys(PREINITIALISED_STATUSES, 0),
+            duration_bucket_counts=(0,) * (bucket_count + 1),
+        )
+
+    @property
+    def duration_count(self) -> int:
+        """How many counted runs had a known duration."""
+        return sum(self.duration_bucket_counts)
+
+    def add(self, run: SyncRun, buckets: Sequence[float]) -> RunCounters:
+        """These counters with one more finished run."""
+        runs = dict(self.runs_by_status)
+        runs[run.status] = runs.get(run.status, 0) + 1
+        bucket_counts = list(self.duration_bucket_counts)
+        duration_sum = self.duration_sum_seconds
+        duration = run.duration_seconds
+        if duration is not None:
+            bucket_counts[bisect.bisect_left(buckets, duration)] += 1
+            duration_sum += duration
+        return RunCounters(
+            runs_by_status=runs,
+            records_processed=self.records_processed + (run.records_processed or 0),
+            records_updated=self.records_updated + (run.records_updated or 0),
+            records_failed=self.records_failed + (run.records_failed or 0),
+            records_invalid=self.records_invalid + (run.records_invalid or 0),
+            source_records=self.source_records + (run.source_record_count or 0),
+            duration_bucket_counts=tuple(bucket_counts),
+            duration_sum_seconds=duration_sum,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerUpdate:
+    """The next ledger, and the runs it counted (oldest first) for logging."""
+
+    ledger: SyncLedger
+    counted: tuple[SyncRun, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncLedger:
+    """What one sync's runs have contributed so far."""
+
+    high_water_run_id: int
+    pending_run_ids: frozenset[int]
+    counters: RunCounters
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    buckets: tuple[float, ...] = field(default=DEFAULT_DURATION_BUCKETS)
+
+    @classmethod
+    def baseline(
+        cls, runs: Iterable[SyncRun], buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS
+    ) -> SyncLedger:
+        """The first view of a sync: remember what exists, count nothing."""
+        run_list = list(runs)
+        ledger = cls(
+            high_water_run_id=max((run.id for run in run_list), default=0),
+            pending_run_ids=frozenset(run.id for run in run_list if not run.terminal),
+            counters=RunCounters.zero(len(buckets)),
+            buckets=tuple(buckets),
+        )
+        return ledger._with_outcome_times(run_list)
+
+    def knows(self, run_id: int) -> bool:
+        """True when this run is already accounted for (counted, baseline, or pending)."""
+        return run_id <= self.high_water_run_id
+
+    def pending_missing_from(self, fetched_ids: Iterable[int]) -> frozenset[int]:
+        """Pending runs the fetched pages no longer show: they must be fetched one by one."""
+        return self.pending_run_ids - frozenset(fetched_ids)
+
+    def advance(
+        self,
+        fetched: Iterable[SyncRun],
+        gone_run_ids: Iterable[int] = (),
+    ) -> LedgerUpdate:
+        """Account for runs fetched this refresh (pages plus pending runs fetched by id).
+
+        ``gone_run_ids`` are pending runs the API no longer knows (404); they are forgotten uncounted.
+        """
+        runs = sorted({run.id: run for run in fetched}.values(), key=lambda run: run.id)
+        pending = set(self.pending_run_ids) - set(gone_run_ids)
+        counters = self.counters
+        counted: list[SyncRun] = []
+        for run in runs:
+            is_new = run.id > self.high_water_run_id
+            if not is_new and run.id not in pending:
+                continue
+            if run.terminal:
+                counters = counters.add(run, self.buckets)
+                counted.append(run)
+                pending.discard(run.id)
+            else:
+                pending.add(run.id)
+        ledger = replace(
+            self,
+            high_water_run_id=max([self.high_water_run_id, *(run.id for run in runs)]),
+            pending_run_ids=frozenset(pending),
+            counters=counters,
+        )
+        return LedgerUpdate(ledger._with_outcome_times(runs), tuple(counted))
+
+    def _with_outcome_times(self, runs: Iterable[SyncRun]) -> SyncLedger:
+        """Keep the newest success and failure times, even after those runs leave the fetched page."""
+        success, failure = self.last_success_at, self.last_failure_at
+        for run in runs:
+            finished = run.finished_at
+            if finished is None:
+                continue
+            if run.status == "completed" and (success is None or finished > success):
+                success = finished
+            elif run.status == "failed" and (failure is None or finished > failure):
+                failure = finished
+        if (success, failure) == (self.last_success_at, self.last_failure_at):
+            return self
+        return replace(self, last_success_at=success, last_failure_at=failure)

@@ -1,0 +1,157 @@
+"""Shared fixtures: the Census API simulator, an exporter wired to it over real HTTP, and scrape parsing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from census_exporter.config import Config, TokenSource
+from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.exporter import Exporter
+
+TEST_TOKEN = "secret-token:test-4f1c9a7e2b"
+
+
+def require_tool(name: str) -> str:
+    """Path of a real binary; skip locally when absent, but fail in CI where a skip would hide a gap."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (.ci/run installs it)"
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or condition}: last={last!r}")
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@dataclass
+class Scrape:
+    """A parsed /metrics response."""
+
+    text: str
+    samples: Samples = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+    helps: dict[str, str] = field(default_factory=dict)
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The one sample whose labels include ``labels`` (``None`` if absent; error if ambiguous)."""
+        matches = self.all(name, **labels)
+        assert len(matches) <= 1, f"{name}{labels} is ambiguous: {matches}"
+        return next(iter(matches.values()), None)
+
+    def all(self, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+        """Every sample of ``name`` whose labels include ``labels``."""
+        wanted = set(labels.items())
+        return {
+            sample_labels: value
+            for (sample_name, sample_labels), value in self.samples.items()
+            if sample_name == name and wanted <= sample_labels
+        }
+
+
+def parse_scrape(text: str) -> Scrape:
+    """Parse classic text exposition into a Scrape."""
+    scrape = Scrape(text=text)
+    for family in text_string_to_metric_families(text):
+        scrape.types[family.name] = family.type
+        scrape.helps[family.name] = family.documentation
+        for sample in family.samples:
+            scrape.samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return scrape
+
+
+@dataclass
+class Harness:
+    """A simulator and an exporter that talks to it, both on loopback."""
+
+    workspace: SimulatedWorkspace
+    simulator: SimulatorServer
+    exporter: Exporter
+    http: httpx.Client
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.exporter.port}"
+
+    def get(self, path: str, **headers: str) -> httpx.Response:
+        return self.http.get(self.base_url + path, headers=headers)
+
+    def scrape(self, **headers: str) -> Scrape:
+        response = self.get("/metrics", **headers)
+        assert response.status_code == 200, response.text
+        return parse_scrape(response.text)
+
+    def refresh(self) -> None:
+        """Run one refresh to completion (independent of the TTL)."""
+        self.exporter.refresher.trigger().result(timeout=30)
+
+
+@pytest.fixture
+def harness_factory() -> Iterator[Callable[..., Harness]]:
+    """Build harnesses; everything started is stopped at teardown."""
+    started: list[Harness] = []
+
+    def build(
+        workspace: SimulatedWorkspace | None = None,
+        *,
+        cache_ttl: float = 0.0,
+        token: str = TEST_TOKEN,
+        simulator_token: str = TEST_TOKEN,
+        latency: float = 0.0,
+        pagination_style: str = "both",
+        start: bool = False,
+        **config: Any,
+    ) -> Harness:
+        workspace = workspace or SimulatedWorkspace()
+        simulator = SimulatorServer(
+            workspace,
+            token=simulator_token,
+            latency_seconds=latency,
+            pagination_style=pagination_style,
+        ).start()
+        settings: dict[str, Any] = {
+            "api_url": simulator.url,
+            "token": TokenSource(value=token),
+            "cache_ttl_seconds": cache_ttl,
+            "listen_host": "127.0.0.1",
+            "listen_port": 0,
+            "refresh_timeout_seconds": 20.0,
+        } | config
+        exporter = Exporter(Config(**settings))
+        if start:
+            exporter.start()
+        else:
+            exporter.http.start()
+        harness = Harness(workspace, simulator, exporter, httpx.Client(timeout=30))
+        started.append(harness)
+        return harness
+
+    yield build
+    for harness in started:
+        harness.http.close()
+        harness.exporter.close()
+        harness.simulator.close()

@@ -1,0 +1,96 @@
+"""SyncLedger: each run is counted exactly once, when first seen finished."""
+
+from __future__ import annotations
+
+from census_exporter.census.models import SyncRun
+from census_exporter.state import SyncLedger
+
+
+def run(run_id: int, status: str = "completed", duration: float = 30.0, records: int | None = 10) -> SyncRun:
+    finished = status not in ("queued", "working")
+    return SyncRun(
+        id=run_id,
+        sync_id=1,
+        status=status,
+        created_at=1000.0 + run_id,
+        updated_at=1000.0 + run_id + duration,
+        completed_at=1000.0 + run_id + duration if finished and status != "failed" else None,
+        scheduled_execution_time=None,
+        source_record_count=records,
+        records_processed=records,
+        records_updated=records,
+        records_failed=1 if records else None,
+        records_invalid=0,
+        error_code=None,
+        error_message=None,
+        canceled=False,
+        full_sync=False,
+        trigger=None,
+    )
+
+
+def test_baseline_counts_nothing_but_remembers_outcome_times() -> None:
+    ledger = SyncLedger.baseline([run(3), run(2, "failed"), run(4, "working")])
+    assert ledger.counters.runs_by_status == {"completed": 0, "failed": 0, "skipped": 0}
+    assert ledger.counters.records_processed == 0
+    assert ledger.high_water_run_id == 4
+    assert ledger.pending_run_ids == {4}
+    assert ledger.last_success_at == 1000.0 + 3 + 30
+    assert ledger.last_failure_at == 1000.0 + 2 + 30  # updated_at, since completed_at is null
+
+
+def test_new_finished_runs_are_counted_once() -> None:
+    ledger = SyncLedger.baseline([run(1)])
+    update = ledger.advance([run(3), run(2, "failed"), run(1)])
+    assert [r.id for r in update.counted] == [2, 3]
+    again = update.ledger.advance([run(3), run(2, "failed"), run(1)])
+    assert again.counted == ()
+    counters = again.ledger.counters
+    assert counters.runs_by_status == {"completed": 1, "failed": 1, "skipped": 0}
+    assert counters.records_processed == 20
+    assert counters.records_failed == 2
+
+
+def test_working_then_completed_is_counted_when_it_finishes() -> None:
+    ledger = SyncLedger.baseline([run(1)])
+    seen_working = ledger.advance([run(2, "working")])
+    assert seen_working.counted == ()
+    assert seen_working.ledger.pending_run_ids == {2}
+    still_working = seen_working.ledger.advance([run(2, "working")])
+    assert still_working.counted == ()
+    finished = still_working.ledger.advance([run(2, "completed", duration=90.0)])
+    assert [r.id for r in finished.counted] == [2]
+    assert finished.ledger.pending_run_ids == frozenset()
+    assert finished.ledger.counters.duration_count == 1
+    assert finished.ledger.counters.duration_sum_seconds == 90.0
+    # 90 s falls in the (60, 120] bucket, the fourth slot
+    assert finished.ledger.counters.duration_bucket_counts[3] == 1
+    assert finished.ledger.advance([run(2, "completed", duration=90.0)]).counted == ()
+
+
+def test_a_run_working_at_startup_is_counted_when_it_finishes() -> None:
+    ledger = SyncLedger.baseline([run(5, "queued"), run(4)])
+    update = ledger.advance([run(5, "failed"), run(4)])
+    assert [r.id for r in update.counted] == [5]
+    assert update.ledger.counters.runs_by_status["failed"] == 1
+
+
+def test_pending_runs_the_api_lost_are_forgotten_uncounted() -> None:
+    ledger = SyncLedger.baseline([run(5, "working")])
+    assert ledger.pending_missing_from([]) == {5}
+    update = ledger.advance([], gone_run_ids=[5])
+    assert update.counted == ()
+    assert update.ledger.pending_run_ids == frozenset()
+
+
+def test_unknown_statuses_are_counted_under_their_own_name() -> None:
+    update = SyncLedger.baseline([]).advance([run(1, "cancelled")])
+    assert update.ledger.counters.runs_by_status["cancelled"] == 1
+
+
+def test_null_counts_add_nothing() -> None:
+    update = SyncLedger.baseline([]).advance([run(1, "failed", records=None)])
+    counters = update.ledger.counters
+    assert counters.runs_by_status["failed"] == 1
+    assert counters.records_processed == 0
+    assert counters.records_failed == 0
