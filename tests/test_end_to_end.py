@@ -263,3 +263,40 @@ def test_syncs_listed_over_several_pages_in_both_pagination_styles(harness_facto
         m = harness_factory(workspace, pagination_style=style).scrape()
         assert m.value("census_syncs") == 230, style
         assert len(m.all("census_sync_info")) == 230
+
+
+def test_a_failed_run_is_logged_once_with_its_error(
+    harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness_factory(reference_workspace())
+    h.scrape()
+    long_message = "Destination rejected the batch: " + "x" * 500
+    h.workspace.add_run(
+        52, "failed", run_id=401, error_code="DESTINATION_RATE_LIMITED", error_message=long_message
+    )
+    with caplog.at_level(logging.WARNING):
+        h.scrape()
+        h.scrape()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("sync run failed")]
+    assert len(lines) == 1
+    line = lines[0]
+    for part in (
+        "sync_id=52",
+        "label='New Signups to Leads'",
+        "run_id=401",
+        "error_code=DESTINATION_RATE_LIMITED",
+    ):
+        assert part in line
+    assert "Destination rejected the batch" in line
+    assert "x" * 201 not in line and line.endswith("...'")  # truncated
+
+
+def test_an_undocumented_status_gets_its_own_series(harness_factory: HarnessFactory) -> None:
+    h = harness_factory(reference_workspace())
+    h.scrape()
+    h.workspace.add_run(52, "Cancelled", run_id=500, canceled=True)
+    m = h.scrape()
+    statuses = {dict(k)["status"]: v for k, v in m.all("census_sync_last_run_status", sync_id="52").items()}
+    assert statuses == {"queued": 0, "working": 0, "completed": 0, "failed": 0, "skipped": 0, "cancelled": 1}
+    assert m.value("census_sync_runs_total", sync_id="52", status="cancelled") == 1
+    assert m.value("census_sync_last_run_canceled", sync_id="52") == 1

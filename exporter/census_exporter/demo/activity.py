@@ -163,13 +163,13 @@ class DemoActivity:
                 self._cursor[sync_id] = k
             for start, sync_id, k in sorted(due):
                 self._finish_due(start)
-                self._start_run(sync_id, k, start, now)
+                self._start_run(sync_id, k, start)
             self._finish_due(now)
 
     def _run_start(self, sync_id: int, k: int) -> float:
         return self._start + self._offset[sync_id] + k * self._interval[sync_id]
 
-    def _start_run(self, sync_id: int, k: int, start: float, now: float) -> None:
+    def _start_run(self, sync_id: int, k: int, start: float) -> None:
         plan = self._plan(sync_id, k)
         if sync_id in self._working:
             self.workspace.add_run(
@@ -194,8 +194,6 @@ class DemoActivity:
             records=None,
         )
         self._working[sync_id] = (int(run["id"]), start + plan.duration, plan)
-        if start + plan.duration <= now:
-            self._finish_due(now)
 
     def _finish_due(self, now: float) -> None:
         for sync_id, (run_id, end, plan) in list(self._working.items()):
