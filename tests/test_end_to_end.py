@@ -300,3 +300,26 @@ def test_an_undocumented_status_gets_its_own_series(harness_factory: HarnessFact
     assert statuses == {"queued": 0, "working": 0, "completed": 0, "failed": 0, "skipped": 0, "cancelled": 1}
     assert m.value("census_sync_runs_total", sync_id="52", status="cancelled") == 1
     assert m.value("census_sync_last_run_canceled", sync_id="52") == 1
+
+
+def test_a_hanging_run_stays_visible_after_later_runs_are_skipped(harness_factory: HarnessFactory) -> None:
+    h = harness_factory(reference_workspace())
+    h.scrape()
+    hanging = h.workspace.add_run(52, "working", run_id=600, created_at=1_700_000_000.0)
+    m = h.scrape()
+    assert (
+        m.value("census_sync_oldest_unfinished_run_created_timestamp_seconds", sync_id="52")
+        == 1_700_000_000.0
+    )
+    for _ in range(30):  # later scheduled runs are skipped while it hangs, pushing it off the first page
+        h.workspace.add_run(52, "skipped", records=None, duration=0)
+    m = h.scrape()
+    assert m.value("census_sync_last_run_status", sync_id="52", status="skipped") == 1
+    assert (
+        m.value("census_sync_oldest_unfinished_run_created_timestamp_seconds", sync_id="52")
+        == 1_700_000_000.0
+    )
+    h.workspace.finish_run(int(hanging["id"]), "completed")
+    m = h.scrape()
+    assert m.value("census_sync_oldest_unfinished_run_created_timestamp_seconds", sync_id="52") is None
+    assert m.value("census_sync_runs_total", sync_id="52", status="completed") == 1

@@ -258,6 +258,17 @@ class CensusCollector(Collector):
         for _, family in gauges:
             yield family
 
+    def _oldest_unfinished(self, workspace: str, states: list[SyncState]) -> Metric:
+        family = GaugeMetricFamily(
+            "census_sync_oldest_unfinished_run_created_timestamp_seconds",
+            self._help("Unix time at which the oldest run still queued or working was created."),
+            labels=SYNC_LABELS,
+        )
+        for state in states:
+            if state.oldest_unfinished_created_at is not None:
+                family.add_metric([workspace, str(state.sync.id)], state.oldest_unfinished_created_at)
+        return family
+
     def _counter_families(self, snapshot: Snapshot, states: list[SyncState]) -> Iterator[Metric]:
         workspace = snapshot.workspace
         success = GaugeMetricFamily(
@@ -308,6 +319,7 @@ class CensusCollector(Collector):
             durations.add_metric(ids, buckets, counters.duration_sum_seconds)
         yield success
         yield failure
+        yield self._oldest_unfinished(workspace, states)
         yield runs
         for _, family in records:
             yield family

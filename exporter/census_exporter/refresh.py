@@ -272,7 +272,17 @@ class Refresher:
         for run in counted:
             if run.status == "failed":
                 self._log_failed_run(sync, run)
-        return SyncState(sync=sync, latest_run=latest or None, ledger=new_ledger)
+        unfinished = [
+            pending.created_at
+            for pending in (fetched.get(run_id) for run_id in new_ledger.pending_run_ids)
+            if pending is not None and pending.created_at is not None
+        ]
+        return SyncState(
+            sync=sync,
+            latest_run=latest,
+            ledger=new_ledger,
+            oldest_unfinished_created_at=min(unfinished, default=None),
+        )
 
     def _fetch_missing_pending(
         self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float

@@ -21,6 +21,9 @@ class SyncState:
     latest_run: SyncRun | None = None
     #: ``None`` until the sync's runs have been fetched successfully once.
     ledger: SyncLedger | None = None
+    #: Creation time of the oldest run still queued or working. While a run hangs, Census records the
+    #: runs scheduled after it as skipped, so the newest run alone cannot show that a sync is stuck.
+    oldest_unfinished_created_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
