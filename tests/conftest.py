@@ -32,9 +32,15 @@ def require_tool(name: str) -> str:
 
 
 def wait_for(
-    condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1, what: str = ""
+    condition: Callable[[], Any],
+    timeout: float = 15.0,
+    interval: float = 0.1,
+    what: str | Callable[[], str] = "",
 ) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    ``what`` describes the wait in the failure message; a callable is evaluated only then.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -42,7 +48,8 @@ def wait_for(
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or condition}: last={last!r}")
+    description = what() if callable(what) else what
+    pytest.fail(f"timed out after {timeout}s waiting for {description or condition}: last={last!r}")
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
