@@ -1,0 +1,38 @@
+# census-exporter container image.
+#   docker build -t census-exporter .
+#   docker run -p 10049:10049 -e CENSUS_API_TOKEN=secret-token:... census-exporter
+# For reproducible builds pin the base by digest, e.g.
+#   docker build --build-arg PYTHON_IMAGE=python:3.12-slim@sha256:<digest> .
+# (docs/deployment.md shows how to look the digest up).
+ARG PYTHON_IMAGE=python:3.12-slim
+
+# ---- builder: build the wheel and install it, with its dependencies, into a virtualenv
+FROM ${PYTHON_IMAGE} AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/census-exporter \
+ && /opt/census-exporter/bin/pip install --no-cache-dir /wheels/census_exporter-*.whl \
+ && /opt/census-exporter/bin/pip uninstall --yes pip
+
+# ---- runtime: the virtualenv only; no compilers, no wheels, no pip caches
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="census-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for Census (Fivetran Activations) reverse-ETL sync runs" \
+      org.opencontainers.image.source="https://github.com/census-exporter/census-exporter" \
+      org.opencontainers.image.documentation="https://github.com/census-exporter/census-exporter/blob/main/docs/deployment.md" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}"
+RUN useradd --system --no-log-init --uid 10049 --user-group --no-create-home --shell /usr/sbin/nologin census
+COPY --from=builder /opt/census-exporter /opt/census-exporter
+ENV PATH="/opt/census-exporter/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+USER 10049:10049
+EXPOSE 10049
+# Liveness without curl: the image's own Python asks /healthz on the default port.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:10049/healthz', timeout=4)"]
+ENTRYPOINT ["census-exporter"]
