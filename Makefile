@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest dashboard clean
+.PHONY: demo test lint typecheck pytest dashboard chart-files docker-smoke clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ pytest: $(STAMP)
 
 dashboard: $(STAMP)
 	$(BIN)/python grafana/generate.py
+	$(MAKE) chart-files
+
+# The Helm chart ships copies of the rules and the dashboard (Helm reads files only inside the chart).
+chart-files:
+	cp prometheus/alerts.yaml prometheus/rules.yaml helm/census-exporter/files/
+	cp grafana/census-sync-runs.json helm/census-exporter/files/
+
+# Builds and runs the Docker image for real (needs root, docker.io and debootstrap; see the script).
+docker-smoke:
+	scripts/docker-smoke-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info exporter/*.egg-info

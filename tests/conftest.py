@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +24,8 @@ TEST_TOKEN = "secret-token:test-4f1c9a7e2b"
 
 def require_tool(name: str) -> str:
     """Path of a real binary; skip locally when absent, but fail in CI where a skip would hide a gap."""
-    path = shutil.which(name)
+    # Tools installed by pip into the test environment live beside its interpreter, maybe not on PATH.
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path:
         return path
     message = f"{name} is not installed (.ci/run installs it)"

@@ -1,0 +1,300 @@
+"""Deployment artefacts with the real tools: hadolint, helm, kubernetes-validate, promtool, docker-compose.
+
+The image build-and-run smoke test needs a Docker daemon and root; it is scripts/docker-smoke-test, run by
+`make docker-smoke` from .ci/run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import require_tool
+from tests.stack import REPO
+
+CHART = REPO / "helm" / "census-exporter"
+VALUE_SETS = {
+    "defaults": [],
+    "all-features": ["-f", str(CHART / "ci" / "all-features-values.yaml")],
+    "existing-secret": ["-f", str(CHART / "ci" / "existing-secret-values.yaml")],
+}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(require_tool("helm"), *args)
+
+
+def render(*values: str) -> list[dict[str, Any]]:
+    result = helm("template", "census", str(CHART), "--namespace", "monitoring", *values)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    matches = [doc for doc in documents if doc["kind"] == kind]
+    assert len(matches) == 1, f"expected one {kind}, got {len(matches)}"
+    return matches[0]
+
+
+# ------------------------------------------------------------------ Dockerfile
+
+
+def test_hadolint_is_clean() -> None:
+    result = run(require_tool("hadolint"), "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_follows_the_contract() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "ARG PYTHON_IMAGE=python:3.12-slim" in text
+    assert text.count("FROM ${PYTHON_IMAGE}") == 2, "multi-stage: builder and runtime"
+    assert "pip wheel" in text and "--no-cache-dir" in text
+    assert "USER 10049:10049" in text
+    assert "EXPOSE 10049" in text
+    assert 'ENTRYPOINT ["census-exporter"]' in text
+    instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "HEALTHCHECK" in instructions and "/healthz" in instructions and "curl" not in instructions
+    assert "org.opencontainers.image.source" in text
+    assert (REPO / ".dockerignore").exists()
+
+
+# ------------------------------------------------------------------ Helm
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_strict(name: str) -> None:
+    result = helm("lint", "--strict", str(CHART), *VALUE_SETS[name])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_manifests_validate_offline(name: str, tmp_path: Path) -> None:
+    validator = require_tool("kubernetes-validate")
+    documents = render(*VALUE_SETS[name])
+    core = [doc for doc in documents if doc["kind"] not in CRD_KINDS]
+    path = tmp_path / "manifests.yaml"
+    path.write_text(yaml.safe_dump_all(core))
+    result = run(validator, "--strict", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("passed") == len(core)
+
+
+def test_deployment_is_hardened_by_default() -> None:
+    documents = render()
+    assert {doc["kind"] for doc in documents} == {"ServiceAccount", "Service", "Deployment"}
+    deployment = by_kind(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["replicas"] == 1
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["limits"]["memory"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert "--census.token-file=/var/run/secrets/census/token" in container["args"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "census-token")
+    assert volume["secret"]["secretName"] == "census-census-exporter"
+
+
+def test_token_from_existing_secret_or_chart_made_secret() -> None:
+    existing = render(*VALUE_SETS["existing-secret"])
+    volume = next(
+        v
+        for v in by_kind(existing, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "census-token"
+    )
+    assert volume["secret"] == {"secretName": "census-api", "items": [{"key": "api-token", "path": "token"}]}
+    assert not [doc for doc in existing if doc["kind"] == "Secret"]
+    made = render("--set", "census.token=secret-token:abc")
+    secret = by_kind(made, "Secret")
+    assert secret["data"]["token"] == "c2VjcmV0LXRva2VuOmFiYw=="
+    assert "checksum/secret" in by_kind(made, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def render_notes(tmp_path: Path, *values: str) -> str:
+    """NOTES.txt as helm would print it. `helm template` skips NOTES and `helm install --dry-run` needs a
+    cluster, so a copy of the chart turns it into a named template and renders that."""
+    import shutil
+
+    copy = tmp_path / "chart"
+    shutil.copytree(CHART, copy)
+    notes = (copy / "templates" / "NOTES.txt").read_text()
+    (copy / "templates" / "NOTES.txt").unlink()
+    (copy / "templates" / "_notes.tpl").write_text('{{- define "test.notes" }}' + notes + "{{- end }}")
+    (copy / "templates" / "notes.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
+    result = helm(
+        "template", "census", str(copy), "-n", "monitoring", "--show-only", "templates/notes.yaml", *values
+    )
+    assert result.returncode == 0, result.stderr
+    text: str = yaml.safe_load(result.stdout)["notes"]
+    return text
+
+
+def test_notes_tell_how_to_reach_it_and_warn_without_a_token(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path)
+    assert "kubectl -n monitoring port-forward svc/census-census-exporter 10049" in notes
+    assert "WARNING: no API token configured" in notes
+    assert "create secret generic census-census-exporter" in notes
+    configured = render_notes(tmp_path / "b", *VALUE_SETS["existing-secret"])
+    assert "WARNING" not in configured
+
+
+def test_values_schema_rejects_wrong_values() -> None:
+    for bad in (
+        "replicaCount=two",
+        "census.region=au",
+        "service.port=70000",
+        "log.level=loud",
+        "census.tokn=typo",
+        "prometheusRule.alerts.CensusSyncFailed.severity=page",
+        "serviceMonitor.interval=soon",
+        "image.digest=latest",
+    ):
+        result = helm("template", "census", str(CHART), "--set", bad)
+        assert result.returncode != 0, f"accepted {bad}"
+        assert "schema" in result.stderr, result.stderr
+
+
+def rule_groups(path: Path) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = yaml.safe_load(path.read_text())["groups"]
+    return groups
+
+
+def test_prometheus_rule_matches_the_project_rules_by_default() -> None:
+    documents = render("--set", "prometheusRule.enabled=true")
+    rendered = by_kind(documents, "PrometheusRule")["spec"]["groups"]
+    expected = rule_groups(REPO / "prometheus" / "rules.yaml") + rule_groups(
+        REPO / "prometheus" / "alerts.yaml"
+    )
+    assert rendered == expected
+
+
+def test_prometheus_rule_overrides(tmp_path: Path) -> None:
+    documents = render(*VALUE_SETS["all-features"])
+    rule = by_kind(documents, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert "CensusSyncRecordsInvalid" not in alerts  # disabled
+    failing = alerts["CensusSyncRecordsFailing"]
+    assert "records_failed:ratio > 0.25" in failing["expr"] and "0.10" not in failing["expr"]
+    assert failing["labels"] == {"severity": "critical", "team": "data-platform"}
+    stale = alerts["CensusSyncNotSucceededRecently"]
+    assert stale["for"] == "30m" and "* 0 + 172800)" in stale["expr"]
+    assert failing["annotations"]["dashboard_url"].startswith("https://grafana.acme.test/d/census-sync-runs/")
+    # The overridden rules are still valid Prometheus rules.
+    path = tmp_path / "rendered-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = run(require_tool("promtool"), "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_service_monitor_and_network_policy() -> None:
+    documents = render(*VALUE_SETS["all-features"])
+    monitor = by_kind(documents, "ServiceMonitor")
+    endpoint = monitor["spec"]["endpoints"][0]
+    assert endpoint["port"] == "http" and endpoint["interval"] == "30s" and endpoint["scrapeTimeout"] == "20s"
+    assert endpoint["relabelings"][0]["targetLabel"] == "node"
+    assert endpoint["metricRelabelings"][0]["action"] == "drop"
+    service = by_kind(documents, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    policy = by_kind(documents, "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {53, 443}
+
+
+def test_dashboard_configmap_matches_the_dashboard() -> None:
+    documents = render(*VALUE_SETS["all-features"])
+    config_map = by_kind(documents, "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Census"}
+    assert (
+        config_map["data"]["census-sync-runs.json"]
+        == (REPO / "grafana" / "census-sync-runs.json").read_text()
+    )
+    custom = render(
+        "--set", "grafanaDashboard.enabled=true", "--set", "grafanaDashboard.sidecarLabel=dashboards"
+    )
+    assert by_kind(custom, "ConfigMap")["metadata"]["labels"]["dashboards"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("copy", "original"),
+    [
+        ("files/alerts.yaml", "prometheus/alerts.yaml"),
+        ("files/rules.yaml", "prometheus/rules.yaml"),
+        ("files/census-sync-runs.json", "grafana/census-sync-runs.json"),
+    ],
+)
+def test_chart_copies_have_not_drifted(copy: str, original: str) -> None:
+    assert (CHART / copy).read_bytes() == (REPO / original).read_bytes(), f"run `make chart-files` ({copy})"
+
+
+def leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in ("prometheusRule.alerts",):
+            keys.extend(leaf_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def test_chart_readme_documents_every_value() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    undocumented = [
+        key
+        for key in leaf_keys(values)
+        if f"`{key}`" not in readme
+        and f"`{key}.<" not in readme
+        and not any(f"`{parent}`" in readme for parent in _parents(key))
+        and not any(key in cell for cell in readme.split("|") if "," in cell)
+    ]
+    assert not undocumented, undocumented
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert set(values) <= set(schema["properties"])
+
+
+def _parents(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts))]
+
+
+# ------------------------------------------------------------------ compose
+
+
+def test_compose_stack_is_valid(tmp_path: Path) -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"census-exporter", "prometheus", "alertmanager", "grafana"}
+    assert "--demo" in services["census-exporter"]["command"]
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{source} is mounted but missing"
+    mounted = next(
+        v for v in services["prometheus"]["volumes"] if v.endswith("/etc/prometheus/prometheus.yml:ro")
+    )
+    config = REPO / mounted.split(":")[0]
+    result = run(require_tool("promtool"), "check", "config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 rule files found" in result.stdout
+    checked = run(require_tool("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config", "--quiet")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
