@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from census_exporter import __version__
 from census_exporter.census.client import EU_API_URL, US_API_URL
@@ -60,10 +60,17 @@ def _telemetry_path(text: str) -> str:
     return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (naming the flag), not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every flag, with its environment variable and default."""
     env = os.environ.get
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="census-exporter",
         description="Prometheus exporter for Census (Fivetran Activations) sync runs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,12 +33,14 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
+        self._stopping = threading.Event()
         self.client = CensusClient(
             config.api_url,
             config.token,
             request_timeout=config.request_timeout_seconds,
             observer=ApiRequestMetrics(self.registry, config.workspace),
             max_connections=config.concurrency,
+            sleep=self._stopping.wait,  # backoff between retries ends at once on shutdown
         )
         self.refresher = Refresher(
             self.client,
@@ -64,7 +67,8 @@ class Exporter:
         self.refresher.trigger()
 
     def close(self) -> None:
-        """Stop serving and release connections."""
+        """Stop serving and release connections; background work ends with the process."""
+        self._stopping.set()
         self.http.close()
         self.refresher.close()
         self.client.close()

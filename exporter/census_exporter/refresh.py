@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -32,6 +32,7 @@ from census_exporter.census.models import (
 )
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
+from census_exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class Refresher:
         self._snapshot = Snapshot(workspace=settings.workspace, duration_buckets=settings.duration_buckets)
         self._lock = threading.Lock()
         self._inflight: Future[Snapshot] | None = None
-        self._runner = ThreadPoolExecutor(1, thread_name_prefix="census-refresh")
-        self._fetchers = ThreadPoolExecutor(max(1, settings.concurrency), thread_name_prefix="census-fetch")
+        self._runner = DaemonPool(1, "census-refresh")
+        self._fetchers = DaemonPool(settings.concurrency, "census-fetch")
+        self._stopping = threading.Event()
         self._logged_once: TTLCache[tuple[object, ...], bool] = TTLCache(maxsize=10_000, ttl=3600)
         self._last_error_signature: frozenset[str] = frozenset()
         self.refresh_count = 0
@@ -129,9 +131,10 @@ class Refresher:
         return self._snapshot
 
     def close(self) -> None:
-        """Stop the worker threads (a running refresh is abandoned)."""
-        self._runner.shutdown(wait=False, cancel_futures=True)
-        self._fetchers.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker threads; a running refresh is abandoned without logging an error."""
+        self._stopping.set()
+        self._runner.shutdown()
+        self._fetchers.shutdown()
 
     # ------------------------------------------------------------------ refresh
 
@@ -140,6 +143,8 @@ class Refresher:
         try:
             snapshot = self._build(self._snapshot, started)
         except Exception as error:
+            if self._stopping.is_set():
+                raise  # shutting down: the client was closed under this refresh; nobody reads the result
             # A bug, not an API fault: keep serving the previous data and say so once.
             log.error(
                 "refresh failed unexpectedly: %s: %s",

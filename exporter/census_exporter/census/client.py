@@ -115,7 +115,7 @@ class CensusClient:
         observer: RequestObserver | None = None,
         max_connections: int = 8,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
