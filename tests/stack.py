@@ -23,6 +23,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def ready(url: str) -> bool:
+    """True when a Prometheus-style server answers 200 on /-/ready."""
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class Process:
     """A started binary whose output goes to a log file, shown when a wait fails."""
 
@@ -72,10 +80,7 @@ class Alertmanager:
         wait_for(self._ready, timeout=30, what=f"alertmanager ready\n{self.proc.output()}")
 
     def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return ready(self.url)
 
     def alerts(self) -> list[dict[str, Any]]:
         response = httpx.get(f"{self.url}/api/v2/alerts", timeout=5)
@@ -120,10 +125,7 @@ class Prometheus:
         wait_for(self._ready, timeout=30, what=f"prometheus ready\n{self.proc.output()}")
 
     def _ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return ready(self.url)
 
     def api(self, path: str, **params: str) -> Any:
         response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)

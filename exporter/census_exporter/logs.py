@@ -64,11 +64,11 @@ def _level(record: logging.LogRecord) -> str:
     return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
 
 
-class LogfmtFormatter(logging.Formatter):
-    """``ts=... level=... logger=... msg="..."``, as Prometheus components log."""
+class _FieldsFormatter(logging.Formatter):
+    """The fields every line carries; subclasses choose the encoding."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        """One logfmt line."""
+    def fields(self, record: logging.LogRecord) -> dict[str, str]:
+        """ts, level, logger, msg, and the exception text when there is one."""
         fields = {
             "ts": _timestamp(record),
             "level": _level(record),
@@ -79,7 +79,15 @@ class LogfmtFormatter(logging.Formatter):
             fields["exception"] = record.exc_text
         elif record.exc_info:
             fields["exception"] = self.formatException(record.exc_info)
-        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields.items())
+        return fields
+
+
+class LogfmtFormatter(_FieldsFormatter):
+    """``ts=... level=... logger=... msg="..."``, as Prometheus components log."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One logfmt line."""
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in self.fields(record).items())
 
 
 def _logfmt_value(value: str) -> str:
@@ -89,22 +97,12 @@ def _logfmt_value(value: str) -> str:
     return f'"{escaped}"'
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_FieldsFormatter):
     """One JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
         """One JSON line."""
-        fields = {
-            "ts": _timestamp(record),
-            "level": _level(record),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_text:
-            fields["exception"] = record.exc_text
-        elif record.exc_info:
-            fields["exception"] = self.formatException(record.exc_info)
-        return json.dumps(fields, ensure_ascii=False)
+        return json.dumps(self.fields(record), ensure_ascii=False)
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
