@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest dashboard chart-files docker-smoke clean
+.PHONY: demo test lint typecheck pytest dashboard chart-files docker-smoke bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ chart-files:
 # Builds and runs the Docker image for real (needs root, docker.io and debootstrap; see the script).
 docker-smoke:
 	scripts/docker-smoke-test
+
+# Scrape cost with and without the per-snapshot rendering cache (ratios; not part of make test).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_scrape.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info exporter/*.egg-info

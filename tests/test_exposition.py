@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import gzip
 import subprocess
+import zlib
 from collections.abc import Callable
 
 import httpx
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from census_exporter.demo import DemoActivity, SimulatedWorkspace, reference_workspace
-from tests.conftest import Harness, require_tool
+from tests.conftest import Harness, parse_scrape, require_tool
 
 HarnessFactory = Callable[..., Harness]
 
@@ -46,16 +47,41 @@ def test_openmetrics_by_accept_header(harness_factory: HarnessFactory) -> None:
 
 
 def test_classic_text_by_default_and_gzip_when_accepted(harness_factory: HarnessFactory) -> None:
-    h = harness_factory(reference_workspace())
+    h = harness_factory(reference_workspace(), cache_ttl=300.0)
     plain = h.get("/metrics")
     assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    raw = httpx.get(
-        f"{h.base_url}/metrics", headers={"Accept-Encoding": "gzip"}, timeout=10
-    )  # httpx decodes; check the header and the bytes on the wire through a raw stream
-    assert raw.headers["Content-Encoding"] == "gzip"
-    with httpx.stream("GET", f"{h.base_url}/metrics", headers={"Accept-Encoding": "gzip"}) as stream:
-        wire = b"".join(stream.iter_raw())
-    assert b"census_up" in gzip.decompress(wire)
+    for _ in range(2):  # the second answer comes from the per-snapshot cache
+        with httpx.stream("GET", f"{h.base_url}/metrics", headers={"Accept-Encoding": "gzip"}) as stream:
+            assert stream.headers["Content-Encoding"] == "gzip"
+            wire = b"".join(stream.iter_raw())
+        # One ordinary gzip stream: clients that read only the first member must get everything.
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = decoder.decompress(wire) + decoder.flush()
+        assert decoder.eof and decoder.unused_data == b""
+        assert b"census_up{" in text and b"process_cpu_seconds_total" in text
+        assert parse_scrape(text.decode()).value("census_sync_last_run_id", sync_id="52") == 94
+
+
+def test_census_families_are_rendered_once_per_snapshot(
+    harness_factory: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness_factory(reference_workspace(), cache_ttl=300.0)
+    renders = []
+    original = h.exporter.collector.families
+    monkeypatch.setattr(h.exporter.collector, "families", lambda s: renders.append(s) or original(s))
+    first = h.scrape()
+    second = h.scrape()
+    assert len(renders) == 1
+    assert first.value("census_api_requests_total", endpoint="/syncs") == 1
+    h.refresh()  # a new snapshot: rendered again, and the exporter's own metrics are current
+    third = h.scrape()
+    assert len(renders) == 2 and renders[0] is not renders[1]
+    assert third.value("census_api_requests_total", endpoint="/syncs") == 2
+    assert second.value("census_last_refresh_timestamp_seconds") < third.value(
+        "census_last_refresh_timestamp_seconds"
+    )
+    h.get("/metrics", Accept="application/openmetrics-text; version=1.0.0")
+    assert len(renders) == 3  # each format has its own rendering
 
 
 def test_help_strings_say_the_data_is_cached(harness_factory: HarnessFactory) -> None:
@@ -89,3 +115,20 @@ def test_build_info_and_process_metrics(harness_factory: HarnessFactory) -> None
     assert m.value("process_cpu_seconds_total") is not None
     assert m.value("census_refresh_duration_seconds") is not None
     assert not [name for name, _ in m.samples if name.endswith("_created")]
+
+
+def test_an_exporter_that_never_started_closes() -> None:
+    from census_exporter.config import Config, TokenSource
+    from census_exporter.exporter import Exporter
+    from census_exporter.workers import DaemonPool
+
+    exporter = Exporter(
+        Config(
+            api_url="http://127.0.0.1:9/api/v1",
+            token=TokenSource(value="t"),
+            listen_host="127.0.0.1",
+            listen_port=0,
+        )
+    )
+    closing = DaemonPool(1, "closer").submit(exporter.close)
+    closing.result(timeout=10)  # used to block forever in socketserver.shutdown()

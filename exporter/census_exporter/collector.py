@@ -138,7 +138,10 @@ class CensusCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Every family for the current snapshot."""
-        snapshot = self._current()
+        return self.families(self._current())
+
+    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
+        """Every family for ``snapshot``: a pure function of it, so its rendering can be reused."""
         yield from self._exporter_families(snapshot)
         states = list(snapshot.syncs.values())
         yield from self._sync_families(snapshot, states)

@@ -52,8 +52,9 @@ class Exporter:
                 duration_buckets=config.duration_buckets,
             ),
         )
-        self.registry.register(CensusCollector(lambda: self.refresher.snapshot, config.cache_ttl_seconds))
-        self.app = ExporterApp(self.refresher, self.registry, config.telemetry_path)
+        # Not registered in self.registry: /metrics serves its rendering from a per-snapshot cache.
+        self.collector = CensusCollector(lambda: self.refresher.snapshot, config.cache_ttl_seconds)
+        self.app = ExporterApp(self.refresher, self.collector, self.registry, config.telemetry_path)
         self.http = HTTPServer(self.app, config.listen_host, config.listen_port)
 
     @property

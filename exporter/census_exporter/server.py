@@ -1,31 +1,37 @@
 """HTTP endpoints: ``/metrics`` (or the configured path), ``/``, ``/healthz`` and ``/readyz``.
 
 A scrape asks the refresher for a snapshot within its budget (Prometheus's
-``X-Prometheus-Scrape-Timeout-Seconds`` header minus 0.5 s, or 10 s), then renders the registry in the
-format the ``Accept`` header asks for, gzipped when the client accepts it.
+``X-Prometheus-Scrape-Timeout-Seconds`` header minus 0.5 s, or 10 s), then serves it in the format the
+``Accept`` header asks for, gzipped when the client accepts it: the Census families rendered once per
+snapshot, followed by the exporter's own metrics rendered fresh.
 """
 
 from __future__ import annotations
 
-import gzip
 import html
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
 from census_exporter import __version__
+from census_exporter.collector import CensusCollector
 from census_exporter.refresh import Refresher
+from census_exporter.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCRAPE_BUDGET_SECONDS = 10.0
+GZIP_LEVEL = 5
+OPENMETRICS_EOF = b"# EOF\n"
 SCRAPE_TIMEOUT_OFFSET_SECONDS = 0.5
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -43,11 +49,81 @@ def scrape_budget(header: str | None) -> float:
     return DEFAULT_SCRAPE_BUDGET_SECONDS
 
 
+class _SnapshotFamilies:
+    """What prometheus_client's encoders need (``collect()``), bound to one snapshot."""
+
+    def __init__(self, collector: CensusCollector, snapshot: Snapshot) -> None:
+        self._collector = collector
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        return self._collector.families(self._snapshot)
+
+
+class _SnapshotRendering:
+    """The Census part of /metrics, rendered once per snapshot and format, and compressed once.
+
+    It changes only when a refresh swaps the snapshot, at most once per TTL, while Prometheus servers may
+    scrape far more often, and rendering thousands of series costs far more than serving bytes. For gzip
+    the cache keeps the compressed prefix and a copy of the compressor's state after it, so each scrape
+    compresses only the exporter's own metrics and still sends one ordinary gzip stream (several clients,
+    httpx among them, read only the first member of a multi-member stream).
+    """
+
+    def __init__(self, collector: CensusCollector) -> None:
+        self._collector = collector
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._plain: dict[str, bytes] = {}
+        self._gzip: dict[str, tuple[bytes, Any]] = {}
+
+    def body(
+        self,
+        snapshot: Snapshot,
+        content_type: str,
+        encoder: Callable[[Any], bytes],
+        tail: bytes,
+        compress: bool,
+    ) -> bytes:
+        """The Census exposition of ``snapshot`` followed by ``tail``, gzipped if ``compress``."""
+        with self._lock:
+            if self._snapshot is not snapshot:
+                self._snapshot, self._plain, self._gzip = snapshot, {}, {}
+            plain = self._plain.get(content_type)
+            packed = self._gzip.get(content_type)
+        if plain is None:
+            plain = encoder(_SnapshotFamilies(self._collector, snapshot))
+            if plain.endswith(OPENMETRICS_EOF):
+                plain = plain[: -len(OPENMETRICS_EOF)]  # the tail ends the exposition
+            self._store(snapshot, self._plain, content_type, plain)
+        if not compress:
+            return plain + tail
+        if packed is None:
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            packed = (compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH), compressor)
+            self._store(snapshot, self._gzip, content_type, packed)
+        prefix, state = packed
+        compressor = state.copy()
+        return prefix + compressor.compress(tail) + compressor.flush()
+
+    def _store(self, snapshot: Snapshot, cache: dict[str, Any], key: str, value: Any) -> None:
+        with self._lock:
+            if self._snapshot is snapshot:
+                cache[key] = value
+
+
 class ExporterApp:
     """The WSGI application."""
 
-    def __init__(self, refresher: Refresher, registry: CollectorRegistry, telemetry_path: str) -> None:
+    def __init__(
+        self,
+        refresher: Refresher,
+        collector: CensusCollector,
+        registry: CollectorRegistry,
+        telemetry_path: str,
+    ) -> None:
         self._refresher = refresher
+        self._census = _SnapshotRendering(collector)
         self._registry = registry
         self._telemetry_path = telemetry_path
 
@@ -71,12 +147,13 @@ class ExporterApp:
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"))
-        self._refresher.snapshot_within(budget)
+        snapshot = self._refresher.snapshot_within(budget)
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = encoder(self._registry)
+        compress = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        # Census data from the per-snapshot cache, then the exporter's own metrics, fresh each scrape.
+        body = self._census.body(snapshot, content_type, encoder, encoder(self._registry), compress)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            body = gzip.compress(body, compresslevel=5)
+        if compress:
             headers.append(("Content-Encoding", "gzip"))
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
@@ -156,6 +233,8 @@ class HTTPServer:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop answering and release the socket."""
-        self._server.shutdown()
+        """Stop answering and release the socket (also when it never started)."""
+        if self._thread.is_alive():
+            # shutdown() waits for serve_forever() to return: it would wait forever if that never ran.
+            self._server.shutdown()
         self._server.server_close()
