@@ -323,3 +323,46 @@ def test_a_hanging_run_stays_visible_after_later_runs_are_skipped(harness_factor
     m = h.scrape()
     assert m.value("census_sync_oldest_unfinished_run_created_timestamp_seconds", sync_id="52") is None
     assert m.value("census_sync_runs_total", sync_id="52", status="completed") == 1
+
+
+def test_a_bug_met_by_one_sync_does_not_cost_the_others_their_refresh(
+    harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = reference_workspace()
+    workspace.add_sync(70, label="Healthy")
+    workspace.add_run(70)
+    h = harness_factory(workspace)
+    h.scrape()
+    refresher = h.exporter.refresher
+    original = refresher._refresh_sync
+
+    def buggy(sync, previous, deadline):  # type: ignore[no-untyped-def]
+        if sync.id == 52:
+            raise ZeroDivisionError("division by zero")
+        return original(sync, previous, deadline)
+
+    monkeypatch.setattr(refresher, "_refresh_sync", buggy)
+    workspace.add_run(70)
+    with caplog.at_level(logging.INFO):
+        m = h.scrape()
+        h.scrape()
+    assert m.value("census_up") == 0
+    assert m.value("census_sync_runs_total", sync_id="70", status="completed") == 1  # refreshed
+    assert m.value("census_sync_last_run_id", sync_id="52") == 94  # kept
+    lines = [r for r in caplog.records if "refresh failed unexpectedly" in r.getMessage()]
+    assert len(lines) == 1 and "ZeroDivisionError" in lines[0].getMessage()
+    assert lines[0].exc_info is None
+
+
+def test_a_sync_that_stays_gone_is_logged_once(
+    harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace = reference_workspace()
+    workspace.add_sync(61, label="Runs endpoint 404s")
+    with workspace.lock:
+        del workspace.runs[61]
+    h = harness_factory(workspace)
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            h.scrape()
+    assert len([r for r in caplog.records if "is gone (404)" in r.getMessage()]) == 1

@@ -220,11 +220,39 @@ class Refresher:
             try:
                 states[sync.id] = futures[sync.id].result()
             except _SyncGone:
-                log.info("sync %s (%s) is gone (404); dropping its series", sync.id, sync.label)
+                self._log_once(
+                    ("gone", sync.id),
+                    "sync %s (%s) is gone (404); dropping its series",
+                    sync.id,
+                    sync.label,
+                    level=logging.INFO,
+                )
+                continue
             except CensusAPIError as error:
                 errors.append(error)
-                kept = previous.get(sync.id)
-                states[sync.id] = replace(kept, sync=sync) if kept else SyncState(sync=sync)
+            except Exception as error:
+                if self._stopping.is_set():
+                    raise
+                # A bug met by one sync must not cost the others their refresh: that sync keeps its data.
+                errors.append(
+                    CensusAPIError(
+                        "/syncs/{id}/sync_runs",
+                        f"sync {sync.id}: unexpected {type(error).__name__}: {error}",
+                    )
+                )
+                self._log_once(
+                    ("bug", sync.id, type(error).__name__),
+                    "sync %s (%s): refresh failed unexpectedly: %s: %s",
+                    sync.id,
+                    sync.label,
+                    type(error).__name__,
+                    error,
+                    level=logging.ERROR,
+                )
+            else:
+                continue
+            kept = previous.get(sync.id)
+            states[sync.id] = replace(kept, sync=sync) if kept else SyncState(sync=sync)
         return dict(sorted(states.items()))
 
     def _refresh_sync(self, sync: Sync, previous: SyncState | None, deadline: float) -> SyncState:
@@ -347,10 +375,13 @@ class Refresher:
                 self._log_once((kind, parsed.reason), "skipping a %s record: %s", kind, parsed.reason)
         return names
 
-    def _log_once(self, key: tuple[object, ...], message: str, *args: object) -> None:
+    def _log_once(
+        self, key: tuple[object, ...], message: str, *args: object, level: int = logging.WARNING
+    ) -> None:
+        """Log ``message`` unless the same ``key`` was logged within the last hour."""
         if key not in self._logged_once:
             self._logged_once[key] = True
-            log.warning(message, *args)
+            log.log(level, message, *args)
 
     def _log_failed_run(self, sync: Sync, run: SyncRun) -> None:
         message = run.error_message or ""
