@@ -9,7 +9,7 @@ ARG PYTHON_IMAGE=python:3.12-slim
 # ---- builder: build the wheel and install it, with its dependencies, into a virtualenv
 FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/census-exporter \
