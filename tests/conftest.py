@@ -55,6 +55,8 @@ def wait_for(
     pytest.fail(f"timed out after {timeout}s waiting for {description or condition}: last={last!r}")
 
 
+HarnessFactory = Callable[..., "Harness"]
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
