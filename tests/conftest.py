@@ -132,6 +132,7 @@ def harness_factory() -> Iterator[Callable[..., Harness]]:
         *,
         cache_ttl: float = 0.0,
         token: str = TEST_TOKEN,
+        token_source: TokenSource | None = None,
         simulator_token: str = TEST_TOKEN,
         latency: float = 0.0,
         pagination_style: str = "both",
@@ -147,7 +148,7 @@ def harness_factory() -> Iterator[Callable[..., Harness]]:
         ).start()
         settings: dict[str, Any] = {
             "api_url": simulator.url,
-            "token": TokenSource(value=token),
+            "token": token_source or TokenSource(value=token),
             "cache_ttl_seconds": cache_ttl,
             "listen_host": "127.0.0.1",
             "listen_port": 0,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -366,3 +368,33 @@ def test_a_sync_that_stays_gone_is_logged_once(
         for _ in range(3):
             h.scrape()
     assert len([r for r in caplog.records if "is gone (404)" in r.getMessage()]) == 1
+
+
+def test_rate_limited_then_served_over_real_http(harness_factory: HarnessFactory) -> None:
+    h = harness_factory(reference_workspace())
+    h.simulator.inject(Fault(r"^/api/v1/syncs$", status=429, headers=(("Retry-After", "1"),), times=1))
+    m = h.scrape()
+    assert m.value("census_up") == 1  # retried after Retry-After, within the refresh
+    assert m.value("census_api_requests_total", endpoint="/syncs", code="429") == 1
+    assert m.value("census_api_requests_total", endpoint="/syncs", code="200") == 1
+
+
+def test_token_file_rotation_recovers_without_restart(
+    harness_factory: HarnessFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from census_exporter.config import TokenSource
+
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-token:revoked-one\n")
+    h = harness_factory(reference_workspace(), token_source=TokenSource(path=str(token_file)))
+    with caplog.at_level(logging.INFO):
+        assert h.scrape().value("census_up") == 0
+        token_file.write_text(TEST_TOKEN + "\n")  # the Secret is rotated in place
+        os.utime(token_file, ns=(1, 2))
+        m = h.scrape()
+    assert m.value("census_up") == 1
+    assert m.value("census_sync_last_run_id", sync_id="52") == 94
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("rejected the token (401)" in line for line in messages)
+    assert "Census API refresh succeeded again" in messages
+    assert "revoked-one" not in caplog.text
