@@ -201,6 +201,10 @@ def test_prometheus_rule_overrides(tmp_path: Path) -> None:
     stale = alerts["CensusSyncNotSucceededRecently"]
     assert stale["for"] == "30m" and "* 0 + 172800)" in stale["expr"]
     assert failing["annotations"]["dashboard_url"].startswith("https://grafana.acme.test/d/census-sync-runs/")
+    assert (
+        failing["annotations"]["runbook_url"]
+        == "https://wiki.acme.test/census-runbook#censussyncrecordsfailing"
+    )
     # The overridden rules are still valid Prometheus rules.
     path = tmp_path / "rendered-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
