@@ -95,10 +95,14 @@ def test_endpoints(harness_factory: HarnessFactory) -> None:
     landing = h.get("/")
     assert landing.status_code == 200
     assert 'href="/metrics"' in landing.text and "0.1.0" in landing.text
+    assert "first refresh in progress" in landing.text
     assert h.get("/healthz").status_code == 200
     assert h.get("/readyz").status_code == 503  # no refresh has finished yet
     h.scrape()
     assert h.get("/readyz").status_code == 200
+    landing = h.get("/").text
+    assert "<th>Census API</th><td>up</td>" in landing
+    assert "<th>Syncs</th><td>1</td>" in landing and "<th>Workspace</th><td>default</td>" in landing
     assert h.get("/nope").status_code == 404
     assert h.http.post(h.base_url + "/metrics").status_code == 405
 

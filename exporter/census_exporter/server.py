@@ -12,6 +12,7 @@ import html
 import logging
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
@@ -160,11 +161,33 @@ class ExporterApp:
         return [body]
 
     def _landing_page(self) -> bytes:
+        """Links, and the state of the current snapshot at a glance (no API call)."""
+        snapshot = self._refresher.snapshot
         path = html.escape(self._telemetry_path)
+        if not snapshot.refreshed:
+            state = "first refresh in progress"
+        else:
+            state = "up" if snapshot.up else "down: the last refresh had errors (see the log)"
+        last = snapshot.last_success_timestamp
+        failing = sum(
+            1 for sync in snapshot.syncs.values() if sync.latest_run and sync.latest_run.status == "failed"
+        )
+        rows = [
+            ("Workspace", snapshot.workspace),
+            ("Census API", state),
+            (
+                "Last error-free refresh",
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last)) if last else "none yet",
+            ),
+            ("Syncs", str(len(snapshot.syncs))),
+            ("Newest run failed", str(failing)),
+        ]
+        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
         return (
-            "<!doctype html><html><head><title>Census Exporter</title></head><body>"
+            "<!doctype html><html><head><meta charset=utf-8><title>Census Exporter</title></head><body>"
             "<h1>Census Exporter</h1>"
-            f"<p>Version {html.escape(__version__)}</p><ul>"
+            f"<p>Version {html.escape(__version__)}</p>"
+            f'<table style="text-align:left">{table}</table><ul>'
             f'<li><a href="{path}">Metrics</a></li>'
             '<li><a href="/healthz">Health</a></li>'
             '<li><a href="/readyz">Readiness</a></li>'
