@@ -184,14 +184,21 @@ def test_a_sync_that_never_ran_has_info_and_zero_counters_but_no_status(
     assert m.value("census_sync_runs_total", sync_id="7", status="failed") == 0
 
 
-def test_partial_failure_keeps_the_last_good_data(
-    harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture
-) -> None:
+def baselined_with_a_healthy_sync(harness_factory: HarnessFactory) -> Harness:
+    """Sync 52 from the Census docs plus sync 70 with one run, scraped once (the baseline)."""
     workspace = reference_workspace()
     workspace.add_sync(70, label="Healthy")
     workspace.add_run(70)
     h = harness_factory(workspace)
     h.scrape()
+    return h
+
+
+def test_partial_failure_keeps_the_last_good_data(
+    harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = baselined_with_a_healthy_sync(harness_factory)
+    workspace = h.workspace
     h.simulator.inject(Fault(r"/syncs/52/sync_runs", status=503, times=-1))
     workspace.add_run(70)
     with caplog.at_level(logging.WARNING):
@@ -330,11 +337,8 @@ def test_a_hanging_run_stays_visible_after_later_runs_are_skipped(harness_factor
 def test_a_bug_met_by_one_sync_does_not_cost_the_others_their_refresh(
     harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    workspace = reference_workspace()
-    workspace.add_sync(70, label="Healthy")
-    workspace.add_run(70)
-    h = harness_factory(workspace)
-    h.scrape()
+    h = baselined_with_a_healthy_sync(harness_factory)
+    workspace = h.workspace
     refresher = h.exporter.refresher
     original = refresher._refresh_sync
 
