@@ -33,14 +33,14 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
-        self._stopping = threading.Event()
+        stopping = threading.Event()  # set by refresher.close()
         self.client = CensusClient(
             config.api_url,
             config.token,
             request_timeout=config.request_timeout_seconds,
             observer=ApiRequestMetrics(self.registry, config.workspace),
             max_connections=config.concurrency,
-            sleep=self._stopping.wait,  # backoff between retries ends at once on shutdown
+            sleep=stopping.wait,  # backoff between retries ends at once on shutdown
         )
         self.refresher = Refresher(
             self.client,
@@ -51,6 +51,7 @@ class Exporter:
                 refresh_timeout_seconds=config.refresh_timeout_seconds,
                 duration_buckets=config.duration_buckets,
             ),
+            stopping=stopping,
         )
         # Not registered in self.registry: /metrics serves its rendering from a per-snapshot cache.
         self.collector = CensusCollector(lambda: self.refresher.snapshot, config.cache_ttl_seconds)
@@ -69,7 +70,6 @@ class Exporter:
 
     def close(self) -> None:
         """Stop serving and release connections; background work ends with the process."""
-        self._stopping.set()
         self.http.close()
         self.refresher.close()
         self.client.close()

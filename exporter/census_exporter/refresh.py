@@ -78,6 +78,7 @@ class Refresher:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._api = api
         self._settings = settings
@@ -88,7 +89,8 @@ class Refresher:
         self._inflight: Future[Snapshot] | None = None
         self._runner = DaemonPool(1, "census-refresh")
         self._fetchers = DaemonPool(settings.concurrency, "census-fetch")
-        self._stopping = threading.Event()
+        # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
+        self._stopping = stopping or threading.Event()
         self._logged_once: TTLCache[tuple[object, ...], bool] = TTLCache(maxsize=10_000, ttl=3600)
         self._last_error_signature: frozenset[str] = frozenset()
         self.refresh_count = 0
