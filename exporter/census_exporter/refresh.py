@@ -221,6 +221,7 @@ class Refresher:
         for sync in listed:
             try:
                 states[sync.id] = futures[sync.id].result()
+                continue
             except _SyncGone:
                 self._log_once(
                     ("gone", sync.id),
@@ -251,8 +252,7 @@ class Refresher:
                     error,
                     level=logging.ERROR,
                 )
-            else:
-                continue
+            # Its requests failed: the sync keeps what the previous snapshot knew of it.
             kept = previous.get(sync.id)
             states[sync.id] = replace(kept, sync=sync) if kept else SyncState(sync=sync)
         return dict(sorted(states.items()))
