@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import CancelledError
 
 import pytest
 
@@ -46,3 +47,12 @@ def test_at_most_n_tasks_run_at_once_and_shutdown_cancels_queued_ones() -> None:
     assert all(f.cancelled() for f in futures[2:])
     assert peak[0] == 2
     assert all(t.daemon for t in threading.enumerate() if t.name.startswith("test-"))
+
+
+def test_work_submitted_after_shutdown_is_cancelled_not_left_hanging() -> None:
+    pool = DaemonPool(1, "test-closed")
+    pool.shutdown()
+    future = pool.submit(lambda: 1)
+    assert future.cancelled()
+    with pytest.raises(CancelledError):
+        future.result(timeout=5)

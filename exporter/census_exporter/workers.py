@@ -23,6 +23,7 @@ class DaemonPool:
 
     def __init__(self, workers: int, name: str) -> None:
         self._tasks: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{n}", daemon=True)
             for n in range(max(1, workers))
@@ -31,13 +32,20 @@ class DaemonPool:
             thread.start()
 
     def submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
-        """Queue ``function(*args)``; its result or exception arrives through the returned future."""
+        """Queue ``function(*args)``; its result or exception arrives through the returned future.
+
+        After :meth:`shutdown` no worker is left to run it: the future comes back already cancelled.
+        """
         future: Future[T] = Future()
-        self._tasks.put((lambda: function(*args), future))
+        if self._closed:
+            future.cancel()
+        else:
+            self._tasks.put((lambda: function(*args), future))
         return future
 
     def shutdown(self) -> None:
         """Let the workers finish their current task and stop; queued tasks are cancelled."""
+        self._closed = True
         while True:
             try:
                 task = self._tasks.get_nowait()
