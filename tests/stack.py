@@ -16,6 +16,24 @@ REPO = Path(__file__).resolve().parent.parent
 RULE_FILES = [REPO / "prometheus" / "rules.yaml", REPO / "prometheus" / "alerts.yaml"]
 
 
+def run_tool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run a real command-line tool with its output captured (at most 120 s)."""
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
+
+
+def promtool_check_groups(groups: list[dict[str, Any]], directory: Path) -> subprocess.CompletedProcess[str]:
+    """`promtool check rules` on rule groups written to a file in ``directory``."""
+    path = directory / "promtool-check-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": groups}))
+    return run_tool(require_tool("promtool"), "check", "rules", str(path))
+
+
+def promtool_check_expressions(expressions: list[str], directory: Path) -> subprocess.CompletedProcess[str]:
+    """Whether each PromQL expression parses: promtool checks them as recording rules."""
+    rules = [{"record": f"check:expression_{n}", "expr": expr} for n, expr in enumerate(expressions)]
+    return promtool_check_groups([{"name": "expressions", "rules": rules}], directory)
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago."""
     with socket.socket() as probe:

@@ -4,7 +4,6 @@ Alertmanager end to end against the exporter."""
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import yaml
 
 from census_exporter.demo import DemoActivity, SimulatedWorkspace
 from tests.conftest import Harness, require_tool, wait_for
-from tests.stack import REPO, RULE_FILES, Alertmanager, Prometheus
+from tests.stack import REPO, RULE_FILES, Alertmanager, Prometheus, run_tool
 
 ALERTS = [
     "CensusSyncFailed",
@@ -28,24 +27,20 @@ ALERTS = [
 ]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False)
-
-
 def alert_rules() -> dict[str, dict[str, Any]]:
     document = yaml.safe_load((REPO / "prometheus" / "alerts.yaml").read_text())
     return {rule["alert"]: rule for group in document["groups"] for rule in group["rules"]}
 
 
 def test_promtool_check_rules() -> None:
-    result = run(require_tool("promtool"), "check", "rules", *map(str, RULE_FILES))
+    result = run_tool(require_tool("promtool"), "check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_unit_tests_pass() -> None:
     tests = sorted((REPO / "prometheus" / "tests").glob("*.yaml"))
     assert tests
-    result = run(require_tool("promtool"), "test", "rules", *map(str, tests))
+    result = run_tool(require_tool("promtool"), "test", "rules", *map(str, tests))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -62,9 +57,13 @@ def test_every_alert_has_firing_and_silent_unit_test_cases() -> None:
 
 
 def test_example_configs_are_valid() -> None:
-    prometheus = run(require_tool("promtool"), "check", "config", str(REPO / "prometheus" / "prometheus.yml"))
+    prometheus = run_tool(
+        require_tool("promtool"), "check", "config", str(REPO / "prometheus" / "prometheus.yml")
+    )
     assert prometheus.returncode == 0, prometheus.stdout + prometheus.stderr
-    alertmanager = run(require_tool("amtool"), "check-config", str(REPO / "prometheus" / "alertmanager.yml"))
+    alertmanager = run_tool(
+        require_tool("amtool"), "check-config", str(REPO / "prometheus" / "alertmanager.yml")
+    )
     assert alertmanager.returncode == 0, alertmanager.stdout + alertmanager.stderr
 
 

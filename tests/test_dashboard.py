@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from census_exporter.demo import DemoActivity, SimulatedWorkspace
-from tests.conftest import Harness, require_tool, wait_for
-from tests.stack import REPO, Prometheus
+from tests.conftest import Harness, wait_for
+from tests.stack import REPO, Prometheus, promtool_check_expressions
 
 DASHBOARD = REPO / "grafana" / "census-sync-runs.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -131,13 +131,7 @@ def test_the_expected_panels_exist() -> None:
 
 
 def test_every_query_parses(tmp_path: Path) -> None:
-    promtool = require_tool("promtool")
-    rules = [{"record": f"dashboard:query_{n}", "expr": expr} for n, (_, expr) in enumerate(queries(load()))]
-    path = tmp_path / "dashboard-queries.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
-    )
+    result = promtool_check_expressions([expr for _, expr in queries(load())], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

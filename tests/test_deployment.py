@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import require_tool
-from tests.stack import REPO
+from tests.stack import REPO, promtool_check_groups, run_tool
 
 CHART = REPO / "helm" / "census-exporter"
 VALUE_SETS = {
@@ -26,12 +26,8 @@ VALUE_SETS = {
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
-def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
-
-
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return run(require_tool("helm"), *args)
+    return run_tool(require_tool("helm"), *args)
 
 
 def render(*values: str) -> list[dict[str, Any]]:
@@ -50,7 +46,7 @@ def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 
 
 def test_hadolint_is_clean() -> None:
-    result = run(require_tool("hadolint"), "Dockerfile")
+    result = run_tool(require_tool("hadolint"), "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -83,7 +79,7 @@ def test_rendered_manifests_validate_offline(name: str, tmp_path: Path) -> None:
     documents = render(*VALUE_SETS[name])
     path = tmp_path / "manifests.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    result = run(validator, "--strict", str(path))
+    result = run_tool(validator, "--strict", str(path))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     core = [doc for doc in documents if doc["kind"] not in CRD_KINDS]
@@ -206,9 +202,7 @@ def test_prometheus_rule_overrides(tmp_path: Path) -> None:
         == "https://wiki.acme.test/census-runbook#censussyncrecordsfailing"
     )
     # The overridden rules are still valid Prometheus rules.
-    path = tmp_path / "rendered-rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
-    result = run(require_tool("promtool"), "check", "rules", str(path))
+    result = promtool_check_groups(rule["spec"]["groups"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -302,8 +296,10 @@ def test_compose_stack_is_valid(tmp_path: Path) -> None:
         v for v in services["prometheus"]["volumes"] if v.endswith("/etc/prometheus/prometheus.yml:ro")
     )
     config = REPO / mounted.split(":")[0]
-    result = run(require_tool("promtool"), "check", "config", str(config))
+    result = run_tool(require_tool("promtool"), "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 rule files found" in result.stdout
-    checked = run(require_tool("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config", "--quiet")
+    checked = run_tool(
+        require_tool("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr

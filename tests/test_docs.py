@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
-import yaml
-
 from census_exporter.demo import reference_workspace
-from tests.conftest import HarnessFactory, require_tool
-from tests.stack import REPO
+from tests.conftest import HarnessFactory
+from tests.stack import REPO, promtool_check_expressions
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -34,12 +31,7 @@ def promql_examples() -> list[tuple[str, str]]:
 def test_every_promql_example_parses(tmp_path: Path) -> None:
     examples = promql_examples()
     assert len(examples) >= 4
-    rules = [{"record": f"docs:example_{n}", "expr": query} for n, (_, query) in enumerate(examples)]
-    path = tmp_path / "examples.yaml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "docs", "rules": rules}]}))
-    result = subprocess.run(
-        [require_tool("promtool"), "check", "rules", str(path)], capture_output=True, text=True, check=False
-    )
+    result = promtool_check_expressions([query for _, query in examples], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
