@@ -62,7 +62,7 @@ def syncs_url(page: int) -> str:
 
 def test_sends_the_whole_token_as_bearer(httpx_mock: HTTPXMock, client: CensusClient) -> None:
     httpx_mock.add_response(url=syncs_url(1), json={"status": "success", "data": []})
-    assert client.list_syncs(FAR) == []
+    assert client.list_syncs(FAR).items == []
     request = httpx_mock.get_requests()[0]
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
 
@@ -76,7 +76,7 @@ def test_pages_by_pagination_block(httpx_mock: HTTPXMock, client: CensusClient) 
         url=syncs_url(2),
         json={"status": "success", "data": [{"id": 2}], "pagination": {"next_page": None, "last_page": 2}},
     )
-    assert client.list_syncs(FAR) == [{"id": 1}, {"id": 2}]
+    assert client.list_syncs(FAR).items == [{"id": 1}, {"id": 2}]
 
 
 def test_pages_by_last_page_when_next_page_is_missing(httpx_mock: HTTPXMock, client: CensusClient) -> None:
@@ -85,7 +85,7 @@ def test_pages_by_last_page_when_next_page_is_missing(httpx_mock: HTTPXMock, cli
             url=syncs_url(page),
             json={"status": "success", "data": [{"id": page}], "pagination": {"last_page": 3}},
         )
-    assert [item["id"] for item in client.list_syncs(FAR)] == [1, 2, 3]
+    assert [item["id"] for item in client.list_syncs(FAR).items] == [1, 2, 3]
 
 
 def test_pages_by_legacy_next_link_without_following_its_host(
@@ -100,7 +100,7 @@ def test_pages_by_legacy_next_link_without_following_its_host(
         },
     )
     httpx_mock.add_response(url=syncs_url(2), json={"status": "success", "data": [{"id": 2}], "next": None})
-    assert client.list_syncs(FAR) == [{"id": 1}, {"id": 2}]
+    assert client.list_syncs(FAR).items == [{"id": 1}, {"id": 2}]
     assert {request.url.host for request in httpx_mock.get_requests()} == {"census.test"}
 
 
@@ -110,7 +110,7 @@ def test_a_next_link_without_a_page_number_ends_paging(httpx_mock: HTTPXMock, cl
         url=syncs_url(1),
         json={"status": "success", "data": [{"id": 1}], "next": "https://app.getcensus.com/api/v1/syncs"},
     )
-    assert client.list_syncs(FAR) == [{"id": 1}]
+    assert client.list_syncs(FAR).items == [{"id": 1}]
 
 
 def test_repeated_records_across_shifting_pages_are_dropped(
@@ -124,7 +124,7 @@ def test_repeated_records_across_shifting_pages_are_dropped(
         url=syncs_url(2),
         json={"status": "success", "data": [{"id": 2}, {"id": 3}], "pagination": {"next_page": None}},
     )
-    assert [item["id"] for item in client.list_syncs(FAR)] == [1, 2, 3]
+    assert [item["id"] for item in client.list_syncs(FAR).items] == [1, 2, 3]
 
 
 def test_sync_runs_page_reports_whether_more_exist(httpx_mock: HTTPXMock, client: CensusClient) -> None:
@@ -145,7 +145,7 @@ def test_retries_5xx_with_backoff_then_succeeds(
     httpx_mock.add_response(url=syncs_url(1), status_code=502)
     httpx_mock.add_response(url=syncs_url(1), status_code=503)
     httpx_mock.add_response(url=syncs_url(1), json={"status": "success", "data": [{"id": 1}]})
-    assert client.list_syncs(FAR) == [{"id": 1}]
+    assert client.list_syncs(FAR).items == [{"id": 1}]
     assert len(recorder.slept) == 2
     assert 0.25 <= recorder.slept[0] <= 0.5
     assert 0.5 <= recorder.slept[1] <= 1.0  # exponential

@@ -186,7 +186,7 @@ class CensusCollector(Collector):
         count = GaugeMetricFamily(
             "census_syncs", self._help("Number of syncs in the workspace."), labels=["workspace"]
         )
-        if snapshot.refreshed:
+        if snapshot.listed:
             count.add_metric(workspace, len(snapshot.syncs))
         yield count
 

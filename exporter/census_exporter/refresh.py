@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from cachetools import TTLCache
 
-from census_exporter.census.client import AuthError, CensusAPIError, NotFoundError, RunsPage
+from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
 from census_exporter.census.models import (
     Connection,
     Skipped,
@@ -42,9 +42,9 @@ ERROR_MESSAGE_LOG_LIMIT = 200
 class CensusAPI(Protocol):
     """What the refresher needs from the client (the real one is :class:`CensusClient`)."""
 
-    def list_syncs(self, deadline: float) -> list[Any]: ...
-    def list_sources(self, deadline: float) -> list[Any]: ...
-    def list_destinations(self, deadline: float) -> list[Any]: ...
+    def list_syncs(self, deadline: float) -> Listing: ...
+    def list_sources(self, deadline: float) -> Listing: ...
+    def list_destinations(self, deadline: float) -> Listing: ...
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage: ...
     def get_sync_run(self, run_id: int, deadline: float) -> Any: ...
 
@@ -157,6 +157,7 @@ class Refresher:
             snapshot = replace(
                 self._snapshot,
                 up=False,
+                last_error=f"unexpected {type(error).__name__}",
                 refreshed=True,
                 started_monotonic=started,
                 refresh_duration_seconds=self._clock() - started,
@@ -176,15 +177,17 @@ class Refresher:
         )
         if connections_at is None or started - connections_at >= self._settings.connections_ttl_seconds:
             try:
-                sources = self._connection_names(self._api.list_sources(deadline), "source")
-                destinations = self._connection_names(self._api.list_destinations(deadline), "destination")
+                sources = self._connection_names(self._api.list_sources(deadline).items, "source")
+                destinations = self._connection_names(
+                    self._api.list_destinations(deadline).items, "destination"
+                )
                 connections_at = started
             except CensusAPIError as error:
                 errors.append(error)
 
         syncs: dict[int, SyncState] | None = None
         try:
-            listed = self._parse_syncs(self._api.list_syncs(deadline))
+            listed = self._parse_syncs(self._api.list_syncs(deadline).items)
         except CensusAPIError as error:
             errors.append(error)
         else:
@@ -199,6 +202,8 @@ class Refresher:
             destination_names=destinations,
             up=ok,
             refreshed=True,
+            listed=previous.listed or syncs is not None,
+            last_error=None if ok else str(errors[0]),
             last_success_timestamp=self._wall_clock() if ok else previous.last_success_timestamp,
             refresh_duration_seconds=self._clock() - started,
             started_monotonic=started,

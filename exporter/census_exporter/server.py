@@ -8,11 +8,9 @@ snapshot, followed by the exporter's own metrics rendered fresh.
 
 from __future__ import annotations
 
-import html
 import logging
 import socket
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
@@ -23,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from census_exporter import __version__
 from census_exporter.collector import CensusCollector
+from census_exporter.landing import render_landing_page
 from census_exporter.refresh import Refresher
 from census_exporter.snapshot import Snapshot
 
@@ -143,7 +141,12 @@ class ExporterApp:
                 return _respond(start_response, "200 OK", b"ready\n")
             return _respond(start_response, "503 Service Unavailable", b"first refresh pending\n")
         if path == "/":
-            return _respond(start_response, "200 OK", self._landing_page(), "text/html; charset=utf-8")
+            return _respond(
+                start_response,
+                "200 OK",
+                render_landing_page(self._refresher.snapshot, self._telemetry_path),
+                "text/html; charset=utf-8",
+            )
         return _respond(start_response, "404 Not Found", b"not found\n")
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -159,40 +162,6 @@ class ExporterApp:
         headers.append(("Content-Length", str(len(body))))
         start_response("200 OK", headers)
         return [body]
-
-    def _landing_page(self) -> bytes:
-        """Links, and the state of the current snapshot at a glance (no API call)."""
-        snapshot = self._refresher.snapshot
-        path = html.escape(self._telemetry_path)
-        if not snapshot.refreshed:
-            state = "first refresh in progress"
-        else:
-            state = "up" if snapshot.up else "down: the last refresh had errors (see the log)"
-        last = snapshot.last_success_timestamp
-        failing = sum(
-            1 for sync in snapshot.syncs.values() if sync.latest_run and sync.latest_run.status == "failed"
-        )
-        rows = [
-            ("Workspace", snapshot.workspace),
-            ("Census API", state),
-            (
-                "Last error-free refresh",
-                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last)) if last else "none yet",
-            ),
-            ("Syncs", str(len(snapshot.syncs))),
-            ("Newest run failed", str(failing)),
-        ]
-        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-        return (
-            "<!doctype html><html><head><meta charset=utf-8><title>Census Exporter</title></head><body>"
-            "<h1>Census Exporter</h1>"
-            f"<p>Version {html.escape(__version__)}</p>"
-            f'<table style="text-align:left">{table}</table><ul>'
-            f'<li><a href="{path}">Metrics</a></li>'
-            '<li><a href="/healthz">Health</a></li>'
-            '<li><a href="/readyz">Readiness</a></li>'
-            "</ul></body></html>\n"
-        ).encode()
 
 
 def _respond(

@@ -38,6 +38,11 @@ class Snapshot:
     up: bool = False
     #: True once at least one refresh has finished (successfully or not).
     refreshed: bool = False
+    #: True once the sync list has been read successfully at least once: before that the number of syncs
+    #: is unknown (absent), not zero.
+    listed: bool = False
+    #: One line saying why the refresh that built this snapshot was not error-free (``None`` when it was).
+    last_error: str | None = None
     #: Unix time at which the last error-free refresh finished.
     last_success_timestamp: float | None = None
     #: How long the refresh that built this snapshot took.

@@ -26,6 +26,9 @@ MAX_LIST_PAGES = 1000
 US_API_URL = "https://app.getcensus.com/api/v1"
 EU_API_URL = "https://app-eu.getcensus.com/api/v1"
 
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""Largest response body accepted, after decompression: a page of 100 syncs is a few hundred KB."""
+
 
 class CensusAPIError(Exception):
     """A request that did not produce usable data. ``str()`` is one log-ready line."""
@@ -81,11 +84,42 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Listing:
+    """Every record of a paged list, and whether it was read consistently from start to end.
+
+    ``complete`` is False when the list visibly changed while its pages were read (records shifted between
+    pages), so a record may be missing from ``items``: absence from such a listing proves nothing.
+    """
+
+    items: list[Any]
+    complete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RunsPage:
     """One page of a sync's runs, newest first, and whether an older page exists."""
 
     items: list[Any]
     has_more: bool
+
+
+def validate_base_url(url: str) -> str:
+    """``url`` if it can serve as the API base URL, else ValueError with a message safe to print.
+
+    Credentials in the URL are refused: httpx would send them as Basic auth instead of the Bearer token,
+    and an error message quoting the URL would print the password.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    del port
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("must not contain credentials (user:password@); the token is sent as a header")
+    return url
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -114,6 +148,7 @@ class CensusClient:
         retry: RetryPolicy | None = None,
         observer: RequestObserver | None = None,
         max_connections: int = 8,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -121,6 +156,7 @@ class CensusClient:
     ) -> None:
         self._token = token
         self._request_timeout = request_timeout
+        self._max_response_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
         self._observer: RequestObserver = observer or _NoObserver()
         self._sleep = sleep
@@ -143,17 +179,17 @@ class CensusClient:
 
     # ------------------------------------------------------------------ endpoints
 
-    def list_syncs(self, deadline: float) -> list[Any]:
+    def list_syncs(self, deadline: float) -> Listing:
         """Every sync in the workspace, across all pages."""
-        return list(self._all_pages("syncs", "/syncs", deadline))
+        return Listing(list(self._all_pages("syncs", "/syncs", deadline)))
 
-    def list_sources(self, deadline: float) -> list[Any]:
+    def list_sources(self, deadline: float) -> Listing:
         """Every source connection, across all pages."""
-        return list(self._all_pages("sources", "/sources", deadline))
+        return Listing(list(self._all_pages("sources", "/sources", deadline)))
 
-    def list_destinations(self, deadline: float) -> list[Any]:
+    def list_destinations(self, deadline: float) -> Listing:
         """Every destination connection, across all pages."""
-        return list(self._all_pages("destinations", "/destinations", deadline))
+        return Listing(list(self._all_pages("destinations", "/destinations", deadline)))
 
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
         """One page of a sync's runs, newest first."""

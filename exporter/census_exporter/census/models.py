@@ -9,7 +9,7 @@ on bad input. A field with the wrong type is treated as unknown (``None``), neve
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,8 @@ class Sync:
     destination_object: str
     schedule: str
     paused: bool | None
+    #: Fields that arrived unusable (out of range, wrong type) and were dropped, for a one-time log line.
+    problems: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class SyncRun:
     canceled: bool | None
     full_sync: bool | None
     trigger: str | None
+    #: Fields that arrived unusable (out of range, wrong type) and were dropped, for a one-time log line.
+    problems: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def terminal(self) -> bool:
