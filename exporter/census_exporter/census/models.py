@@ -100,6 +100,16 @@ class SyncRun:
         return max(0.0, end - self.created_at)
 
 
+TRUNCATION_MARKER = "…"
+
+
+def bounded_text(value: str, limit: int) -> str:
+    """``value`` cut to at most ``limit`` characters, the last one a marker when it was cut."""
+    if len(value) <= limit:
+        return value
+    return value[: max(0, limit - 1)] + TRUNCATION_MARKER
+
+
 def parse_id(value: object) -> int | None:
     """An API id: a positive integer, or a string of digits. Booleans and floats are not ids."""
     if isinstance(value, bool):
