@@ -263,3 +263,11 @@ def test_a_missing_file_is_one_line_without_a_traceback_chain(tmp_path: Path) ->
     assert str(caught.value) == f"{missing}: cannot read the workspaces file: No such file or directory"
     assert caught.value.__cause__ is None
     assert caught.value.__suppress_context__
+
+
+def test_the_example_in_the_api_versions_doc_is_a_valid_file() -> None:
+    doc = Path(__file__).parent.parent / "docs" / "census-api-versions.md"
+    example = doc.read_text(encoding="utf-8").split("```yaml\n", 1)[1].split("```", 1)[0]
+    parsed = parse_workspaces_file(example, str(doc))
+    assert [w.name for w in parsed.workspaces] == ["marketing", "sales"]
+    assert [d.api_version for d in parsed.discoveries] == ["v2"]
