@@ -10,7 +10,7 @@ import pytest
 
 from census_exporter.workspaces import (
     AutoDiscovery,
-    TokenSource,
+    TokenLocation,
     WorkspaceConfig,
     WorkspacesFile,
     WorkspacesFileError,
@@ -50,18 +50,18 @@ def test_the_documented_example_parses_into_workspaces_and_a_discovery() -> None
         name="marketing",
         api_version="v1",
         api_url="https://app.getcensus.com/api/v1",
-        token=TokenSource(file=Path("/run/secrets/census/marketing")),
+        token=TokenLocation(file=Path("/run/secrets/census/marketing")),
         line=2,
     )
     assert sales.api_url == "https://app-eu.getcensus.com/api/v2"
-    assert sales.token == TokenSource(env="CENSUS_TOKEN_SALES")
+    assert sales.token == TokenLocation(env="CENSUS_TOKEN_SALES")
     assert sales.group_id == "abc_def"
     assert [p.pattern for p in sales.syncs.include] == ["^prod "]
     (discovery,) = parsed.discoveries
     assert discovery == AutoDiscovery(
         api_version="v2",
         api_url="https://app.getcensus.com/api/v2",
-        token=TokenSource(file=Path("/run/secrets/census/pat")),
+        token=TokenLocation(file=Path("/run/secrets/census/pat")),
         line=13,
     )
 
@@ -271,3 +271,15 @@ def test_the_example_in_the_api_versions_doc_is_a_valid_file() -> None:
     parsed = parse_workspaces_file(example, str(doc))
     assert [w.name for w in parsed.workspaces] == ["marketing", "sales"]
     assert [d.api_version for d in parsed.discoveries] == ["v2"]
+
+
+def test_a_token_location_becomes_the_config_layers_token_source(tmp_path: Path) -> None:
+    token_file = tmp_path / "pat"
+    token_file.write_text("secret-token:from-file\n", encoding="utf-8")
+    from_file = TokenLocation(file=token_file).token_source({})
+    assert (from_file(), from_file.path) == ("secret-token:from-file", str(token_file))
+    assert "secret-token" not in repr(from_file)
+    from_env = TokenLocation(env="CENSUS_PAT").token_source({"CENSUS_PAT": " secret-token:from-env "})
+    assert from_env() == "secret-token:from-env"
+    assert TokenLocation(env="UNSET").token_source({})() == ""
+    assert TokenLocation(env="CENSUS_PAT").describe() == "environment variable CENSUS_PAT"

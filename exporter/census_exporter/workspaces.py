@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 import yaml
 
 from census_exporter.census.client import validate_base_url
+from census_exporter.config import TokenSource
 
 ApiVersion = Literal["v1", "v2"]
 API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
@@ -44,8 +45,8 @@ class WorkspacesFileError(ValueError):
 
 
 @dataclass(frozen=True)
-class TokenSource:
-    """Where a token is read from: exactly one of a file and an environment variable."""
+class TokenLocation:
+    """Where a workspace's token is read from: exactly one of a file and an environment variable."""
 
     file: Path | None = None
     env: str | None = None
@@ -53,6 +54,12 @@ class TokenSource:
     def describe(self) -> str:
         """Where the token comes from, for log lines (never the token itself)."""
         return f"file {self.file}" if self.file is not None else f"environment variable {self.env}"
+
+    def token_source(self, environ: Mapping[str, str]) -> TokenSource:
+        """The token, as the config layer holds it: a file is re-read when it changes, a variable read now."""
+        if self.file is not None:
+            return TokenSource(path=str(self.file))
+        return TokenSource(value=environ.get(self.env or ""))
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class WorkspaceConfig:
     name: str
     api_version: ApiVersion
     api_url: str
-    token: TokenSource
+    token: TokenLocation
     group_id: str | None = None
     syncs: SyncFilter = SyncFilter()
     line: int | None = None
@@ -88,7 +95,7 @@ class AutoDiscovery:
 
     api_version: ApiVersion
     api_url: str
-    token: TokenSource
+    token: TokenLocation
     syncs: SyncFilter = SyncFilter()
     line: int | None = None
 
@@ -267,17 +274,17 @@ class _Entry:
             raise self.error("api_url", f"ends in /api/{match.group(1)} but api_version is {api_version}")
         return url.rstrip("/")
 
-    def token(self) -> TokenSource:
+    def token(self) -> TokenLocation:
         self._at_most_one("token_file", "token_env")
         token_file = self.optional_string("token_file")
         if token_file is not None:
-            return TokenSource(file=Path(token_file))
+            return TokenLocation(file=Path(token_file))
         token_env = self.optional_string("token_env")
         if token_env is None:
             raise self.error("token_file", "or `token_env` is required (where to read the API token)")
         if not _ENV_NAME.fullmatch(token_env):
             raise self.error("token_env", f"must be an environment variable name, got {_shown(token_env)}")
-        return TokenSource(env=token_env)
+        return TokenLocation(env=token_env)
 
     def sync_filter(self) -> SyncFilter:
         return SyncFilter(include=self._patterns("include"), exclude=self._patterns("exclude"))
