@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from census_exporter.demo.activity import DemoActivity
+from census_exporter.demo.organization import HostedWorkspace, SimulatedOrganization
 from census_exporter.demo.server import Fault, SimulatorServer
 from census_exporter.demo.workspace import SimulatedWorkspace, reference_workspace
 
@@ -12,6 +13,8 @@ __all__ = [
     "DEMO_TOKEN",
     "DemoActivity",
     "Fault",
+    "HostedWorkspace",
+    "SimulatedOrganization",
     "SimulatedWorkspace",
     "SimulatorServer",
     "reference_workspace",

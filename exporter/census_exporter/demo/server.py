@@ -22,6 +22,11 @@ from census_exporter.demo.workspace import JSON, SimulatedWorkspace
 
 API_PREFIX = "/api/v1"
 
+Query = dict[str, list[str]]
+# Answers every request itself, auth included: (path, query, Authorization header) -> (status, JSON body).
+# Used by dialects that serve several workspaces or another API version (demo/organization.py).
+Router = Callable[[str, Query, str | None], tuple[int, Any]]
+
 
 @dataclass
 class Fault:
@@ -48,12 +53,14 @@ class SimulatorServer:
         latency_seconds: float = 0.0,
         pagination_style: str = "both",
         before_request: Callable[[], None] | None = None,
+        router: Router | None = None,
     ) -> None:
         self.workspace = workspace
         self.token = token
         self.latency_seconds = latency_seconds
         self.pagination_style = pagination_style
         self.before_request = before_request
+        self.router = router
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -116,12 +123,14 @@ class SimulatorServer:
 
     # ------------------------------------------------------------------ routing
 
-    def answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-        """Status and JSON body for an authorised GET."""
+    def answer(
+        self, path: str, query: dict[str, list[str]], workspace: SimulatedWorkspace | None = None
+    ) -> tuple[int, Any]:
+        """Status and JSON body for an authorised V1 GET on ``workspace`` (default: the server's)."""
         if not path.startswith(API_PREFIX):
             return 404, {"status": 404, "message": "Not found"}
         route = path[len(API_PREFIX) :].rstrip("/")
-        workspace = self.workspace
+        workspace = self.workspace if workspace is None else workspace
         with workspace.lock:
             if route == "/syncs":
                 return 200, self._page(list(workspace.syncs.values()), query, path, newest_first=False)
@@ -203,6 +212,14 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.delay_seconds:
                 time.sleep(fault.delay_seconds)
             self._send(fault.status, fault.body, fault.headers)
+            return
+        if simulator.router is not None:
+            if simulator.before_request is not None:
+                simulator.before_request()
+            status, payload = simulator.router(
+                parts.path, parse_qs(parts.query), self.headers.get("Authorization")
+            )
+            self._send(status, json.dumps(payload).encode())
             return
         if self.headers.get("Authorization") != f"Bearer {simulator.token}":
             body = {"status": 401, "message": "Invalid credentials for the requested resource."}
