@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from cachetools import LRUCache
@@ -16,7 +17,7 @@ from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, Sync, SyncRun
 from census_exporter.collector import CensusCollector
 from census_exporter.demo import reference_workspace
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import SyncLedger
+from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, SyncLedger
 from tests.conftest import Harness, parse_scrape
 
 HarnessFactory = Callable[..., Harness]
@@ -65,16 +66,13 @@ def state(sync_id: int, run: SyncRun, label: str = "ok") -> SyncState:
 def hostile_snapshot() -> Snapshot:
     """Sync 1 is fine; 2, 3 and 4 each hold one value no parser would let through, built by hand."""
     healthy = state(1, finished_run(11))
-    huge_counter = state(2, finished_run(12))
-    assert huge_counter.ledger is not None
-    counters = huge_counter.ledger.counters
     huge_counter = SyncState(
-        sync=huge_counter.sync,
-        latest_run=huge_counter.latest_run,
+        sync=sync(2),
+        latest_run=finished_run(12),
         ledger=SyncLedger(
             high_water_run_id=12,
             pending_run_ids=frozenset(),
-            counters=type(counters)(runs_by_status=counters.runs_by_status, records_processed=10**400),
+            counters=replace(RunCounters.zero(len(DEFAULT_DURATION_BUCKETS)), records_processed=10**400),
         ),
     )
     huge_last_run = state(3, finished_run(13, records=10**400))

@@ -312,8 +312,7 @@ def describe_schedule(record: Mapping[str, Any]) -> str:
     one; otherwise the first trigger kind (``dbt_cloud``, ``fivetran``, ``sync_sequence``); ``manual`` when
     nothing starts it; empty when the API said nothing usable. Cleaned and bounded like every label.
     """
-    word = _schedule_word(record)
-    return bounded_text(clean_text(word).strip().lower(), WORD_LIMIT)
+    return bounded_text(clean_text(_schedule_word(record)).strip(), WORD_LIMIT)
 
 
 def _schedule_word(record: Mapping[str, Any]) -> str:
@@ -325,12 +324,13 @@ def _schedule_word(record: Mapping[str, Any]) -> str:
         triggers = _mapping(mode.get("triggers"))
         frequency = parse_text(_mapping(triggers.get("schedule")).get("frequency"), WORD_LIMIT)
         if frequency:
-            return frequency
+            return frequency.lower()
         for kind, value in sorted(triggers.items()):
             if value and kind != "schedule":
                 return str(kind)
         return "manual" if mode_type else ""
-    return parse_text(record.get("schedule_frequency"), WORD_LIMIT) or ""
+    legacy = parse_text(record.get("schedule_frequency"), WORD_LIMIT)
+    return legacy.lower() if legacy else ""
 
 
 def _destination_object(value: object) -> str:
