@@ -136,3 +136,12 @@ def test_an_exporter_that_never_started_closes() -> None:
     )
     closing = DaemonPool(1, "closer").submit(exporter.close)
     closing.result(timeout=10)  # used to block forever in socketserver.shutdown()
+
+
+def test_census_syncs_is_absent_while_the_sync_list_was_never_read(harness_factory: HarnessFactory) -> None:
+    # Nothing listens on the discard port: the API is unreachable from the start.
+    h = harness_factory(reference_workspace(), api_url="http://127.0.0.1:9/api/v1")
+    m = h.scrape()
+    assert m.value("census_up", workspace="default") == 0
+    assert "census_syncs" in m.types  # the family is declared...
+    assert m.value("census_syncs", workspace="default") is None  # ...but unknown is not 0

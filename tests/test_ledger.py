@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from census_exporter.census.models import SyncRun
-from census_exporter.state import SyncLedger
+from census_exporter.state import MAX_UNDOCUMENTED_STATUSES, OTHER_STATUS, SyncLedger
 
 
 def run(run_id: int, status: str = "completed", duration: float = 30.0, records: int | None = 10) -> SyncRun:
@@ -94,3 +94,34 @@ def test_null_counts_add_nothing() -> None:
     assert counters.runs_by_status["failed"] == 1
     assert counters.records_processed == 0
     assert counters.records_failed == 0
+
+
+def test_undocumented_statuses_are_capped_per_sync_and_the_rest_counted_as_other() -> None:
+    odd = [f"odd_{n}" for n in range(MAX_UNDOCUMENTED_STATUSES + 3)]
+    runs = [run(number, status) for number, status in enumerate(odd, start=1)]
+    update = SyncLedger.baseline([]).advance(
+        [*runs, run(20, "completed"), run(21, "odd_0"), run(22, "odd_7")]
+    )
+    counts = update.ledger.counters.runs_by_status
+    assert counts == {
+        "completed": 1,
+        "failed": 0,
+        "skipped": 0,
+        "odd_0": 2,
+        **dict.fromkeys(odd[1:MAX_UNDOCUMENTED_STATUSES], 1),
+        OTHER_STATUS: 4,  # odd_5, odd_6, odd_7 and odd_7 again
+    }
+    later = update.ledger.advance([run(30, "failed"), run(31, "odd_2"), run(32, "brand_new")])
+    assert later.ledger.counters.runs_by_status["failed"] == 1
+    assert later.ledger.counters.runs_by_status["odd_2"] == 2
+    assert later.ledger.counters.runs_by_status[OTHER_STATUS] == 5
+    assert "brand_new" not in later.ledger.counters.runs_by_status
+
+
+def test_cumulative_duration_counts_add_up_the_buckets_for_the_histogram() -> None:
+    durations = [5.0, 45.0, 50.0, 100_000.0]
+    update = SyncLedger.baseline([]).advance(
+        [run(number, duration=duration) for number, duration in enumerate(durations, start=1)]
+    )
+    cumulative = update.ledger.counters.cumulative_duration_counts()
+    assert cumulative == (1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4)  # 10, 30, 60, ... 21600, +Inf

@@ -3,13 +3,23 @@
 Every ``census_`` metric except the two API self-metrics (see :mod:`census_exporter.instrumentation`) is
 built here, from the snapshot alone, fresh on every scrape: no series can outlive the sync it describes.
 ``describe()`` returns nothing, so registering the collector makes no API call.
+
+Each sync's samples are built (every value converted to float, every label checked) before any is added,
+so a sync holding a value that cannot be rendered loses its series for that scrape, is logged once, and
+every other sync and family still renders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Generic, TypeVar
 
+from cachetools import LRUCache
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -19,110 +29,308 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from census_exporter import __version__
-from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun
+from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun, bounded_text, clean_text
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import RunCounters
+from census_exporter.state import RunCounters, SyncLedger
+
+log = logging.getLogger(__name__)
 
 SYNC_LABELS = ["workspace", "sync_id"]
 
+_Source = TypeVar("_Source")
+
 
 @dataclass(frozen=True, slots=True)
-class _RunGauge:
+class _Series(Generic[_Source]):
+    """One per-sync series: its metric name, HELP text, and how to read its value from ``_Source``."""
+
     name: str
     help: str
-    value: Callable[[SyncRun], float | int | bool | None]
+    read: Callable[[_Source], float | int | bool | None]
 
 
 def _flag(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-LAST_RUN_GAUGES = (
-    _RunGauge("census_sync_last_run_id", "Id of the newest run of the sync.", lambda r: r.id),
-    _RunGauge(
+LAST_RUN_GAUGES: tuple[_Series[SyncRun], ...] = (
+    _Series("census_sync_last_run_id", "Id of the newest run of the sync.", lambda r: r.id),
+    _Series(
         "census_sync_last_run_created_timestamp_seconds",
         "Unix time at which the newest run was created (started or queued).",
         lambda r: r.created_at,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_completed_timestamp_seconds",
         "Unix time at which the newest run completed (completed_at; absent when null).",
         lambda r: r.completed_at,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_scheduled_timestamp_seconds",
         "Unix time at which the newest run was scheduled to start (absent for unscheduled runs).",
         lambda r: r.scheduled_execution_time,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_duration_seconds",
         "Duration of the newest run if finished: completed_at (or updated_at) minus created_at.",
         lambda r: r.duration_seconds,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_source_records",
         "Records in the source for the newest run (source_record_count).",
         lambda r: r.source_record_count,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_records_processed",
         "Records the newest run processed (records_processed).",
         lambda r: r.records_processed,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_records_updated",
         "Records the destination accepted in the newest run (records_updated).",
         lambda r: r.records_updated,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_records_failed",
         "Records the destination rejected in the newest run (records_failed).",
         lambda r: r.records_failed,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_records_invalid",
         "Records Census skipped as invalid in the newest run (records_invalid).",
         lambda r: r.records_invalid,
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_full_sync",
         "1 if the newest run was a full sync, 0 if incremental.",
         lambda r: _flag(r.full_sync),
     ),
-    _RunGauge(
+    _Series(
         "census_sync_last_run_canceled",
         "1 if the newest run was canceled.",
         lambda r: _flag(r.canceled),
     ),
 )
 
-RECORD_COUNTERS: tuple[tuple[str, str, Callable[[RunCounters], int]], ...] = (
-    (
+OUTCOME_TIME_GAUGES: tuple[_Series[SyncLedger], ...] = (
+    _Series(
+        "census_sync_last_success_timestamp_seconds",
+        "Unix time at which the newest successful (completed) run finished.",
+        lambda ledger: ledger.last_success_at,
+    ),
+    _Series(
+        "census_sync_last_failure_timestamp_seconds",
+        "Unix time at which the newest failed run finished.",
+        lambda ledger: ledger.last_failure_at,
+    ),
+)
+
+OLDEST_UNFINISHED_GAUGE: _Series[SyncState] = _Series(
+    "census_sync_oldest_unfinished_run_created_timestamp_seconds",
+    "Unix time at which the oldest run still queued or working was created.",
+    lambda state: state.oldest_unfinished_created_at,
+)
+
+RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
+    _Series(
         "census_sync_records_processed_total",
         "Records processed, summed over runs counted since the exporter started.",
         lambda c: c.records_processed,
     ),
-    (
+    _Series(
         "census_sync_records_updated_total",
         "Records accepted by the destination, summed over counted runs.",
         lambda c: c.records_updated,
     ),
-    (
+    _Series(
         "census_sync_records_failed_total",
         "Records rejected by the destination, summed over counted runs.",
         lambda c: c.records_failed,
     ),
-    (
+    _Series(
         "census_sync_records_invalid_total",
         "Records skipped by Census as invalid, summed over counted runs.",
         lambda c: c.records_invalid,
     ),
-    (
+    _Series(
         "census_sync_source_records_total",
         "Source records (source_record_count), summed over counted runs.",
         lambda c: c.source_records,
     ),
 )
+
+#: Errors a value or label can raise while it is rendered (``float(10**400)``, a lone surrogate).
+RENDERING_ERRORS = (ArithmeticError, ValueError, TypeError)
+
+#: How many (sync, error type) pairs the log-once memory keeps; beyond it the oldest may be logged again.
+_LOGGED_ONCE_LIMIT = 1024
+_logged_unrenderable: LRUCache[tuple[int, str], bool] = LRUCache(maxsize=_LOGGED_ONCE_LIMIT)
+_logged_unrenderable_lock = threading.Lock()
+
+
+def _log_unrenderable_once(sync_id: int, error: Exception) -> None:
+    """One line per (sync, error type), without traceback: the same bad value recurs on every scrape."""
+    key = (sync_id, type(error).__name__)
+    with _logged_unrenderable_lock:
+        if key in _logged_unrenderable:
+            return
+        _logged_unrenderable[key] = True
+    log.warning(
+        "sync %s left out of the scrape: a value cannot be rendered (%s: %s)",
+        sync_id,
+        type(error).__name__,
+        bounded_text(clean_text(str(error)), 200),
+    )
+
+
+def _number(value: float | int | bool) -> float:
+    """``value`` as the float the exposition will carry; raises when it has none (``10**400``)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise OverflowError("not a finite number")
+    return number
+
+
+def _label_values(values: Sequence[str]) -> list[str]:
+    """``values`` unchanged; raises when one cannot be encoded as UTF-8 (a lone surrogate)."""
+    for value in values:
+        value.encode("utf-8")
+    return list(values)
+
+
+_Add = Callable[[], None]
+
+
+class _PerSyncFamilies:
+    """Every per-sync family, empty, in exposition order; :meth:`stage` prepares one sync's samples."""
+
+    def __init__(self, help_text: Callable[[str], str], workspace: str, bounds: Sequence[float]) -> None:
+        self._workspace = workspace
+        self._bucket_names = [*(f"{bound:g}" for bound in bounds), "+Inf"]
+        self.info = GaugeMetricFamily(
+            "census_sync_info",
+            help_text("Descriptive attributes of a sync; always 1. Join on sync_id."),
+            labels=[
+                *SYNC_LABELS,
+                "label",
+                "operation",
+                "source",
+                "destination",
+                "destination_object",
+                "schedule",
+            ],
+        )
+        self.paused = GaugeMetricFamily(
+            "census_sync_paused", help_text("1 if the sync is paused, else 0."), labels=SYNC_LABELS
+        )
+        self.status = GaugeMetricFamily(
+            "census_sync_last_run_status",
+            help_text("Status of the newest run, one series per status; exactly one is 1."),
+            labels=[*SYNC_LABELS, "status"],
+        )
+        self.run_info = GaugeMetricFamily(
+            "census_sync_last_run_info",
+            help_text("Trigger (sync_trigger_reason.ui_tag) and error code of the newest run; 1."),
+            labels=[*SYNC_LABELS, "trigger", "error_code"],
+        )
+        self.last_run = [self._gauge(spec, help_text) for spec in LAST_RUN_GAUGES]
+        self.outcome_times = [self._gauge(spec, help_text) for spec in OUTCOME_TIME_GAUGES]
+        self.oldest_unfinished = self._gauge(OLDEST_UNFINISHED_GAUGE, help_text)
+        self.runs = CounterMetricFamily(
+            "census_sync_runs_total",
+            help_text("Runs that finished since the exporter started, by final status."),
+            labels=[*SYNC_LABELS, "status"],
+        )
+        self.records = [
+            CounterMetricFamily(spec.name, help_text(spec.help), labels=SYNC_LABELS)
+            for spec in RECORD_COUNTERS
+        ]
+        self.durations = HistogramMetricFamily(
+            "census_sync_run_duration_seconds",
+            help_text("Durations of runs counted since the exporter started."),
+            labels=SYNC_LABELS,
+        )
+
+    @staticmethod
+    def _gauge(spec: _Series[_Source], help_text: Callable[[str], str]) -> GaugeMetricFamily:
+        return GaugeMetricFamily(spec.name, help_text(spec.help), labels=SYNC_LABELS)
+
+    def families(self) -> Iterator[Metric]:
+        """The families, in the order the exposition has always had."""
+        yield self.info
+        yield self.paused
+        yield self.status
+        yield self.run_info
+        yield from self.last_run
+        yield from self.outcome_times
+        yield self.oldest_unfinished
+        yield self.runs
+        yield from self.records
+        yield self.durations
+
+    def stage(self, snapshot: Snapshot, state: SyncState) -> list[_Add]:
+        """One sync's samples, every value and label already checked; raises if one cannot render."""
+        sync = state.sync
+        ids = _label_values([self._workspace, str(sync.id)])
+        adds: list[_Add] = []
+        info_labels = _label_values(
+            [
+                sync.label,
+                sync.operation,
+                snapshot.source_name(sync),
+                snapshot.destination_name(sync),
+                sync.destination_object,
+                sync.schedule,
+            ]
+        )
+        adds.append(partial(self.info.add_metric, [*ids, *info_labels], 1.0))
+        if sync.paused is not None:
+            adds.append(partial(self.paused.add_metric, ids, _number(sync.paused)))
+        if state.latest_run is not None:
+            adds += self._stage_last_run(ids, state.latest_run)
+        if state.ledger is not None:
+            adds += self._stage_ledger(ids, state.ledger)
+        adds += self._stage_series(ids, [(OLDEST_UNFINISHED_GAUGE, self.oldest_unfinished)], state)
+        return adds
+
+    def _stage_last_run(self, ids: list[str], run: SyncRun) -> list[_Add]:
+        adds: list[_Add] = []
+        statuses = list(KNOWN_RUN_STATUSES)
+        if run.status not in statuses:
+            statuses.append(run.status)
+        for name in _label_values(statuses):
+            adds.append(partial(self.status.add_metric, [*ids, name], float(name == run.status)))
+        run_labels = _label_values([run.trigger or "", run.error_code or ""])
+        adds.append(partial(self.run_info.add_metric, [*ids, *run_labels], 1.0))
+        adds += self._stage_series(ids, zip(LAST_RUN_GAUGES, self.last_run, strict=True), run)
+        return adds
+
+    def _stage_ledger(self, ids: list[str], ledger: SyncLedger) -> list[_Add]:
+        adds = self._stage_series(ids, zip(OUTCOME_TIME_GAUGES, self.outcome_times, strict=True), ledger)
+        counters = ledger.counters
+        for status, total in sorted(counters.runs_by_status.items()):
+            status_label = _label_values([status])
+            adds.append(partial(self.runs.add_metric, [*ids, *status_label], _number(total)))
+        adds += self._stage_series(ids, zip(RECORD_COUNTERS, self.records, strict=True), counters)
+        buckets = [
+            (name, _number(count))
+            for name, count in zip(self._bucket_names, counters.cumulative_duration_counts(), strict=True)
+        ]
+        adds.append(partial(self.durations.add_metric, ids, buckets, _number(counters.duration_sum_seconds)))
+        return adds
+
+    @staticmethod
+    def _stage_series(
+        ids: list[str],
+        series: Iterable[tuple[_Series[_Source], GaugeMetricFamily | CounterMetricFamily]],
+        source: _Source,
+    ) -> list[_Add]:
+        adds: list[_Add] = []
+        for spec, family in series:
+            value = spec.read(source)
+            if value is not None:
+                adds.append(partial(family.add_metric, ids, _number(value)))
+        return adds
 
 
 class CensusCollector(Collector):
@@ -142,16 +350,22 @@ class CensusCollector(Collector):
 
     def families(self, snapshot: Snapshot) -> Iterator[Metric]:
         """Every family for ``snapshot``: a pure function of it, so its rendering can be reused."""
-        yield from self._exporter_families(snapshot)
-        states = list(snapshot.syncs.values())
-        yield from self._sync_families(snapshot, states)
-        yield from self._last_run_families(snapshot.workspace, states)
-        yield from self._counter_families(snapshot, states)
+        yield from self._exporter_and_workspace_families(snapshot)
+        per_sync = _PerSyncFamilies(self._help, snapshot.workspace, snapshot.duration_buckets)
+        for state in snapshot.syncs.values():
+            try:
+                adds = per_sync.stage(snapshot, state)
+            except RENDERING_ERRORS as error:
+                _log_unrenderable_once(state.sync.id, error)
+                continue
+            for add in adds:
+                add()
+        yield from per_sync.families()
 
     def _help(self, text: str) -> str:
         return text + self._cached_note
 
-    def _exporter_families(self, snapshot: Snapshot) -> Iterator[Metric]:
+    def _exporter_and_workspace_families(self, snapshot: Snapshot) -> Iterator[Metric]:
         workspace = [snapshot.workspace]
         build = GaugeMetricFamily(
             "census_exporter_build_info",
@@ -189,141 +403,3 @@ class CensusCollector(Collector):
         if snapshot.listed:
             count.add_metric(workspace, len(snapshot.syncs))
         yield count
-
-    def _sync_families(self, snapshot: Snapshot, states: list[SyncState]) -> Iterator[Metric]:
-        info = GaugeMetricFamily(
-            "census_sync_info",
-            self._help("Descriptive attributes of a sync; always 1. Join on sync_id."),
-            labels=[
-                *SYNC_LABELS,
-                "label",
-                "operation",
-                "source",
-                "destination",
-                "destination_object",
-                "schedule",
-            ],
-        )
-        paused = GaugeMetricFamily(
-            "census_sync_paused", self._help("1 if the sync is paused, else 0."), labels=SYNC_LABELS
-        )
-        for state in states:
-            sync = state.sync
-            ids = [snapshot.workspace, str(sync.id)]
-            info.add_metric(
-                [
-                    *ids,
-                    sync.label,
-                    sync.operation,
-                    snapshot.source_name(sync),
-                    snapshot.destination_name(sync),
-                    sync.destination_object,
-                    sync.schedule,
-                ],
-                1,
-            )
-            if sync.paused is not None:
-                paused.add_metric(ids, int(sync.paused))
-        yield info
-        yield paused
-
-    def _last_run_families(self, workspace: str, states: list[SyncState]) -> Iterator[Metric]:
-        with_runs = [(state, state.latest_run) for state in states if state.latest_run]
-        status = GaugeMetricFamily(
-            "census_sync_last_run_status",
-            self._help("Status of the newest run, one series per status; exactly one is 1."),
-            labels=[*SYNC_LABELS, "status"],
-        )
-        run_info = GaugeMetricFamily(
-            "census_sync_last_run_info",
-            self._help("Trigger (sync_trigger_reason.ui_tag) and error code of the newest run; 1."),
-            labels=[*SYNC_LABELS, "trigger", "error_code"],
-        )
-        gauges = [
-            (spec, GaugeMetricFamily(spec.name, self._help(spec.help), labels=SYNC_LABELS))
-            for spec in LAST_RUN_GAUGES
-        ]
-        for state, run in with_runs:
-            assert run is not None
-            ids = [workspace, str(state.sync.id)]
-            statuses = list(KNOWN_RUN_STATUSES)
-            if run.status not in statuses:
-                statuses.append(run.status)
-            for name in statuses:
-                status.add_metric([*ids, name], int(name == run.status))
-            run_info.add_metric([*ids, run.trigger or "", run.error_code or ""], 1)
-            for spec, family in gauges:
-                value = spec.value(run)
-                if value is not None:
-                    family.add_metric(ids, float(value))
-        yield status
-        yield run_info
-        for _, family in gauges:
-            yield family
-
-    def _oldest_unfinished(self, workspace: str, states: list[SyncState]) -> Metric:
-        family = GaugeMetricFamily(
-            "census_sync_oldest_unfinished_run_created_timestamp_seconds",
-            self._help("Unix time at which the oldest run still queued or working was created."),
-            labels=SYNC_LABELS,
-        )
-        for state in states:
-            if state.oldest_unfinished_created_at is not None:
-                family.add_metric([workspace, str(state.sync.id)], state.oldest_unfinished_created_at)
-        return family
-
-    def _counter_families(self, snapshot: Snapshot, states: list[SyncState]) -> Iterator[Metric]:
-        workspace = snapshot.workspace
-        success = GaugeMetricFamily(
-            "census_sync_last_success_timestamp_seconds",
-            self._help("Unix time at which the newest successful (completed) run finished."),
-            labels=SYNC_LABELS,
-        )
-        failure = GaugeMetricFamily(
-            "census_sync_last_failure_timestamp_seconds",
-            self._help("Unix time at which the newest failed run finished."),
-            labels=SYNC_LABELS,
-        )
-        runs = CounterMetricFamily(
-            "census_sync_runs_total",
-            self._help("Runs that finished since the exporter started, by final status."),
-            labels=[*SYNC_LABELS, "status"],
-        )
-        records = [
-            (read, CounterMetricFamily(name, self._help(text), labels=SYNC_LABELS))
-            for name, text, read in RECORD_COUNTERS
-        ]
-        durations = HistogramMetricFamily(
-            "census_sync_run_duration_seconds",
-            self._help("Durations of runs counted since the exporter started."),
-            labels=SYNC_LABELS,
-        )
-        bounds = snapshot.duration_buckets
-        for state in states:
-            ledger = state.ledger
-            if ledger is None:
-                continue
-            ids = [workspace, str(state.sync.id)]
-            if ledger.last_success_at is not None:
-                success.add_metric(ids, ledger.last_success_at)
-            if ledger.last_failure_at is not None:
-                failure.add_metric(ids, ledger.last_failure_at)
-            counters = ledger.counters
-            for status_name, total in sorted(counters.runs_by_status.items()):
-                runs.add_metric([*ids, status_name], total)
-            for read, family in records:
-                family.add_metric(ids, read(counters))
-            cumulative, buckets = 0, []
-            for bound, count in zip(
-                [*(f"{b:g}" for b in bounds), "+Inf"], counters.duration_bucket_counts, strict=True
-            ):
-                cumulative += count
-                buckets.append((bound, float(cumulative)))
-            durations.add_metric(ids, buckets, counters.duration_sum_seconds)
-        yield success
-        yield failure
-        yield self._oldest_unfinished(workspace, states)
-        yield runs
-        for _, family in records:
-            yield family
-        yield durations

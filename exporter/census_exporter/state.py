@@ -19,10 +19,16 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from census_exporter.census.models import SyncRun
+from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun
 
 #: Statuses whose run counters exist (at 0) before any such run is seen, so that rate() works at once.
 PREINITIALISED_STATUSES = ("completed", "failed", "skipped")
+
+#: At most this many statuses outside the documented set get their own ``runs_by_status`` entry per sync;
+#: runs with further undocumented statuses are counted under :data:`OTHER_STATUS`, so a workspace that
+#: reports ever-new statuses cannot grow one series per status without bound.
+MAX_UNDOCUMENTED_STATUSES = 5
+OTHER_STATUS = "other"
 
 DEFAULT_DURATION_BUCKETS = (
     10.0,
@@ -67,10 +73,28 @@ class RunCounters:
         """How many counted runs had a known duration."""
         return sum(self.duration_bucket_counts)
 
+    def cumulative_duration_counts(self) -> tuple[int, ...]:
+        """Counted runs with a duration up to each bucket bound (the last is +Inf), as histograms show."""
+        cumulative, total = [], 0
+        for count in self.duration_bucket_counts:
+            total += count
+            cumulative.append(total)
+        return tuple(cumulative)
+
+    def status_key(self, status: str) -> str:
+        """The ``runs_by_status`` key a run with ``status`` is counted under (``other`` past the cap)."""
+        if status in self.runs_by_status or status in KNOWN_RUN_STATUSES or status == OTHER_STATUS:
+            return status
+        undocumented = [
+            name for name in self.runs_by_status if name not in KNOWN_RUN_STATUSES and name != OTHER_STATUS
+        ]
+        return status if len(undocumented) < MAX_UNDOCUMENTED_STATUSES else OTHER_STATUS
+
     def add(self, run: SyncRun, buckets: Sequence[float]) -> RunCounters:
         """These counters with one more finished run."""
         runs = dict(self.runs_by_status)
-        runs[run.status] = runs.get(run.status, 0) + 1
+        key = self.status_key(run.status)
+        runs[key] = runs.get(key, 0) + 1
         bucket_counts = list(self.duration_bucket_counts)
         duration_sum = self.duration_sum_seconds
         duration = run.duration_seconds

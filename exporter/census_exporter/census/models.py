@@ -4,14 +4,22 @@ The Census API has changed shape over the years (capitalised legacy statuses, ``
 ``schedule_frequency`` fields, null labels, null counts on failed runs, new run statuses). Every parser here
 takes whatever JSON arrived and returns either a model or a :class:`Skipped` with a reason; nothing raises
 on bad input. A field with the wrong type is treated as unknown (``None``), never guessed.
+
+Values are also held to sane ranges here, once, so nothing downstream can be broken by one odd value: counts
+``0..2**53`` (exact in a float64), ids ``1..2**63-1``, times between 2000-01-01 and 2100-01-01. A value out
+of range is unknown too, and named in the record's ``problems``. Every text is made valid UTF-8 (lone
+surrogates become U+FFFD), loses its control characters, and is bounded to a documented length.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+_Value = TypeVar("_Value")
 
 #: Run statuses that mean "not finished yet". ``preparing`` and ``new`` were replaced by ``queued`` and
 #: ``retrying`` by ``working``, but old workspaces may still report them. Every other status is terminal,
@@ -22,6 +30,22 @@ PENDING_RUN_STATUSES = frozenset({"queued", "working", "preparing", "new", "retr
 KNOWN_RUN_STATUSES = ("queued", "working", "completed", "failed", "skipped")
 
 UNKNOWN_STATUS = "unknown"
+
+#: Largest record count accepted: every integer up to it is exact in a float64.
+MAX_COUNT = 2**53
+#: Largest id accepted (a signed 64-bit integer, what Census's database keys are).
+MAX_ID = 2**63 - 1
+#: Times outside [2000-01-01, 2100-01-01) UTC are not plausible for a sync run.
+EARLIEST_TIMESTAMP = 946_684_800.0
+LATEST_TIMESTAMP = 4_102_444_800.0
+
+#: Length bounds (characters) of texts taken from the API. Names: sync label, destination object,
+#: source and destination connection names.
+NAME_LIMIT = 128
+#: Short words: error_code, trigger, operation, schedule and status.
+WORD_LIMIT = 64
+#: error_message is logged, never exported.
+MESSAGE_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,55 +134,157 @@ def bounded_text(value: str, limit: int) -> str:
     return value[: max(0, limit - 1)] + TRUNCATION_MARKER
 
 
-def parse_id(value: object) -> int | None:
-    """An API id: a positive integer, or a string of digits. Booleans and floats are not ids."""
-    if isinstance(value, bool):
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_LINE_BREAKS = re.compile("[\t\n\r\v\f\x85]")
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_LONGEST_ID_DIGITS = len(str(MAX_ID))
+_LONGEST_TIMESTAMP = 64
+
+
+def clean_text(value: str) -> str:
+    """``value`` as valid UTF-8 without control characters: what a label, a log line or a terminal can take.
+
+    Lone surrogates (which JSON can carry but UTF-8 cannot encode) become U+FFFD; tabs and line breaks
+    become spaces; every other control character is dropped.
+    """
+    value = _LONE_SURROGATE.sub("\ufffd", value)
+    value = _LINE_BREAKS.sub(" ", value)
+    return _CONTROL_CHARACTERS.sub("", value)
+
+
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """A field that arrived but cannot be used, and why (``"out of range"``): it becomes unknown."""
+
+    why: str
+
+
+def _known(checked: _Value | Unusable | None) -> _Value | None:
+    return None if isinstance(checked, Unusable) else checked
+
+
+def check_id(value: object) -> int | Unusable | None:
+    """An API id in ``1..MAX_ID``: an integer or a string of ASCII digits; ``None`` when absent."""
+    if value is None:
         return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.isdigit():
-        number = int(value)
-        return number if number > 0 else None
-    return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        if len(value) > _LONGEST_ID_DIGITS:
+            return Unusable("out of range")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return Unusable("not an integer")
+    return value if 1 <= value <= MAX_ID else Unusable("out of range")
+
+
+def check_count(value: object) -> int | Unusable | None:
+    """A record count in ``0..MAX_COUNT``; floats (even ``1e400`` or NaN) are not counts."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return Unusable("not an integer")
+    return value if 0 <= value <= MAX_COUNT else Unusable("out of range")
+
+
+def check_bool(value: object) -> bool | Unusable | None:
+    """A JSON boolean; ``None`` when absent."""
+    if value is None or isinstance(value, bool):
+        return value
+    return Unusable("not a boolean")
+
+
+def check_timestamp(value: object) -> float | Unusable | None:
+    """An ISO-8601 time (naive means UTC) as Unix seconds within the plausible range."""
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    if not isinstance(value, str) or len(value) > _LONGEST_TIMESTAMP:
+        return Unusable("not a time")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    except (ValueError, OverflowError):
+        return Unusable("not a time")
+    return seconds if EARLIEST_TIMESTAMP <= seconds < LATEST_TIMESTAMP else Unusable("out of range")
+
+
+def check_text(value: object, limit: int) -> str | Unusable | None:
+    """A cleaned (:func:`clean_text`), stripped, bounded string; ``None`` when absent or blank."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return Unusable("not a string")
+    stripped = clean_text(value).strip()
+    return bounded_text(stripped, limit) if stripped else None
+
+
+def parse_id(value: object) -> int | None:
+    """An API id: an integer in ``1..MAX_ID``, or a string of digits. Booleans and floats are not ids."""
+    return _known(check_id(value))
 
 
 def parse_count(value: object) -> int | None:
-    """A record count: a non-negative integer, otherwise unknown."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    """A record count: an integer in ``0..MAX_COUNT``, otherwise unknown."""
+    return _known(check_count(value))
 
 
 def parse_bool(value: object) -> bool | None:
     """A JSON boolean, otherwise unknown."""
-    return value if isinstance(value, bool) else None
+    return _known(check_bool(value))
 
 
-def parse_text(value: object) -> str | None:
-    """A non-empty string, otherwise unknown."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        return stripped or None
-    return None
+def parse_text(value: object, limit: int = NAME_LIMIT) -> str | None:
+    """A non-empty string, cleaned and bounded to ``limit`` characters, otherwise unknown."""
+    return _known(check_text(value, limit))
 
 
 def parse_timestamp(value: object) -> float | None:
     """An ISO-8601 time such as ``2021-10-20T02:51:07.546Z`` as Unix seconds; naive times are UTC."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return _known(check_timestamp(value))
 
 
 def parse_status(value: object) -> str:
     """A run status, lower-cased (legacy APIs capitalise); anything unusable becomes ``unknown``."""
-    text = parse_text(value)
-    return text.lower() if text else UNKNOWN_STATUS
+    text = _known(check_text(value, WORD_LIMIT))
+    # Bounded again: lower-casing can lengthen a text ("İ" becomes two characters).
+    return bounded_text(text.lower(), WORD_LIMIT) if text else UNKNOWN_STATUS
+
+
+class _Fields:
+    """Reads one record's fields, collecting what arrived unusable as ``problems``."""
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        self.record = record
+        self.problems: list[str] = []
+
+    def take(self, name: str, checked: _Value | Unusable | None) -> _Value | None:
+        """The checked value, or ``None`` with a problem noted when it was unusable."""
+        if isinstance(checked, Unusable):
+            self.problems.append(f"{name} {checked.why}")
+            return None
+        return checked
+
+    def id(self, name: str, record: Mapping[str, Any] | None = None) -> int | None:
+        """An id field (of ``record``, default this one)."""
+        return self.take(name, check_id((self.record if record is None else record).get(name)))
+
+    def count(self, name: str) -> int | None:
+        """A record-count field."""
+        return self.take(name, check_count(self.record.get(name)))
+
+    def timestamp(self, name: str) -> float | None:
+        """A time field."""
+        return self.take(name, check_timestamp(self.record.get(name)))
+
+    def flag(self, name: str) -> bool | None:
+        """A boolean field."""
+        return self.take(name, check_bool(self.record.get(name)))
+
+    def text(self, name: str, limit: int) -> str | None:
+        """A text field, cleaned and bounded."""
+        return self.take(name, check_text(self.record.get(name), limit))
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -171,7 +297,11 @@ def parse_connection(raw: object) -> Connection | Skipped:
     connection_id = parse_id(record.get("id"))
     if connection_id is None:
         return Skipped("connection without a usable id")
-    name = parse_text(record.get("name")) or parse_text(record.get("label")) or str(connection_id)
+    name = (
+        parse_text(record.get("name"), NAME_LIMIT)
+        or parse_text(record.get("label"), NAME_LIMIT)
+        or str(connection_id)
+    )
     return Connection(id=connection_id, name=name)
 
 
@@ -180,34 +310,36 @@ def describe_schedule(record: Mapping[str, Any]) -> str:
 
     ``live`` for live syncs; the schedule frequency (``hourly``, ``daily``, ``expression``, ...) when there is
     one; otherwise the first trigger kind (``dbt_cloud``, ``fivetran``, ``sync_sequence``); ``manual`` when
-    nothing starts it; empty when the API said nothing usable.
+    nothing starts it; empty when the API said nothing usable. Cleaned and bounded like every label.
     """
+    return bounded_text(clean_text(_schedule_word(record)).strip(), WORD_LIMIT)
+
+
+def _schedule_word(record: Mapping[str, Any]) -> str:
     mode = record.get("mode")
     if isinstance(mode, Mapping):
-        mode_type = parse_text(mode.get("type"))
+        mode_type = parse_text(mode.get("type"), WORD_LIMIT)
         if mode_type and mode_type.lower() == "live":
             return "live"
         triggers = _mapping(mode.get("triggers"))
-        frequency = parse_text(_mapping(triggers.get("schedule")).get("frequency"))
+        frequency = parse_text(_mapping(triggers.get("schedule")).get("frequency"), WORD_LIMIT)
         if frequency:
             return frequency.lower()
         for kind, value in sorted(triggers.items()):
             if value and kind != "schedule":
                 return str(kind)
         return "manual" if mode_type else ""
-    legacy = parse_text(record.get("schedule_frequency"))
-    if legacy:
-        return legacy.lower()
-    return ""
+    legacy = parse_text(record.get("schedule_frequency"), WORD_LIMIT)
+    return legacy.lower() if legacy else ""
 
 
 def _destination_object(value: object) -> str:
-    text = parse_text(value)
+    text = parse_text(value, NAME_LIMIT)
     if text:
         return text
     # Some destinations describe the object as a mapping; its name is what people recognise.
     nested = _mapping(value)
-    return parse_text(nested.get("name")) or parse_text(nested.get("full_name")) or ""
+    return parse_text(nested.get("name"), NAME_LIMIT) or parse_text(nested.get("full_name"), NAME_LIMIT) or ""
 
 
 def parse_sync(raw: object) -> Sync | Skipped:
@@ -216,20 +348,25 @@ def parse_sync(raw: object) -> Sync | Skipped:
     sync_id = parse_id(record.get("id"))
     if sync_id is None:
         return Skipped("sync without a usable id")
+    fields = _Fields(record)
     label = (
-        parse_text(record.get("label")) or parse_text(record.get("resource_identifier")) or f"sync_{sync_id}"
+        fields.text("label", NAME_LIMIT)
+        or fields.text("resource_identifier", NAME_LIMIT)
+        or f"sync_{sync_id}"
     )
+    operation = fields.text("operation", WORD_LIMIT)
     source = _mapping(record.get("source_attributes"))
     destination = _mapping(record.get("destination_attributes"))
     return Sync(
         id=sync_id,
         label=label,
-        operation=(parse_text(record.get("operation")) or "").lower(),
-        source_connection_id=parse_id(source.get("connection_id")),
-        destination_connection_id=parse_id(destination.get("connection_id")),
+        operation=bounded_text(operation.lower(), WORD_LIMIT) if operation else "",
+        source_connection_id=fields.id("connection_id", source),
+        destination_connection_id=fields.id("connection_id", destination),
         destination_object=_destination_object(destination.get("object")),
         schedule=describe_schedule(record),
-        paused=parse_bool(record.get("paused")),
+        paused=fields.flag("paused"),
+        problems=tuple(fields.problems),
     )
 
 
@@ -244,23 +381,26 @@ def parse_sync_run(raw: object) -> SyncRun | Skipped:
     run_id = parse_id(record.get("id"))
     if run_id is None:
         return Skipped("sync run without a usable id")
+    fields = _Fields(record)
     trigger = _mapping(record.get("sync_trigger_reason"))
     return SyncRun(
         id=run_id,
-        sync_id=parse_id(record.get("sync_id")),
+        sync_id=fields.id("sync_id"),
         status=parse_status(record.get("status")),
-        created_at=parse_timestamp(record.get("created_at")),
-        updated_at=parse_timestamp(record.get("updated_at")),
-        completed_at=parse_timestamp(record.get("completed_at")),
-        scheduled_execution_time=parse_timestamp(record.get("scheduled_execution_time")),
-        source_record_count=parse_count(record.get("source_record_count")),
-        records_processed=parse_count(record.get("records_processed")),
-        records_updated=parse_count(record.get("records_updated")),
-        records_failed=parse_count(record.get("records_failed")),
-        records_invalid=parse_count(record.get("records_invalid")),
-        error_code=parse_text(record.get("error_code")),
-        error_message=parse_text(record.get("error_message")) or parse_text(record.get("error_detail")),
-        canceled=parse_bool(record.get("canceled")),
-        full_sync=parse_bool(record.get("full_sync")),
-        trigger=parse_text(trigger.get("ui_tag")),
+        created_at=fields.timestamp("created_at"),
+        updated_at=fields.timestamp("updated_at"),
+        completed_at=fields.timestamp("completed_at"),
+        scheduled_execution_time=fields.timestamp("scheduled_execution_time"),
+        source_record_count=fields.count("source_record_count"),
+        records_processed=fields.count("records_processed"),
+        records_updated=fields.count("records_updated"),
+        records_failed=fields.count("records_failed"),
+        records_invalid=fields.count("records_invalid"),
+        error_code=fields.text("error_code", WORD_LIMIT),
+        error_message=fields.text("error_message", MESSAGE_LIMIT)
+        or fields.text("error_detail", MESSAGE_LIMIT),
+        canceled=fields.flag("canceled"),
+        full_sync=fields.flag("full_sync"),
+        trigger=parse_text(trigger.get("ui_tag"), WORD_LIMIT),
+        problems=tuple(fields.problems),
     )
