@@ -18,7 +18,8 @@ import pytest
 from census_exporter.cli import build_parser, parse_config
 from census_exporter.config import Config
 from census_exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter, setup_logging
-from tests.conftest import HarnessFactory, parse_scrape, wait_for
+from tests.conftest import HarnessFactory, parse_scrape, require_tool, wait_for
+from tests.stack import REPO
 
 FLAGS = [
     "--census.token-file",
@@ -495,3 +496,19 @@ def test_log_levels_are_case_insensitive_and_http_libraries_stay_quiet() -> None
                 assert logging.getLogger(library).getEffectiveLevel() >= logging.WARNING
     finally:
         root.handlers[:], root.level = saved
+
+
+def test_make_demo_installs_only_the_package_and_make_test_the_toolchain() -> None:
+    make = require_tool("make")
+
+    def planned(target: str) -> list[str]:
+        # -n prints without running, -B as if nothing were installed yet.
+        result = subprocess.run(
+            [make, "-n", "-B", "-C", str(REPO), target], capture_output=True, text=True, check=True
+        )
+        return [line for line in result.stdout.splitlines() if "pip install" in line]
+
+    demo = planned("demo")
+    assert any(line.endswith("install --quiet -e .") for line in demo), demo
+    assert not any("[test]" in line for line in demo), demo
+    assert any("'.[test]'" in line for line in planned("pytest"))
