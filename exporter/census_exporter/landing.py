@@ -34,7 +34,7 @@ def render_landing_page(
     rows: list[tuple[str, str]] = [("Workspace", html.escape(snapshot.workspace))]
     if api_url is not None:
         rows.append(("Census API base URL", html.escape(_without_credentials(api_url))))
-    rows.append(("State", html.escape(_state(snapshot))))
+    rows.append(("Census API", html.escape(_state(snapshot))))
     if cache_ttl_seconds is not None:
         rows.append(("Cache TTL", f"{cache_ttl_seconds:g} s"))
     rows += [
