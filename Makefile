@@ -2,18 +2,24 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Two stamps: the demo installs only what it runs (the package, ~32 MB); the checks add the test toolchain.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest dashboard chart-files docker-smoke bench clean
+.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME_STAMP)
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	@echo "census-exporter demo: open http://$(DEMO_ADDRESS)/ (metrics at http://$(DEMO_ADDRESS)/metrics); Ctrl-C stops it."
 	$(BIN)/census-exporter --demo --web.listen-address $(DEMO_ADDRESS)
 
@@ -28,6 +34,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The flag table of docs/configuration.md comes from the parser; tests/test_config_docs.py checks it.
+docs: $(RUNTIME_STAMP)
+	$(BIN)/python scripts/gen-config-docs
 
 dashboard: $(STAMP)
 	$(BIN)/python grafana/generate.py

@@ -8,14 +8,18 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from census_exporter.cli import build_parser, parse_config
-from census_exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter
-from tests.conftest import parse_scrape, wait_for
+from census_exporter.config import Config
+from census_exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter, setup_logging
+from tests.conftest import HarnessFactory, parse_scrape, require_tool, wait_for
+from tests.stack import REPO
 
 FLAGS = [
     "--census.token-file",
@@ -26,6 +30,7 @@ FLAGS = [
     "--census.concurrency",
     "--census.request-timeout",
     "--census.refresh-timeout",
+    "--census.max-response-bytes",
     "--census.duration-buckets",
     "--web.listen-address",
     "--web.telemetry-path",
@@ -70,7 +75,7 @@ def test_no_token_and_no_demo_exits_2_with_one_clear_line() -> None:
     assert "no API token: set CENSUS_API_TOKEN or --census.token-file" in result.stderr
 
 
-def test_a_taken_port_exits_2_naming_the_flag() -> None:
+def test_a_taken_port_exits_2_with_one_error_line_naming_address_and_flag() -> None:
     import socket
 
     with socket.socket() as taken:
@@ -79,8 +84,10 @@ def test_a_taken_port_exits_2_naming_the_flag() -> None:
         port = taken.getsockname()[1]
         result = run_cli("--demo", "--web.listen-address", f"127.0.0.1:{port}")
     assert result.returncode == 2
-    assert "--web.listen-address" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f"census-exporter: error: cannot listen on 127.0.0.1:{port} (--web.listen-address): "
+        "address already in use\n"
+    )
 
 
 def test_sigterm_during_a_hanging_refresh_exits_promptly_and_quietly() -> None:
@@ -187,12 +194,20 @@ def test_log_lines_are_single_line_and_redacted() -> None:
 
 
 def test_parser_defaults_match_the_documented_contract() -> None:
-    args = build_parser().parse_args([])
+    args = build_parser().resolve([], {})
     assert args.cache_ttl == 60
     assert args.concurrency == 8
     assert args.request_timeout == 10
     assert args.listen_address == ("", 10049)
     assert args.telemetry_path == "/metrics"
+    assert args.demo_seed == 0
+
+
+def test_the_cli_and_config_share_every_default() -> None:
+    config = parse_config([], {"CENSUS_API_TOKEN": "secret-token:x"})
+    bare = Config(api_url=config.api_url, token=config.token)
+    for setting in fields(Config):
+        assert getattr(config, setting.name) == getattr(bare, setting.name), setting.name
 
 
 @pytest.fixture
@@ -240,3 +255,260 @@ def test_demo_process_serves_and_stops_cleanly(demo_process: tuple[subprocess.Po
     assert len(m.all("census_sync_last_run_status", status="completed")) > 0
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0
+
+
+TOKEN_ENV = {"CENSUS_API_TOKEN": "secret-token:x"}
+
+# Every flag with an environment variable: one invalid value (None: any text is valid) and accepted spellings.
+VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
+    "--census.token-file": ("/nonexistent/token", []),
+    "--census.api-url": ("ftp://x", [("http://127.0.0.1:9/api/v1", "http://127.0.0.1:9/api/v1")]),
+    "--census.region": ("mars", [("EU", "eu"), ("us", "us")]),
+    "--census.workspace": (None, [("marketing", "marketing")]),
+    "--census.cache-ttl": ("soon", [("120", 120.0), ("1", 1.0)]),
+    "--census.concurrency": ("100000", [("64", 64), ("1", 1)]),
+    "--census.request-timeout": ("0", [("0.1", 0.1), ("300", 300.0)]),
+    "--census.refresh-timeout": ("3601", [("3600", 3600.0)]),
+    "--census.max-response-bytes": ("1k", [("16MiB", 16 * 1024 * 1024), ("65536", 65536), ("1GB", 10**9)]),
+    "--census.duration-buckets": ("30,10", [("1,2.5", (1.0, 2.5))]),
+    "--web.listen-address": ("localhost", [("127.0.0.1:0", ("127.0.0.1", 0))]),
+    "--web.telemetry-path": ("metrics", [("/m", "/m")]),
+    "--log.level": ("verbose", [("INFO", "info"), ("warning", "warn"), ("Debug", "debug")]),
+    "--log.format": ("xml", [("JSON", "json"), ("logfmt", "logfmt")]),
+    "--demo": ("maybe", [("yes", True), ("TRUE", True), ("on", True), ("1", True), ("no", False)]),
+    "--demo.seed": ("-1", [("42", 42)]),
+    "--demo.syncs": ("0", [("20000", 20000)]),
+}
+SETTINGS = build_parser().settings
+
+
+def test_every_flag_with_a_variable_has_test_values() -> None:
+    assert {setting.flag for setting in SETTINGS} == set(VALUES)
+
+
+VALIDATED = [setting for setting in SETTINGS if VALUES[setting.flag][0] is not None]
+
+
+@pytest.mark.parametrize("setting", VALIDATED, ids=lambda setting: setting.env)
+def test_an_invalid_environment_value_stops_like_the_flag_naming_both(
+    setting: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = VALUES[setting.flag][0]
+    assert bad is not None
+    sources = [([], {setting.env: bad})]
+    if setting.flag != "--demo":  # a switch on the command line takes no value
+        sources.append(([f"{setting.flag}={bad}"], {}))
+    for argv, environ in sources:
+        with pytest.raises(SystemExit) as stopped:
+            parse_config(argv, TOKEN_ENV | environ)
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1, error
+        assert setting.flag in error and setting.env in error, error
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda setting: setting.env)
+def test_the_environment_accepts_what_the_flag_accepts(setting: Any) -> None:
+    _, accepted = VALUES[setting.flag]
+    for text, expected in accepted:
+        from_env = build_parser().resolve([], {setting.env: text})
+        from_flag = build_parser().resolve(_argv(setting.flag, text), {})
+        assert getattr(from_env, setting.dest) == expected, text
+        if setting.flag != "--demo":  # a switch on the command line takes no value
+            assert getattr(from_flag, setting.dest) == expected, text
+
+
+def _argv(flag: str, value: str) -> list[str]:
+    return [flag] if flag == "--demo" else [f"{flag}={value}"]
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [("LOG_LEVEL", "verbose"), ("CENSUS_REGION", "mars"), ("LOG_FORMAT", "xml"), ("CENSUS_DEMO", "maybe")],
+)
+def test_the_real_cli_refuses_invalid_environment_values_in_one_line(env: str, value: str) -> None:
+    result = run_cli(env=TOKEN_ENV | {env: value})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert env in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_real_cli_accepts_upper_case_log_level_from_the_environment() -> None:
+    import socket
+
+    # A taken port ends the run right after logging is set up, where LOG_LEVEL=INFO used to crash.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--web.listen-address", f"127.0.0.1:{port}", env=TOKEN_ENV | {"LOG_LEVEL": "INFO"})
+    assert result.returncode == 2
+    assert "cannot listen on" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+NUMERIC = [setting for setting in SETTINGS if setting.range_text]
+
+
+def test_every_numeric_flag_has_a_range() -> None:
+    expected = {
+        "--census.cache-ttl",
+        "--census.concurrency",
+        "--census.request-timeout",
+        "--census.refresh-timeout",
+        "--census.max-response-bytes",
+        "--demo.seed",
+        "--demo.syncs",
+    }
+    assert {setting.flag for setting in NUMERIC} == expected
+
+
+@pytest.mark.parametrize("setting", NUMERIC, ids=lambda setting: setting.flag)
+def test_numeric_flags_refuse_values_outside_their_range(
+    setting: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    low, high = setting.convert.low, setting.convert.high
+    below = str(int(low) - 1) if low >= 1 else str(low / 2)
+    for value in (below, str(int(high) + 1), "many", "nan"):
+        with pytest.raises(SystemExit) as stopped:
+            parse_config([f"{setting.flag}={value}"], TOKEN_ENV)
+        assert stopped.value.code == 2, value
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and setting.flag in error, error
+    for value in (low, high):
+        text = str(int(value)) if float(value).is_integer() else str(value)
+        assert getattr(build_parser().resolve([f"{setting.flag}={text}"], {}), setting.dest) == value
+
+
+def test_a_huge_concurrency_is_refused_by_the_real_cli() -> None:
+    result = run_cli("--census.concurrency=100000", env=TOKEN_ENV)
+    assert result.returncode == 2
+    assert "must be from 1 to 64" in result.stderr
+
+
+def test_max_response_bytes_reaches_the_client(harness_factory: HarnessFactory) -> None:
+    config = parse_config(["--census.max-response-bytes=64KiB"], TOKEN_ENV)
+    assert config.max_response_bytes == 65536
+    harness = harness_factory(max_response_bytes=config.max_response_bytes)
+    assert harness.exporter.client._max_response_bytes == 65536
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:secret@census.example/api/v1",
+        "ftp://user:secret@census.example/api/v1",
+        "http://user:secret@[::1/api/v1",
+    ],
+)
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_credentials_in_the_api_url_are_refused_without_printing_them(url: str, source: str) -> None:
+    if source == "flag":
+        result = run_cli(f"--census.api-url={url}", env=TOKEN_ENV)
+    else:
+        result = run_cli(env=TOKEN_ENV | {"CENSUS_API_URL": url})
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "--census.api-url" in result.stderr
+    assert "secret" not in result.stderr
+
+
+def test_the_api_base_url_is_logged_once_at_start() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "census_exporter",
+            "--census.api-url",
+            "http://127.0.0.1:9/api/v1",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        env=os.environ | TOKEN_ENV,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        stderr = process.stderr
+
+        def listening() -> bool:
+            lines.append(stderr.readline())
+            return "listening on" in lines[-1]
+
+        wait_for(listening, timeout=30, interval=0, what="the listening log line")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    started = [line for line in lines if "Census API at http://127.0.0.1:9/api/v1" in line]
+    assert len(started) == 1, lines
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CENSUS_API_TOKEN": ""}, "CENSUS_API_TOKEN is empty"),
+        ({"CENSUS_API_TOKEN": "  \n"}, "CENSUS_API_TOKEN is empty"),
+        ({}, "no API token: set CENSUS_API_TOKEN or --census.token-file"),
+    ],
+)
+def test_token_messages_name_the_source(
+    environ: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_config([], environ)
+    assert message in capsys.readouterr().err
+
+
+def test_an_empty_token_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(" \n")
+    with pytest.raises(SystemExit):
+        parse_config(["--census.token-file", str(token_file)], {})
+    assert f"token file {token_file} is empty" in capsys.readouterr().err
+
+
+def test_a_directory_as_token_file_is_one_clean_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--census.token-file", str(tmp_path)], {})
+    error = capsys.readouterr().err
+    assert f"cannot read token file {tmp_path}: is a directory" in error
+    assert "Errno" not in error and error.count(str(tmp_path)) == 1, error
+
+
+def test_log_levels_are_case_insensitive_and_http_libraries_stay_quiet() -> None:
+    import logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        for level, expected in (
+            ("DEBUG", logging.DEBUG),
+            ("Warning", logging.WARNING),
+            ("info", logging.INFO),
+        ):
+            setup_logging(level)
+            assert root.level == expected
+            for library in ("httpx", "httpcore"):
+                assert logging.getLogger(library).getEffectiveLevel() >= logging.WARNING
+    finally:
+        root.handlers[:], root.level = saved
+
+
+def test_make_demo_installs_only_the_package_and_make_test_the_toolchain() -> None:
+    make = require_tool("make")
+
+    def planned(target: str) -> list[str]:
+        # -n prints without running, -B as if nothing were installed yet.
+        result = subprocess.run(
+            [make, "-n", "-B", "-C", str(REPO), target], capture_output=True, text=True, check=True
+        )
+        return [line for line in result.stdout.splitlines() if "pip install" in line]
+
+    demo = planned("demo")
+    assert any(line.endswith("install --quiet -e .") for line in demo), demo
+    assert not any("[test]" in line for line in demo), demo
+    assert any("'.[test]'" in line for line in planned("pytest"))

@@ -1,225 +1,478 @@
-"""Command line: flags (each with an environment variable) -> Config -> a running Exporter."""
+"""Command line: flags (each with an environment variable) -> Config -> a running Exporter.
+
+A flag and its environment variable go through the same converter, so both are validated alike: argparse
+alone checks neither ``choices`` nor ``type`` for a default that is not a string, which is how an
+environment variable used to slip past it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from census_exporter import __version__
-from census_exporter.census.client import EU_API_URL, US_API_URL
+from census_exporter import __version__, defaults
+from census_exporter.census.client import EU_API_URL, US_API_URL, validate_base_url
 from census_exporter.config import Config, TokenError, TokenSource
-from census_exporter.logs import LEVELS, setup_logging
+from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.state import DEFAULT_DURATION_BUCKETS
 
 log = logging.getLogger("census_exporter")
 
 EXIT_USAGE = 2
+TOKEN_ENV = "CENSUS_API_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+Converter = Callable[[str], Any]
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
+class _Number:
+    """A number of ``kind`` within ``low..high`` inclusive."""
+
+    def __init__(self, kind: type[int] | type[float], low: float, high: float) -> None:
+        self.kind = kind
+        self.low = low
+        self.high = high
+
+    @property
+    def range_text(self) -> str:
+        """The accepted range, as --help and the docs show it."""
+        if self.kind is int:
+            return f"{int(self.low)} to {int(self.high)}"
+        return f"{self.low:g} to {self.high:g}"
+
+    def __call__(self, text: str) -> int | float:
         try:
-            value = kind(text)
+            value = self.kind(text.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+            noun = "whole number" if self.kind is int else "number"
+            raise ValueError(f"expected a {noun} from {self.range_text}, got {text!r}") from None
+        if not self.low <= value <= self.high:  # also refuses NaN
+            raise ValueError(f"must be from {self.range_text}, got {text!r}")
         return value
 
-    convert.__name__ = kind.__name__
-    return convert
+
+_BYTE_UNITS = {
+    **{"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3},
+    **{"kb": 1000, "mb": 1000**2, "gb": 1000**3},
+}
+
+
+class _Bytes(_Number):
+    """A size in bytes: ``16777216``, ``16MiB`` or ``16MB`` (case-insensitive)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        super().__init__(int, low, high)
+
+    @property
+    def range_text(self) -> str:
+        """The accepted range, as --help and the docs show it."""
+        return f"{_format_bytes(int(self.low))} to {_format_bytes(int(self.high))}"
+
+    def __call__(self, text: str) -> int:
+        match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in _BYTE_UNITS:
+            raise ValueError(f"expected bytes such as 16777216 or 16MiB, got {text!r}")
+        value = int(match.group(1)) * _BYTE_UNITS[unit]
+        if not self.low <= value <= self.high:
+            raise ValueError(f"must be from {self.range_text}, got {text!r}")
+        return value
+
+
+def _format_bytes(value: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        if value % _BYTE_UNITS[unit.lower()] == 0:
+            return f"{value // _BYTE_UNITS[unit.lower()]}{unit}"
+    return str(value)
+
+
+class _Choice:
+    """One of ``values``, case-insensitive, with ``aliases`` for other tools' spellings."""
+
+    def __init__(self, values: Sequence[str], aliases: Mapping[str, str] | None = None) -> None:
+        self.values = tuple(values)
+        self.aliases = dict(aliases or {})
+
+    def __call__(self, text: str) -> str:
+        name = text.strip().lower()
+        name = self.aliases.get(name, name)
+        if name not in self.values:
+            raise ValueError(f"{text!r} is not one of {', '.join(self.values)}")
+        return name
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(text: str) -> bool:
+    name = text.strip().lower()
+    if name in _TRUE or name in _FALSE:
+        return name in _TRUE
+    raise ValueError(f"expected true/false, yes/no, on/off or 1/0, got {text!r}")
+
+
+def _api_url(text: str) -> str:
+    # validate_base_url's messages never quote the URL, which may hold a password.
+    return validate_base_url(text)
 
 
 def _listen_address(text: str) -> tuple[str, int]:
-    try:
-        return parse_listen_address(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    return parse_listen_address(text)
 
 
 def _buckets(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {text!r}") from None
-    if not values or any(b <= 0 for b in values) or list(values) != sorted(set(values)):
-        raise argparse.ArgumentTypeError("buckets must be positive and strictly increasing")
+        raise ValueError(f"expected comma-separated seconds, got {text!r}") from None
+    if not values or any(not b > 0 for b in values) or list(values) != sorted(set(values)):
+        raise ValueError("buckets must be positive and strictly increasing")
     return values
 
 
 def _telemetry_path(text: str) -> str:
     if not text.startswith("/") or text in ("/", "/healthz", "/readyz"):
-        raise argparse.ArgumentTypeError(f"must start with / and not clash with other pages: {text!r}")
+        raise ValueError(f"must start with / and not clash with other pages: {text!r}")
     return text
 
 
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One flag with its environment variable: how to convert it, its default, and what it means."""
+
+    flag: str
+    dest: str
+    env: str
+    convert: Converter
+    default: Any
+    #: The default as --help and the docs show it ("" for none).
+    shown_default: str
+    meaning: str
+    metavar: str | None
+    #: The accepted range of a numeric flag, for --help and the docs ("" for none).
+    range_text: str = ""
+
+
 class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (naming the flag), not the whole usage block."""
+    """Usage errors as one line (naming the flag), not the whole usage block; flags with env variables."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings: list[Setting] = []
 
     def error(self, message: str) -> NoReturn:
+        """Exit 2 with one line."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
+    def add_argument(
+        self,
+        *names: str,
+        env: str | None = None,
+        convert: Converter = _text,
+        shown_default: str | None = None,
+        **kwargs: Any,
+    ) -> argparse.Action:
+        """``add_argument``, plus ``env``: the environment variable, converted by ``convert`` like the flag.
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every flag, with its environment variable and default."""
-    env = os.environ.get
+        Without ``env`` this is plain argparse.
+        """
+        if env is None:
+            return super().add_argument(*names, **kwargs)
+        default = kwargs.pop("default", None)
+        meaning = kwargs.pop("help")
+        if kwargs.get("action") == "store_true":
+            convert = _boolean
+        range_text = getattr(convert, "range_text", "")
+        if shown_default is None:
+            shown_default = "" if default is None else str(default)
+        suffix = [f"env {env}"]
+        if shown_default:
+            suffix.append(f"default {shown_default}")
+        if range_text:
+            suffix.append(f"range {range_text}")
+        # argparse %-formats help texts.
+        kwargs["help"] = f"{meaning} ({'; '.join(suffix)})".replace("%", "%%")
+        action = super().add_argument(*names, default=None, **kwargs)
+        self.settings.append(
+            Setting(
+                flag=names[0],
+                dest=action.dest,
+                env=env,
+                convert=convert,
+                default=default,
+                shown_default=shown_default,
+                meaning=meaning,
+                metavar=action.metavar if isinstance(action.metavar, str) else None,
+                range_text=range_text,
+            )
+        )
+        return action
+
+    def resolve(self, argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
+        """Parse ``argv``, then give every flag not on the command line its environment value or default.
+
+        An empty environment variable counts as unset, as in the Prometheus exporters' flag library.
+        """
+        args = self.parse_args(argv)
+        for setting in self.settings:
+            given = getattr(args, setting.dest)
+            if given is True:  # a store_true flag on the command line
+                continue
+            if given is not None:
+                text, origin = given, f"argument {setting.flag} (env {setting.env})"
+            elif environ.get(setting.env, "").strip():
+                text = environ[setting.env]
+                origin = f"environment variable {setting.env} ({setting.flag})"
+            else:
+                setattr(args, setting.dest, setting.default)
+                continue
+            try:
+                setattr(args, setting.dest, setting.convert(text))
+            except ValueError as error:
+                self.error(f"{origin}: {error}")
+        return args
+
+
+def build_parser() -> _Parser:
+    """Every flag, with its environment variable, default and range."""
     parser = _Parser(
         prog="census-exporter",
         description="Prometheus exporter for Census (Fivetran Activations) sync runs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     add(
         "--census.token-file",
         dest="token_file",
-        default=env("CENSUS_API_TOKEN_FILE"),
+        env="CENSUS_API_TOKEN_FILE",
         metavar="PATH",
-        help="File holding the API token, re-read when it changes (env CENSUS_API_TOKEN_FILE). "
-        "Otherwise the token comes from env CENSUS_API_TOKEN.",
+        help="Read the API token from this file instead of CENSUS_API_TOKEN; the file is read again whenever "
+        "it changes (Kubernetes secret rotation). Surrounding whitespace is ignored.",
     )
     add(
         "--census.api-url",
         dest="api_url",
-        default=env("CENSUS_API_URL"),
+        env="CENSUS_API_URL",
+        convert=_api_url,
+        shown_default=US_API_URL,
         metavar="URL",
-        help=f"Census API base URL (env CENSUS_API_URL; default {US_API_URL}).",
+        help="The Census API base URL. No user:password@ in it: the token is sent as a header.",
     )
     add(
         "--census.region",
         dest="region",
-        choices=["us", "eu"],
-        default=env("CENSUS_REGION"),
-        help="Shortcut for the API URL of a data region (env CENSUS_REGION).",
+        env="CENSUS_REGION",
+        convert=_Choice(["us", "eu"]),
+        metavar="us|eu",
+        help=f"Shortcut for the API URL of a data region: eu is {EU_API_URL}. Not together with "
+        "--census.api-url.",
     )
     add(
         "--census.workspace",
         dest="workspace",
-        default=env("CENSUS_WORKSPACE", "default"),
+        env="CENSUS_WORKSPACE",
+        default=defaults.WORKSPACE,
         metavar="NAME",
-        help="Value of the workspace label (env CENSUS_WORKSPACE).",
+        help="Value of the workspace label. Run one exporter per workspace (one token covers one workspace).",
     )
     add(
         "--census.cache-ttl",
         dest="cache_ttl",
-        type=_positive(float),
-        default=env("CENSUS_CACHE_TTL", "60"),
+        env="CENSUS_CACHE_TTL",
+        convert=_Number(float, 1, 86400),
+        default=defaults.CACHE_TTL_SECONDS,
+        shown_default=f"{defaults.CACHE_TTL_SECONDS:g}",
         metavar="SECONDS",
-        help="Oldest data a scrape may be served (env CENSUS_CACHE_TTL).",
+        help="The oldest data a scrape may be served. Also the least time between two refreshes, so a "
+        "failing API is not hammered.",
     )
     add(
         "--census.concurrency",
         dest="concurrency",
-        type=_positive(int),
-        default=env("CENSUS_CONCURRENCY", "8"),
+        env="CENSUS_CONCURRENCY",
+        convert=_Number(int, 1, 64),
+        default=defaults.CONCURRENCY,
         metavar="N",
-        help="Parallel API requests during a refresh (env CENSUS_CONCURRENCY).",
+        help="API requests in flight at once during a refresh.",
     )
     add(
         "--census.request-timeout",
         dest="request_timeout",
-        type=_positive(float),
-        default=env("CENSUS_REQUEST_TIMEOUT", "10"),
+        env="CENSUS_REQUEST_TIMEOUT",
+        convert=_Number(float, 0.1, 300),
+        default=defaults.REQUEST_TIMEOUT_SECONDS,
+        shown_default=f"{defaults.REQUEST_TIMEOUT_SECONDS:g}",
         metavar="SECONDS",
-        help="Timeout of one API request (env CENSUS_REQUEST_TIMEOUT).",
+        help="Timeout of one HTTP request.",
     )
     add(
         "--census.refresh-timeout",
         dest="refresh_timeout",
-        type=_positive(float),
-        default=env("CENSUS_REFRESH_TIMEOUT", "60"),
+        env="CENSUS_REFRESH_TIMEOUT",
+        convert=_Number(float, 1, 3600),
+        default=defaults.REFRESH_TIMEOUT_SECONDS,
+        shown_default=f"{defaults.REFRESH_TIMEOUT_SECONDS:g}",
         metavar="SECONDS",
-        help="Deadline of one whole refresh, retries included (env CENSUS_REFRESH_TIMEOUT).",
+        help="Deadline of a whole refresh, retries included. Syncs not read by then keep their previous "
+        "values and census_up is 0.",
+    )
+    add(
+        "--census.max-response-bytes",
+        dest="max_response_bytes",
+        env="CENSUS_MAX_RESPONSE_BYTES",
+        convert=_Bytes(64 * 1024, 1024**3),
+        default=defaults.MAX_RESPONSE_BYTES,
+        shown_default=_format_bytes(defaults.MAX_RESPONSE_BYTES),
+        metavar="BYTES",
+        help="Largest API response read; a larger one fails that request instead of filling the memory. "
+        "Bytes, or with a unit: KiB, MiB, GiB (also KB, MB, GB).",
     )
     add(
         "--census.duration-buckets",
         dest="duration_buckets",
-        type=_buckets,
-        default=env("CENSUS_DURATION_BUCKETS", ",".join(f"{b:g}" for b in DEFAULT_DURATION_BUCKETS)),
+        env="CENSUS_DURATION_BUCKETS",
+        convert=_buckets,
+        default=DEFAULT_DURATION_BUCKETS,
+        shown_default=",".join(f"{b:g}" for b in DEFAULT_DURATION_BUCKETS),
         metavar="S,S,...",
-        help="Buckets of census_sync_run_duration_seconds (env CENSUS_DURATION_BUCKETS).",
+        help="Buckets of census_sync_run_duration_seconds, in seconds, strictly increasing.",
     )
     add(
         "--web.listen-address",
         dest="listen_address",
-        type=_listen_address,
-        default=env("WEB_LISTEN_ADDRESS", ":10049"),
+        env="WEB_LISTEN_ADDRESS",
+        convert=_listen_address,
+        default=parse_listen_address(defaults.LISTEN_ADDRESS),
+        shown_default=defaults.LISTEN_ADDRESS,
         metavar="[HOST]:PORT",
-        help="Address to serve on (env WEB_LISTEN_ADDRESS).",
+        help="Where to serve. :10049 is every IPv4 interface; [::1]:10049 works for IPv6.",
     )
     add(
         "--web.telemetry-path",
         dest="telemetry_path",
-        type=_telemetry_path,
-        default=env("WEB_TELEMETRY_PATH", "/metrics"),
+        env="WEB_TELEMETRY_PATH",
+        convert=_telemetry_path,
+        default=defaults.TELEMETRY_PATH,
         metavar="PATH",
-        help="Path of the metrics page (env WEB_TELEMETRY_PATH).",
+        help="Path of the metrics page.",
     )
     add(
         "--log.level",
         dest="log_level",
-        choices=sorted(LEVELS),
-        default=env("LOG_LEVEL", "info"),
-        help="Lowest level logged (env LOG_LEVEL).",
+        env="LOG_LEVEL",
+        convert=parse_level,
+        default=defaults.LOG_LEVEL,
+        metavar="LEVEL",
+        help=f"Lowest level logged: {', '.join(LEVELS)} (any case; warning means warn).",
     )
     add(
         "--log.format",
         dest="log_format",
-        choices=["logfmt", "json"],
-        default=env("LOG_FORMAT", "logfmt"),
-        help="Log line format (env LOG_FORMAT).",
+        env="LOG_FORMAT",
+        convert=_Choice(["logfmt", "json"]),
+        default=defaults.LOG_FORMAT,
+        metavar="FORMAT",
+        help="logfmt or json, one line per event on stderr.",
     )
     add(
         "--demo",
+        dest="demo",
+        env="CENSUS_DEMO",
         action="store_true",
-        default=env("CENSUS_DEMO", "") in ("1", "true"),
-        help="Run against the built-in simulated workspace; no token needed (env CENSUS_DEMO).",
+        default=False,
+        shown_default="false",
+        help="Start the built-in simulated Census API on loopback and export it; no token needed. The "
+        "variable takes true/false, yes/no, on/off or 1/0.",
     )
     add(
         "--demo.seed",
         dest="demo_seed",
-        type=int,
-        default=env("CENSUS_DEMO_SEED"),
+        env="CENSUS_DEMO_SEED",
+        convert=_Number(int, 0, 2**32 - 1),
+        default=defaults.DEMO_SEED,
         metavar="N",
-        help="Seed of the demo workspace, for a repeatable history (env CENSUS_DEMO_SEED).",
+        help="Seed of the demo workspace: the same seed gives the same syncs and run history.",
     )
     add(
         "--demo.syncs",
         dest="demo_syncs",
-        type=_positive(int),
-        default=env("CENSUS_DEMO_SYNCS", "25"),
+        env="CENSUS_DEMO_SYNCS",
+        convert=_Number(int, 1, 20000),
+        default=defaults.DEMO_SYNCS,
         metavar="N",
-        help="Number of syncs in the demo workspace (env CENSUS_DEMO_SYNCS).",
+        help="Number of syncs in the demo workspace.",
     )
     add("--version", action="version", version=f"census-exporter {__version__}")
     return parser
 
 
-def parse_config(argv: Sequence[str] | None = None) -> Config:
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def flag_table_markdown(parser: _Parser | None = None) -> str:
+    """The flag table of docs/configuration.md, generated from the parser so the two cannot drift."""
+    parser = parser or build_parser()
+    rows = [
+        "| Flag | Environment | Default | Meaning |",
+        "|---|---|---|---|",
+        f"| (none) | `{TOKEN_ENV}` | | The workspace API token (`secret-token:...`), sent as "
+        "`Authorization: Bearer <token>`, prefix included. |",
+    ]
+    for setting in parser.settings:
+        flag = f"{setting.flag} {setting.metavar}" if setting.metavar else setting.flag
+        default = f"`{setting.shown_default}`" if setting.shown_default else ""
+        meaning = setting.meaning + (f" Range: {setting.range_text}." if setting.range_text else "")
+        cells = [f"`{flag}`", f"`{setting.env}`", default, meaning]
+        rows.append("|" + "|".join(f" {_markdown_cell(cell)} " if cell else " " for cell in cells) + "|")
+    rows.append("| `--version` | | | Print the version and exit. |")
+    return "\n".join(rows) + "\n"
+
+
+def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]) -> TokenSource:
+    """The token source; exits 2 saying which source is missing, empty or unreadable."""
+    if args.token_file:
+        token = TokenSource(path=args.token_file)
+        try:
+            value = token()
+        except TokenError as error:
+            parser.error(f"argument --census.token-file (env CENSUS_API_TOKEN_FILE): {error}")
+        if not value and not args.demo:
+            parser.error(f"token file {args.token_file} is empty (--census.token-file)")
+        return token
+    raw = environ.get(TOKEN_ENV)
+    try:
+        token = TokenSource(value=raw)
+    except TokenError as error:
+        parser.error(f"{TOKEN_ENV}: {error}")
+    if not args.demo and not token():
+        if raw is None:
+            parser.error(f"no API token: set {TOKEN_ENV} or --census.token-file (or use --demo)")
+        parser.error(f"{TOKEN_ENV} is empty: set it to the workspace API token, or use --census.token-file")
+    return token
+
+
+def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Parse flags and environment into a Config; exits 2 with one line naming the flag on bad input."""
+    environ = os.environ if environ is None else environ
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.resolve(argv, environ)
     if args.api_url and args.region:
         parser.error("argument --census.api-url: not allowed together with --census.region")
     api_url = args.api_url or (EU_API_URL if args.region == "eu" else US_API_URL)
-    if not api_url.startswith(("http://", "https://")):
-        parser.error(f"argument --census.api-url: must be an http(s) URL, got {api_url!r}")
-    try:
-        if args.token_file:
-            token = TokenSource(path=args.token_file)
-            token()
-        else:
-            token = TokenSource(value=os.environ.get("CENSUS_API_TOKEN"))
-    except TokenError as error:
-        parser.error(f"argument --census.token-file: {error}")
-    if not args.demo and not token():
-        parser.error("no API token: set CENSUS_API_TOKEN or --census.token-file (or use --demo)")
+    token = _token(parser, args, environ)
     host, port = args.listen_address
     return Config(
         api_url=api_url,
@@ -229,6 +482,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         concurrency=args.concurrency,
         request_timeout_seconds=args.request_timeout,
         refresh_timeout_seconds=args.refresh_timeout,
+        max_response_bytes=args.max_response_bytes,
         listen_host=host,
         listen_port=port,
         telemetry_path=args.telemetry_path,
@@ -239,6 +493,10 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         demo_seed=args.demo_seed,
         demo_syncs=args.demo_syncs,
     )
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,27 +511,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from census_exporter.demo import DEMO_TOKEN, start_demo  # noqa: PLC0415
 
-        simulator = start_demo(seed=config.demo_seed or 0, syncs=config.demo_syncs)
+        simulator = start_demo(seed=config.demo_seed, syncs=config.demo_syncs)
         config = replace(config, api_url=simulator.url, token=TokenSource(value=DEMO_TOKEN))
-        log.info("demo workspace: simulated Census API at %s", simulator.url)
     try:
         exporter = Exporter(config)
     except OSError as error:
+        reason = (error.strerror or type(error).__name__).lower()
         print(
-            f"census-exporter: cannot listen on --web.listen-address: {error.strerror}",
+            f"census-exporter: error: cannot listen on {_address(config.listen_host, config.listen_port)} "
+            f"(--web.listen-address): {reason}",
             file=sys.stderr,
         )
+        if simulator is not None:
+            simulator.close()
         return EXIT_USAGE
+    if simulator is not None:
+        log.info("demo workspace: simulated Census API at %s", config.api_url)
+    else:
+        # Validated to hold no credentials, so safe to print; shows at once which region the token must match.
+        log.info("Census API at %s", config.api_url)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     exporter.start()
     host = config.listen_host or "0.0.0.0"  # noqa: S104 - only for the log line
     log.info(
-        "census-exporter %s listening on http://%s:%d%s (workspace %s)",
+        "census-exporter %s listening on http://%s%s (workspace %s)",
         __version__,
-        f"[{host}]" if ":" in host else host,
-        exporter.port,
+        _address(host, exporter.port),
         config.telemetry_path,
         config.workspace,
     )

@@ -6,6 +6,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from census_exporter import defaults
 from census_exporter.logs import RedactingFilter
 from census_exporter.state import DEFAULT_DURATION_BUCKETS
 
@@ -47,18 +48,26 @@ class TokenSource:
             except OSError as error:
                 if self._value is not None:
                     return self._value
-                raise TokenError(f"cannot read token file {self._path!r}: {error.strerror}") from None
+                raise TokenError(_unreadable(self._path, error)) from None
             stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
             if stamp != self._file_stamp or self._value is None:
                 try:
                     with open(self._path, encoding="utf-8") as handle:
                         token = _clean(handle.read())
-                except (OSError, UnicodeDecodeError) as error:
-                    raise TokenError(f"cannot read token file {self._path!r}: {error}") from None
+                except OSError as error:
+                    raise TokenError(_unreadable(self._path, error)) from None
+                except UnicodeDecodeError:
+                    raise TokenError(f"cannot read token file {self._path}: not UTF-8 text") from None
                 self._file_stamp = stamp
                 self._value = token
                 RedactingFilter.register(token)
             return self._value
+
+
+def _unreadable(path: str, error: OSError) -> str:
+    # str(error) repeats the path and the errno ("[Errno 21] Is a directory: '/x'"); strerror does not.
+    reason = (error.strerror or type(error).__name__).lower()
+    return f"cannot read token file {path}: {reason}"
 
 
 def _clean(token: str) -> str:
@@ -74,17 +83,18 @@ class Config:
 
     api_url: str
     token: TokenSource
-    workspace: str = "default"
-    cache_ttl_seconds: float = 60.0
-    concurrency: int = 8
-    request_timeout_seconds: float = 10.0
-    refresh_timeout_seconds: float = 60.0
+    workspace: str = defaults.WORKSPACE
+    cache_ttl_seconds: float = defaults.CACHE_TTL_SECONDS
+    concurrency: int = defaults.CONCURRENCY
+    request_timeout_seconds: float = defaults.REQUEST_TIMEOUT_SECONDS
+    refresh_timeout_seconds: float = defaults.REFRESH_TIMEOUT_SECONDS
+    max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
     listen_host: str = ""
-    listen_port: int = 10049
-    telemetry_path: str = "/metrics"
-    log_level: str = "info"
-    log_format: str = "logfmt"
+    listen_port: int = defaults.LISTEN_PORT
+    telemetry_path: str = defaults.TELEMETRY_PATH
+    log_level: str = defaults.LOG_LEVEL
+    log_format: str = defaults.LOG_FORMAT
     duration_buckets: tuple[float, ...] = field(default=DEFAULT_DURATION_BUCKETS)
     demo: bool = False
-    demo_seed: int | None = None
-    demo_syncs: int = 25
+    demo_seed: int = defaults.DEMO_SEED
+    demo_syncs: int = defaults.DEMO_SYNCS

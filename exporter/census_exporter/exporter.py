@@ -40,6 +40,7 @@ class Exporter:
             request_timeout=config.request_timeout_seconds,
             observer=ApiRequestMetrics(self.registry, config.workspace),
             max_connections=config.concurrency,
+            max_response_bytes=config.max_response_bytes,
             sleep=stopping.wait,  # backoff between retries ends at once on shutdown
         )
         self.refresher = Refresher(

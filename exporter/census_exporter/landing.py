@@ -4,40 +4,119 @@ from __future__ import annotations
 
 import html
 import time
+from urllib.parse import urlsplit, urlunsplit
 
 from census_exporter import __version__
-from census_exporter.snapshot import Snapshot
+from census_exporter.snapshot import Snapshot, SyncState
+
+#: Syncs listed by name under "Newest run failed"; the rest are counted.
+MAX_LISTED_FAILURES = 20
+#: The Census app that shows a sync, per API host (other hosts, such as a proxy, get no links).
+_APP_BY_API_HOST = {
+    "app.getcensus.com": "https://app.getcensus.com",
+    "app-eu.getcensus.com": "https://app-eu.getcensus.com",
+}
 
 
-def render_landing_page(snapshot: Snapshot, telemetry_path: str) -> bytes:
-    """The HTML of ``/`` for ``snapshot``."""
+def render_landing_page(
+    snapshot: Snapshot,
+    telemetry_path: str,
+    *,
+    api_url: str | None = None,
+    cache_ttl_seconds: float | None = None,
+) -> bytes:
+    """The HTML of ``/`` for ``snapshot``; ``api_url`` and ``cache_ttl_seconds`` add their rows.
+
+    Everything from the API (labels, error text) is escaped: it is hostile input.
+    """
     path = html.escape(telemetry_path)
-    if not snapshot.refreshed:
-        state = "first refresh in progress"
-    else:
-        state = "up" if snapshot.up else "down: the last refresh had errors (see the log)"
-    last = snapshot.last_success_timestamp
-    failing = sum(
-        1 for sync in snapshot.syncs.values() if sync.latest_run and sync.latest_run.status == "failed"
-    )
-    rows = [
-        ("Workspace", snapshot.workspace),
-        ("Census API", state),
-        (
-            "Last error-free refresh",
-            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(last)) if last else "none yet",
-        ),
-        ("Syncs", str(len(snapshot.syncs))),
-        ("Newest run failed", str(failing)),
+    failing = _failing(snapshot)
+    rows: list[tuple[str, str]] = [("Workspace", html.escape(snapshot.workspace))]
+    if api_url is not None:
+        rows.append(("Census API base URL", html.escape(_without_credentials(api_url))))
+    rows.append(("Census API", html.escape(_state(snapshot))))
+    if cache_ttl_seconds is not None:
+        rows.append(("Cache TTL", f"{cache_ttl_seconds:g} s"))
+    rows += [
+        ("Last refresh", html.escape(_last_refresh(snapshot))),
+        ("Last error-free refresh", _utc(snapshot.last_success_timestamp) or "none yet"),
+        ("Syncs", str(len(snapshot.syncs)) if snapshot.listed else "unknown"),
+        ("Newest run failed", str(len(failing)) if snapshot.listed else "unknown"),
     ]
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>Census Exporter</title></head><body>"
         "<h1>Census Exporter</h1>"
         f"<p>Version {html.escape(__version__)}</p>"
-        f'<table style="text-align:left">{table}</table><ul>'
+        f'<table style="text-align:left">{table}</table>'
+        f"{_failing_list(failing, _app_url(api_url))}<ul>"
         f'<li><a href="{path}">Metrics</a></li>'
         '<li><a href="/healthz">Health</a></li>'
         '<li><a href="/readyz">Readiness</a></li>'
         "</ul></body></html>\n"
     ).encode()
+
+
+def _state(snapshot: Snapshot) -> str:
+    if not snapshot.refreshed:
+        return "first refresh in progress"
+    if snapshot.up:
+        return "up"
+    return f"down: {snapshot.last_error or 'the last refresh had errors (see the log)'}"
+
+
+def _last_refresh(snapshot: Snapshot) -> str:
+    if snapshot.started_monotonic is None or not snapshot.refreshed:
+        return "none yet"
+    took = snapshot.refresh_duration_seconds or 0.0
+    # The snapshot keeps monotonic time (immune to clock steps); the page shows wall-clock time.
+    finished = time.time() - (time.monotonic() - (snapshot.started_monotonic + took))
+    return f"{_utc(finished)} (took {took:.1f} s)"
+
+
+def _utc(timestamp: float | None) -> str:
+    if not timestamp:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def _failing(snapshot: Snapshot) -> list[SyncState]:
+    failing = [s for s in snapshot.syncs.values() if s.latest_run and s.latest_run.status == "failed"]
+    return sorted(failing, key=lambda state: (state.sync.label, state.sync.id))
+
+
+def _failing_list(failing: list[SyncState], app_url: str | None) -> str:
+    if not failing:
+        return ""
+    items = []
+    for state in failing[:MAX_LISTED_FAILURES]:
+        label = html.escape(state.sync.label or f"sync {state.sync.id}")
+        if app_url:
+            label = f'<a href="{html.escape(app_url)}/syncs/{state.sync.id}">{label}</a>'
+        items.append(f"<li>{label}</li>")
+    if len(failing) > MAX_LISTED_FAILURES:
+        items.append(f"<li>and {len(failing) - MAX_LISTED_FAILURES} more</li>")
+    return f"<h2>Syncs whose newest run failed</h2><ul>{''.join(items)}</ul>"
+
+
+def _app_url(api_url: str | None) -> str | None:
+    if api_url is None:
+        return None
+    try:
+        parts = urlsplit(api_url)
+        host = parts.hostname
+    except ValueError:
+        return None
+    if parts.scheme != "https" or parts.port not in (None, 443):
+        return None
+    return _APP_BY_API_HOST.get(host or "")
+
+
+def _without_credentials(api_url: str) -> str:
+    # The CLI refuses credentials in the URL; this page must not show them even if a caller did not.
+    try:
+        parts = urlsplit(api_url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "(invalid URL)"

@@ -19,7 +19,18 @@ LEVELS = {
     "warn": logging.WARNING,
     "error": logging.ERROR,
 }
+#: Other spellings users bring from other tools.
+LEVEL_ALIASES = {"warning": "warn"}
 REDACTED = "[REDACTED]"
+
+
+def parse_level(text: str) -> str:
+    """The canonical name of a log level, case-insensitive (``INFO``, ``Warning``); ValueError if unknown."""
+    name = text.strip().lower()
+    name = LEVEL_ALIASES.get(name, name)
+    if name not in LEVELS:
+        raise ValueError(f"{text!r} is not one of {', '.join(LEVELS)}")
+    return name
 
 
 class RedactingFilter(logging.Filter):
@@ -106,7 +117,7 @@ class JsonFormatter(_FieldsFormatter):
 
 
 def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
-    """Route all logging to stderr in the chosen format, with redaction."""
+    """Route all logging to stderr in the chosen format, with redaction; ``level`` as :func:`parse_level`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     handler.addFilter(RedactingFilter())
@@ -114,7 +125,9 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     for existing in list(root.handlers):
         root.removeHandler(existing)
     root.addHandler(handler)
-    root.setLevel(LEVELS[level])
-    # httpx logs every request at INFO; the exporter's own metrics already count them.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, LEVELS[level]))
-    logging.getLogger("httpcore").setLevel(max(logging.WARNING, LEVELS[level]))
+    threshold = LEVELS[parse_level(level)]
+    root.setLevel(threshold)
+    # httpx logs every request at INFO and httpcore every socket event at DEBUG; the client logs its own
+    # requests (without headers), so even --log.level=debug keeps these two at warn.
+    for library in ("httpx", "httpcore"):
+        logging.getLogger(library).setLevel(max(logging.WARNING, threshold))

@@ -1,0 +1,112 @@
+"""The landing page tells a new user what the exporter sees, without trusting anything the API sent."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from census_exporter.census.models import Sync, SyncRun
+from census_exporter.demo import SimulatedWorkspace
+from census_exporter.landing import MAX_LISTED_FAILURES, render_landing_page
+from census_exporter.snapshot import Snapshot, SyncState
+from tests.conftest import HarnessFactory, wait_for
+
+US = "https://app.getcensus.com/api/v1"
+EU = "https://app-eu.getcensus.com/api/v1"
+
+
+def sync_state(sync_id: int, label: str, status: str = "completed") -> SyncState:
+    sync = Sync(sync_id, label, "upsert", 1, 2, "Contact", "hourly", False)
+    run = SyncRun(
+        *(sync_id * 10, sync_id, status, 1.0, 2.0, 2.0, None),
+        *(None, None, None, None, None, None, None, None, None, None),
+    )
+    return SyncState(sync=sync, latest_run=run)
+
+
+def page(snapshot: Snapshot, api_url: str | None = US, ttl: float | None = 60) -> str:
+    return render_landing_page(snapshot, "/metrics", api_url=api_url, cache_ttl_seconds=ttl).decode()
+
+
+def test_before_the_first_list_the_counts_are_unknown_not_zero() -> None:
+    text = page(Snapshot(workspace="default"))
+    assert "<th>Syncs</th><td>unknown</td>" in text
+    assert "<th>Newest run failed</th><td>unknown</td>" in text
+    assert "first refresh in progress" in text
+
+
+def test_a_failed_refresh_shows_its_cause() -> None:
+    snapshot = Snapshot(workspace="default", refreshed=True, last_error="401: token rejected")
+    assert "down: 401: token rejected" in page(snapshot)
+
+
+def test_the_page_shows_api_url_without_credentials_ttl_and_refresh_times() -> None:
+    now = time.time()
+    snapshot = Snapshot(
+        workspace="default",
+        refreshed=True,
+        up=True,
+        listed=True,
+        last_success_timestamp=now,
+        refresh_duration_seconds=1.25,
+        started_monotonic=time.monotonic() - 1.25,
+    )
+    text = page(snapshot, api_url="https://user:secret@proxy.example/api/v1", ttl=120)
+    assert "https://proxy.example/api/v1" in text and "secret" not in text
+    assert "<th>Cache TTL</th><td>120 s</td>" in text
+    assert re.search(r"<th>Last refresh</th><td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(took 1\.2 s\)", text)
+    assert time.strftime("%Y-%m-%d", time.gmtime(now)) in text
+    assert "<th>Syncs</th><td>0</td>" in text
+
+
+@pytest.mark.parametrize(
+    ("api_url", "link"),
+    [(US, "https://app.getcensus.com/syncs/7"), (EU, "https://app-eu.getcensus.com/syncs/7"), (None, None)],
+)
+def test_failing_syncs_are_listed_escaped_and_linked_only_for_census_hosts(
+    api_url: str | None, link: str | None
+) -> None:
+    hostile = '<script>alert("x")</script>'
+    syncs = {7: sync_state(7, hostile, "failed"), 8: sync_state(8, "Fine")}
+    text = page(Snapshot(workspace="w", refreshed=True, listed=True, syncs=syncs), api_url=api_url)
+    assert "<script>" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in text
+    assert "<th>Newest run failed</th><td>1</td>" in text
+    assert "Fine" not in text
+    if link:
+        assert f'<a href="{link}">' in text
+    else:
+        assert "/syncs/7" not in text
+
+
+def test_a_proxy_or_plain_http_host_gets_no_links() -> None:
+    syncs = {7: sync_state(7, "Orders", "failed")}
+    snapshot = Snapshot(workspace="w", refreshed=True, listed=True, syncs=syncs)
+    for api_url in ("https://census-proxy.internal/api/v1", "http://app.getcensus.com/api/v1"):
+        assert "/syncs/7" not in page(snapshot, api_url=api_url)
+
+
+def test_the_failing_list_is_bounded() -> None:
+    count = MAX_LISTED_FAILURES + 5
+    syncs = {i: sync_state(i, f"Sync {i:03d}", "failed") for i in range(1, count + 1)}
+    text = page(Snapshot(workspace="w", refreshed=True, listed=True, syncs=syncs))
+    assert text.count("/syncs/") == MAX_LISTED_FAILURES
+    assert "and 5 more" in text
+    assert f"<th>Newest run failed</th><td>{count}</td>" in text
+
+
+def test_over_http_a_rejected_token_shows_unknown_counts_and_the_cause(
+    harness_factory: HarnessFactory,
+) -> None:
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(1, label="Orders")
+    harness = harness_factory(workspace, token="secret-token:wrong-value", start=True)
+    wait_for(lambda: harness.get("/readyz").status_code == 200, what="the first refresh")
+    response = harness.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "<th>Syncs</th><td>unknown</td>" in response.text
+    assert re.search(r"down: [^<]*401", response.text), response.text
+    assert "secret-token" not in response.text
