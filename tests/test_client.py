@@ -225,7 +225,7 @@ def test_timeouts_and_connection_errors_are_retried_then_reported(
     httpx_mock.add_exception(httpx.ConnectError("refused"), url=syncs_url(1))
     with pytest.raises(TransientError) as raised:
         client.list_syncs(FAR)
-    assert "connection failed (ConnectError) after 3 attempts" in str(raised.value)
+    assert "connection to census.test:443 failed (ConnectError) after 3 attempts" in str(raised.value)
     assert TOKEN not in str(raised.value)
     chained: BaseException | None = raised.value
     while chained is not None:  # a traceback prints the whole chain: none of it may hold the token

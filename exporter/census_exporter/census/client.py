@@ -1,27 +1,48 @@
 """CensusClient: HTTP only. Auth header, paging, retries with backoff, and per-request observations.
 
 It returns the envelope's ``data`` as plain JSON for :mod:`census_exporter.census.models` to parse; it knows
-nothing about metrics families, ledgers or snapshots. Errors are raised as :class:`CensusAPIError`
-subclasses whose messages name the endpoint template and the status, never a URL with credentials and never
-the token.
+nothing about metrics families, ledgers or snapshots. Every attempt is bounded as a whole, body included, by
+the request timeout and the caller's deadline, and every body by ``max_response_bytes`` (the streaming reader
+lives in :mod:`census_exporter.census._body`, paging hints in :mod:`census_exporter.census._paging`).
+Errors are raised as :class:`CensusAPIError` subclasses whose messages name the endpoint template, the host
+and the cause, never a URL with credentials or a query, and never the token.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
+import logging
 import random
+import socket
+import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
 from census_exporter import __version__
+from census_exporter.census import _paging
+from census_exporter.census._body import (
+    ACCEPTED_ENCODINGS,
+    BODY_READ_INTERVAL_SECONDS,
+    BodyStalled,
+    BodyTimedOut,
+    BodyTooLarge,
+    BodyUndecodable,
+    read_bounded_body,
+)
+
+log = logging.getLogger(__name__)
 
 MAX_LIST_PAGES = 1000
 """Safety bound on pages of one list: 100,000 syncs is far beyond any real workspace."""
+
+MAX_LIST_REREADS = 2
+"""Whole re-reads of a list that shifted while it was paged, before it is returned marked incomplete."""
 
 US_API_URL = "https://app.getcensus.com/api/v1"
 EU_API_URL = "https://app-eu.getcensus.com/api/v1"
@@ -54,6 +75,16 @@ class MalformedResponseError(CensusAPIError):
 
 class TransientError(CensusAPIError):
     """429, 5xx, timeout or connection failure that outlasted the retries or the deadline."""
+
+
+class ResponseTooLargeError(CensusAPIError):
+    """The body (declared, on the wire or decompressed) exceeded ``max_response_bytes``. Never retried."""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_NO_URL_AUTH = httpx.Auth()
+"""Passed as ``auth`` on every request: without it httpx turns ``user:password@`` in a URL into Basic auth."""
 
 
 class RequestObserver(Protocol):
@@ -107,19 +138,35 @@ def validate_base_url(url: str) -> str:
     """``url`` if it can serve as the API base URL, else ValueError with a message safe to print.
 
     Credentials in the URL are refused: httpx would send them as Basic auth instead of the Bearer token,
-    and an error message quoting the URL would print the password.
+    and an error message quoting the URL would print the password. The URL is judged by both the standard
+    parser and httpx's, so no spelling that one of them reads as credentials slips through. Messages never
+    quote the URL or any part of it.
     """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError("is not a valid URL") from None
-    del port
+    parts = _parse_url(url)
+    if parts is None:
+        raise ValueError("is not a valid URL")
+    if any(ord(character) <= 0x20 or ord(character) == 0x7F for character in url):
+        raise ValueError("must not contain spaces or control characters")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL with a host")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise ValueError("must not contain credentials (user:password@); the token is sent as a header")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError("must not contain a query or fragment")
     return url
+
+
+def _parse_url(url: str) -> SplitResult | None:
+    """``url`` split by the standard parser, or None when it or httpx cannot parse it or holds user info."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+        userinfo = httpx.URL(url).userinfo
+    except (ValueError, httpx.InvalidURL):
+        return None  # the parsers' messages may quote the URL, credentials included
+    if userinfo:
+        return parts._replace(netloc="@" + parts.netloc)  # reported as credentials below
+    return parts
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -154,6 +201,7 @@ class CensusClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        validate_base_url(base_url)
         self._token = token
         self._request_timeout = request_timeout
         self._max_response_bytes = max_response_bytes
@@ -166,12 +214,16 @@ class CensusClient:
             base_url=base_url.rstrip("/") + "/",
             headers={
                 "Accept": "application/json",
+                "Accept-Encoding": ACCEPTED_ENCODINGS,
                 "User-Agent": f"census-exporter/{__version__}",
             },
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
             follow_redirects=False,
         )
+        self._hostname = self._http.base_url.host
+        host = f"[{self._hostname}]" if ":" in self._hostname else self._hostname
+        self._host = f"{host}:{self._http.base_url.port or _DEFAULT_PORTS[self._http.base_url.scheme]}"
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -180,16 +232,16 @@ class CensusClient:
     # ------------------------------------------------------------------ endpoints
 
     def list_syncs(self, deadline: float) -> Listing:
-        """Every sync in the workspace, across all pages."""
-        return Listing(list(self._all_pages("syncs", "/syncs", deadline)))
+        """Every sync in the workspace, across all pages; re-read when the list shifts while paged."""
+        return self._consistent_listing("syncs", "/syncs", deadline)
 
     def list_sources(self, deadline: float) -> Listing:
         """Every source connection, across all pages."""
-        return Listing(list(self._all_pages("sources", "/sources", deadline)))
+        return self._consistent_listing("sources", "/sources", deadline)
 
     def list_destinations(self, deadline: float) -> Listing:
         """Every destination connection, across all pages."""
-        return Listing(list(self._all_pages("destinations", "/destinations", deadline)))
+        return self._consistent_listing("destinations", "/destinations", deadline)
 
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
         """One page of a sync's runs, newest first."""
@@ -200,8 +252,8 @@ class CensusClient:
             deadline,
         )
         items = _data_list(body, "/syncs/{id}/sync_runs")
-        next_page = _next_page(body, page)
-        has_more = next_page is not None if _has_paging_hint(body) else len(items) >= per_page
+        next_page = _paging.next_page(body, page)
+        has_more = next_page is not None if _paging.has_paging_hint(body) else len(items) >= per_page
         return RunsPage(items=items, has_more=has_more and bool(items))
 
     def get_sync_run(self, run_id: int, deadline: float) -> Any:
@@ -213,23 +265,60 @@ class CensusClient:
 
     # ------------------------------------------------------------------ paging
 
-    def _all_pages(self, path: str, endpoint: str, deadline: float) -> Iterator[Any]:
+    def _consistent_listing(self, path: str, endpoint: str, deadline: float) -> Listing:
+        """The whole list, re-read up to MAX_LIST_REREADS times while it visibly shifts under paging.
+
+        A re-read that fails for lack of time or a transient error ends the attempts: the records seen so far
+        come back marked incomplete rather than as an error.
+        """
+        seen: dict[object, Any] = {}
+        unkeyed: list[Any] = []
+        for reread in range(MAX_LIST_REREADS + 1):
+            try:
+                items, consistent = self._read_all_pages(path, endpoint, deadline)
+            except TransientError:
+                if reread == 0:
+                    raise
+                break
+            if consistent:
+                return Listing(items)
+            for item in items:
+                key = _paging.record_id(item)
+                if key is None:
+                    unkeyed.append(item)
+                else:
+                    seen.setdefault(key, item)
+        return Listing([*seen.values(), *unkeyed], complete=False)
+
+    def _read_all_pages(self, path: str, endpoint: str, deadline: float) -> tuple[list[Any], bool]:
+        """Every record of one pass over the pages, and whether the pass saw a list that held still.
+
+        Page-number paging over a list that changes while it is read shifts records between pages: one can
+        repeat (dropped here by id) or be skipped. ``pagination.total_records`` that differs between pages, or
+        disagrees with the records collected, betrays the shift. The legacy ``next`` link carries no total,
+        so such lists are taken as they come.
+        """
         page = 1
+        records: list[Any] = []
         seen_ids: set[object] = set()
+        totals: set[int] = set()
         for _ in range(MAX_LIST_PAGES):
             body = self._get(path, endpoint, {"page": page, "per_page": 100}, deadline)
             items = _data_list(body, endpoint)
+            total = _paging.total_records(body)
+            if total is not None:
+                totals.add(total)
             for item in items:
-                # Page-number paging over a list that changes while we read it can repeat a record.
-                key = item.get("id") if isinstance(item, Mapping) else None
+                key = _paging.record_id(item)
                 if key is not None and key in seen_ids:
                     continue
                 if key is not None:
                     seen_ids.add(key)
-                yield item
-            next_page = _next_page(body, page)
+                records.append(item)
+            next_page = _paging.next_page(body, page)
             if not items or next_page is None or next_page <= page:
-                return
+                consistent = len(totals) <= 1 and all(total == len(records) for total in totals)
+                return records, consistent
             page = next_page
         raise MalformedResponseError(endpoint, f"more than {MAX_LIST_PAGES} pages")
 
@@ -249,14 +338,19 @@ class CensusClient:
             if remaining <= 0:
                 raise TransientError(endpoint, "refresh deadline reached before the request")
             try:
-                response = self._attempt(path, endpoint, params, min(self._request_timeout, remaining))
+                reply = self._attempt(path, endpoint, params, min(self._request_timeout, remaining))
             except TransientError as error:
                 failure: TransientError = error
                 retry_after = None
             else:
-                status = response.status_code
-                if status < 300:
-                    return _decode_envelope(response, endpoint)
+                status = reply.status
+                if reply.body is not None:
+                    envelope = _parse_envelope(reply.body)
+                    # The error below must not keep the body alive through this frame's traceback.
+                    del reply
+                    if isinstance(envelope, str):
+                        raise MalformedResponseError(endpoint, envelope)
+                    return envelope
                 if status in (401, 403):
                     raise AuthError(endpoint, f"Census API rejected the token ({status})", status)
                 if status == 404:
@@ -264,7 +358,7 @@ class CensusClient:
                 if status != 429 and status < 500:
                     raise CensusAPIError(endpoint, f"unexpected HTTP {status}", status)
                 failure = TransientError(endpoint, f"HTTP {status}", status)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+                retry_after = parse_retry_after(reply.retry_after, time.time())
             if attempt >= self._retry.max_attempts:
                 raise TransientError(endpoint, f"{failure.detail} after {attempt} attempts", failure.status)
             delay = self._retry.backoff(attempt, self._rng)
@@ -279,35 +373,126 @@ class CensusClient:
         path: str,
         endpoint: str,
         params: Mapping[str, str | int] | None,
-        timeout: float,
-    ) -> httpx.Response:
+        bound: float,
+    ) -> _Reply:
+        """One HTTP attempt, body included, ended by the clock ``bound`` seconds after it starts.
+
+        Errors are raised outside ``except`` blocks on purpose: an exception's context keeps the frames of
+        its traceback alive, and those frames hold the body being read.
+        """
+        token_failure: AuthError | None = None
         try:
             token = self._token()
         except Exception as error:  # noqa: BLE001 - any token-source failure means "no credentials"
-            raise AuthError(endpoint, f"no usable API token: {error}") from None
+            token_failure = AuthError(endpoint, f"no usable API token: {error}")
+        if token_failure is not None:
+            raise token_failure
         started = self._clock()
-        headers = {"Authorization": f"Bearer {token}"}
+        outcome = "connection_error"
+        failure: TransientError | None = None
         try:
-            response = self._http.get(path, params=params, headers=headers, timeout=timeout)
-        except httpx.TimeoutException:
-            self._observer.observe(endpoint, "timeout", self._clock() - started)
-            raise TransientError(endpoint, f"timed out after {timeout:.1f}s") from None
+            reply, body_problem = self._exchange(path, params, token, started + bound)
+        except httpx.TimeoutException as error:
+            outcome = "timeout"
+            failure = TransientError(endpoint, self._timeout_detail(error, bound))
         except httpx.TransportError as error:
-            self._observer.observe(endpoint, "connection_error", self._clock() - started)
-            # The class name says enough (ConnectError, ReadError...); the message may hold the URL.
-            raise TransientError(endpoint, f"connection failed ({type(error).__name__})") from None
-        self._observer.observe(endpoint, str(response.status_code), self._clock() - started)
-        return response
+            failure = TransientError(endpoint, self._connection_detail(error))
+        else:
+            timed_out = body_problem in (BodyTimedOut, BodyStalled)
+            outcome = "timeout" if timed_out else str(reply.status)
+        finally:
+            elapsed = self._clock() - started
+            self._observer.observe(endpoint, outcome, elapsed)
+            log.debug("GET %s: %s in %.0f ms", endpoint, outcome, elapsed * 1000)
+        if failure is not None:
+            raise failure
+        if body_problem is BodyTooLarge:
+            limit = _size(self._max_response_bytes)
+            raise ResponseTooLargeError(endpoint, f"response larger than {limit} limit", reply.status)
+        if body_problem is BodyUndecodable:
+            raise MalformedResponseError(endpoint, "response body could not be decompressed", reply.status)
+        if body_problem is BodyTimedOut:
+            raise TransientError(endpoint, f"timed out after {bound:.1f}s (body still arriving)")
+        if body_problem is BodyStalled:
+            silence = f"{BODY_READ_INTERVAL_SECONDS:.1f}s"
+            raise TransientError(endpoint, f"body stalled: no data for {silence} while it was arriving")
+        return reply
+
+    def _exchange(
+        self, path: str, params: Mapping[str, str | int] | None, token: str, ends_at: float
+    ) -> tuple[_Reply, type[Exception] | None]:
+        """Send the request and, for a success, read its body; the second value names a body problem."""
+        headers = {"Authorization": f"Bearer {token}"}
+        timeout = max(0.001, ends_at - self._clock())
+        with self._http.stream(
+            "GET", path, params=params, headers=headers, timeout=timeout, auth=_NO_URL_AUTH
+        ) as response:
+            if not 200 <= response.status_code < 300:
+                return _Reply(response.status_code, response.headers.get("Retry-After"), None), None
+            try:
+                body = read_bounded_body(
+                    response, limit=self._max_response_bytes, ends_at=ends_at, clock=self._clock
+                )
+            except (BodyTooLarge, BodyUndecodable, BodyStalled, BodyTimedOut) as problem:
+                return _Reply(response.status_code, None, None), type(problem)
+            return _Reply(response.status_code, None, body), None
+
+    def _timeout_detail(self, error: httpx.TimeoutException, bound: float) -> str:
+        if isinstance(error, httpx.ConnectTimeout):
+            return f"timed out connecting to {self._host}"
+        if isinstance(error, httpx.PoolTimeout):
+            return f"timed out waiting for a free connection to {self._host}"
+        return f"timed out after {bound:.1f}s"
+
+    def _connection_detail(self, error: httpx.TransportError) -> str:
+        """Where and why a connection failed, from the OS-level cause httpx chains beneath its error.
+
+        Only the configured host and port are named: the error's own message may quote the request URL.
+        """
+        cause: BaseException | None = error
+        while cause is not None:
+            if isinstance(cause, socket.gaierror):
+                return f"DNS lookup failed for {self._hostname}"
+            if isinstance(cause, ConnectionRefusedError):
+                return f"connection refused by {self._host}"
+            if isinstance(cause, ssl.SSLError):
+                reason = cause.reason or type(cause).__name__
+                return f"TLS handshake with {self._host} failed: {reason}"
+            cause = cause.__cause__ or cause.__context__
+        return f"connection to {self._host} failed ({type(error).__name__})"
 
 
-def _decode_envelope(response: httpx.Response, endpoint: str) -> Mapping[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """What one attempt produced: the status, ``Retry-After``, and the body of a success."""
+
+    status: int
+    retry_after: str | None
+    body: bytearray | None
+
+
+def _parse_envelope(raw: bytearray) -> Mapping[str, Any] | str:
+    """The JSON object in ``raw``, or why there is none.
+
+    The caller raises, from a frame that no longer holds the body: a JSON error carries the whole document,
+    and a traceback keeps every frame's locals alive for as long as the error is kept.
+    """
     try:
-        body = response.json()
+        body = json.loads(raw)
+    except RecursionError:
+        return "response is not JSON (nested too deeply)"
     except ValueError:
-        raise MalformedResponseError(endpoint, "response is not JSON") from None
+        return "response is not JSON"
     if not isinstance(body, Mapping):
-        raise MalformedResponseError(endpoint, "response is not a JSON object")
+        return "response is not a JSON object"
     return body
+
+
+def _size(limit: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
 
 
 def _data_list(body: Mapping[str, Any], endpoint: str) -> list[Any]:
@@ -315,38 +500,3 @@ def _data_list(body: Mapping[str, Any], endpoint: str) -> list[Any]:
     if not isinstance(data, list):
         raise MalformedResponseError(endpoint, "'data' is not a list")
     return data
-
-
-def _has_paging_hint(body: Mapping[str, Any]) -> bool:
-    pagination = body.get("pagination")
-    if isinstance(pagination, Mapping) and ("next_page" in pagination or "last_page" in pagination):
-        return True
-    return _page_from_link(body.get("next")) is not None
-
-
-def _next_page(body: Mapping[str, Any], page: int) -> int | None:
-    """The next page number, from ``pagination`` (preferred) or the legacy ``next`` link.
-
-    The link is never followed as a URL: it names the public host, which may differ from the configured
-    one (a proxy, the simulator), and following it would send the token there. Only its page number is used.
-    """
-    pagination = body.get("pagination")
-    if isinstance(pagination, Mapping):
-        next_page = pagination.get("next_page")
-        if isinstance(next_page, int) and not isinstance(next_page, bool):
-            return next_page
-        if "next_page" in pagination:
-            return None
-        last_page = pagination.get("last_page")
-        if isinstance(last_page, int) and not isinstance(last_page, bool):
-            return page + 1 if page < last_page else None
-    return _page_from_link(body.get("next"))
-
-
-def _page_from_link(link: object) -> int | None:
-    if not isinstance(link, str) or not link:
-        return None
-    values = parse_qs(urlsplit(link).query).get("page")
-    if not values or not values[0].isdigit():
-        return None
-    return int(values[0])
