@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from census_exporter.demo import reference_workspace
 from tests.conftest import HarnessFactory
@@ -50,3 +53,46 @@ def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory) -> N
         named = set(re.findall(r"\bcensus_[a-z0-9_]*[a-z0-9]\b(?!_\*)", path.read_text())) - not_metrics
         unknown = named - exposed
         assert not unknown, f"{path.name} names metrics the exporter does not expose: {sorted(unknown)}"
+
+
+HELM_DOCS = [*DOCS, REPO / "helm" / "census-exporter" / "README.md"]
+NOT_VALUE_PATHS = re.compile(r"\.(py|ya?ml|json|md|txt|toml|com|org|io|tpl)$")
+
+
+def helm_value_paths(text: str) -> set[str]:
+    """Dotted Helm value paths a text names: `a.b.c` or `a.b=value` in backticks, and `--set a.b=value`."""
+    path = r"[a-zA-Z][A-Za-z0-9]*(?:\.[A-Za-z0-9_]+)+"
+    named = set(re.findall(rf"`({path})(?:=[^`]*)?`", text)) | set(re.findall(rf"--set[ =]({path})=", text))
+    return {name for name in named if not NOT_VALUE_PATHS.search(name)}
+
+
+def value_path_exists(values: Any, path: str) -> bool:
+    """Whether ``path`` walks through values.yaml; a free-form map (``labels: {}``) accepts any key."""
+    node = values
+    for key in path.split("."):
+        if not isinstance(node, dict):
+            return False
+        if key not in node:
+            return node == {}
+        node = node[key]
+    return True
+
+
+def test_every_helm_value_the_docs_name_exists() -> None:
+    values = yaml.safe_load((REPO / "helm" / "census-exporter" / "values.yaml").read_text())
+    checked = 0
+    for doc in HELM_DOCS:
+        for path in sorted(helm_value_paths(doc.read_text())):
+            checked += 1
+            assert value_path_exists(values, path), f"{doc.name} names Helm value {path}, not in values.yaml"
+    assert checked >= 20
+
+
+def test_value_path_check_catches_a_wrong_name() -> None:
+    values = {"grafanaDashboard": {"enabled": False}, "prometheusRule": {"labels": {}}}
+    assert helm_value_paths("(`grafana.dashboard.enabled`) `app.getcensus.com` `cli.py`") == {
+        "grafana.dashboard.enabled"
+    }
+    assert not value_path_exists(values, "grafana.dashboard.enabled")
+    assert value_path_exists(values, "grafanaDashboard.enabled")
+    assert value_path_exists(values, "prometheusRule.labels.release")
