@@ -43,7 +43,8 @@ STATUS_COLOURS = {
 }
 # The sync table's order: failures first, then runs in progress, skipped, and completed last.
 STATUS_SEVERITY = {"failed": 0, "working": 1, "queued": 1, "skipped": 2, "completed": 3}
-SUCCESS_AGE_ALERT_SECONDS = 86400  # CensusSyncNotSucceededRecently's default threshold (prometheus/alerts.yaml)
+# CensusSyncNotSucceededRecently's default threshold (prometheus/alerts.yaml).
+SUCCESS_AGE_ALERT_SECONDS = 86400
 
 
 def status_severity(selector: str) -> str:
@@ -239,20 +240,22 @@ def sync_table() -> table.Panel:
         "sync_id": "Id",
     }
     order = list(rename)
-    panel = panel.with_transformation(
-        model.DataTransformerConfig(id_val="merge", options={})
-    ).with_transformation(
-        model.DataTransformerConfig(
-            id_val="sortBy", options={"fields": {}, "sort": [{"field": "Value #K", "desc": False}]}
+    panel = (
+        panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="sortBy", options={"fields": {}, "sort": [{"field": "Value #K", "desc": False}]}
+            )
         )
-    ).with_transformation(
-        model.DataTransformerConfig(
-            id_val="organize",
-            options={
-                "excludeByName": dict.fromkeys(hidden, True),
-                "renameByName": rename,
-                "indexByName": {name: index for index, name in enumerate(order)},
-            },
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": dict.fromkeys(hidden, True),
+                    "renameByName": rename,
+                    "indexByName": {name: index for index, name in enumerate(order)},
+                },
+            )
         )
     )
     status_cell = common.TableColoredBackgroundCellOptions()
