@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench clean
+.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench sizing clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ docker-smoke:
 # Scrape cost with and without the per-snapshot rendering cache (ratios; not part of make test).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scrape.py
+
+# Measures series, scrape size, memory and API requests at 100 / 1,000 / 5,000 syncs; rewrites docs/sizing.md's table.
+sizing: $(STAMP)
+	$(BIN)/python benchmarks/sizing.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info exporter/*.egg-info

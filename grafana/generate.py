@@ -41,6 +41,22 @@ STATUS_COLOURS = {
     "queued": "purple",
     "skipped": "yellow",
 }
+# The sync table's order: failures first, then runs in progress, skipped, and completed last.
+STATUS_SEVERITY = {"failed": 0, "working": 1, "queued": 1, "skipped": 2, "completed": 3}
+# CensusSyncNotSucceededRecently's default threshold (prometheus/alerts.yaml).
+SUCCESS_AGE_ALERT_SECONDS = 86400
+
+
+def status_severity(selector: str) -> str:
+    """Per sync, the newest run's status as a number to sort by (STATUS_SEVERITY)."""
+    by_value: dict[int, list[str]] = {}
+    for status, severity in STATUS_SEVERITY.items():
+        by_value.setdefault(severity, []).append(status)
+    parts = [
+        f'(census_sync_last_run_status{{{selector}, status=~"{"|".join(statuses)}"}} == 1) * 0 + {severity}'
+        for severity, statuses in sorted(by_value.items())
+    ]
+    return "\n  or ".join(parts)
 
 
 def per_sync(expr: str) -> str:
@@ -189,6 +205,7 @@ def sync_table() -> table.Panel:
         ("H", column(f"census_sync_last_run_records_invalid{{{WS}}}")),
         ("I", column(f"census:sync_last_run_info:latest{{{WS}}}", ", error_code")),
         ("J", column(f"census_sync_paused{{{WS}}}")),
+        ("K", f"min by (sync_id) ({per_sync(status_severity(WS))})"),
     ]
     panel = (
         table.Panel()
@@ -201,11 +218,11 @@ def sync_table() -> table.Panel:
         .unit("none")
         .height(10)
         .span(24)
-        .sort_by([cb.TableSortByFieldState().display_name("Last status").desc(False)])
     )
     for ref, expr in columns:
         panel = panel.with_target(query(expr, ref=ref, instant=True, as_table=True))
-    hidden = ["Time", "Value #A", "Value #B", "Value #I"]
+    # Value #K, the status severity, orders the rows (the sortBy transformation) and is then hidden.
+    hidden = ["Time", "Value #A", "Value #B", "Value #I", "Value #K"]
     rename = {
         "label": "Sync",
         "status": "Last status",
@@ -223,16 +240,22 @@ def sync_table() -> table.Panel:
         "sync_id": "Id",
     }
     order = list(rename)
-    panel = panel.with_transformation(
-        model.DataTransformerConfig(id_val="merge", options={})
-    ).with_transformation(
-        model.DataTransformerConfig(
-            id_val="organize",
-            options={
-                "excludeByName": dict.fromkeys(hidden, True),
-                "renameByName": rename,
-                "indexByName": {name: index for index, name in enumerate(order)},
-            },
+    panel = (
+        panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="sortBy", options={"fields": {}, "sort": [{"field": "Value #K", "desc": False}]}
+            )
+        )
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": dict.fromkeys(hidden, True),
+                    "renameByName": rename,
+                    "indexByName": {name: index for index, name in enumerate(order)},
+                },
+            )
         )
     )
     status_cell = common.TableColoredBackgroundCellOptions()
@@ -312,17 +335,25 @@ def runs_row() -> list[Any]:
     return [
         series_panel(
             "Runs by status",
-            "Runs that finished per interval, by final status.",
+            "Runs that finished in each bar's interval, by final status: whole runs per hour (per longer "
+            "interval only when zoomed out beyond about a month). The exporter counts runs from its start, "
+            "so the bar of a restart shows fewer.",
             [
                 query(
-                    "sum by (status) ("
-                    + per_sync(f"increase(census_sync_runs_total{{{WS}}}[$__rate_interval])")
-                    + ")",
+                    "round(sum by (status) ("
+                    + per_sync(f"increase(census_sync_runs_total{{{WS}}}[$__interval])")
+                    + "))",
                     "{{status}}",
                 )
             ],
             "short",
-        ),
+        )
+        # Each point counts the runs of its own step (at least an hour), so the bars add up to every run
+        # once and do not change with zoom; round() removes increase()'s extrapolation.
+        .interval("1h")
+        .draw_style(common.GraphDrawStyle.BARS)
+        .stacking(cb.StackingConfig().mode(common.StackingMode.NORMAL))
+        .decimals(0),
         series_panel(
             "Records",
             "Records per second processed, accepted (updated), rejected by the destination, and invalid.",
@@ -344,10 +375,13 @@ def runs_row() -> list[Any]:
         ),
         series_panel(
             "Time since last success",
-            "How long ago each sync last completed successfully.",
+            "How long ago each sync last completed successfully. The red line is the 24 h after which "
+            "CensusSyncNotSucceededRecently fires (unless the sync has its own threshold).",
             [query(per_sync(f"time() - census_sync_last_success_timestamp_seconds{{{WS}}}"), "{{label}}")],
             "s",
-        ),
+        )
+        .thresholds(thresholds((None, "transparent"), (SUCCESS_AGE_ALERT_SECONDS, "red")))
+        .thresholds_style(cb.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE)),
     ]
 
 

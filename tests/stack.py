@@ -108,8 +108,21 @@ class Alertmanager:
 
 
 class Prometheus:
+    """A real Prometheus scraping the exporter every second, with the shipped rules unless told otherwise.
+
+    ``scrape_config`` replaces the whole scrape job (e.g. the README's own); ``rule_files`` replaces the
+    shipped rule files (e.g. a copy with shorter ``for:`` durations).
+    """
+
     def __init__(
-        self, workdir: Path, exporter_port: int, alertmanager_port: int | None = None, rules: bool = True
+        self,
+        workdir: Path,
+        exporter_port: int,
+        alertmanager_port: int | None = None,
+        rules: bool = True,
+        job_name: str = "census-exporter",
+        scrape_config: dict[str, Any] | None = None,
+        rule_files: list[Path] | None = None,
     ) -> None:
         binary = require_tool("prometheus")
         self.port = free_port()
@@ -117,14 +130,15 @@ class Prometheus:
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
             "scrape_configs": [
-                {
-                    "job_name": "census-exporter",
+                scrape_config
+                or {
+                    "job_name": job_name,
                     "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
                 }
             ],
         }
         if rules:
-            config["rule_files"] = [str(path) for path in RULE_FILES]
+            config["rule_files"] = [str(path) for path in (rule_files or RULE_FILES)]
         if alertmanager_port:
             config["alerting"] = {
                 "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]

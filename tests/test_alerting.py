@@ -4,7 +4,9 @@ Alertmanager end to end against the exporter."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,154 @@ def test_failed_sync_reaches_alertmanager(alerting_stack: tuple[Harness, Prometh
     assert len(rules) == 15
     assert {rule["name"]: rule["health"] for rule in rules} == {rule["name"]: "ok" for rule in rules}
     assert {rule["name"] for rule in rules if rule["type"] == "alerting"} == set(ALERTS)
+
+
+TIME_DIVISOR = 30  # 15 minutes of production time pass in 30 seconds of test
+
+
+def readme_scrape_job(target: str) -> dict[str, Any]:
+    """The scrape job the README tells users to add, with only its target address replaced."""
+    readme = (REPO / "README.md").read_text()
+    configs = [
+        yaml.safe_load(block)
+        for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+        if "scrape_configs:" in block
+    ]
+    assert len(configs) == 1, "README.md should show exactly one scrape configuration"
+    (job,) = configs[0]["scrape_configs"]
+    (static,) = job["static_configs"]
+    assert len(static["targets"]) == 1
+    static["targets"] = [target]
+    return dict(job)
+
+
+def seconds(duration: str) -> int:
+    amount, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()  # type: ignore[union-attr]
+    return int(amount) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def rules_with_shorter_for(directory: Path) -> tuple[list[Path], int]:
+    """The shipped rule files with every alert's ``for:`` divided by TIME_DIVISOR, nothing else changed;
+    and the longest scaled ``for:`` in seconds."""
+    alerts = yaml.safe_load((REPO / "prometheus" / "alerts.yaml").read_text())
+    scaled_for = []
+    for group in alerts["groups"]:
+        for rule in group["rules"]:
+            scaled_for.append(seconds(rule["for"]) // TIME_DIVISOR)
+            rule["for"] = f"{scaled_for[-1]}s"
+    scaled = directory / "alerts-shorter-for.yaml"
+    scaled.write_text(yaml.safe_dump(alerts))
+    return [REPO / "prometheus" / "rules.yaml", scaled], max(scaled_for)
+
+
+def evaluated_after(prometheus: Prometheus, moment: datetime) -> bool:
+    """Whether every rule group of ``prometheus`` was last evaluated after ``moment``."""
+    groups = prometheus.api("rules")["groups"]
+    # Prometheus reports nanoseconds; datetime parses at most microseconds.
+    times = [
+        datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", group["lastEvaluation"])) for group in groups
+    ]
+    return bool(groups) and all(when > moment for when in times)
+
+
+def test_readme_scrape_job_with_shipped_rules_alerts_only_when_the_exporter_is_down(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    """A real Prometheus with the README's own scrape job and the shipped rules: against a healthy
+    exporter no alert fires, nor is even pending, for longer than the longest ``for:``; once the exporter
+    stops, CensusExporterDown fires for its target.
+
+    Honest within a CI budget: the longest ``for:`` is 15 minutes, so time runs TIME_DIVISOR (30) times
+    faster: Prometheus loads a copy of alerts.yaml whose every ``for:`` is divided by 30 (expressions and
+    thresholds untouched), and the README's scrape_interval (60 s) is divided by 30 too, so the alert sees
+    the same number of scrapes as in production. Everything else in the README's job is used as written,
+    its job name above all. An alert that would fire in production is pending from its first evaluation,
+    so "ALERTS is empty" at every poll holds for the unscaled rules too. The unscaled rules are replayed by
+    promtool in test_readme_scrape_job_pages_when_the_exporter_is_down.
+    """
+    workspace = SimulatedWorkspace()
+    for sync_id in (1, 2, 3):
+        workspace.add_sync(sync_id, label=f"Healthy {sync_id}")
+        workspace.add_run(sync_id, "completed")
+    harness = harness_factory(workspace, start=True)
+    harness.refresh()
+    rule_files, longest_for = rules_with_shorter_for(tmp_path)
+    job = readme_scrape_job(f"127.0.0.1:{harness.exporter.port}")
+    job["scrape_interval"] = f"{seconds(job['scrape_interval']) // TIME_DIVISOR}s"
+    prometheus = Prometheus(tmp_path, harness.exporter.port, scrape_config=job, rule_files=rule_files)
+    try:
+        wait_for(
+            lambda: prometheus.query("census:sync_info:latest"),
+            timeout=30,
+            what=lambda: f"a scrape of the README's job, and the rules over it\n{prometheus.proc.output()}",
+        )
+        # Rules evaluated before the first scrape may have seen no exporter; watch from the next evaluation.
+        scraped = datetime.now(UTC)
+        wait_for(
+            lambda: evaluated_after(prometheus, scraped), timeout=30, what="rules evaluated after the scrape"
+        )
+        deadline = time.monotonic() + longest_for + 5
+        while time.monotonic() < deadline:
+            assert prometheus.query("ALERTS") == [], "an alert is pending or firing for a healthy exporter"
+            time.sleep(1)
+        (target,) = prometheus.api("targets")["activeTargets"]
+        assert (target["labels"]["job"], target["health"]) == (job["job_name"], "up")
+
+        harness.exporter.close()
+
+        def exporter_down_firing() -> list[dict[str, Any]]:
+            return prometheus.query('ALERTS{alertname="CensusExporterDown", alertstate="firing"}')
+
+        (alert,) = wait_for(exporter_down_firing, timeout=60, interval=0.5, what="CensusExporterDown firing")
+        assert alert["metric"]["job"] == job["job_name"]
+        assert alert["metric"]["instance"] == f"127.0.0.1:{harness.exporter.port}"
+    finally:
+        prometheus.proc.stop()
+
+
+def test_readme_scrape_job_pages_when_the_exporter_is_down(tmp_path: Path) -> None:
+    """CensusExporterDown fires for a stopped exporter scraped by the README's job (promtool: the real
+    Prometheus would need 5 minutes of `for:` plus a 60 s scrape interval)."""
+    job_name = readme_scrape_job("exporter:10049")["job_name"]
+    target = f'job="{job_name}",instance="exporter:10049"'
+    tests = {
+        "rule_files": [str(path) for path in RULE_FILES],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"up{{{target}}}", "values": "1 1 0x10"},
+                    {"series": f'census_exporter_build_info{{{target},version="1"}}', "values": "1 1"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "5m", "alertname": "CensusExporterDown", "exp_alerts": []},
+                    {
+                        "eval_time": "9m",
+                        "alertname": "CensusExporterDown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "job": job_name,
+                                    "instance": "exporter:10049",
+                                },
+                                "exp_annotations": {
+                                    "summary": "census-exporter is down or not scraped.",
+                                    "description": "Prometheus cannot scrape census-exporter exporter:10049: "
+                                    "Census syncs are not being monitored.",
+                                    "runbook_url": "https://github.com/census-exporter/census-exporter/blob/main"
+                                    "/docs/runbook.md#censusexporterdown",
+                                    "dashboard_url": "https://grafana.example.com/d/census-sync-runs/census-sync-runs",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "readme_job_test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    result = run_tool(require_tool("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr

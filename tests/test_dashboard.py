@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from census_exporter.demo import DemoActivity, SimulatedWorkspace
-from tests.conftest import Harness, wait_for
-from tests.stack import REPO, Prometheus, promtool_check_expressions
+from tests.conftest import Harness, require_tool, wait_for
+from tests.stack import REPO, Prometheus, promtool_check_expressions, run_tool
 
 DASHBOARD = REPO / "grafana" / "census-sync-runs.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -39,7 +39,12 @@ def panels(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 def substitute(expr: str) -> str:
     """A dashboard expression as Grafana would send it with workspace "default" and every sync picked."""
-    return expr.replace("$__rate_interval", "1m").replace("$workspace", "default").replace("$sync", ".*")
+    return (
+        expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "1h")
+        .replace("$workspace", "default")
+        .replace("$sync", ".*")
+    )
 
 
 def queries(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -186,3 +191,102 @@ def test_every_panel_query_returns_data(prometheus_on_demo: tuple[Harness, Prome
     wait_for(
         every_query_has_data, timeout=60, interval=1.0, what=lambda: f"data for every query; empty: {empty}"
     )
+
+    # The table's sort column orders real syncs by their newest run's status: failures first.
+    statuses = {
+        row["metric"]["sync_id"]: row["metric"]["status"]
+        for row in prometheus.query('census_sync_last_run_status{workspace="default"} == 1')
+    }
+    severities = {
+        row["metric"]["sync_id"]: float(row["value"][1])
+        for row in prometheus.query(substitute(severity_query()))
+    }
+    assert "failed" in statuses.values()
+    assert severities == {sync_id: SEVERITY[status] for sync_id, status in statuses.items()}
+
+
+def panel(title: str, kind: str = "timeseries") -> dict[str, Any]:
+    (found,) = [c for c in panels(load()) if c["title"] == title and c["type"] == kind]
+    return found
+
+
+SEVERITY = {"failed": 0, "working": 1, "queued": 1, "skipped": 2, "completed": 3}
+
+
+def severity_query() -> str:
+    """The sync table's query that orders its rows: the field its sortBy transformation sorts on."""
+    table = panel("Syncs", "table")
+    ids = [transformation["id"] for transformation in table["transformations"]]
+    assert ids.index("sortBy") < ids.index("organize"), "sort before the sort column is hidden"
+    (sort,) = next(t for t in table["transformations"] if t["id"] == "sortBy")["options"]["sort"]
+    assert sort["desc"] is False
+    ref = sort["field"].removeprefix("Value #")
+    (target,) = [target for target in table["targets"] if target["refId"] == ref]
+    # The panel itself must not re-sort the rows by the status text.
+    assert not table.get("options", {}).get("sortBy"), "a panel sortBy would override the severity order"
+    return str(target["expr"])
+
+
+def test_sync_table_sorts_failures_first(tmp_path: Path) -> None:
+    """promtool evaluates the table's sort query for one sync in each status, with the shipped rules."""
+    expr = substitute(severity_query())
+    common_labels = 'job="census-exporter",instance="e:10049",workspace="default"'
+    status_series = "census_sync_last_run_status{{" + common_labels + ',sync_id="{}",status="{}"}}'
+    input_series = []
+    for sync_id, newest in enumerate(SEVERITY, start=1):
+        for status in SEVERITY:
+            input_series.append(
+                {
+                    "series": status_series.format(sync_id, status),
+                    "values": "1x5" if status == newest else "0x5",
+                }
+            )
+        input_series.append(
+            {
+                "series": f'census_sync_info{{{common_labels},sync_id="{sync_id}",label="Sync {sync_id}"}}',
+                "values": "1x5",
+            }
+        )
+    tests = {
+        "rule_files": [str(REPO / "prometheus" / "rules.yaml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": "5m",
+                        "exp_samples": [
+                            {"labels": f'{{sync_id="{sync_id}"}}', "value": SEVERITY[status]}
+                            for sync_id, status in enumerate(SEVERITY, start=1)
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "severity_test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    result = run_tool(require_tool("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_runs_by_status_shows_whole_runs_per_fixed_interval() -> None:
+    runs = panel("Runs by status")
+    (target,) = runs["targets"]
+    assert target["expr"].startswith("round(")
+    assert "[$__interval]" in target["expr"] and "$__rate_interval" not in target["expr"]
+    assert runs["interval"] == "1h", "a minimum interval of an hour: bars read as runs per hour"
+    assert runs["fieldConfig"]["defaults"]["custom"]["drawStyle"] == "bars"
+    assert runs["fieldConfig"]["defaults"]["decimals"] == 0
+
+
+def test_time_since_last_success_draws_the_alert_threshold() -> None:
+    alerts = (REPO / "prometheus" / "alerts.yaml").read_text()
+    (default_threshold,) = re.findall(r"census_sync_last_success_timestamp_seconds \* 0 \+ (\d+)", alerts)
+    defaults = panel("Time since last success")["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
+    steps = defaults["thresholds"]["steps"]
+    assert steps[-1] == {"color": "red", "value": int(default_threshold)}

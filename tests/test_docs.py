@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from census_exporter.demo import reference_workspace
-from tests.conftest import HarnessFactory
-from tests.stack import REPO, promtool_check_expressions
+from tests.conftest import HarnessFactory, require_tool
+from tests.stack import REPO, promtool_check_expressions, run_tool
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -50,3 +53,124 @@ def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory) -> N
         named = set(re.findall(r"\bcensus_[a-z0-9_]*[a-z0-9]\b(?!_\*)", path.read_text())) - not_metrics
         unknown = named - exposed
         assert not unknown, f"{path.name} names metrics the exporter does not expose: {sorted(unknown)}"
+
+
+HELM_DOCS = [*DOCS, REPO / "helm" / "census-exporter" / "README.md"]
+NOT_VALUE_PATHS = re.compile(r"\.(py|ya?ml|json|md|txt|toml|com|org|io|tpl)$")
+
+
+def helm_value_paths(text: str) -> set[str]:
+    """Dotted Helm value paths a text names: `a.b.c` or `a.b=value` in backticks, and `--set a.b=value`."""
+    path = r"[a-z][A-Za-z0-9]*(?:\.[A-Za-z0-9_]+)+"  # values are lowerCamelCase; Class.attr is not one
+    named = set(re.findall(rf"`({path})(?:=[^`]*)?`", text)) | set(re.findall(rf"--set[ =]({path})=", text))
+    return {name for name in named if not NOT_VALUE_PATHS.search(name)}
+
+
+def value_path_exists(values: Any, path: str) -> bool:
+    """Whether ``path`` walks through values.yaml; a free-form map (``labels: {}``) accepts any key."""
+    node = values
+    for key in path.split("."):
+        if not isinstance(node, dict):
+            return False
+        if key not in node:
+            return node == {}
+        node = node[key]
+    return True
+
+
+def test_every_helm_value_the_docs_name_exists() -> None:
+    values = yaml.safe_load((REPO / "helm" / "census-exporter" / "values.yaml").read_text())
+    checked = 0
+    for doc in HELM_DOCS:
+        for path in sorted(helm_value_paths(doc.read_text())):
+            checked += 1
+            assert value_path_exists(values, path), f"{doc.name} names Helm value {path}, not in values.yaml"
+    assert checked >= 20
+
+
+def test_value_path_check_catches_a_wrong_name() -> None:
+    values = {"grafanaDashboard": {"enabled": False}, "prometheusRule": {"labels": {}}}
+    assert helm_value_paths("(`grafana.dashboard.enabled`) `app.getcensus.com` `cli.py`") == {
+        "grafana.dashboard.enabled"
+    }
+    assert not value_path_exists(values, "grafana.dashboard.enabled")
+    assert value_path_exists(values, "grafanaDashboard.enabled")
+    assert value_path_exists(values, "prometheusRule.labels.release")
+
+
+def readme_query(containing: str) -> str:
+    """The one README example query that contains ``containing``."""
+    (query,) = [query for name, query in promql_examples() if name == "README.md" and containing in query]
+    return query
+
+
+def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_path: Path) -> None:
+    """promtool evaluates the README's join and ratio over series shaped like a real scrape: two jobs
+    scraping one exporter (an HA setup) must not break the join, and a sync that processed no records
+    must give no result rather than NaN."""
+    names_query = readme_query("group_left (label, destination)")
+    share_query = readme_query("census_sync_records_failed_total")
+    jobs = ["census", "census-ha"]
+
+    def series(name: str, sync_id: str, values: str, **labels: str) -> dict[str, str]:
+        extra = "".join(f',{key}="{value}"' for key, value in labels.items())
+        return {
+            "series": f'{name}{{instance="e:10049",workspace="w",sync_id="{sync_id}"{extra}}}',
+            "values": values,
+        }
+
+    input_series = []
+    for job in jobs:
+        input_series += [
+            series("census_sync_last_run_status", "1", "1x60", job=job, status="failed"),
+            series("census_sync_paused", "1", "0x60", job=job),
+            series("census_sync_info", "1", "1x60", job=job, label="Leads", destination="Salesforce"),
+            series("census_sync_records_failed_total", "1", "0+1x60", job=job),
+            series("census_sync_records_processed_total", "1", "0+10x60", job=job),
+            series("census_sync_records_failed_total", "2", "0x60", job=job),
+            series("census_sync_records_processed_total", "2", "0x60", job=job),
+        ]
+    labels = 'instance="e:10049",workspace="w",sync_id="1"'
+    names = 'label="Leads",destination="Salesforce"'
+    tests = {
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input_series,
+                "promql_expr_test": [
+                    {
+                        "expr": names_query,
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {
+                                "labels": f'{{job="{job}",{labels},status="failed",{names}}}',
+                                "value": 1,
+                            }
+                            for job in jobs
+                        ],
+                    },
+                    {
+                        "expr": share_query,
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {"labels": f'{{job="{job}",{labels}}}', "value": 0.1} for job in jobs
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "readme_queries_test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    result = run_tool(require_tool("promtool"), "test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_says_the_token_not_the_workspace_flag_selects_the_workspace() -> None:
+    readme = (REPO / "README.md").read_text()
+    first_use = readme.index("--census.workspace")
+    # The explanation follows the first example that uses the flag, before the next topic.
+    explanation = readme[first_use : readme.index("For an EU workspace", first_use)]
+    assert "The token selects the Census workspace" in explanation
+    assert "only sets the value of the `workspace` label" in explanation

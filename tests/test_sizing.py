@@ -1,0 +1,24 @@
+"""docs/sizing.md's table is a measurement, not a guess: its per-sync figures match a fresh one."""
+
+from __future__ import annotations
+
+from benchmarks.sizing import committed_rows, count_series, measure
+
+
+def test_committed_sizing_table_matches_a_measurement_at_100_syncs() -> None:
+    rows = committed_rows()
+    assert {100, 1000, 5000} <= set(rows), "make sizing writes 100, 1,000 and 5,000 syncs"
+    measured = measure(100)
+    row = rows[100]
+    # Series depend only on the exporter and the fixed seed.
+    assert row["Series"] == f"{measured.series:,}"
+    assert row["Series per sync"] == f"{measured.series_per_sync:.1f}"
+    # Bytes vary by a few digits of the timestamps and durations of the demo's runs.
+    committed_bytes = int(row["Bytes per sync"].replace(",", ""))
+    assert abs(committed_bytes - measured.bytes_per_sync) <= 0.02 * measured.bytes_per_sync
+    assert measured.requests_per_refresh >= 100, "at least one request per sync each refresh"
+
+
+def test_series_count_ignores_comments_and_counts_sync_series() -> None:
+    text = '# HELP census_up x\n# TYPE census_up gauge\ncensus_up 1\ncensus_sync_paused{sync_id="1"} 0\n'
+    assert count_series(text) == (2, 1)
