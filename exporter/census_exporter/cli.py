@@ -23,7 +23,6 @@ from census_exporter.census.client import EU_API_URL, US_API_URL, validate_base_
 from census_exporter.config import Config, TokenError, TokenSource
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
-from census_exporter.state import DEFAULT_DURATION_BUCKETS
 
 log = logging.getLogger("census_exporter")
 
@@ -344,8 +343,8 @@ def build_parser() -> _Parser:
         dest="duration_buckets",
         env="CENSUS_DURATION_BUCKETS",
         convert=_buckets,
-        default=DEFAULT_DURATION_BUCKETS,
-        shown_default=",".join(f"{b:g}" for b in DEFAULT_DURATION_BUCKETS),
+        default=defaults.DURATION_BUCKETS,
+        shown_default=",".join(f"{b:g}" for b in defaults.DURATION_BUCKETS),
         metavar="S,S,...",
         help="Buckets of census_sync_run_duration_seconds, in seconds, strictly increasing.",
     )

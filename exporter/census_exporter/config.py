@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from census_exporter import defaults
 from census_exporter.logs import RedactingFilter
-from census_exporter.state import DEFAULT_DURATION_BUCKETS
 
 
 class TokenError(Exception):
@@ -94,7 +93,7 @@ class Config:
     telemetry_path: str = defaults.TELEMETRY_PATH
     log_level: str = defaults.LOG_LEVEL
     log_format: str = defaults.LOG_FORMAT
-    duration_buckets: tuple[float, ...] = field(default=DEFAULT_DURATION_BUCKETS)
+    duration_buckets: tuple[float, ...] = field(default=defaults.DURATION_BUCKETS)
     demo: bool = False
     demo_seed: int = defaults.DEMO_SEED
     demo_syncs: int = defaults.DEMO_SYNCS

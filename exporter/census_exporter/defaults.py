@@ -8,6 +8,8 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 REFRESH_TIMEOUT_SECONDS = 60.0
 #: Largest API response body read; a bigger one is a failed request, not an out-of-memory kill.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: Buckets of census_sync_run_duration_seconds: 10 s to 6 h, as Census runs take.
+DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0)
 WORKSPACE = "default"
 LISTEN_ADDRESS = ":10049"
 LISTEN_PORT = 10049

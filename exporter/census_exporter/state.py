@@ -19,6 +19,7 @@ import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from census_exporter import defaults
 from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun
 
 #: Statuses whose run counters exist (at 0) before any such run is seen, so that rate() works at once.
@@ -30,20 +31,7 @@ PREINITIALISED_STATUSES = ("completed", "failed", "skipped")
 MAX_UNDOCUMENTED_STATUSES = 5
 OTHER_STATUS = "other"
 
-DEFAULT_DURATION_BUCKETS = (
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1200.0,
-    1800.0,
-    3600.0,
-    7200.0,
-    14400.0,
-    21600.0,
-)
+DEFAULT_DURATION_BUCKETS = defaults.DURATION_BUCKETS
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from census_exporter import __version__
+from census_exporter import __version__, defaults
 from census_exporter.census import _paging
 from census_exporter.census._body import (
     ACCEPTED_ENCODINGS,
@@ -47,7 +47,7 @@ MAX_LIST_REREADS = 2
 US_API_URL = "https://app.getcensus.com/api/v1"
 EU_API_URL = "https://app-eu.getcensus.com/api/v1"
 
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = defaults.MAX_RESPONSE_BYTES
 """Largest response body accepted, after decompression: a page of 100 syncs is a few hundred KB."""
 
 
@@ -191,10 +191,10 @@ class CensusClient:
         base_url: str,
         token: Callable[[], str],
         *,
-        request_timeout: float = 10.0,
+        request_timeout: float = defaults.REQUEST_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = None,
         observer: RequestObserver | None = None,
-        max_connections: int = 8,
+        max_connections: int = defaults.CONCURRENCY,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], object] = time.sleep,
