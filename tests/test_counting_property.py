@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from census_exporter.census.client import NotFoundError, RunsPage
+from census_exporter.census.client import Listing, NotFoundError, RunsPage
 from census_exporter.refresh import Refresher, RefreshSettings
 
 PAGE = 4  # small, so that bursts span pages and pending runs scroll out
@@ -28,14 +28,14 @@ class FakeCensus:
 
     runs: list[dict[str, Any]] = field(default_factory=list)
 
-    def list_syncs(self, deadline: float) -> list[Any]:
-        return [{"id": 1, "label": "s", "paused": False}]
+    def list_syncs(self, deadline: float) -> Listing:
+        return Listing([{"id": 1, "label": "s", "paused": False}])
 
-    def list_sources(self, deadline: float) -> list[Any]:
-        return []
+    def list_sources(self, deadline: float) -> Listing:
+        return Listing([])
 
-    def list_destinations(self, deadline: float) -> list[Any]:
-        return []
+    def list_destinations(self, deadline: float) -> Listing:
+        return Listing([])
 
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
         newest_first = sorted(self.runs, key=lambda run: run["id"], reverse=True)

@@ -259,7 +259,7 @@ def test_rejected_token_is_reported_once_and_never_leaks(
     assert m.value("census_api_requests_total", endpoint="/sources", code="401") == 3
     assert h.get("/readyz").status_code == 200  # ready: scraped and showing census_up 0
     lines = [r.getMessage() for r in caplog.records if "rejected the token" in r.getMessage()]
-    assert lines == ["Census API rejected the token (401): check CENSUS_API_TOKEN or --census.token-file"]
+    assert lines == ["Census API rejected the token (401)"]
     assert wrong not in caplog.text and wrong not in m.text
     assert TEST_TOKEN not in caplog.text
 
@@ -297,7 +297,7 @@ def test_a_failed_run_is_logged_once_with_its_error(
     ):
         assert part in line
     assert "Destination rejected the batch" in line
-    assert "x" * 201 not in line and line.endswith("...'")  # truncated
+    assert "x" * 201 not in line and line.endswith("…'")  # truncated
 
 
 def test_an_undocumented_status_gets_its_own_series(harness_factory: HarnessFactory) -> None:

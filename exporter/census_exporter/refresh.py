@@ -3,8 +3,15 @@
 * Single flight: one refresh at a time; scrapes that find the snapshot older than the TTL share it.
 * Budget: a scrape waits for the refresh at most as long as its budget, then gets the previous snapshot;
   the refresh goes on and the next scrape gets its result.
+* Deadline: a refresh still running ``refresh_timeout_seconds`` after it started is abandoned: the snapshot
+  turns ``up=False``, a new refresh may start, and whatever the abandoned one produces later is discarded
+  (ledger included). Each refresh runs on its own threads, so a hung request cannot block the next one.
 * Partial failure: a sync whose requests failed keeps its previous state (and ledger); ``up`` is false until a
-  refresh finishes without errors. A sync whose runs answer 404 is gone and is dropped.
+  refresh finishes without errors.
+* Absence: a sync missing from the sync list keeps its ledger and series until it is confirmed gone: its runs
+  endpoint answers 404 (it is probed every refresh while missing), or it was missing from
+  ``GONE_AFTER_MISSING_LISTINGS`` consecutive complete listings spanning ``GONE_AFTER_MISSING_SECONDS``.
+  A listing the client reports as incomplete proves nothing about absence.
 """
 
 from __future__ import annotations
@@ -16,16 +23,16 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cachetools import TTLCache
 
 from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
 from census_exporter.census.models import (
-    Connection,
     Skipped,
     Sync,
     SyncRun,
+    bounded_text,
     parse_connection,
     parse_sync,
     parse_sync_run,
@@ -36,7 +43,23 @@ from census_exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
 
+LABEL_LOG_LIMIT = 128
+ERROR_CODE_LOG_LIMIT = 64
 ERROR_MESSAGE_LOG_LIMIT = 200
+STARTUP_FAILURES_NAMED = 5
+
+#: A sync missing from this many consecutive complete listings, the first at least
+#: ``GONE_AFTER_MISSING_SECONDS`` ago, is dropped even though its runs endpoint still answers.
+GONE_AFTER_MISSING_LISTINGS = 3
+GONE_AFTER_MISSING_SECONDS = 600.0
+
+#: Abandoned refreshes whose threads may still be waiting on the API; beyond this no new refresh starts
+#: until one of them ends (the client's own timeouts end them), so a dead API cannot pile up threads.
+MAX_ABANDONED_REFRESHES = 4
+
+LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
+
+Parsed = TypeVar("Parsed")
 
 
 class CensusAPI(Protocol):
@@ -68,6 +91,25 @@ class _SyncGone(Exception):
     """The sync's runs endpoint answered 404."""
 
 
+@dataclass(frozen=True, slots=True)
+class _SyncOutcome:
+    """One sync's next state, and the failed runs it counted (logged only if the refresh is kept)."""
+
+    state: SyncState
+    failed_runs: tuple[SyncRun, ...] = ()
+    #: True when this was the sync's first observation (its newest failed run is old news).
+    baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A finished refresh that has not been swapped in yet: the snapshot and what to log if it is."""
+
+    snapshot: Snapshot
+    errors: tuple[CensusAPIError, ...]
+    outcomes: tuple[tuple[Sync, _SyncOutcome], ...]
+
+
 class Refresher:
     """Owns the current Snapshot and the single refresh that may be replacing it."""
 
@@ -87,8 +129,9 @@ class Refresher:
         self._snapshot = Snapshot(workspace=settings.workspace, duration_buckets=settings.duration_buckets)
         self._lock = threading.Lock()
         self._inflight: Future[Snapshot] | None = None
-        self._runner = DaemonPool(1, "census-refresh")
-        self._fetchers = DaemonPool(settings.concurrency, "census-fetch")
+        self._generation = 0
+        self._abandoned_running = 0
+        self._pools: set[DaemonPool] = set()
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
         self._stopping = stopping or threading.Event()
         self._logged_once: TTLCache[tuple[object, ...], bool] = TTLCache(maxsize=10_000, ttl=3600)
@@ -113,11 +156,35 @@ class Refresher:
         return started is None or self._clock() - started >= self._settings.cache_ttl_seconds
 
     def trigger(self) -> Future[Snapshot]:
-        """Start a refresh unless one is already running; return the running one."""
+        """Start a refresh unless one is already running; return the running one.
+
+        The future resolves when the refresh is swapped in or abandoned at its deadline, whichever is first.
+        """
         with self._lock:
-            if self._inflight is None or self._inflight.done():
-                self._inflight = self._runner.submit(self._refresh_and_swap)
-            return self._inflight
+            if self._inflight is not None and not self._inflight.done():
+                return self._inflight
+            future: Future[Snapshot] = Future()
+            future.set_running_or_notify_cancel()
+            if self._stopping.is_set() or self._abandoned_running >= MAX_ABANDONED_REFRESHES:
+                future.set_result(self._snapshot)
+                return future
+            self._generation += 1
+            generation = self._generation
+            self._inflight = future
+        started = self._clock()
+        abandon = threading.Timer(
+            self._settings.refresh_timeout_seconds, self._abandon, args=(generation, future, started)
+        )
+        abandon.daemon = True
+        runner = threading.Thread(
+            target=self._refresh_and_swap,
+            args=(generation, future, started, abandon),
+            name=f"census-refresh-{generation}",
+            daemon=True,
+        )
+        abandon.start()
+        runner.start()
+        return future
 
     def snapshot_within(self, budget_seconds: float) -> Snapshot:
         """A snapshot no older than the TTL if one can be had within the budget, else the newest one."""
@@ -135,15 +202,77 @@ class Refresher:
     def close(self) -> None:
         """Stop the worker threads; a running refresh is abandoned without logging an error."""
         self._stopping.set()
-        self._runner.shutdown()
-        self._fetchers.shutdown()
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.shutdown()
 
     # ------------------------------------------------------------------ refresh
 
-    def _refresh_and_swap(self) -> Snapshot:
-        started = self._clock()
+    def _refresh_and_swap(
+        self, generation: int, future: Future[Snapshot], started: float, abandon: threading.Timer
+    ) -> None:
+        fetchers = DaemonPool(self._settings.concurrency, f"census-fetch-{generation}")
+        with self._lock:
+            self._pools.add(fetchers)
+        built: _Built | None = None
+        failure: BaseException | None = None
         try:
-            snapshot = self._build(self._snapshot, started)
+            built = self._build_guarded(self._snapshot, started, fetchers)
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the future
+            failure = error
+        finally:
+            abandon.cancel()
+            fetchers.shutdown()
+            with self._lock:
+                self._pools.discard(fetchers)
+        with self._lock:
+            if future.done():
+                # Abandoned at its deadline: a newer snapshot may exist, and its ledgers must not be undone.
+                self._abandoned_running -= 1
+                log.debug("discarded the late result of abandoned refresh %d", generation)
+                return
+            first = not self._snapshot.listed
+            if built is not None:
+                self._snapshot = built.snapshot
+                self.refresh_count += 1
+        if built is None:
+            future.set_exception(failure or RuntimeError("refresh ended without a result"))
+            return
+        self._report_outcomes(built.outcomes, first_refresh=first and built.snapshot.listed)
+        self._report(list(built.errors))
+        future.set_result(built.snapshot)
+
+    def _abandon(self, generation: int, future: Future[Snapshot], started: float) -> None:
+        """Give up on a refresh past its deadline: say so in the snapshot and let the next one start."""
+        timeout = self._settings.refresh_timeout_seconds
+        message = f"refresh did not finish within {timeout:g}s"
+        with self._lock:
+            if future.done() or self._stopping.is_set():
+                return
+            self._abandoned_running += 1
+            self._snapshot = replace(
+                self._snapshot,
+                up=False,
+                refreshed=True,
+                last_error=message,
+                started_monotonic=started,
+                refresh_duration_seconds=self._clock() - started,
+            )
+            snapshot = self._snapshot
+            repeated = self._last_error_signature == frozenset({message})
+            self._last_error_signature = frozenset({message})
+        if not repeated:
+            log.warning(
+                "%s; abandoned it and serving the previous data with census_up 0 (refresh %d)",
+                message,
+                generation,
+            )
+        future.set_result(snapshot)
+
+    def _build_guarded(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
+        try:
+            return self._build(previous, started, fetchers)
         except Exception as error:
             if self._stopping.is_set():
                 raise  # shutting down: the client was closed under this refresh; nobody reads the result
@@ -155,18 +284,16 @@ class Refresher:
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
             snapshot = replace(
-                self._snapshot,
+                previous,
                 up=False,
                 last_error=f"unexpected {type(error).__name__}",
                 refreshed=True,
                 started_monotonic=started,
                 refresh_duration_seconds=self._clock() - started,
             )
-        self._snapshot = snapshot
-        self.refresh_count += 1
-        return snapshot
+            return _Built(snapshot, (), ())
 
-    def _build(self, previous: Snapshot, started: float) -> Snapshot:
+    def _build(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
         deadline = started + self._settings.refresh_timeout_seconds
         errors: list[CensusAPIError] = []
 
@@ -186,16 +313,27 @@ class Refresher:
                 errors.append(error)
 
         syncs: dict[int, SyncState] | None = None
+        outcomes: list[tuple[Sync, _SyncOutcome]] = []
         try:
-            listed = self._parse_syncs(self._api.list_syncs(deadline).items)
+            listing = self._api.list_syncs(deadline)
         except CensusAPIError as error:
             errors.append(error)
         else:
-            syncs = self._refresh_syncs(listed, previous.syncs, deadline, errors)
+            if not listing.complete:
+                errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
+            listed = self._parse_syncs(listing.items)
+            syncs = self._refresh_syncs(
+                listed,
+                complete=listing.complete,
+                previous=previous.syncs,
+                deadline=deadline,
+                errors=errors,
+                outcomes=outcomes,
+                fetchers=fetchers,
+            )
 
         ok = not errors
-        self._report(errors)
-        return Snapshot(
+        snapshot = Snapshot(
             workspace=previous.workspace,
             syncs=previous.syncs if syncs is None else syncs,
             source_names=sources,
@@ -210,29 +348,78 @@ class Refresher:
             connections_fetched_monotonic=connections_at,
             duration_buckets=previous.duration_buckets,
         )
+        return _Built(snapshot, tuple(errors), tuple(outcomes))
+
+    def _still_awaited(
+        self, listed_ids: set[int], complete: bool, previous: Mapping[int, SyncState]
+    ) -> list[SyncState]:
+        """Syncs known before but missing from this listing that are not yet confirmed gone.
+
+        Their counts stay with them: each is probed (its runs fetched as usual) until its runs endpoint
+        answers 404 or it has been missing from complete listings for the grace period.
+        """
+        now = self._clock()
+        awaited: list[SyncState] = []
+        for sync_id, state in previous.items():
+            if sync_id in listed_ids:
+                continue
+            if not complete:
+                awaited.append(state)  # an incomplete listing says nothing about absence
+                continue
+            missing = replace(
+                state,
+                missing_listings=state.missing_listings + 1,
+                missing_since=now if state.missing_since is None else state.missing_since,
+            )
+            assert missing.missing_since is not None
+            if (
+                missing.missing_listings >= GONE_AFTER_MISSING_LISTINGS
+                and now - missing.missing_since >= GONE_AFTER_MISSING_SECONDS
+            ):
+                log.info(
+                    "sync %s (%s) has not been listed for %d refreshes; dropping its series",
+                    sync_id,
+                    bounded_text(state.sync.label, LABEL_LOG_LIMIT),
+                    missing.missing_listings,
+                )
+                continue
+            awaited.append(missing)
+        return awaited
 
     def _refresh_syncs(
         self,
         listed: list[Sync],
+        *,
+        complete: bool,
         previous: Mapping[int, SyncState],
         deadline: float,
         errors: list[CensusAPIError],
+        outcomes: list[tuple[Sync, _SyncOutcome]],
+        fetchers: DaemonPool,
     ) -> dict[int, SyncState]:
+        awaited = self._still_awaited({sync.id for sync in listed}, complete, previous)
+        known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
+        for state in awaited:
+            known[state.sync.id] = state
+        jobs = [*listed, *(state.sync for state in awaited)]
         futures = {
-            sync.id: self._fetchers.submit(self._refresh_sync, sync, previous.get(sync.id), deadline)
-            for sync in listed
+            sync.id: fetchers.submit(self._refresh_sync, sync, known[sync.id], deadline) for sync in jobs
         }
+        listed_ids = {sync.id for sync in listed}
         states: dict[int, SyncState] = {}
-        for sync in listed:
+        for sync in jobs:
+            kept = known[sync.id]
+            # Listed syncs start over as present; missing ones carry their absence forward.
+            absent_from = kept.missing_listings if kept and sync.id not in listed_ids else 0
+            absent_since = kept.missing_since if kept and sync.id not in listed_ids else None
             try:
-                states[sync.id] = futures[sync.id].result()
-                continue
+                outcome = futures[sync.id].result()
             except _SyncGone:
                 self._log_once(
                     ("gone", sync.id),
                     "sync %s (%s) is gone (404); dropping its series",
                     sync.id,
-                    sync.label,
+                    bounded_text(sync.label, LABEL_LOG_LIMIT),
                     level=logging.INFO,
                 )
                 continue
@@ -252,17 +439,27 @@ class Refresher:
                     ("bug", sync.id, type(error).__name__),
                     "sync %s (%s): refresh failed unexpectedly: %s: %s",
                     sync.id,
-                    sync.label,
+                    bounded_text(sync.label, LABEL_LOG_LIMIT),
                     type(error).__name__,
                     error,
                     level=logging.ERROR,
                 )
+            else:
+                outcomes.append((sync, outcome))
+                states[sync.id] = replace(
+                    outcome.state, missing_listings=absent_from, missing_since=absent_since
+                )
+                continue
             # Its requests failed: the sync keeps what the previous snapshot knew of it.
-            kept = previous.get(sync.id)
-            states[sync.id] = replace(kept, sync=sync) if kept else SyncState(sync=sync)
+            states[sync.id] = replace(
+                kept or SyncState(sync=sync),
+                sync=sync,
+                missing_listings=absent_from,
+                missing_since=absent_since,
+            )
         return dict(sorted(states.items()))
 
-    def _refresh_sync(self, sync: Sync, previous: SyncState | None, deadline: float) -> SyncState:
+    def _refresh_sync(self, sync: Sync, previous: SyncState | None, deadline: float) -> _SyncOutcome:
         ledger = previous.ledger if previous else None
         fetched: dict[int, SyncRun] = {}
         first_page: list[SyncRun] = []
@@ -273,7 +470,7 @@ class Refresher:
                 result = self._api.list_sync_runs(sync.id, page, self._settings.runs_page_size, deadline)
             except NotFoundError:
                 raise _SyncGone from None
-            runs = self._parse_runs(sync, result.items)
+            runs = self._usable(result.items, parse_sync_run, "run", sync.id)
             if page == 1:
                 first_page = runs
                 unusable_first_page = bool(result.items) and not runs
@@ -309,20 +506,19 @@ class Refresher:
             gone = self._fetch_missing_pending(sync, ledger, fetched, deadline)
             update = ledger.advance(fetched.values(), gone)
             new_ledger, counted = update.ledger, update.counted
-        for run in counted:
-            if run.status == "failed":
-                self._log_failed_run(sync, run)
         unfinished = [
             pending.created_at
             for pending in (fetched.get(run_id) for run_id in new_ledger.pending_run_ids)
             if pending is not None and pending.created_at is not None
         ]
-        return SyncState(
+        state = SyncState(
             sync=sync,
             latest_run=latest,
             ledger=new_ledger,
             oldest_unfinished_created_at=min(unfinished, default=None),
         )
+        failed = tuple(run for run in counted if run.status == "failed")
+        return _SyncOutcome(state, failed, baseline=ledger is None)
 
     def _fetch_missing_pending(
         self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float
@@ -337,50 +533,51 @@ class Refresher:
                 log.info("sync %s: pending run %s no longer exists; not counting it", sync.id, run_id)
                 gone.append(run_id)
                 continue
-            parsed = parse_sync_run(raw)
-            if isinstance(parsed, Skipped):
-                self._log_once(("run", sync.id, parsed.reason), "sync %s: %s", sync.id, parsed.reason)
-            else:
-                fetched[parsed.id] = parsed
+            for run in self._usable([raw], parse_sync_run, "run", sync.id):
+                fetched[run.id] = run
         return gone
 
     # ------------------------------------------------------------------ parsing & logging
 
     def _parse_syncs(self, raw_syncs: list[Any]) -> list[Sync]:
         syncs: dict[int, Sync] = {}
-        for raw in raw_syncs:
-            parsed = parse_sync(raw)
-            if isinstance(parsed, Skipped):
-                self._log_once(("sync", parsed.reason), "skipping a sync record: %s", parsed.reason)
-            else:
-                syncs.setdefault(parsed.id, parsed)
+        for parsed in self._usable(raw_syncs, parse_sync, "sync"):
+            syncs.setdefault(parsed.id, parsed)
         return list(syncs.values())
 
-    def _parse_runs(self, sync: Sync, raw_runs: list[Any]) -> list[SyncRun]:
-        runs: list[SyncRun] = []
-        for raw in raw_runs:
-            parsed = parse_sync_run(raw)
+    def _connection_names(self, raw: list[Any], kind: str) -> dict[int, str]:
+        return {parsed.id: parsed.name for parsed in self._usable(raw, parse_connection, kind)}
+
+    def _usable(
+        self,
+        raw_records: Iterable[Any],
+        parse: Callable[[Any], Parsed | Skipped],
+        what: str,
+        sync_id: int | None = None,
+    ) -> list[Parsed]:
+        """Parse each record; log the skipped ones, and each problem of a kept one, once; keep the rest.
+
+        ``sync_id`` names the sync the records belong to; a sync record names itself.
+        """
+        usable: list[Parsed] = []
+        for raw in raw_records:
+            parsed = parse(raw)
             if isinstance(parsed, Skipped):
                 self._log_once(
-                    ("run", sync.id, parsed.reason),
-                    "sync %s (%s): skipping a run record: %s",
-                    sync.id,
-                    sync.label,
-                    parsed.reason,
+                    (what, sync_id, parsed.reason), "skipping a %s record: %s", what, parsed.reason
                 )
-            else:
-                runs.append(parsed)
-        return runs
-
-    def _connection_names(self, raw: list[Any], kind: str) -> dict[int, str]:
-        names: dict[int, str] = {}
-        for item in raw:
-            parsed = parse_connection(item)
-            if isinstance(parsed, Connection):
-                names[parsed.id] = parsed.name
-            else:
-                self._log_once((kind, parsed.reason), "skipping a %s record: %s", kind, parsed.reason)
-        return names
+                continue
+            usable.append(parsed)
+            owner = parsed.id if isinstance(parsed, Sync) else sync_id
+            for problem in getattr(parsed, "problems", ()):
+                self._log_once(
+                    ("problem", owner, problem),
+                    "sync %s: %s record with an unusable field: %s",
+                    owner,
+                    what,
+                    bounded_text(problem, ERROR_MESSAGE_LOG_LIMIT),
+                )
+        return usable
 
     def _log_once(
         self, key: tuple[object, ...], message: str, *args: object, level: int = logging.WARNING
@@ -390,17 +587,38 @@ class Refresher:
             self._logged_once[key] = True
             log.log(level, message, *args)
 
+    def _report_outcomes(self, outcomes: Iterable[tuple[Sync, _SyncOutcome]], *, first_refresh: bool) -> None:
+        """Log failed runs of a refresh that was kept; the first refresh sums up old failures in one line."""
+        outcomes = list(outcomes)
+        if first_refresh:
+            failing = sorted(
+                (sync for sync, outcome in outcomes if outcome.baseline and outcome.failed_runs),
+                key=lambda sync: sync.id,
+            )
+            named = ", ".join(
+                bounded_text(sync.label, LABEL_LOG_LIMIT) for sync in failing[:STARTUP_FAILURES_NAMED]
+            )
+            more = "…" if len(failing) > STARTUP_FAILURES_NAMED else ""
+            log.info(
+                "first refresh: %d syncs, %d whose newest run failed%s",
+                len(outcomes),
+                len(failing),
+                f": {named}{more}" if failing else "",
+            )
+        for sync, outcome in outcomes:
+            if first_refresh and outcome.baseline:
+                continue
+            for run in outcome.failed_runs:
+                self._log_failed_run(sync, run)
+
     def _log_failed_run(self, sync: Sync, run: SyncRun) -> None:
-        message = run.error_message or ""
-        if len(message) > ERROR_MESSAGE_LOG_LIMIT:
-            message = message[:ERROR_MESSAGE_LOG_LIMIT] + "..."
         log.warning(
             "sync run failed: sync_id=%s label=%r run_id=%s error_code=%s error_message=%r",
             sync.id,
-            sync.label,
+            bounded_text(sync.label, LABEL_LOG_LIMIT),
             run.id,
-            run.error_code or "",
-            message,
+            bounded_text(run.error_code or "", ERROR_CODE_LOG_LIMIT),
+            bounded_text(run.error_message or "", ERROR_MESSAGE_LOG_LIMIT),
         )
 
     def _report(self, errors: list[CensusAPIError]) -> None:
@@ -416,10 +634,7 @@ class Refresher:
             return
         auth = next((error for error in errors if isinstance(error, AuthError)), None)
         if auth is not None:
-            log.error(
-                "Census API rejected the token (%s): check CENSUS_API_TOKEN or --census.token-file",
-                auth.status,
-            )
+            log.error("Census API rejected the token (%s)", auth.status)
             return
         log.warning(
             "Census API refresh incomplete, serving previous data where needed: %d error(s), first: %s",

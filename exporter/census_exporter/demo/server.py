@@ -48,12 +48,15 @@ class SimulatorServer:
         latency_seconds: float = 0.0,
         pagination_style: str = "both",
         before_request: Callable[[], None] | None = None,
+        after_response: Callable[[str, dict[str, list[str]]], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.token = token
         self.latency_seconds = latency_seconds
         self.pagination_style = pagination_style
         self.before_request = before_request
+        #: Called with the path and query after an API answer was sent (tests change the workspace there).
+        self.after_response = after_response
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -210,8 +213,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if simulator.before_request is not None:
             simulator.before_request()
-        status, payload = simulator.answer(parts.path, parse_qs(parts.query))
+        query = parse_qs(parts.query)
+        status, payload = simulator.answer(parts.path, query)
         self._send(status, json.dumps(payload).encode())
+        if simulator.after_response is not None:
+            simulator.after_response(parts.path, query)
 
     def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
