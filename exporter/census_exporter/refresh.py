@@ -599,7 +599,8 @@ class Refresher:
                 bounded_text(sync.label, LABEL_LOG_LIMIT) for sync in failing[:STARTUP_FAILURES_NAMED]
             )
             more = "…" if len(failing) > STARTUP_FAILURES_NAMED else ""
-            log.info(
+            log.log(
+                logging.WARNING if failing else logging.INFO,
                 "first refresh: %d syncs, %d whose newest run failed%s",
                 len(outcomes),
                 len(failing),
