@@ -130,6 +130,8 @@ class Refresher:
         self._lock = threading.Lock()
         self._inflight: Future[Snapshot] | None = None
         self._generation = 0
+        #: The generation neither swapped in nor abandoned yet; whichever happens first settles it.
+        self._unsettled: int | None = None
         self._abandoned_running = 0
         self._pools: set[DaemonPool] = set()
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
@@ -170,6 +172,7 @@ class Refresher:
                 return future
             self._generation += 1
             generation = self._generation
+            self._unsettled = generation
             self._inflight = future
         started = self._clock()
         abandon = threading.Timer(
@@ -227,11 +230,12 @@ class Refresher:
             with self._lock:
                 self._pools.discard(fetchers)
         with self._lock:
-            if future.done():
+            if self._unsettled != generation:
                 # Abandoned at its deadline: a newer snapshot may exist, and its ledgers must not be undone.
                 self._abandoned_running -= 1
                 log.debug("discarded the late result of abandoned refresh %d", generation)
                 return
+            self._unsettled = None
             first = not self._snapshot.listed
             if built is not None:
                 self._snapshot = built.snapshot
@@ -248,8 +252,9 @@ class Refresher:
         timeout = self._settings.refresh_timeout_seconds
         message = f"refresh did not finish within {timeout:g}s"
         with self._lock:
-            if future.done() or self._stopping.is_set():
+            if self._unsettled != generation or self._stopping.is_set():
                 return
+            self._unsettled = None
             self._abandoned_running += 1
             self._snapshot = replace(
                 self._snapshot,
