@@ -340,14 +340,14 @@ def test_a_bug_met_by_one_sync_does_not_cost_the_others_their_refresh(
     h = baselined_with_a_healthy_sync(harness_factory)
     workspace = h.workspace
     refresher = h.exporter.refresher
-    original = refresher._refresh_sync
+    original = refresher._one_sync.run
 
     def buggy(sync, previous, deadline):  # type: ignore[no-untyped-def]
         if sync.id == 52:
             raise ZeroDivisionError("division by zero")
         return original(sync, previous, deadline)
 
-    monkeypatch.setattr(refresher, "_refresh_sync", buggy)
+    monkeypatch.setattr(refresher._one_sync, "run", buggy)
     workspace.add_run(70)
     with caplog.at_level(logging.INFO):
         m = h.scrape()

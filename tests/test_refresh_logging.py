@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from census_exporter import refresh
 from census_exporter.census.models import Skipped, SyncRun, parse_sync_run
 from census_exporter.demo import SimulatedWorkspace
+from census_exporter.refresh import one_sync
 from tests.conftest import Harness
 
 HarnessFactory = Callable[..., Harness]
@@ -69,7 +69,7 @@ def test_model_problems_are_logged_once_per_sync_and_problem(
         problem = "records_processed " + "9" * 300 + " is out of range"
         return parsed if isinstance(parsed, Skipped) else replace(parsed, problems=(problem,))
 
-    monkeypatch.setattr(refresh, "parse_sync_run", with_problem)
+    monkeypatch.setattr(one_sync, "parse_sync_run", with_problem)
     workspace = SimulatedWorkspace()
     for sync_id in (1, 2):
         workspace.add_sync(sync_id, label=f"s{sync_id}")

@@ -19,34 +19,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
-from cachetools import TTLCache
-
-from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
-from census_exporter.census.models import (
-    Skipped,
-    Sync,
-    SyncRun,
-    bounded_text,
-    parse_connection,
-    parse_sync,
-    parse_sync_run,
-)
+from census_exporter.census.client import CensusAPIError
+from census_exporter.census.models import Sync, bounded_text, parse_connection, parse_sync
+from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
+from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
 from census_exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
-
-LABEL_LOG_LIMIT = 128
-ERROR_CODE_LOG_LIMIT = 64
-ERROR_MESSAGE_LOG_LIMIT = 200
-STARTUP_FAILURES_NAMED = 5
 
 #: A sync missing from this many consecutive complete listings, the first at least
 #: ``GONE_AFTER_MISSING_SECONDS`` ago, is dropped even though its runs endpoint still answers.
@@ -59,47 +45,6 @@ MAX_ABANDONED_REFRESHES = 4
 
 LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
 
-Parsed = TypeVar("Parsed")
-
-
-class CensusAPI(Protocol):
-    """What the refresher needs from the client (the real one is :class:`CensusClient`)."""
-
-    def list_syncs(self, deadline: float) -> Listing: ...
-    def list_sources(self, deadline: float) -> Listing: ...
-    def list_destinations(self, deadline: float) -> Listing: ...
-    def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage: ...
-    def get_sync_run(self, run_id: int, deadline: float) -> Any: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshSettings:
-    """Tuning of the refresh; the defaults are the documented ones."""
-
-    workspace: str = "default"
-    cache_ttl_seconds: float = 60.0
-    concurrency: int = 8
-    refresh_timeout_seconds: float = 60.0
-    runs_page_size: int = 25
-    max_new_runs_per_sync: int = 500
-    max_pending_lookups_per_sync: int = 50
-    connections_ttl_seconds: float = 600.0
-    duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
-
-
-class _SyncGone(Exception):
-    """The sync's runs endpoint answered 404."""
-
-
-@dataclass(frozen=True, slots=True)
-class _SyncOutcome:
-    """One sync's next state, and the failed runs it counted (logged only if the refresh is kept)."""
-
-    state: SyncState
-    failed_runs: tuple[SyncRun, ...] = ()
-    #: True when this was the sync's first observation (its newest failed run is old news).
-    baseline: bool = False
-
 
 @dataclass(frozen=True, slots=True)
 class _Built:
@@ -107,7 +52,7 @@ class _Built:
 
     snapshot: Snapshot
     errors: tuple[CensusAPIError, ...]
-    outcomes: tuple[tuple[Sync, _SyncOutcome], ...]
+    outcomes: tuple[tuple[Sync, SyncOutcome], ...]
 
 
 class Refresher:
@@ -136,8 +81,8 @@ class Refresher:
         self._pools: set[DaemonPool] = set()
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
         self._stopping = stopping or threading.Event()
-        self._logged_once: TTLCache[tuple[object, ...], bool] = TTLCache(maxsize=10_000, ttl=3600)
-        self._last_error_signature: frozenset[str] = frozenset()
+        self._logs = RefreshLog()
+        self._one_sync = SyncRefresh(api, settings, self._logs)
         self.refresh_count = 0
 
     # ------------------------------------------------------------------ public
@@ -243,8 +188,8 @@ class Refresher:
         if built is None:
             future.set_exception(failure or RuntimeError("refresh ended without a result"))
             return
-        self._report_outcomes(built.outcomes, first_refresh=first and built.snapshot.listed)
-        self._report(list(built.errors))
+        self._logs.failed_runs(built.outcomes, first_refresh=first and built.snapshot.listed)
+        self._logs.outcome(list(built.errors))
         future.set_result(built.snapshot)
 
     def _abandon(self, generation: int, future: Future[Snapshot], started: float) -> None:
@@ -265,14 +210,7 @@ class Refresher:
                 refresh_duration_seconds=self._clock() - started,
             )
             snapshot = self._snapshot
-            repeated = self._last_error_signature == frozenset({message})
-            self._last_error_signature = frozenset({message})
-        if not repeated:
-            log.warning(
-                "%s; abandoned it and serving the previous data with census_up 0 (refresh %d)",
-                message,
-                generation,
-            )
+            self._logs.abandoned(message, generation)
         future.set_result(snapshot)
 
     def _build_guarded(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
@@ -318,7 +256,7 @@ class Refresher:
                 errors.append(error)
 
         syncs: dict[int, SyncState] | None = None
-        outcomes: list[tuple[Sync, _SyncOutcome]] = []
+        outcomes: list[tuple[Sync, SyncOutcome]] = []
         try:
             listing = self._api.list_syncs(deadline)
         except CensusAPIError as error:
@@ -399,7 +337,7 @@ class Refresher:
         previous: Mapping[int, SyncState],
         deadline: float,
         errors: list[CensusAPIError],
-        outcomes: list[tuple[Sync, _SyncOutcome]],
+        outcomes: list[tuple[Sync, SyncOutcome]],
         fetchers: DaemonPool,
     ) -> dict[int, SyncState]:
         awaited = self._still_awaited({sync.id for sync in listed}, complete, previous)
@@ -408,7 +346,7 @@ class Refresher:
             known[state.sync.id] = state
         jobs = [*listed, *(state.sync for state in awaited)]
         futures = {
-            sync.id: fetchers.submit(self._refresh_sync, sync, known[sync.id], deadline) for sync in jobs
+            sync.id: fetchers.submit(self._one_sync.run, sync, known[sync.id], deadline) for sync in jobs
         }
         listed_ids = {sync.id for sync in listed}
         states: dict[int, SyncState] = {}
@@ -419,8 +357,8 @@ class Refresher:
             absent_since = kept.missing_since if kept and sync.id not in listed_ids else None
             try:
                 outcome = futures[sync.id].result()
-            except _SyncGone:
-                self._log_once(
+            except SyncGone:
+                self._logs.once(
                     ("gone", sync.id),
                     "sync %s (%s) is gone (404); dropping its series",
                     sync.id,
@@ -440,7 +378,7 @@ class Refresher:
                         f"sync {sync.id}: unexpected {type(error).__name__}: {error}",
                     )
                 )
-                self._log_once(
+                self._logs.once(
                     ("bug", sync.id, type(error).__name__),
                     "sync %s (%s): refresh failed unexpectedly: %s: %s",
                     sync.id,
@@ -464,186 +402,11 @@ class Refresher:
             )
         return dict(sorted(states.items()))
 
-    def _refresh_sync(self, sync: Sync, previous: SyncState | None, deadline: float) -> _SyncOutcome:
-        ledger = previous.ledger if previous else None
-        fetched: dict[int, SyncRun] = {}
-        first_page: list[SyncRun] = []
-        unusable_first_page = False
-        page, new_runs = 1, 0
-        while True:
-            try:
-                result = self._api.list_sync_runs(sync.id, page, self._settings.runs_page_size, deadline)
-            except NotFoundError:
-                raise _SyncGone from None
-            runs = self._usable(result.items, parse_sync_run, "run", sync.id)
-            if page == 1:
-                first_page = runs
-                unusable_first_page = bool(result.items) and not runs
-            reached_known = False
-            for run in runs:
-                if run.id in fetched:
-                    continue
-                fetched[run.id] = run
-                if ledger is not None and ledger.knows(run.id):
-                    reached_known = True
-                else:
-                    new_runs += 1
-            if ledger is None or reached_known or not result.has_more:
-                break
-            if new_runs >= self._settings.max_new_runs_per_sync:
-                log.warning(
-                    "sync %s (%s): more than %d new runs since the last refresh; older ones are not counted",
-                    sync.id,
-                    sync.label,
-                    self._settings.max_new_runs_per_sync,
-                )
-                break
-            page += 1
-
-        latest = max(first_page, key=lambda run: (run.created_at or 0.0, run.id), default=None)
-        if unusable_first_page and previous is not None:
-            # Records came back but none could be parsed: that says nothing new about the newest run.
-            latest = previous.latest_run
-        if ledger is None:
-            new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets)
-            counted: Iterable[SyncRun] = [latest] if latest and latest.status == "failed" else []
-        else:
-            gone = self._fetch_missing_pending(sync, ledger, fetched, deadline)
-            update = ledger.advance(fetched.values(), gone)
-            new_ledger, counted = update.ledger, update.counted
-        unfinished = [
-            pending.created_at
-            for pending in (fetched.get(run_id) for run_id in new_ledger.pending_run_ids)
-            if pending is not None and pending.created_at is not None
-        ]
-        state = SyncState(
-            sync=sync,
-            latest_run=latest,
-            ledger=new_ledger,
-            oldest_unfinished_created_at=min(unfinished, default=None),
-        )
-        failed = tuple(run for run in counted if run.status == "failed")
-        return _SyncOutcome(state, failed, baseline=ledger is None)
-
-    def _fetch_missing_pending(
-        self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float
-    ) -> list[int]:
-        """Fetch, by id, pending runs that scrolled out of the pages; return the ids the API lost."""
-        gone: list[int] = []
-        missing = sorted(ledger.pending_missing_from(fetched))
-        for run_id in missing[: self._settings.max_pending_lookups_per_sync]:
-            try:
-                raw = self._api.get_sync_run(run_id, deadline)
-            except NotFoundError:
-                log.info("sync %s: pending run %s no longer exists; not counting it", sync.id, run_id)
-                gone.append(run_id)
-                continue
-            for run in self._usable([raw], parse_sync_run, "run", sync.id):
-                fetched[run.id] = run
-        return gone
-
-    # ------------------------------------------------------------------ parsing & logging
-
     def _parse_syncs(self, raw_syncs: list[Any]) -> list[Sync]:
         syncs: dict[int, Sync] = {}
-        for parsed in self._usable(raw_syncs, parse_sync, "sync"):
+        for parsed in self._logs.usable(raw_syncs, parse_sync, "sync"):
             syncs.setdefault(parsed.id, parsed)
         return list(syncs.values())
 
     def _connection_names(self, raw: list[Any], kind: str) -> dict[int, str]:
-        return {parsed.id: parsed.name for parsed in self._usable(raw, parse_connection, kind)}
-
-    def _usable(
-        self,
-        raw_records: Iterable[Any],
-        parse: Callable[[Any], Parsed | Skipped],
-        what: str,
-        sync_id: int | None = None,
-    ) -> list[Parsed]:
-        """Parse each record; log the skipped ones, and each problem of a kept one, once; keep the rest.
-
-        ``sync_id`` names the sync the records belong to; a sync record names itself.
-        """
-        usable: list[Parsed] = []
-        for raw in raw_records:
-            parsed = parse(raw)
-            if isinstance(parsed, Skipped):
-                self._log_once(
-                    (what, sync_id, parsed.reason), "skipping a %s record: %s", what, parsed.reason
-                )
-                continue
-            usable.append(parsed)
-            owner = parsed.id if isinstance(parsed, Sync) else sync_id
-            for problem in getattr(parsed, "problems", ()):
-                self._log_once(
-                    ("problem", owner, problem),
-                    "sync %s: %s record with an unusable field: %s",
-                    owner,
-                    what,
-                    bounded_text(problem, ERROR_MESSAGE_LOG_LIMIT),
-                )
-        return usable
-
-    def _log_once(
-        self, key: tuple[object, ...], message: str, *args: object, level: int = logging.WARNING
-    ) -> None:
-        """Log ``message`` unless the same ``key`` was logged within the last hour."""
-        if key not in self._logged_once:
-            self._logged_once[key] = True
-            log.log(level, message, *args)
-
-    def _report_outcomes(self, outcomes: Iterable[tuple[Sync, _SyncOutcome]], *, first_refresh: bool) -> None:
-        """Log failed runs of a refresh that was kept; the first refresh sums up old failures in one line."""
-        outcomes = list(outcomes)
-        if first_refresh:
-            failing = sorted(
-                (sync for sync, outcome in outcomes if outcome.baseline and outcome.failed_runs),
-                key=lambda sync: sync.id,
-            )
-            named = ", ".join(
-                bounded_text(sync.label, LABEL_LOG_LIMIT) for sync in failing[:STARTUP_FAILURES_NAMED]
-            )
-            more = "…" if len(failing) > STARTUP_FAILURES_NAMED else ""
-            log.log(
-                logging.WARNING if failing else logging.INFO,
-                "first refresh: %d syncs, %d whose newest run failed%s",
-                len(outcomes),
-                len(failing),
-                f": {named}{more}" if failing else "",
-            )
-        for sync, outcome in outcomes:
-            if first_refresh and outcome.baseline:
-                continue
-            for run in outcome.failed_runs:
-                self._log_failed_run(sync, run)
-
-    def _log_failed_run(self, sync: Sync, run: SyncRun) -> None:
-        log.warning(
-            "sync run failed: sync_id=%s label=%r run_id=%s error_code=%s error_message=%r",
-            sync.id,
-            bounded_text(sync.label, LABEL_LOG_LIMIT),
-            run.id,
-            bounded_text(run.error_code or "", ERROR_CODE_LOG_LIMIT),
-            bounded_text(run.error_message or "", ERROR_MESSAGE_LOG_LIMIT),
-        )
-
-    def _report(self, errors: list[CensusAPIError]) -> None:
-        """Log the refresh outcome when it differs from the previous one (not on every refresh)."""
-        signature = frozenset(str(error) for error in errors)
-        if signature == self._last_error_signature:
-            return
-        had_errors = bool(self._last_error_signature)
-        self._last_error_signature = signature
-        if not errors:
-            if had_errors:
-                log.info("Census API refresh succeeded again")
-            return
-        auth = next((error for error in errors if isinstance(error, AuthError)), None)
-        if auth is not None:
-            log.error("Census API rejected the token (%s)", auth.status)
-            return
-        log.warning(
-            "Census API refresh incomplete, serving previous data where needed: %d error(s), first: %s",
-            len(errors),
-            errors[0],
-        )
+        return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}
