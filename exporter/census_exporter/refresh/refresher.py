@@ -309,24 +309,17 @@ class Refresher:
             if not complete:
                 awaited.append(state)  # an incomplete listing says nothing about absence
                 continue
-            missing = replace(
-                state,
-                missing_listings=state.missing_listings + 1,
-                missing_since=now if state.missing_since is None else state.missing_since,
-            )
-            assert missing.missing_since is not None
-            if (
-                missing.missing_listings >= GONE_AFTER_MISSING_LISTINGS
-                and now - missing.missing_since >= GONE_AFTER_MISSING_SECONDS
-            ):
+            listings = state.missing_listings + 1
+            since = now if state.missing_since is None else state.missing_since
+            if listings >= GONE_AFTER_MISSING_LISTINGS and now - since >= GONE_AFTER_MISSING_SECONDS:
                 log.info(
                     "sync %s (%s) has not been listed for %d refreshes; dropping its series",
                     sync_id,
                     bounded_text(state.sync.label, LABEL_LOG_LIMIT),
-                    missing.missing_listings,
+                    listings,
                 )
                 continue
-            awaited.append(missing)
+            awaited.append(replace(state, missing_listings=listings, missing_since=since))
         return awaited
 
     def _refresh_syncs(
@@ -340,7 +333,8 @@ class Refresher:
         outcomes: list[tuple[Sync, SyncOutcome]],
         fetchers: DaemonPool,
     ) -> dict[int, SyncState]:
-        awaited = self._still_awaited({sync.id for sync in listed}, complete, previous)
+        listed_ids = {sync.id for sync in listed}
+        awaited = self._still_awaited(listed_ids, complete, previous)
         known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
         for state in awaited:
             known[state.sync.id] = state
@@ -348,7 +342,6 @@ class Refresher:
         futures = {
             sync.id: fetchers.submit(self._one_sync.run, sync, known[sync.id], deadline) for sync in jobs
         }
-        listed_ids = {sync.id for sync in listed}
         states: dict[int, SyncState] = {}
         for sync in jobs:
             kept = known[sync.id]
