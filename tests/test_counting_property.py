@@ -104,3 +104,115 @@ def test_every_run_finishing_after_the_baseline_is_counted_once(
         assert refresher.snapshot.up
     finally:
         refresher.close()
+
+
+@dataclass
+class ChurningCensus:
+    """Several syncs that come and go, and sync listings that may miss some of them (as paging does when the
+    list shifts between pages); answers like the API, without HTTP."""
+
+    runs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    hidden: set[int] = field(default_factory=set)
+    complete: bool = True
+
+    def list_syncs(self, deadline: float) -> Listing:
+        shown = [
+            {"id": sync_id, "label": f"s{sync_id}"} for sync_id in self.runs if sync_id not in self.hidden
+        ]
+        return Listing(shown, complete=self.complete)
+
+    def list_sources(self, deadline: float) -> Listing:
+        return Listing([])
+
+    def list_destinations(self, deadline: float) -> Listing:
+        return Listing([])
+
+    def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
+        if sync_id not in self.runs:
+            raise NotFoundError("/syncs/{id}/sync_runs", "not found (404)", 404)
+        newest_first = sorted(self.runs[sync_id], key=lambda run: run["id"], reverse=True)
+        chunk = newest_first[(page - 1) * per_page : page * per_page]
+        return RunsPage(items=[dict(run) for run in chunk], has_more=page * per_page < len(newest_first))
+
+    def get_sync_run(self, run_id: int, deadline: float) -> Any:
+        for runs in self.runs.values():
+            for run in runs:
+                if run["id"] == run_id:
+                    return dict(run)
+        raise NotFoundError("/sync_runs/{id}", "not found (404)", 404)
+
+
+churn = st.one_of(
+    st.tuples(st.just("create")),
+    st.tuples(st.just("delete"), st.integers(min_value=0, max_value=20)),
+    st.tuples(
+        st.just("start"), st.integers(min_value=0, max_value=20), st.sampled_from(("working", *TERMINAL))
+    ),
+    st.tuples(st.just("finish"), st.integers(min_value=0, max_value=20), st.sampled_from(TERMINAL)),
+    # The next listing misses these syncs; ``complete`` says whether the client noticed the shift.
+    st.tuples(st.just("refresh"), st.sets(st.integers(min_value=0, max_value=20), max_size=3), st.booleans()),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations=st.lists(churn, max_size=40))
+def test_syncs_missing_from_listings_never_lose_or_double_a_run(operations: list[tuple[Any, ...]]) -> None:
+    api = ChurningCensus()
+    next_run_id = iter(range(1, 10_000))
+    next_sync_id = iter(range(1, 1_000))
+    expected: dict[int, Counter[str]] = {}  # per sync seen by a listing (baselined): what must be counted
+    watched: dict[int, set[int]] = {}  # per baselined sync: unfinished runs whose finish must be counted
+
+    def pick(index: int) -> int | None:
+        syncs = sorted(api.runs)
+        return syncs[index % len(syncs)] if syncs else None
+
+    # A clock that never moves: the grace period never ends, so only a 404 may drop a sync.
+    refresher = Refresher(
+        api, RefreshSettings(cache_ttl_seconds=0, runs_page_size=PAGE, concurrency=2), clock=lambda: 0.0
+    )
+    try:
+        api.runs[next(next_sync_id)] = []
+        for op in operations:
+            if op[0] == "create":
+                api.runs[next(next_sync_id)] = []
+            elif op[0] == "delete" and (sync_id := pick(op[1])) is not None:
+                del api.runs[sync_id]
+                expected.pop(sync_id, None)
+            elif op[0] == "start" and (sync_id := pick(op[1])) is not None:
+                run = {"id": next(next_run_id), "sync_id": sync_id, "status": op[2]}
+                api.runs[sync_id].append(run)
+                if sync_id in expected:
+                    if op[2] in TERMINAL:
+                        expected[sync_id][op[2]] += 1
+                    else:
+                        watched[sync_id].add(run["id"])
+            elif op[0] == "finish" and (sync_id := pick(op[1])) is not None:
+                pending = [run for run in api.runs[sync_id] if run["status"] not in TERMINAL]
+                if pending:
+                    run = pending[op[1] % len(pending)]
+                    run["status"] = op[2]
+                    if run["id"] in watched.get(sync_id, set()):
+                        expected[sync_id][op[2]] += 1
+            elif op[0] == "refresh":
+                api.hidden = {sync_id for index in op[1] if (sync_id := pick(index)) is not None}
+                api.complete = op[2]
+                for sync_id in api.runs:
+                    if sync_id not in expected and sync_id not in api.hidden:
+                        # First listed: a baseline. Only unfinished runs on its first page are watched.
+                        page = sorted(api.runs[sync_id], key=lambda run: run["id"], reverse=True)[:PAGE]
+                        expected[sync_id] = Counter()
+                        watched[sync_id] = {run["id"] for run in page if run["status"] not in TERMINAL}
+                refresher.trigger().result(timeout=30)
+        api.hidden, api.complete = set(), True
+        refresher.trigger().result(timeout=30)
+        snapshot = refresher.snapshot
+        assert snapshot.up
+        assert set(snapshot.syncs) == set(api.runs)
+        for sync_id, counts in expected.items():
+            ledger = snapshot.syncs[sync_id].ledger
+            assert ledger is not None
+            counted = {status: n for status, n in ledger.counters.runs_by_status.items() if n}
+            assert counted == dict(counts), sync_id
+    finally:
+        refresher.close()

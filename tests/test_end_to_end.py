@@ -259,7 +259,7 @@ def test_rejected_token_is_reported_once_and_never_leaks(
     assert m.value("census_api_requests_total", endpoint="/sources", code="401") == 3
     assert h.get("/readyz").status_code == 200  # ready: scraped and showing census_up 0
     lines = [r.getMessage() for r in caplog.records if "rejected the token" in r.getMessage()]
-    assert lines == ["Census API rejected the token (401): check CENSUS_API_TOKEN or --census.token-file"]
+    assert lines == ["Census API rejected the token (401)"]
     assert wrong not in caplog.text and wrong not in m.text
     assert TEST_TOKEN not in caplog.text
 
@@ -297,8 +297,7 @@ def test_a_failed_run_is_logged_once_with_its_error(
     ):
         assert part in line
     assert "Destination rejected the batch" in line
-    # Truncated: by the model boundary ("…", models.MESSAGE_LIMIT) or by the log line ("...").
-    assert "x" * 201 not in line and line.endswith(("...'", "…'"))
+    assert "x" * 201 not in line and line.endswith("…'")  # truncated
 
 
 def test_an_undocumented_status_gets_its_own_series(harness_factory: HarnessFactory) -> None:
@@ -341,14 +340,14 @@ def test_a_bug_met_by_one_sync_does_not_cost_the_others_their_refresh(
     h = baselined_with_a_healthy_sync(harness_factory)
     workspace = h.workspace
     refresher = h.exporter.refresher
-    original = refresher._refresh_sync
+    original = refresher._one_sync.run
 
     def buggy(sync, previous, deadline):  # type: ignore[no-untyped-def]
         if sync.id == 52:
             raise ZeroDivisionError("division by zero")
         return original(sync, previous, deadline)
 
-    monkeypatch.setattr(refresher, "_refresh_sync", buggy)
+    monkeypatch.setattr(refresher._one_sync, "run", buggy)
     workspace.add_run(70)
     with caplog.at_level(logging.INFO):
         m = h.scrape()

@@ -24,6 +24,11 @@ class SyncState:
     #: Creation time of the oldest run still queued or working. While a run hangs, Census records the
     #: runs scheduled after it as skipped, so the newest run alone cannot show that a sync is stuck.
     oldest_unfinished_created_at: float | None = None
+    #: Consecutive complete sync listings this sync was missing from (0 while it is listed). A sync keeps
+    #: its ledger and series until it is confirmed gone (see ``refresh.GONE_AFTER_MISSING_LISTINGS``).
+    missing_listings: int = 0
+    #: Monotonic time of the first complete listing it was missing from (``None`` while it is listed).
+    missing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ class SimulatorServer:
         pagination_style: str = "both",
         before_request: Callable[[], None] | None = None,
         router: Router | None = None,
+        after_response: Callable[[str, dict[str, list[str]]], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.token = token
@@ -61,6 +62,8 @@ class SimulatorServer:
         self.pagination_style = pagination_style
         self.before_request = before_request
         self.router = router
+        #: Called with the path and query after an API answer was sent (tests change the workspace there).
+        self.after_response = after_response
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -213,22 +216,22 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.delay_seconds)
             self._send(fault.status, fault.body, fault.headers)
             return
+        query = parse_qs(parts.query)
         if simulator.router is not None:
             if simulator.before_request is not None:
                 simulator.before_request()
-            status, payload = simulator.router(
-                parts.path, parse_qs(parts.query), self.headers.get("Authorization")
-            )
-            self._send(status, json.dumps(payload).encode())
-            return
-        if self.headers.get("Authorization") != f"Bearer {simulator.token}":
+            status, payload = simulator.router(parts.path, query, self.headers.get("Authorization"))
+        elif self.headers.get("Authorization") != f"Bearer {simulator.token}":
             body = {"status": 401, "message": "Invalid credentials for the requested resource."}
             self._send(401, json.dumps(body).encode())
             return
-        if simulator.before_request is not None:
-            simulator.before_request()
-        status, payload = simulator.answer(parts.path, parse_qs(parts.query))
+        else:
+            if simulator.before_request is not None:
+                simulator.before_request()
+            status, payload = simulator.answer(parts.path, query)
         self._send(status, json.dumps(payload).encode())
+        if simulator.after_response is not None:
+            simulator.after_response(parts.path, query)
 
     def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)

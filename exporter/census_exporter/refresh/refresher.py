@@ -1,0 +1,405 @@
+"""Refresher: builds the next Snapshot from the Census API and swaps it in whole.
+
+* Single flight: one refresh at a time; scrapes that find the snapshot older than the TTL share it.
+* Budget: a scrape waits for the refresh at most as long as its budget, then gets the previous snapshot;
+  the refresh goes on and the next scrape gets its result.
+* Deadline: a refresh still running ``refresh_timeout_seconds`` after it started is abandoned: the snapshot
+  turns ``up=False``, a new refresh may start, and whatever the abandoned one produces later is discarded
+  (ledger included). Each refresh runs on its own threads, so a hung request cannot block the next one.
+* Partial failure: a sync whose requests failed keeps its previous state (and ledger); ``up`` is false until a
+  refresh finishes without errors.
+* Absence: a sync missing from the sync list keeps its ledger and series until it is confirmed gone: its runs
+  endpoint answers 404 (it is probed every refresh while missing), or it was missing from
+  ``GONE_AFTER_MISSING_LISTINGS`` consecutive complete listings spanning ``GONE_AFTER_MISSING_SECONDS``.
+  A listing the client reports as incomplete proves nothing about absence.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import Any
+
+from census_exporter.census.client import CensusAPIError
+from census_exporter.census.models import Sync, bounded_text, parse_connection, parse_sync
+from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
+from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
+from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.workers import DaemonPool
+
+log = logging.getLogger(__name__)
+
+#: A sync missing from this many consecutive complete listings, the first at least
+#: ``GONE_AFTER_MISSING_SECONDS`` ago, is dropped even though its runs endpoint still answers.
+GONE_AFTER_MISSING_LISTINGS = 3
+GONE_AFTER_MISSING_SECONDS = 600.0
+
+#: Abandoned refreshes whose threads may still be waiting on the API; beyond this no new refresh starts
+#: until one of them ends (the client's own timeouts end them), so a dead API cannot pile up threads.
+MAX_ABANDONED_REFRESHES = 4
+
+LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """A finished refresh that has not been swapped in yet: the snapshot and what to log if it is."""
+
+    snapshot: Snapshot
+    errors: tuple[CensusAPIError, ...]
+    outcomes: tuple[tuple[Sync, SyncOutcome], ...]
+
+
+class Refresher:
+    """Owns the current Snapshot and the single refresh that may be replacing it."""
+
+    def __init__(
+        self,
+        api: CensusAPI,
+        settings: RefreshSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        stopping: threading.Event | None = None,
+    ) -> None:
+        self._api = api
+        self._settings = settings
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._snapshot = Snapshot(workspace=settings.workspace, duration_buckets=settings.duration_buckets)
+        self._lock = threading.Lock()
+        self._inflight: Future[Snapshot] | None = None
+        self._generation = 0
+        #: The generation neither swapped in nor abandoned yet; whichever happens first settles it.
+        self._unsettled: int | None = None
+        self._abandoned_running = 0
+        self._pools: set[DaemonPool] = set()
+        # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
+        self._stopping = stopping or threading.Event()
+        self._logs = RefreshLog()
+        self._one_sync = SyncRefresh(api, settings, self._logs)
+        self.refresh_count = 0
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The newest complete snapshot (never blocks)."""
+        return self._snapshot
+
+    @property
+    def ready(self) -> bool:
+        """True once the first refresh has finished, successfully or not."""
+        return self._snapshot.refreshed
+
+    def is_stale(self) -> bool:
+        """True when the snapshot is older than the cache TTL (or there is none yet)."""
+        started = self._snapshot.started_monotonic
+        return started is None or self._clock() - started >= self._settings.cache_ttl_seconds
+
+    def trigger(self) -> Future[Snapshot]:
+        """Start a refresh unless one is already running; return the running one.
+
+        The future resolves when the refresh is swapped in or abandoned at its deadline, whichever is first.
+        """
+        with self._lock:
+            if self._inflight is not None and not self._inflight.done():
+                return self._inflight
+            future: Future[Snapshot] = Future()
+            future.set_running_or_notify_cancel()
+            if self._stopping.is_set() or self._abandoned_running >= MAX_ABANDONED_REFRESHES:
+                future.set_result(self._snapshot)
+                return future
+            self._generation += 1
+            generation = self._generation
+            self._unsettled = generation
+            self._inflight = future
+        started = self._clock()
+        abandon = threading.Timer(
+            self._settings.refresh_timeout_seconds, self._abandon, args=(generation, future, started)
+        )
+        abandon.daemon = True
+        runner = threading.Thread(
+            target=self._refresh_and_swap,
+            args=(generation, future, started, abandon),
+            name=f"census-refresh-{generation}",
+            daemon=True,
+        )
+        abandon.start()
+        runner.start()
+        return future
+
+    def snapshot_within(self, budget_seconds: float) -> Snapshot:
+        """A snapshot no older than the TTL if one can be had within the budget, else the newest one."""
+        if not self.is_stale():
+            return self._snapshot
+        future = self.trigger()
+        try:
+            future.result(timeout=max(0.0, budget_seconds))
+        except FutureTimeout:
+            log.debug("refresh still running after the scrape budget; serving the previous snapshot")
+        except Exception:  # noqa: BLE001 - _refresh_and_swap logs its own failures
+            log.debug("refresh failed; serving the previous snapshot")
+        return self._snapshot
+
+    def close(self) -> None:
+        """Stop the worker threads; a running refresh is abandoned without logging an error."""
+        self._stopping.set()
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.shutdown()
+
+    # ------------------------------------------------------------------ refresh
+
+    def _refresh_and_swap(
+        self, generation: int, future: Future[Snapshot], started: float, abandon: threading.Timer
+    ) -> None:
+        fetchers = DaemonPool(self._settings.concurrency, f"census-fetch-{generation}")
+        with self._lock:
+            self._pools.add(fetchers)
+        built: _Built | None = None
+        failure: BaseException | None = None
+        try:
+            built = self._build_guarded(self._snapshot, started, fetchers)
+        except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the future
+            failure = error
+        finally:
+            abandon.cancel()
+            fetchers.shutdown()
+            with self._lock:
+                self._pools.discard(fetchers)
+        with self._lock:
+            if self._unsettled != generation:
+                # Abandoned at its deadline: a newer snapshot may exist, and its ledgers must not be undone.
+                self._abandoned_running -= 1
+                log.debug("discarded the late result of abandoned refresh %d", generation)
+                return
+            self._unsettled = None
+            first = not self._snapshot.listed
+            if built is not None:
+                self._snapshot = built.snapshot
+                self.refresh_count += 1
+        if built is None:
+            future.set_exception(failure or RuntimeError("refresh ended without a result"))
+            return
+        self._logs.failed_runs(built.outcomes, first_refresh=first and built.snapshot.listed)
+        self._logs.outcome(list(built.errors))
+        future.set_result(built.snapshot)
+
+    def _abandon(self, generation: int, future: Future[Snapshot], started: float) -> None:
+        """Give up on a refresh past its deadline: say so in the snapshot and let the next one start."""
+        timeout = self._settings.refresh_timeout_seconds
+        message = f"refresh did not finish within {timeout:g}s"
+        with self._lock:
+            if self._unsettled != generation or self._stopping.is_set():
+                return
+            self._unsettled = None
+            self._abandoned_running += 1
+            self._snapshot = replace(
+                self._snapshot,
+                up=False,
+                refreshed=True,
+                last_error=message,
+                started_monotonic=started,
+                refresh_duration_seconds=self._clock() - started,
+            )
+            snapshot = self._snapshot
+            self._logs.abandoned(message, generation)
+        future.set_result(snapshot)
+
+    def _build_guarded(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
+        try:
+            return self._build(previous, started, fetchers)
+        except Exception as error:
+            if self._stopping.is_set():
+                raise  # shutting down: the client was closed under this refresh; nobody reads the result
+            # A bug, not an API fault: keep serving the previous data and say so once.
+            log.error(
+                "refresh failed unexpectedly: %s: %s",
+                type(error).__name__,
+                error,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            snapshot = replace(
+                previous,
+                up=False,
+                last_error=f"unexpected {type(error).__name__}",
+                refreshed=True,
+                started_monotonic=started,
+                refresh_duration_seconds=self._clock() - started,
+            )
+            return _Built(snapshot, (), ())
+
+    def _build(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
+        deadline = started + self._settings.refresh_timeout_seconds
+        errors: list[CensusAPIError] = []
+
+        sources, destinations, connections_at = (
+            previous.source_names,
+            previous.destination_names,
+            previous.connections_fetched_monotonic,
+        )
+        if connections_at is None or started - connections_at >= self._settings.connections_ttl_seconds:
+            try:
+                sources = self._connection_names(self._api.list_sources(deadline).items, "source")
+                destinations = self._connection_names(
+                    self._api.list_destinations(deadline).items, "destination"
+                )
+                connections_at = started
+            except CensusAPIError as error:
+                errors.append(error)
+
+        syncs: dict[int, SyncState] | None = None
+        outcomes: list[tuple[Sync, SyncOutcome]] = []
+        try:
+            listing = self._api.list_syncs(deadline)
+        except CensusAPIError as error:
+            errors.append(error)
+        else:
+            if not listing.complete:
+                errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
+            listed = self._parse_syncs(listing.items)
+            syncs = self._refresh_syncs(
+                listed,
+                complete=listing.complete,
+                previous=previous.syncs,
+                deadline=deadline,
+                errors=errors,
+                outcomes=outcomes,
+                fetchers=fetchers,
+            )
+
+        ok = not errors
+        snapshot = Snapshot(
+            workspace=previous.workspace,
+            syncs=previous.syncs if syncs is None else syncs,
+            source_names=sources,
+            destination_names=destinations,
+            up=ok,
+            refreshed=True,
+            listed=previous.listed or syncs is not None,
+            last_error=None if ok else str(errors[0]),
+            last_success_timestamp=self._wall_clock() if ok else previous.last_success_timestamp,
+            refresh_duration_seconds=self._clock() - started,
+            started_monotonic=started,
+            connections_fetched_monotonic=connections_at,
+            duration_buckets=previous.duration_buckets,
+        )
+        return _Built(snapshot, tuple(errors), tuple(outcomes))
+
+    def _still_awaited(
+        self, listed_ids: set[int], complete: bool, previous: Mapping[int, SyncState]
+    ) -> list[SyncState]:
+        """Syncs known before but missing from this listing that are not yet confirmed gone.
+
+        Their counts stay with them: each is probed (its runs fetched as usual) until its runs endpoint
+        answers 404 or it has been missing from complete listings for the grace period.
+        """
+        now = self._clock()
+        awaited: list[SyncState] = []
+        for sync_id, state in previous.items():
+            if sync_id in listed_ids:
+                continue
+            if not complete:
+                awaited.append(state)  # an incomplete listing says nothing about absence
+                continue
+            listings = state.missing_listings + 1
+            since = now if state.missing_since is None else state.missing_since
+            if listings >= GONE_AFTER_MISSING_LISTINGS and now - since >= GONE_AFTER_MISSING_SECONDS:
+                log.info(
+                    "sync %s (%s) has not been listed for %d refreshes; dropping its series",
+                    sync_id,
+                    bounded_text(state.sync.label, LABEL_LOG_LIMIT),
+                    listings,
+                )
+                continue
+            awaited.append(replace(state, missing_listings=listings, missing_since=since))
+        return awaited
+
+    def _refresh_syncs(
+        self,
+        listed: list[Sync],
+        *,
+        complete: bool,
+        previous: Mapping[int, SyncState],
+        deadline: float,
+        errors: list[CensusAPIError],
+        outcomes: list[tuple[Sync, SyncOutcome]],
+        fetchers: DaemonPool,
+    ) -> dict[int, SyncState]:
+        listed_ids = {sync.id for sync in listed}
+        awaited = self._still_awaited(listed_ids, complete, previous)
+        known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
+        for state in awaited:
+            known[state.sync.id] = state
+        jobs = [*listed, *(state.sync for state in awaited)]
+        futures = {
+            sync.id: fetchers.submit(self._one_sync.run, sync, known[sync.id], deadline) for sync in jobs
+        }
+        states: dict[int, SyncState] = {}
+        for sync in jobs:
+            kept = known[sync.id]
+            # Listed syncs start over as present; missing ones carry their absence forward.
+            absent_from = kept.missing_listings if kept and sync.id not in listed_ids else 0
+            absent_since = kept.missing_since if kept and sync.id not in listed_ids else None
+            try:
+                outcome = futures[sync.id].result()
+            except SyncGone:
+                self._logs.once(
+                    ("gone", sync.id),
+                    "sync %s (%s) is gone (404); dropping its series",
+                    sync.id,
+                    bounded_text(sync.label, LABEL_LOG_LIMIT),
+                    level=logging.INFO,
+                )
+                continue
+            except CensusAPIError as error:
+                errors.append(error)
+            except Exception as error:
+                if self._stopping.is_set():
+                    raise
+                # A bug met by one sync must not cost the others their refresh: that sync keeps its data.
+                errors.append(
+                    CensusAPIError(
+                        "/syncs/{id}/sync_runs",
+                        f"sync {sync.id}: unexpected {type(error).__name__}: {error}",
+                    )
+                )
+                self._logs.once(
+                    ("bug", sync.id, type(error).__name__),
+                    "sync %s (%s): refresh failed unexpectedly: %s: %s",
+                    sync.id,
+                    bounded_text(sync.label, LABEL_LOG_LIMIT),
+                    type(error).__name__,
+                    error,
+                    level=logging.ERROR,
+                )
+            else:
+                outcomes.append((sync, outcome))
+                states[sync.id] = replace(
+                    outcome.state, missing_listings=absent_from, missing_since=absent_since
+                )
+                continue
+            # Its requests failed: the sync keeps what the previous snapshot knew of it.
+            states[sync.id] = replace(
+                kept or SyncState(sync=sync),
+                sync=sync,
+                missing_listings=absent_from,
+                missing_since=absent_since,
+            )
+        return dict(sorted(states.items()))
+
+    def _parse_syncs(self, raw_syncs: list[Any]) -> list[Sync]:
+        syncs: dict[int, Sync] = {}
+        for parsed in self._logs.usable(raw_syncs, parse_sync, "sync"):
+            syncs.setdefault(parsed.id, parsed)
+        return list(syncs.values())
+
+    def _connection_names(self, raw: list[Any], kind: str) -> dict[int, str]:
+        return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}

@@ -1,0 +1,154 @@
+"""RefreshLog: what the refresher says, and how often.
+
+Every line is said once per cause: skipped records and model problems once per (sync, reason) an hour, the
+refresh outcome only when it changes, failed runs once when counted, and on startup one summary instead of a
+line per failure that happened before the exporter was watching. API strings are bounded before logging.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cachetools import TTLCache
+
+from census_exporter.census.client import AuthError, CensusAPIError
+from census_exporter.census.models import Skipped, Sync, SyncRun, bounded_text
+from census_exporter.snapshot import SyncState
+
+log = logging.getLogger(__name__)
+
+LABEL_LOG_LIMIT = 128
+ERROR_CODE_LOG_LIMIT = 64
+ERROR_MESSAGE_LOG_LIMIT = 200
+STARTUP_FAILURES_NAMED = 5
+
+Parsed = TypeVar("Parsed")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    """One sync's next state, and the failed runs it counted (logged only if the refresh is kept)."""
+
+    state: SyncState
+    failed_runs: tuple[SyncRun, ...] = ()
+    #: True when this was the sync's first observation (its newest failed run is old news).
+    baseline: bool = False
+
+
+class RefreshLog:
+    """The refresher's log policy; thread-safe enough for its use (a lost race logs a line twice)."""
+
+    def __init__(self) -> None:
+        self._logged_once: TTLCache[tuple[object, ...], bool] = TTLCache(maxsize=10_000, ttl=3600)
+        self._last_error_signature: frozenset[str] = frozenset()
+
+    def once(
+        self, key: tuple[object, ...], message: str, *args: object, level: int = logging.WARNING
+    ) -> None:
+        """Log ``message`` unless the same ``key`` was logged within the last hour."""
+        if key not in self._logged_once:
+            self._logged_once[key] = True
+            log.log(level, message, *args)
+
+    def usable(
+        self,
+        raw_records: Iterable[Any],
+        parse: Callable[[Any], Parsed | Skipped],
+        what: str,
+        sync_id: int | None = None,
+    ) -> list[Parsed]:
+        """Parse each record; log the skipped ones, and each problem of a kept one, once; keep the rest.
+
+        ``sync_id`` names the sync the records belong to; a sync record names itself.
+        """
+        usable: list[Parsed] = []
+        for raw in raw_records:
+            parsed = parse(raw)
+            if isinstance(parsed, Skipped):
+                self.once(
+                    (what, sync_id, parsed.reason),
+                    "skipping a %s record%s: %s",
+                    what,
+                    "" if sync_id is None else f" of sync {sync_id}",
+                    parsed.reason,
+                )
+                continue
+            usable.append(parsed)
+            owner = parsed.id if isinstance(parsed, Sync) else sync_id
+            for problem in getattr(parsed, "problems", ()):
+                self.once(
+                    ("problem", owner, problem),
+                    "sync %s: %s record with an unusable field: %s",
+                    owner,
+                    what,
+                    bounded_text(problem, ERROR_MESSAGE_LOG_LIMIT),
+                )
+        return usable
+
+    def failed_runs(self, outcomes: Iterable[tuple[Sync, SyncOutcome]], *, first_refresh: bool) -> None:
+        """Log failed runs of a refresh that was kept; the first refresh sums up old failures in one line."""
+        outcomes = list(outcomes)
+        if first_refresh:
+            failing = sorted(
+                (sync for sync, outcome in outcomes if outcome.baseline and outcome.failed_runs),
+                key=lambda sync: sync.id,
+            )
+            named = ", ".join(
+                bounded_text(sync.label, LABEL_LOG_LIMIT) for sync in failing[:STARTUP_FAILURES_NAMED]
+            )
+            more = "…" if len(failing) > STARTUP_FAILURES_NAMED else ""
+            log.log(
+                logging.WARNING if failing else logging.INFO,
+                "first refresh: %d syncs, %d whose newest run failed%s",
+                len(outcomes),
+                len(failing),
+                f": {named}{more}" if failing else "",
+            )
+        for sync, outcome in outcomes:
+            if first_refresh and outcome.baseline:
+                continue
+            for run in outcome.failed_runs:
+                log.warning(
+                    "sync run failed: sync_id=%s label=%r run_id=%s error_code=%s error_message=%r",
+                    sync.id,
+                    bounded_text(sync.label, LABEL_LOG_LIMIT),
+                    run.id,
+                    bounded_text(run.error_code or "", ERROR_CODE_LOG_LIMIT),
+                    bounded_text(run.error_message or "", ERROR_MESSAGE_LOG_LIMIT),
+                )
+
+    def outcome(self, errors: list[CensusAPIError]) -> None:
+        """Log the refresh outcome when it differs from the previous one (not on every refresh)."""
+        signature = frozenset(str(error) for error in errors)
+        if signature == self._last_error_signature:
+            return
+        had_errors = bool(self._last_error_signature)
+        self._last_error_signature = signature
+        if not errors:
+            if had_errors:
+                log.info("Census API refresh succeeded again")
+            return
+        auth = next((error for error in errors if isinstance(error, AuthError)), None)
+        if auth is not None:
+            log.error("Census API rejected the token (%s)", auth.status)
+            return
+        log.warning(
+            "Census API refresh incomplete, serving previous data where needed: %d error(s), first: %s",
+            len(errors),
+            errors[0],
+        )
+
+    def abandoned(self, message: str, generation: int) -> None:
+        """Log an abandoned refresh, unless the previous outcome was the same abandonment."""
+        signature = frozenset({message})
+        if signature == self._last_error_signature:
+            return
+        self._last_error_signature = signature
+        log.warning(
+            "%s; abandoned it and serving the previous data with census_up 0 (refresh %d)",
+            message,
+            generation,
+        )
