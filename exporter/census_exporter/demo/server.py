@@ -48,12 +48,16 @@ class SimulatorServer:
         latency_seconds: float = 0.0,
         pagination_style: str = "both",
         before_request: Callable[[], None] | None = None,
+        after_answer: Callable[[str, dict[str, list[str]]], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.token = token
         self.latency_seconds = latency_seconds
         self.pagination_style = pagination_style
         self.before_request = before_request
+        # Called with the path and query once an answer is computed but before it is sent: a change made
+        # there lands exactly between two page reads, which a race with the client could not guarantee.
+        self.after_answer = after_answer
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -210,8 +214,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if simulator.before_request is not None:
             simulator.before_request()
-        status, payload = simulator.answer(parts.path, parse_qs(parts.query))
-        self._send(status, json.dumps(payload).encode())
+        query = parse_qs(parts.query)
+        status, payload = simulator.answer(parts.path, query)
+        encoded = json.dumps(payload).encode()
+        if simulator.after_answer is not None:
+            simulator.after_answer(parts.path, query)
+        self._send(status, encoded)
 
     def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
