@@ -52,6 +52,9 @@ RECORD_TOTALS = {
     "census_sync_records_invalid_total": "records_invalid",
     "census_sync_source_records_total": "source_record_count",
 }
+CACHE_TTL_SECONDS = 1.0
+REQUEST_TIMEOUT_SECONDS = 2.0  # ChurnSettings.long_stall_seconds is longer
+REFRESH_TIMEOUT_SECONDS = 10.0
 MAX_RSS_BYTES = 512 * 2**20
 RSS_GROWTH_MARGIN_BYTES = 64 * 2**20
 MAX_THREADS = 200
@@ -69,9 +72,12 @@ class Scraper:
     url: str
     headers: dict[str, str]
     stop: threading.Event
+    #: Older data than this while census_up says 1 means a refresh is stuck and nobody is told.
+    max_data_age_seconds: float
     scrapes: int = 0
     failures: list[str] = field(default_factory=list)
     decreases: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
     last_values: dict[SeriesKey, float] = field(default_factory=dict)
 
     def run(self, deadline: float) -> None:
@@ -85,7 +91,7 @@ class Scraper:
             self.failures.append(f"{self.name}: scraper crashed: {type(error).__name__}: {error}")
 
     def scrape_once(self, http: httpx.Client) -> None:
-        """One scrape: HTTP 200, the promised encoding, parseable, and no counter lower than before."""
+        """One scrape: HTTP 200, the promised encoding, parseable, fresh, and no counter lower than before."""
         headers = self.headers | {"X-Prometheus-Scrape-Timeout-Seconds": "10"}
         try:
             response = http.get(self.url, headers=headers)
@@ -100,28 +106,37 @@ class Scraper:
         if (response.headers.get("Content-Encoding") == "gzip") != wants_gzip:
             self.failures.append(f"{self.name}: Content-Encoding {response.headers.get('Content-Encoding')}")
         try:
-            samples = counter_samples(response.text, openmetrics="Accept" in self.headers)
+            monotonic, others = exposition_samples(response.text, openmetrics="Accept" in self.headers)
         except Exception as error:  # noqa: BLE001 - any parse error is a failed scrape
             self.failures.append(f"{self.name}: unparseable: {type(error).__name__}: {error}")
             return
-        for key, value in samples.items():
+        for key, value in monotonic.items():
             before = self.last_values.get(key)
             if before is not None and value < before:
                 name, labels = key
                 self.decreases.append(f"{self.name}: {name}{dict(sorted(labels))} went {before} -> {value}")
             self.last_values[key] = value
+        workspace = frozenset({("workspace", "default")})
+        up = others.get(("census_up", workspace))
+        last_success = others.get(("census_last_refresh_timestamp_seconds", workspace))
+        if up == 1 and last_success is not None:
+            age = time.time() - last_success
+            if age > self.max_data_age_seconds:
+                self.frozen.append(f"{self.name}: census_up 1, last error-free refresh {age:.0f}s ago")
 
 
-def counter_samples(text: str, *, openmetrics: bool) -> dict[SeriesKey, float]:
-    """Every sample of every counter and histogram in an exposition (all must only go up)."""
+def exposition_samples(
+    text: str, *, openmetrics: bool
+) -> tuple[dict[SeriesKey, float], dict[SeriesKey, float]]:
+    """The samples of counters and histograms (which may only go up), and every other sample."""
     families = parse_openmetrics(text) if openmetrics else parse_text(text)
-    samples: dict[SeriesKey, float] = {}
+    monotonic: dict[SeriesKey, float] = {}
+    others: dict[SeriesKey, float] = {}
     for family in families:
-        if family.type not in ("counter", "histogram"):
-            continue
+        into = monotonic if family.type in ("counter", "histogram") else others
         for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
+            into[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return monotonic, others
 
 
 def process_usage() -> tuple[int, int]:
@@ -237,7 +252,10 @@ def test_counters_equal_the_ground_truth_through_churn_faults_and_stalls(
     front = [int(workspace.add_sync(label=f"Front sync {n}")["id"]) for n in range(FRONT_SYNCS)]
     stable = [int(workspace.add_sync(label=f"Stable sync {n}")["id"]) for n in range(STABLE_SYNCS)]
     harness = harness_factory(
-        workspace, cache_ttl=1.0, request_timeout_seconds=2.0, refresh_timeout_seconds=10.0
+        workspace,
+        cache_ttl=CACHE_TTL_SECONDS,
+        request_timeout_seconds=REQUEST_TIMEOUT_SECONDS,
+        refresh_timeout_seconds=REFRESH_TIMEOUT_SECONDS,
     )
     driver = ChurnDriver(
         workspace, harness.simulator, front_sync_ids=front, stable_sync_ids=stable, settings=settings
@@ -258,7 +276,8 @@ def test_counters_equal_the_ground_truth_through_churn_faults_and_stalls(
     stop = threading.Event()
     scrape_deadline = time.monotonic() + SOAK_SECONDS + 120
     url = f"{harness.base_url}/metrics"
-    scrapers = [Scraper(name, url, headers, stop) for name, headers in SCRAPE_VARIANTS.items()]
+    max_age = 2 * REFRESH_TIMEOUT_SECONDS + CACHE_TTL_SECONDS + 5
+    scrapers = [Scraper(name, url, headers, stop, max_age) for name, headers in SCRAPE_VARIANTS.items()]
     threads = [
         threading.Thread(target=s.run, args=(scrape_deadline,), name=f"soak-{s.name}", daemon=True)
         for s in scrapers
@@ -288,7 +307,7 @@ def test_counters_equal_the_ground_truth_through_churn_faults_and_stalls(
 
     final = harness.get("/metrics", **{"Accept-Encoding": "identity"})
     assert final.status_code == 200, final.text
-    final_samples = counter_samples(final.text, openmetrics=False)
+    final_samples, _ = exposition_samples(final.text, openmetrics=False)
     mismatches: list[str] = []
     expected_runs = 0
     for sync_id in stable:
@@ -318,6 +337,7 @@ def test_counters_equal_the_ground_truth_through_churn_faults_and_stalls(
         *problems_in("counters differing from the ground truth", mismatches),
         *problems_in("counters that decreased", [line for s in scrapers for line in s.decreases]),
         *problems_in("failed scrapes", [line for s in scrapers for line in s.failures]),
+        *problems_in("stale data served as fresh", [line for s in scrapers for line in s.frozen]),
         *problems_in("resources", resource_problems(usage)),
         *problems_in("too little happened", activity),
     ]

@@ -40,7 +40,13 @@ class ChurnSettings:
     #: Stalls up to this long are shorter than the request timeout; ``long_stall_seconds`` is longer.
     stall_seconds: float = 1.0
     long_stall_seconds: float = 3.0
-    fault_probability: float = 0.02
+    fault_probability: float = 0.005
+    #: Once per soak (a third of the way in, with stalls on): one answer dripped a byte at a time for about
+    #: ``drip_bytes * drip_seconds``, longer than any refresh may take. No other fault is injected from
+    #: ``quiet_before_drip_seconds`` before it until it ends, so the refresh it hits follows a clean one.
+    drip_seconds: float = 0.5
+    drip_bytes: int = 80
+    quiet_before_drip_seconds: float = 12.0
     max_pending_runs_per_sync: int = 3
     max_created_syncs: int = 30
     #: A status the documentation does not list; the exporter must count it under its own name.
@@ -143,12 +149,23 @@ class ChurnDriver:
     # ------------------------------------------------------------------ the loop
 
     def _run(self, deadline: float) -> None:
+        settings = self.settings
+        drip_at = time.monotonic() + (deadline - time.monotonic()) / 3
+        quiet_from = drip_at - settings.quiet_before_drip_seconds
+        quiet_until = drip_at + settings.drip_bytes * settings.drip_seconds
+        dripped = not settings.stalls
         while not self._stop.is_set() and time.monotonic() < deadline:
+            now = time.monotonic()
+            quiet = settings.stalls and quiet_from <= now < quiet_until
             with self._lock:
-                self._step()
-            self._stop.wait(self.settings.tick_seconds)
+                self._step(faults=not quiet)
+            if not dripped and now >= drip_at:
+                self.simulator.clear_faults()
+                self._inject_drip()
+                dripped = True
+            self._stop.wait(settings.tick_seconds)
 
-    def _step(self) -> None:
+    def _step(self, *, faults: bool) -> None:
         rng = self._rng
         roll = rng.random()
         if roll < 0.35:
@@ -161,7 +178,7 @@ class ChurnDriver:
         elif roll < 0.93 and self._created:
             self._delete(self._created.pop(rng.randrange(len(self._created))))
             self.stats["syncs deleted"] += 1
-        if rng.random() < self.settings.fault_probability:
+        if faults and rng.random() < self.settings.fault_probability:
             self._inject_fault()
 
     def _live_sync_ids(self) -> list[int]:
@@ -262,3 +279,10 @@ class ChurnDriver:
             fault = Fault(pattern, status=503, times=1, delay_seconds=settings.long_stall_seconds)
         self.simulator.inject(fault)
         self.stats[f"faults {kind}"] += 1
+
+    def _inject_drip(self) -> None:
+        body = b'{"status":"error","message":"stalled"}'.ljust(self.settings.drip_bytes)
+        self.simulator.inject(
+            Fault(r"/sync_runs$", status=503, body=body, drip_seconds=self.settings.drip_seconds)
+        )
+        self.stats["faults drip"] += 1

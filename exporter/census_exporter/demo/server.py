@@ -33,6 +33,9 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     times: int = 1
     delay_seconds: float = 0.0
+    #: When positive, the body is sent one byte per ``drip_seconds`` after headers announcing its full
+    #: length: a stalled API that a per-read timeout never catches.
+    drip_seconds: float = 0.0
 
 
 class SimulatorServer:
@@ -206,7 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault.delay_seconds:
                 time.sleep(fault.delay_seconds)
-            self._send(fault.status, fault.body, fault.headers)
+            if fault.drip_seconds > 0:
+                self._drip(fault.status, fault.body, fault.headers, fault.drip_seconds)
+            else:
+                self._send(fault.status, fault.body, fault.headers)
             return
         if self.headers.get("Authorization") != f"Bearer {simulator.token}":
             body = {"status": 401, "message": "Invalid credentials for the requested resource."}
@@ -229,3 +235,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _drip(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...], interval: float) -> None:
+        """Like ``_send``, but the body goes out one byte per ``interval`` until the client hangs up."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        try:
+            self.end_headers()
+            for offset in range(len(body)):
+                self.wfile.write(body[offset : offset + 1])
+                time.sleep(interval)
+        except OSError:
+            return  # the client gave up, which is what a drip is for
