@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from census_exporter.demo import SimulatedWorkspace
+from census_exporter.demo import Fault, SimulatedWorkspace, SimulatorServer
 from census_exporter.demo.churn import PENDING_STATUSES, ChurnDriver, ChurnSettings
 from census_exporter.snapshot import Snapshot
 from tests.conftest import Harness, HarnessFactory, wait_for
@@ -350,3 +350,66 @@ def test_counters_equal_the_ground_truth_through_churn_faults_and_stalls(
             f"refreshes: {harness.exporter.refresher.refresh_count}",
         ]
     )
+
+
+# ---------------------------------------------------------------------- the harness's own parts
+
+
+def test_a_change_made_after_page_one_is_answered_shows_on_page_two() -> None:
+    workspace = SimulatedWorkspace()
+    for sync_id in range(1, 151):
+        workspace.add_sync(sync_id)
+
+    def delete_first_sync(path: str, query: dict[str, list[str]]) -> None:
+        if path.endswith("/syncs") and query.get("page") == ["1"]:
+            workspace.remove_sync(1)
+
+    simulator = SimulatorServer(workspace, token="t", after_answer=delete_first_sync).start()
+    try:
+        with httpx.Client(base_url=simulator.url + "/", headers={"Authorization": "Bearer t"}) as http:
+            first = http.get("syncs", params={"page": 1, "per_page": 100}).json()["data"]
+            second = http.get("syncs", params={"page": 2, "per_page": 100}).json()["data"]
+    finally:
+        simulator.close()
+    assert [sync["id"] for sync in first] == list(range(1, 101))
+    # Sync 101 moved onto page 1 after page 1 was read: a client paging by number never sees it.
+    assert [sync["id"] for sync in second] == list(range(102, 151))
+
+
+def test_a_dripping_answer_outlasts_a_per_read_timeout() -> None:
+    workspace = SimulatedWorkspace()
+    simulator = SimulatorServer(workspace, token="t").start()
+    simulator.inject(Fault(r"/syncs$", status=503, body=b"0123456789", drip_seconds=0.25))
+    started = time.monotonic()
+    try:
+        response = httpx.get(simulator.url + "/syncs", timeout=1.0)
+    finally:
+        simulator.close()
+    assert (response.status_code, response.content) == (503, b"0123456789")
+    # Every byte came within the 1 s read timeout, yet the whole answer took longer than it.
+    assert time.monotonic() - started > 2.0
+
+
+def test_the_churn_driver_stops_by_itself_and_can_finish_every_run() -> None:
+    workspace = SimulatedWorkspace()
+    stable = [int(workspace.add_sync(label=f"Stable {n}")["id"]) for n in range(5)]
+    simulator = SimulatorServer(workspace, token="t").start()
+    driver = ChurnDriver(
+        workspace,
+        simulator,
+        front_sync_ids=[],
+        stable_sync_ids=stable,
+        settings=ChurnSettings(tick_seconds=0.001),
+    )
+    try:
+        driver.start(0.5)
+        wait_for(lambda: driver.stats["runs started"] and not driver.running, timeout=10, what="the driver")
+        driver.stop()
+        driver.finish_pending()
+    finally:
+        simulator.close()
+    statuses = [run["status"] for runs in workspace.runs.values() for run in runs]
+    assert statuses
+    assert not set(statuses) & set(PENDING_STATUSES), statuses
+    assert set(statuses) <= {"completed", "failed", "skipped", "superseded"}
+    assert not simulator.faults, "stop() leaves no fault behind"

@@ -118,10 +118,10 @@ class ChurnDriver:
             for run_id in list(self._pending):
                 self._finish(run_id)
 
-    def pending_run_count(self) -> int:
-        """Runs the driver started and has not finished."""
-        with self._lock:
-            return len(self._pending)
+    @property
+    def running(self) -> bool:
+        """True while the driver thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------------ the simulator hook
 
