@@ -1,8 +1,9 @@
 """SimulatorServer: a real HTTP server on loopback that answers like the Census Management API (v1).
 
 Knobs for tests, benchmarks and fault injection: the expected token, response latency, the pagination
-style (``pagination`` block, legacy ``next`` link, or both), and scripted faults (a status, headers and body
-for the next N requests whose path matches a pattern).
+style (``pagination`` block, legacy ``next`` link, or both), scripted faults (a status, headers and body
+for the next N requests whose path matches a pattern, optionally stalled or dripped a byte at a time), and an
+``after_answer`` hook that may change the workspace between two page reads.
 """
 
 from __future__ import annotations
