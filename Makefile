@@ -62,3 +62,10 @@ sizing: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info exporter/*.egg-info
+
+# Soak: scrapers, churn during paging, 429/5xx/stalls; counters must equal the simulator's ground truth.
+# `make test` runs it for about two minutes; this runs it longer (SOAK_SECONDS=600 by default).
+.PHONY: soak
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q tests/test_soak.py $(PYTEST_ARGS)

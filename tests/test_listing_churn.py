@@ -27,7 +27,7 @@ HarnessFactory = Callable[..., Harness]
 def delete_after_first_page(
     sync_id: int, workspace: SimulatedWorkspace
 ) -> Callable[[str, dict[str, list[str]]], None]:
-    """An after_response hook that deletes ``sync_id`` once, right after page 1 of /syncs was sent."""
+    """An after_answer hook that deletes ``sync_id`` once, right after page 1 of /syncs was answered."""
     armed = threading.Event()
     armed.set()
 
@@ -49,7 +49,7 @@ def test_a_sync_shifted_out_of_a_listing_keeps_counting_its_runs(harness_factory
     assert h.scrape().value("census_sync_runs_total", sync_id="101", status="completed") == 0
 
     # Sync 1 is deleted right after page 1 is served: sync 101 moves onto page 1 and no page shows it.
-    h.simulator.after_response = delete_after_first_page(1, workspace)
+    h.simulator.after_answer = delete_after_first_page(1, workspace)
     workspace.add_run(101)
     workspace.add_run(101)
     h.refresh()

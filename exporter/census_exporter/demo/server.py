@@ -1,8 +1,9 @@
 """SimulatorServer: a real HTTP server on loopback that answers like the Census Management API (v1).
 
 Knobs for tests, benchmarks and fault injection: the expected token, response latency, the pagination
-style (``pagination`` block, legacy ``next`` link, or both), and scripted faults (a status, headers and body
-for the next N requests whose path matches a pattern).
+style (``pagination`` block, legacy ``next`` link, or both), scripted faults (a status, headers and body
+for the next N requests whose path matches a pattern, optionally stalled or dripped a byte at a time), and an
+``after_answer`` hook that may change the workspace between two page reads.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     times: int = 1
     delay_seconds: float = 0.0
+    #: When positive, the body is sent one byte per ``drip_seconds`` after headers announcing its full
+    #: length: a stalled API that a per-read timeout never catches.
+    drip_seconds: float = 0.0
 
 
 class SimulatorServer:
@@ -54,7 +58,7 @@ class SimulatorServer:
         pagination_style: str = "both",
         before_request: Callable[[], None] | None = None,
         router: Router | None = None,
-        after_response: Callable[[str, dict[str, list[str]]], None] | None = None,
+        after_answer: Callable[[str, dict[str, list[str]]], None] | None = None,
     ) -> None:
         self.workspace = workspace
         self.token = token
@@ -62,8 +66,9 @@ class SimulatorServer:
         self.pagination_style = pagination_style
         self.before_request = before_request
         self.router = router
-        #: Called with the path and query after an API answer was sent (tests change the workspace there).
-        self.after_response = after_response
+        # Called with the path and query once an answer is computed but before it is sent: a change made
+        # there lands exactly between two page reads, which a race with the client could not guarantee.
+        self.after_answer = after_answer
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -214,7 +219,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             if fault.delay_seconds:
                 time.sleep(fault.delay_seconds)
-            self._send(fault.status, fault.body, fault.headers)
+            if fault.drip_seconds > 0:
+                self._drip(fault.status, fault.body, fault.headers, fault.drip_seconds)
+            else:
+                self._send(fault.status, fault.body, fault.headers)
             return
         query = parse_qs(parts.query)
         if simulator.router is not None:
@@ -229,9 +237,10 @@ class _Handler(BaseHTTPRequestHandler):
             if simulator.before_request is not None:
                 simulator.before_request()
             status, payload = simulator.answer(parts.path, query)
-        self._send(status, json.dumps(payload).encode())
-        if simulator.after_response is not None:
-            simulator.after_response(parts.path, query)
+        encoded = json.dumps(payload).encode()
+        if simulator.after_answer is not None:
+            simulator.after_answer(parts.path, query)
+        self._send(status, encoded)
 
     def _send(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.send_response(status)
@@ -241,3 +250,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _drip(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...], interval: float) -> None:
+        """Like ``_send``, but the body goes out one byte per ``interval`` until the client hangs up."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers:
+            self.send_header(name, value)
+        try:
+            self.end_headers()
+            for offset in range(len(body)):
+                self.wfile.write(body[offset : offset + 1])
+                time.sleep(interval)
+        except OSError:
+            return  # the client gave up, which is what a drip is for
