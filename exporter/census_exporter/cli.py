@@ -17,6 +17,7 @@ from census_exporter.config import Config, TokenError, TokenSource
 from census_exporter.logs import LEVELS, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.state import DEFAULT_DURATION_BUCKETS
+from census_exporter.web_config import WebConfigError, load_web_config
 
 log = logging.getLogger("census_exporter")
 
@@ -57,6 +58,14 @@ def _buckets(text: str) -> tuple[float, ...]:
 def _telemetry_path(text: str) -> str:
     if not text.startswith("/") or text in ("/", "/healthz", "/readyz"):
         raise argparse.ArgumentTypeError(f"must start with / and not clash with other pages: {text!r}")
+    return text
+
+
+def _web_config_file(text: str) -> str:
+    try:
+        load_web_config(text)
+    except WebConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -162,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Path of the metrics page (env WEB_TELEMETRY_PATH).",
     )
     add(
+        "--web.config.file",
+        dest="web_config_file",
+        type=_web_config_file,
+        default=env("WEB_CONFIG_FILE"),
+        metavar="PATH",
+        help="TLS and basic-auth settings in the exporter-toolkit format, re-read when they change "
+        "(env WEB_CONFIG_FILE; see docs/security.md).",
+    )
+    add(
         "--log.level",
         dest="log_level",
         choices=sorted(LEVELS),
@@ -238,6 +256,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         demo=args.demo,
         demo_seed=args.demo_seed,
         demo_syncs=args.demo_syncs,
+        web_config_file=args.web_config_file,
     )
 
 

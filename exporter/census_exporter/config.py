@@ -88,3 +88,4 @@ class Config:
     demo: bool = False
     demo_seed: int | None = None
     demo_syncs: int = 25
+    web_config_file: str | None = None
