@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import selectors
 import socket
 import ssl
 import sys
@@ -48,6 +49,7 @@ MIN_SCRAPE_MARGIN_SECONDS = 0.5
 SCRAPE_MARGIN_SHARE = 0.1
 GZIP_LEVEL = 5
 OPENMETRICS_EOF = b"# EOF\n"
+HEADERS_END = b"\r\n\r\n"
 REQUEST_ARRIVED_KEY = "census_exporter.request_arrived"
 REFUSED_LOG_INTERVAL_SECONDS = 60.0
 ERROR_BODY = b"internal error\n"
@@ -288,7 +290,7 @@ class _Request(cheroot.server.HTTPRequest):
 
 
 class _Connection(cheroot.server.HTTPConnection):
-    """Counts open connections and completes the TLS handshake in a worker, under the header deadline."""
+    """A connection that counts itself and gathers each request's headers before it needs a worker."""
 
     RequestHandlerClass = _Request
 
@@ -297,26 +299,53 @@ class _Connection(cheroot.server.HTTPConnection):
             super().__init__(server, sock)
         else:
             super().__init__(server, sock, makefile)
-        self.awaiting_first_byte = True
-        self._handshaken = not isinstance(sock, ssl.SSLSocket)
+        self.is_new = True
+        # cheroot sets this only when a connection returns to its selector; the idle timeout (and its
+        # expiry loop, which compares it) must count from the accept for connections parked there first.
+        self.last_used = time.time()
+        self.headers_started: float | None = None
         self._counted = True
         server.connection_opened()
 
-    def communicate(self) -> bool:
-        if not self._handshaken:
-            deadlines: _HeaderDeadlines = self.server.header_deadlines
-            ticket = deadlines.watch(self.socket)
-            try:
-                self.socket.do_handshake()
-            except (OSError, ValueError) as error:
-                # Scanners, plain HTTP on the TLS port, clients without an accepted certificate: their
-                # problem, not the exporter's, and frequent enough that logging each would be noise.
-                log.debug("TLS handshake with %s failed: %s", self.remote_addr, error)
-                return False
-            finally:
-                deadlines.release(ticket)
-            self._handshaken = True
-        return bool(super().communicate())  # type: ignore[no-untyped-call]
+    def buffered(self) -> bytes:
+        """Bytes read from the socket and not yet parsed."""
+        rfile = self.rfile
+        return bytes(rfile._read_buf[rfile._read_pos :])
+
+    def read_available(self, limit: int) -> bytes | None:
+        """Read what the socket has without blocking (up to ``limit`` bytes) into the parser's buffer.
+
+        Returns the new bytes, or ``None`` when the peer closed or failed (a TLS handshake that went
+        wrong included). The TLS handshake itself progresses here, in the selector thread, so a silent
+        TLS client never holds a worker.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            self.socket.setblocking(False)
+            while size < limit:
+                try:
+                    chunk = self.socket.recv(limit - size)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                size += len(chunk)
+        except (OSError, ValueError) as error:
+            # Scanners, plain HTTP on the TLS port, clients without an accepted certificate: their
+            # problem, not the exporter's, and frequent enough that logging each would be noise.
+            log.debug("connection from %s failed: %s", self.remote_addr, error)
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                self.socket.settimeout(self.server.timeout)
+        data = b"".join(chunks)
+        if data:
+            rfile = self.rfile
+            rfile._read_buf = rfile._read_buf[rfile._read_pos :] + data
+            rfile._read_pos = 0
+        return data
 
     def close(self) -> None:
         if self._counted:
@@ -354,6 +383,7 @@ class _CherootServer(cheroot.wsgi.Server):
         self.keep_alive_conn_limit = limits.max_connections
         self.header_deadlines = _HeaderDeadlines(limits.header_timeout_seconds)
         self._max_connections = limits.max_connections
+        self._header_timeout = limits.header_timeout_seconds
         self._open_connections = 0
         self._count_lock = threading.Lock()
         self._refused_logged_at = -math.inf
@@ -374,25 +404,79 @@ class _CherootServer(cheroot.wsgi.Server):
         return self._open_connections
 
     def process_conn(self, conn: _Connection) -> None:
-        """Park a new connection in the selector until it sends something; refuse beyond the cap."""
-        if conn.awaiting_first_byte:
-            conn.awaiting_first_byte = False
-            if self._open_connections > self._max_connections:
-                now = time.monotonic()
-                if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
-                    self._refused_logged_at = now
-                    log.warning(
-                        "refusing connections: %d open, the limit is %d",
-                        self._open_connections - 1,
-                        self._max_connections,
-                    )
+        """Hand a connection to a worker only once its request headers are complete.
+
+        cheroot would hand every new or readable connection straight to a worker, which then blocks
+        reading headers: a few hundred silent or slow clients would hold every worker and queue real
+        scrapes behind them. Here the selector thread gathers the headers without blocking, and a
+        connection waits in the selector (a file descriptor and a small buffer, no thread) until they are
+        complete, the header timeout passes, or the idle timeout closes it.
+        """
+        if conn.is_new:
+            conn.is_new = False
+            if self._open_connections > self._max_connections and not self._evict_oldest_waiting():
+                self._refuse(conn)
+                return
+        if not self.ready:
+            conn.close()
+            return
+        buffered = conn.buffered()
+        if HEADERS_END not in buffered and len(buffered) <= self.max_request_header_size:
+            data = conn.read_available(self.max_request_header_size + 1 - len(buffered))
+            if data is None:
                 conn.close()
                 return
-            # Without this, cheroot hands every new connection straight to a worker, and a few hundred
-            # silent connections would queue real scrapes behind them for the whole socket timeout.
-            self.put_conn(conn)
-            return
+            now = time.monotonic()
+            if conn.headers_started is None and data:
+                conn.headers_started = now
+            buffered += data
+            complete = HEADERS_END in buffered or len(buffered) > self.max_request_header_size
+            if not complete:
+                if conn.headers_started is not None and now - conn.headers_started > self._header_timeout:
+                    log.debug(
+                        "closing a connection whose request headers took over %gs", self._header_timeout
+                    )
+                    conn.close()
+                    return
+                # Straight back to the selector: cheroot's put_conn() would dispatch buffered data at once.
+                selector = self._connections._selector  # type: ignore[attr-defined]
+                selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
+                return
+        conn.headers_started = None
         super().process_conn(conn)
+
+    def _evict_oldest_waiting(self) -> bool:
+        """Close the connection that has waited longest in the selector, to make room for a new one.
+
+        A flood of idle connections then costs its oldest members, not the next real scrape.
+        """
+        selector = self._connections._selector  # type: ignore[attr-defined]
+        waiting = [conn for _, conn in selector.connections if isinstance(conn, _Connection)]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda conn: conn.last_used)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            selector.unregister(oldest.socket.fileno())
+        oldest.close()
+        now = time.monotonic()
+        if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
+            self._refused_logged_at = now
+            log.warning(
+                "%d connections open, the limit: closing the longest-waiting ones to admit new ones",
+                self._max_connections,
+            )
+        return True
+
+    def _refuse(self, conn: _Connection) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
+            self._refused_logged_at = now
+            log.warning(
+                "refusing connections: %d open, the limit is %d",
+                self._open_connections - 1,
+                self._max_connections,
+            )
+        conn.close()
 
     def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
         """cheroot's complaints, as one log line (the traceback only at debug level)."""
@@ -403,8 +487,8 @@ class _CherootServer(cheroot.wsgi.Server):
 class _TLSAdapter(cheroot.ssl.Adapter):
     """Wraps connections in the web config's current SSLContext (rotated certificates apply at once).
 
-    The handshake is left to the worker (see :class:`_Connection`): cheroot would otherwise run it in its
-    accept loop, where one silent client stalls every new connection for the socket timeout.
+    The handshake is left to :meth:`_Connection.read_available`: cheroot would otherwise run it, blocking,
+    in its accept loop, where one silent client stalls every new connection for the socket timeout.
     """
 
     def __init__(self, web_config: WebConfigSource, fallback: ssl.SSLContext) -> None:
