@@ -198,3 +198,17 @@ def test_an_app_error_answers_500_and_logs_one_redacted_line() -> None:
     assert "GET /metrics failed: RuntimeError" in errors[0]
     assert DEMO_TOKEN not in stderr and "[REDACTED]" in errors[0]
     assert "Traceback" not in stderr
+
+
+def test_at_the_connection_cap_the_longest_waiting_connection_makes_room() -> None:
+    server = HTTPServer(_hello, "127.0.0.1", 0, limits=ServerLimits(max_connections=20))
+    server.start()
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(40)]
+    try:
+        wait_for(lambda: server.open_connections <= 21, what="the cap to close the oldest connections")
+        assert httpx.get(f"http://127.0.0.1:{server.port}/", timeout=5).text == "hello\n"
+        assert held[0].recv(1) == b""  # the oldest was closed
+    finally:
+        for connection in held:
+            connection.close()
+        server.close()
