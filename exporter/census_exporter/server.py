@@ -211,10 +211,11 @@ def _respond(
 class ServerLimits:
     """What one client, or many, may hold of the server.
 
-    Connections wait for their first byte in a selector, not a thread, so idle and half-open connections
-    cost a file descriptor and a few kilobytes each until ``idle_timeout_seconds``; only a connection that
-    is sending a request holds one of the ``workers`` threads, and never longer than
-    ``header_timeout_seconds`` while its headers arrive.
+    Connections wait in a selector, not a thread, until their request headers are complete, so idle,
+    half-open and slowly-sending connections cost a file descriptor and a few kilobytes each: a silent one
+    until ``idle_timeout_seconds`` after it was accepted or last answered, one whose headers still trickle
+    in ``header_timeout_seconds`` after their first byte. Only a complete request takes one of the
+    ``workers`` threads.
     """
 
     workers: int = 8
@@ -226,67 +227,14 @@ class ServerLimits:
     shutdown_timeout_seconds: float = 2.0
 
 
-class _HeaderDeadlines:
-    """Cuts off connections whose request headers take longer than the header timeout.
-
-    A socket timeout bounds each read, not the whole header: a client sending one byte a second would hold
-    a worker forever. A watchdog thread shuts such sockets down; the blocked read then ends at once.
-    """
-
-    def __init__(self, timeout_seconds: float) -> None:
-        self._timeout = timeout_seconds
-        self._lock = threading.Lock()
-        self._watched: dict[int, tuple[float, socket.socket]] = {}
-        self._next_ticket = 0
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="http-header-deadlines", daemon=True)
-
-    def start(self) -> None:
-        """Begin enforcing deadlines."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the watchdog thread."""
-        self._stopping.set()
-
-    def watch(self, sock: socket.socket) -> int:
-        """Start the clock for ``sock``; returns a ticket for :meth:`release`."""
-        with self._lock:
-            self._next_ticket += 1
-            self._watched[self._next_ticket] = (time.monotonic() + self._timeout, sock)
-            return self._next_ticket
-
-    def release(self, ticket: int) -> None:
-        """The headers arrived (or the connection ended) in time."""
-        with self._lock:
-            self._watched.pop(ticket, None)
-
-    def _run(self) -> None:
-        interval = min(0.25, self._timeout / 4)
-        while not self._stopping.wait(interval):
-            now = time.monotonic()
-            with self._lock:
-                late = [ticket for ticket, (deadline, _) in self._watched.items() if deadline <= now]
-                expired = [self._watched.pop(ticket)[1] for ticket in late]
-            for sock in expired:
-                log.debug("closing a connection whose request headers took over %gs", self._timeout)
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-
 class _Request(cheroot.server.HTTPRequest):
-    """Parses one request under the header deadline and notes when it arrived (for the scrape budget)."""
+    """Notes when the request's first byte arrived (the scrape budget counts from then)."""
 
     arrived: float | None = None
 
     def parse_request(self) -> None:
-        self.arrived = time.monotonic()
-        deadlines: _HeaderDeadlines = self.server.header_deadlines
-        ticket = deadlines.watch(self.conn.socket)
-        try:
-            super().parse_request()
-        finally:
-            deadlines.release(ticket)
+        self.arrived = self.conn.request_arrived or time.monotonic()
+        super().parse_request()
 
 
 class _Connection(cheroot.server.HTTPConnection):
@@ -304,6 +252,7 @@ class _Connection(cheroot.server.HTTPConnection):
         # expiry loop, which compares it) must count from the accept for connections parked there first.
         self.last_used = time.time()
         self.headers_started: float | None = None
+        self.request_arrived: float | None = None
         self._counted = True
         server.connection_opened()
 
@@ -381,7 +330,6 @@ class _CherootServer(cheroot.wsgi.Server):
         self.gateway = _Gateway
         self.max_request_header_size = limits.max_header_bytes
         self.keep_alive_conn_limit = limits.max_connections
-        self.header_deadlines = _HeaderDeadlines(limits.header_timeout_seconds)
         self._max_connections = limits.max_connections
         self._header_timeout = limits.header_timeout_seconds
         self._open_connections = 0
@@ -442,6 +390,7 @@ class _CherootServer(cheroot.wsgi.Server):
                 selector = self._connections._selector  # type: ignore[attr-defined]
                 selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
                 return
+        conn.request_arrived = conn.headers_started or time.monotonic()
         conn.headers_started = None
         super().process_conn(conn)
 
@@ -615,10 +564,8 @@ class HTTPServer:
 
     def start(self) -> None:
         """Begin answering requests."""
-        self._server.header_deadlines.start()
         self._thread.start()
 
     def close(self) -> None:
         """Stop answering and release the socket (also when it never started)."""
-        self._server.header_deadlines.stop()
         self._server.stop()

@@ -54,8 +54,6 @@ TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_
 TOP_LEVEL_KEYS = {"tls_server_config", "basic_auth_users"}
 BCRYPT_PREFIXES = (b"$2a$", b"$2b$", b"$2y$")
 VERIFIED_CREDENTIALS_CACHE_SIZE = 256
-# Checked against when the user is unknown, so an unknown user costs what a wrong password costs.
-_UNKNOWN_USER_HASH = bcrypt.hashpw(b"unknown-user", bcrypt.gensalt(rounds=10))
 
 
 class WebConfigError(Exception):
@@ -266,8 +264,12 @@ class BasicAuth:
         with self._lock:
             if stored is not None and key in self._verified:
                 return True
+        if not users:
+            return False
+        # An unknown user is checked against some real hash (and fails), so it costs what a wrong password
+        # costs and timing does not tell which user names exist.
         try:
-            valid = bcrypt.checkpw(password, stored or _UNKNOWN_USER_HASH)
+            valid = bcrypt.checkpw(password, stored or next(iter(users.values())))
         except ValueError:
             valid = False
         if valid and stored is not None:
