@@ -105,7 +105,7 @@ def measure(syncs: int, seed: int = SEED, timeout: float = 600.0) -> Measurement
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/metrics"
-    # A scrape waits for the refresh it starts as long as Prometheus says it may (minus 0.5 s).
+    # A scrape waits for the refresh it starts as long as Prometheus says it may (minus max(0.5 s, 10 %)).
     client = httpx.Client(timeout=timeout, headers={"X-Prometheus-Scrape-Timeout-Seconds": str(timeout)})
     try:
         deadline = time.monotonic() + timeout

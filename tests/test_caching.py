@@ -63,8 +63,8 @@ def test_first_refresh_starts_at_startup_without_a_scrape(harness_factory: Harne
 
 
 def test_scrape_budget_from_the_prometheus_header() -> None:
-    assert scrape_budget("10") == 9.5
+    assert scrape_budget("10") == 9.0
     assert scrape_budget("0.2") == 0.0
-    assert scrape_budget(None) == 10.0
-    assert scrape_budget("soon") == 10.0
-    assert scrape_budget("-3") == 10.0
+    assert scrape_budget(None) == 9.0
+    assert scrape_budget("soon") == 9.0
+    assert scrape_budget("-3") == 9.0

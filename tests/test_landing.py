@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 
@@ -110,3 +111,6 @@ def test_over_http_a_rejected_token_shows_unknown_counts_and_the_cause(
     assert "<th>Syncs</th><td>unknown</td>" in response.text
     assert re.search(r"down: [^<]*401", response.text), response.text
     assert "secret-token" not in response.text
+    # The running exporter hands the page its API URL and TTL (not only the pure function's tests).
+    assert f"<td>{html.escape(harness.simulator.url)}</td>" in response.text
+    assert "<th>Cache TTL</th>" in response.text

@@ -23,6 +23,7 @@ from census_exporter.census.client import EU_API_URL, US_API_URL, validate_base_
 from census_exporter.config import Config, TokenError, TokenSource
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
+from census_exporter.web_config import WebConfigError, load_web_config
 
 log = logging.getLogger("census_exporter")
 
@@ -163,6 +164,14 @@ class Setting:
     metavar: str | None
     #: The accepted range of a numeric flag, for --help and the docs ("" for none).
     range_text: str = ""
+
+
+def _web_config_file(text: str) -> str:
+    try:
+        load_web_config(text)
+    except WebConfigError as error:
+        raise ValueError(str(error)) from None
+    return text
 
 
 class _Parser(argparse.ArgumentParser):
@@ -368,6 +377,15 @@ def build_parser() -> _Parser:
         help="Path of the metrics page.",
     )
     add(
+        "--web.config.file",
+        dest="web_config_file",
+        env="WEB_CONFIG_FILE",
+        convert=_web_config_file,
+        metavar="PATH",
+        help="TLS and basic-auth settings in the exporter-toolkit format, re-read when they change "
+        "(see docs/security.md).",
+    )
+    add(
         "--log.level",
         dest="log_level",
         env="LOG_LEVEL",
@@ -491,6 +509,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         demo=args.demo,
         demo_seed=args.demo_seed,
         demo_syncs=args.demo_syncs,
+        web_config_file=args.web_config_file,
     )
 
 

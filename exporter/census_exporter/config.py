@@ -97,3 +97,4 @@ class Config:
     demo: bool = False
     demo_seed: int = defaults.DEMO_SEED
     demo_syncs: int = defaults.DEMO_SYNCS
+    web_config_file: str | None = None

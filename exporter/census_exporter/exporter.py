@@ -19,6 +19,7 @@ from census_exporter.config import Config
 from census_exporter.instrumentation import ApiRequestMetrics
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.server import ExporterApp, HTTPServer
+from census_exporter.web_config import WebConfigSource
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,16 @@ class Exporter:
         )
         # Not registered in self.registry: /metrics serves its rendering from a per-snapshot cache.
         self.collector = CensusCollector(lambda: self.refresher.snapshot, config.cache_ttl_seconds)
-        self.app = ExporterApp(self.refresher, self.collector, self.registry, config.telemetry_path)
-        self.http = HTTPServer(self.app, config.listen_host, config.listen_port)
+        self.app = ExporterApp(
+            self.refresher,
+            self.collector,
+            self.registry,
+            config.telemetry_path,
+            api_url=config.api_url,
+            cache_ttl_seconds=config.cache_ttl_seconds,
+        )
+        web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
+        self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)
 
     @property
     def port(self) -> int:

@@ -1,22 +1,36 @@
 """HTTP endpoints: ``/metrics`` (or the configured path), ``/``, ``/healthz`` and ``/readyz``.
 
 A scrape asks the refresher for a snapshot within its budget (Prometheus's
-``X-Prometheus-Scrape-Timeout-Seconds`` header minus 0.5 s, or 10 s), then serves it in the format the
-``Accept`` header asks for, gzipped when the client accepts it: the Census families rendered once per
-snapshot, followed by the exporter's own metrics rendered fresh.
+``X-Prometheus-Scrape-Timeout-Seconds`` header, or 10 s, minus a safety margin and minus the time the
+request already waited), then serves it in the format the ``Accept`` header asks for, gzipped when the
+client accepts it: the Census families rendered once per snapshot, followed by the exporter's own metrics
+rendered fresh.
+
+The server is cheroot (docs/http-server.md says why): a fixed pool of worker threads, a selector for idle
+connections, header and idle timeouts and a connection cap (:class:`ServerLimits`), TLS and basic auth
+from the ``--web.config.file`` (:mod:`census_exporter.web_config`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import selectors
 import socket
+import ssl
+import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from socketserver import ThreadingMixIn
+from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import cheroot.makefile
+import cheroot.server
+import cheroot.ssl
+import cheroot.wsgi
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
@@ -25,27 +39,43 @@ from census_exporter.collector import CensusCollector
 from census_exporter.landing import render_landing_page
 from census_exporter.refresh import Refresher
 from census_exporter.snapshot import Snapshot
+from census_exporter.web_config import BasicAuth, WebConfigSource
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SCRAPE_BUDGET_SECONDS = 10.0
+DEFAULT_SCRAPE_TIMEOUT_SECONDS = 10.0
+# Left for rendering and sending, and for a loaded machine: 0.5 s, or 10% of long timeouts.
+MIN_SCRAPE_MARGIN_SECONDS = 0.5
+SCRAPE_MARGIN_SHARE = 0.1
 GZIP_LEVEL = 5
 OPENMETRICS_EOF = b"# EOF\n"
-SCRAPE_TIMEOUT_OFFSET_SECONDS = 0.5
+HEADERS_END = b"\r\n\r\n"
+REQUEST_ARRIVED_KEY = "census_exporter.request_arrived"
+REFUSED_LOG_INTERVAL_SECONDS = 60.0
+ERROR_BODY = b"internal error\n"
+UNAUTHORIZED_BODY = b"unauthorized\n"
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
-def scrape_budget(header: str | None) -> float:
-    """Seconds a scrape may wait for fresh data, from Prometheus's scrape-timeout header."""
+def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
+    """Seconds a scrape may still wait for fresh data.
+
+    The scrape timeout is Prometheus's ``X-Prometheus-Scrape-Timeout-Seconds`` header (10 s without
+    one); the budget keeps a margin of max(0.5 s, 10%) of it and subtracts ``elapsed_seconds``, the time
+    since the request arrived, so the answer leaves before Prometheus gives up.
+    """
+    timeout = DEFAULT_SCRAPE_TIMEOUT_SECONDS
     if header:
         try:
-            timeout = float(header)
+            value = float(header)
         except ValueError:
-            return DEFAULT_SCRAPE_BUDGET_SECONDS
-        if timeout > 0:
-            return max(0.0, timeout - SCRAPE_TIMEOUT_OFFSET_SECONDS)
-    return DEFAULT_SCRAPE_BUDGET_SECONDS
+            value = math.nan
+        if math.isfinite(value) and value > 0:
+            timeout = value
+    margin = max(MIN_SCRAPE_MARGIN_SECONDS, SCRAPE_MARGIN_SHARE * timeout)
+    return max(0.0, timeout - margin - max(0.0, elapsed_seconds))
 
 
 class _SnapshotFamilies:
@@ -120,11 +150,16 @@ class ExporterApp:
         collector: CensusCollector,
         registry: CollectorRegistry,
         telemetry_path: str,
+        *,
+        api_url: str | None = None,
+        cache_ttl_seconds: float | None = None,
     ) -> None:
         self._refresher = refresher
         self._census = _SnapshotRendering(collector)
         self._registry = registry
         self._telemetry_path = telemetry_path
+        self._api_url = api_url
+        self._cache_ttl_seconds = cache_ttl_seconds
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Route one request."""
@@ -144,13 +179,21 @@ class ExporterApp:
             return _respond(
                 start_response,
                 "200 OK",
-                render_landing_page(self._refresher.snapshot, self._telemetry_path),
+                render_landing_page(
+                    self._refresher.snapshot,
+                    self._telemetry_path,
+                    api_url=self._api_url,
+                    cache_ttl_seconds=self._cache_ttl_seconds,
+                ),
                 "text/html; charset=utf-8",
             )
         return _respond(start_response, "404 Not Found", b"not found\n")
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        budget = scrape_budget(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"))
+        arrived = environ.get(REQUEST_ARRIVED_KEY) or time.monotonic()
+        budget = scrape_budget(
+            environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
+        )
         snapshot = self._refresher.snapshot_within(budget)
         encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         compress = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
@@ -174,18 +217,303 @@ def _respond(
     return [body]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client, or many, may hold of the server.
+
+    Connections wait in a selector, not a thread, until their request headers are complete, so idle,
+    half-open and slowly-sending connections cost a file descriptor and a few kilobytes each: a silent one
+    until ``idle_timeout_seconds`` after it was accepted or last answered, one whose headers still trickle
+    in ``header_timeout_seconds`` after their first byte. Only a complete request takes one of the
+    ``workers`` threads.
+    """
+
+    workers: int = 8
+    backlog: int = 128
+    header_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 30.0
+    max_connections: int = 512
+    max_header_bytes: int = 16 * 1024
+    shutdown_timeout_seconds: float = 2.0
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Request(cheroot.server.HTTPRequest):
+    """Notes when the request's first byte arrived (the scrape budget counts from then)."""
+
+    arrived: float | None = None
+
+    def parse_request(self) -> None:
+        self.arrived = self.conn.request_arrived or time.monotonic()
+        super().parse_request()
 
 
-class _ThreadingServerV6(_ThreadingServer):
-    address_family = socket.AF_INET6
+class _Connection(cheroot.server.HTTPConnection):
+    """A connection that counts itself and gathers each request's headers before it needs a worker."""
+
+    RequestHandlerClass = _Request
+
+    def __init__(self, server: _CherootServer, sock: socket.socket, makefile: Any = None) -> None:
+        if makefile is None:
+            super().__init__(server, sock)
+        else:
+            super().__init__(server, sock, makefile)
+        self.is_new = True
+        # cheroot sets this only when a connection returns to its selector; the idle timeout (and its
+        # expiry loop, which compares it) must count from the accept for connections parked there first.
+        self.last_used = time.time()
+        self.headers_started: float | None = None
+        self.request_arrived: float | None = None
+        self._counted = True
+        server.connection_opened()
+
+    def buffered(self) -> bytes:
+        """Bytes read from the socket and not yet parsed."""
+        rfile = self.rfile
+        return bytes(rfile._read_buf[rfile._read_pos :])
+
+    def read_available(self, limit: int) -> bytes | None:
+        """Read what the socket has without blocking (up to ``limit`` bytes) into the parser's buffer.
+
+        Returns the new bytes, or ``None`` when the peer closed or failed (a TLS handshake that went
+        wrong included). The TLS handshake itself progresses here, in the selector thread, so a silent
+        TLS client never holds a worker.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            self.socket.setblocking(False)
+            while size < limit:
+                try:
+                    chunk = self.socket.recv(limit - size)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                size += len(chunk)
+        except (OSError, ValueError) as error:
+            # Scanners, plain HTTP on the TLS port, clients without an accepted certificate: their
+            # problem, not the exporter's, and frequent enough that logging each would be noise.
+            log.debug("connection from %s failed: %s", self.remote_addr, error)
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                self.socket.settimeout(self.server.timeout)
+        data = b"".join(chunks)
+        if data:
+            rfile = self.rfile
+            rfile._read_buf = rfile._read_buf[rfile._read_pos :] + data
+            rfile._read_pos = 0
+        return data
+
+    def close(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.connection_closed()
+        super().close()
+
+
+class _Gateway(cheroot.wsgi.Gateway_10):
+    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]
+        environ: dict[str, Any] = super().get_environ()  # type: ignore[no-untyped-call]
+        environ[REQUEST_ARRIVED_KEY] = getattr(self.req, "arrived", None) or time.monotonic()
+        return environ
+
+
+class _CherootServer(cheroot.wsgi.Server):
+    """cheroot, with its error log in the exporter's log format and the limits of :class:`ServerLimits`."""
+
+    ConnectionClass = _Connection
+
+    def __init__(self, app: WSGIApp, host: str, port: int, limits: ServerLimits) -> None:
+        super().__init__(
+            (host, port),
+            app,
+            numthreads=limits.workers,
+            max=limits.workers,
+            server_name="census-exporter",
+            request_queue_size=limits.backlog,
+            # cheroot's stubs say int; it only ever passes these to settimeout() and arithmetic.
+            timeout=limits.idle_timeout_seconds,  # type: ignore[arg-type]
+            shutdown_timeout=limits.shutdown_timeout_seconds,  # type: ignore[arg-type]
+        )
+        self.gateway = _Gateway
+        self.max_request_header_size = limits.max_header_bytes
+        self.keep_alive_conn_limit = limits.max_connections
+        self._max_connections = limits.max_connections
+        self._header_timeout = limits.header_timeout_seconds
+        self._open_connections = 0
+        self._count_lock = threading.Lock()
+        self._refused_logged_at = -math.inf
+
+    def connection_opened(self) -> None:
+        """Called for each accepted connection."""
+        with self._count_lock:
+            self._open_connections += 1
+
+    def connection_closed(self) -> None:
+        """Called once for each connection when it closes."""
+        with self._count_lock:
+            self._open_connections -= 1
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed."""
+        return self._open_connections
+
+    def process_conn(self, conn: _Connection) -> None:
+        """Hand a connection to a worker only once its request headers are complete.
+
+        cheroot would hand every new or readable connection straight to a worker, which then blocks
+        reading headers: a few hundred silent or slow clients would hold every worker and queue real
+        scrapes behind them. Here the selector thread gathers the headers without blocking, and a
+        connection waits in the selector (a file descriptor and a small buffer, no thread) until they are
+        complete, the header timeout passes, or the idle timeout closes it.
+        """
+        if conn.is_new:
+            conn.is_new = False
+            if self._open_connections > self._max_connections and not self._evict_oldest_waiting():
+                self._refuse(conn)
+                return
+        if not self.ready:
+            conn.close()
+            return
+        buffered = conn.buffered()
+        if HEADERS_END not in buffered and len(buffered) <= self.max_request_header_size:
+            data = conn.read_available(self.max_request_header_size + 1 - len(buffered))
+            if data is None:
+                conn.close()
+                return
+            now = time.monotonic()
+            if conn.headers_started is None and data:
+                conn.headers_started = now
+            buffered += data
+            complete = HEADERS_END in buffered or len(buffered) > self.max_request_header_size
+            if not complete:
+                if conn.headers_started is not None and now - conn.headers_started > self._header_timeout:
+                    log.debug(
+                        "closing a connection whose request headers took over %gs", self._header_timeout
+                    )
+                    conn.close()
+                    return
+                # Straight back to the selector: cheroot's put_conn() would dispatch buffered data at once.
+                selector = self._connections._selector  # type: ignore[attr-defined]
+                selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
+                return
+        conn.request_arrived = conn.headers_started or time.monotonic()
+        conn.headers_started = None
+        super().process_conn(conn)
+
+    def _evict_oldest_waiting(self) -> bool:
+        """Close the connection that has waited longest in the selector, to make room for a new one.
+
+        A flood of idle connections then costs its oldest members, not the next real scrape.
+        """
+        selector = self._connections._selector  # type: ignore[attr-defined]
+        waiting = [conn for _, conn in selector.connections if isinstance(conn, _Connection)]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda conn: conn.last_used)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            selector.unregister(oldest.socket.fileno())
+        oldest.close()
+        now = time.monotonic()
+        if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
+            self._refused_logged_at = now
+            log.warning(
+                "%d connections open, the limit: closing the longest-waiting ones to admit new ones",
+                self._max_connections,
+            )
+        return True
+
+    def _refuse(self, conn: _Connection) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
+            self._refused_logged_at = now
+            log.warning(
+                "refusing connections: %d open, the limit is %d",
+                self._open_connections - 1,
+                self._max_connections,
+            )
+        conn.close()
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """cheroot's complaints, as one log line (the traceback only at debug level)."""
+        with_traceback = traceback and log.isEnabledFor(logging.DEBUG)
+        log.log(level, "http server: %s", msg, exc_info=with_traceback)
+
+
+class _TLSAdapter(cheroot.ssl.Adapter):
+    """Wraps connections in the web config's current SSLContext (rotated certificates apply at once).
+
+    The handshake is left to :meth:`_Connection.read_available`: cheroot would otherwise run it, blocking,
+    in its accept loop, where one silent client stalls every new connection for the socket timeout.
+    """
+
+    def __init__(self, web_config: WebConfigSource, fallback: ssl.SSLContext) -> None:
+        super().__init__("", "")
+        self._web_config = web_config
+        self._fallback = fallback
+
+    def bind(self, sock: socket.socket) -> socket.socket:
+        """Nothing to do before listening."""
+        return sock
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        """The accepted socket in TLS, handshake pending."""
+        context = self._web_config.current().ssl_context or self._fallback
+        wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrapped, {"HTTPS": "on", "wsgi.url_scheme": "https"}
+
+    def get_environ(self) -> dict[str, str]:
+        """WSGI environ entries for TLS connections."""
+        return {"HTTPS": "on", "wsgi.url_scheme": "https"}
+
+    def makefile(self, sock: socket.socket, mode: str = "r", bufsize: int = -1) -> Any:
+        """Buffered reader or writer over the TLS socket."""
+        if "r" in mode:
+            return cheroot.makefile.StreamReader(sock, mode, bufsize)
+        return cheroot.makefile.StreamWriter(sock, mode, bufsize)
+
+
+class _Guard:
+    """Basic auth in front of the app, and a short 500 (one log line) when the app fails."""
+
+    def __init__(self, app: WSGIApp, web_config: WebConfigSource | None) -> None:
+        self._app = app
+        self._web_config = web_config
+        self._basic_auth = BasicAuth()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if self._web_config is not None:
+            users = self._web_config.current().users
+            if users and not self._basic_auth.allows(users, environ.get("HTTP_AUTHORIZATION")):
+                start_response(
+                    "401 Unauthorized",
+                    [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("WWW-Authenticate", 'Basic realm="census-exporter"'),
+                        ("Content-Length", str(len(UNAUTHORIZED_BODY))),
+                    ],
+                )
+                return [UNAUTHORIZED_BODY]
+        try:
+            return self._app(environ, start_response)
+        except Exception as error:
+            log.error(
+                "%s %s failed: %s: %s",
+                environ.get("REQUEST_METHOD", "GET"),
+                environ.get("PATH_INFO", "/"),
+                type(error).__name__,
+                error,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            start_response(
+                "500 Internal Server Error",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(ERROR_BODY)))],
+                sys.exc_info(),
+            )
+            return [ERROR_BODY]
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -202,23 +530,47 @@ def parse_listen_address(value: str) -> tuple[str, int]:
 
 
 class HTTPServer:
-    """The exporter's HTTP server, serving in a background thread until closed."""
+    """The exporter's HTTP server (cheroot), serving in a background thread until closed.
 
-    def __init__(self, app: ExporterApp, host: str, port: int) -> None:
-        server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer
-        self._server = make_server(
+    The port is bound in the constructor, so a taken port fails before anything starts.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        host: str,
+        port: int,
+        web_config: WebConfigSource | None = None,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        limits = limits or ServerLimits()
+        self.web_config = web_config
+        self._server = _CherootServer(
+            _Guard(app, web_config),
             host or "0.0.0.0",  # noqa: S104 - listening on every interface is the documented default
             port,
-            app,
-            server_class=server_class,
-            handler_class=_QuietHandler,
+            limits,
         )
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http-server", daemon=True)
+        startup = web_config.current() if web_config is not None else None
+        if startup is not None and startup.ssl_context is not None:
+            self._server.ssl_adapter = _TLSAdapter(web_config, startup.ssl_context)  # type: ignore[arg-type]
+        self._server.prepare()
+        self._thread = threading.Thread(target=self._server.serve, name="http-server", daemon=True)
 
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._server.bind_addr[1])
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self._server.ssl_adapter is not None
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed."""
+        return self._server.open_connections
 
     def start(self) -> None:
         """Begin answering requests."""
@@ -226,7 +578,4 @@ class HTTPServer:
 
     def close(self) -> None:
         """Stop answering and release the socket (also when it never started)."""
-        if self._thread.is_alive():
-            # shutdown() waits for serve_forever() to return: it would wait forever if that never ran.
-            self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
