@@ -273,6 +273,7 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--census.duration-buckets": ("30,10", [("1,2.5", (1.0, 2.5))]),
     "--web.listen-address": ("localhost", [("127.0.0.1:0", ("127.0.0.1", 0))]),
     "--web.telemetry-path": ("metrics", [("/m", "/m")]),
+    "--web.config.file": ("/nonexistent/web-config.yml", []),
     "--log.level": ("verbose", [("INFO", "info"), ("warning", "warn"), ("Debug", "debug")]),
     "--log.format": ("xml", [("JSON", "json"), ("logfmt", "logfmt")]),
     "--demo": ("maybe", [("yes", True), ("TRUE", True), ("on", True), ("1", True), ("no", False)]),

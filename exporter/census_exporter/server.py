@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import re
 import selectors
 import socket
 import ssl
@@ -554,7 +556,10 @@ class HTTPServer:
         startup = web_config.current() if web_config is not None else None
         if startup is not None and startup.ssl_context is not None:
             self._server.ssl_adapter = _TLSAdapter(web_config, startup.ssl_context)  # type: ignore[arg-type]
-        self._server.prepare()
+        try:
+            self._server.prepare()
+        except OSError as error:
+            raise _bind_error(error) from None
         self._thread = threading.Thread(target=self._server.serve, name="http-server", daemon=True)
 
     @property
@@ -579,3 +584,14 @@ class HTTPServer:
     def close(self) -> None:
         """Stop answering and release the socket (also when it never started)."""
         self._server.stop()
+
+
+def _bind_error(error: OSError) -> OSError:
+    """cheroot reports a failed bind as one message with the errno inside; give it back its errno."""
+    if error.errno is not None:
+        return error
+    found = re.search(r"\[Errno (\d+)\]", str(error))
+    if found is None:
+        return error
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number))
