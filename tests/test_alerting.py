@@ -219,6 +219,8 @@ def test_readme_scrape_job_with_shipped_rules_alerts_only_when_the_exporter_is_d
     rule_files, longest_for = rules_with_shorter_for(tmp_path)
     job = readme_scrape_job(f"127.0.0.1:{harness.exporter.port}")
     job["scrape_interval"] = f"{seconds(job['scrape_interval']) // TIME_DIVISOR}s"
+    if "scrape_timeout" in job:  # scaled alike: Prometheus refuses a timeout longer than the interval
+        job["scrape_timeout"] = f"{max(1, seconds(job['scrape_timeout']) // TIME_DIVISOR)}s"
     prometheus = Prometheus(tmp_path, harness.exporter.port, scrape_config=job, rule_files=rule_files)
     try:
         wait_for(

@@ -287,6 +287,9 @@ def test_compose_stack_is_valid(tmp_path: Path) -> None:
     services = compose["services"]
     assert set(services) == {"census-exporter", "prometheus", "alertmanager", "grafana"}
     assert "--demo" in services["census-exporter"]["command"]
+    # Grafana runs with anonymous admin access: nothing may be published beyond loopback.
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(port.startswith("127.0.0.1:") for port in published), published
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
