@@ -7,6 +7,7 @@ The image build-and-run smoke test needs a Docker daemon and root; it is scripts
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from census_exporter.cli import build_parser
 from tests.conftest import require_tool
 from tests.stack import REPO, promtool_check_groups, run_tool
 
@@ -165,10 +167,31 @@ def test_values_schema_rejects_wrong_values() -> None:
         "prometheusRule.alerts.CensusSyncFailed.severity=page",
         "serviceMonitor.interval=soon",
         "image.digest=latest",
+        "census.concurrency=100000",
+        "census.apiUrl=http://user:secret@census.example/api/v1",
     ):
         result = helm("template", "census", str(CHART), "--set", bad)
         assert result.returncode != 0, f"accepted {bad}"
         assert "schema" in result.stderr, result.stderr
+
+
+def test_values_schema_ranges_are_the_cli_ranges() -> None:
+    """A value the schema admits must not crash-loop the pod: every numeric flag the chart passes from a value
+    has that value's schema minimum and maximum equal to the flag's own range."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    settings = {setting.flag: setting for setting in build_parser().settings}
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    checked = 0
+    for flag, path in re.findall(r"- (--[\w.-]+)=\{\{ \.Values\.([\w.]+) \}\}", template):
+        low = getattr(settings[flag].convert, "low", None)
+        if low is None:
+            continue
+        node = schema
+        for key in path.split("."):
+            node = node["properties"][key]
+        assert (node.get("minimum"), node.get("maximum")) == (low, settings[flag].convert.high), path
+        checked += 1
+    assert checked >= 4
 
 
 def rule_groups(path: Path) -> list[dict[str, Any]]:
