@@ -114,3 +114,14 @@ def test_over_http_a_rejected_token_shows_unknown_counts_and_the_cause(
     # The running exporter hands the page its API URL and TTL (not only the pure function's tests).
     assert f"<td>{html.escape(harness.simulator.url)}</td>" in response.text
     assert "<th>Cache TTL</th>" in response.text
+
+
+def test_the_page_alone_keeps_the_data_fresh(harness_factory: HarnessFactory) -> None:
+    """make demo runs no Prometheus: a person watching / must still see runs fail, without any scrape."""
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(1, label="Orders")
+    harness = harness_factory(workspace, start=True, cache_ttl=1.0)
+    wait_for(lambda: "<th>Syncs</th><td>1</td>" in harness.get("/").text, what="the first refresh")
+    workspace.add_run(1, "failed", error_code="INVALID_CREDENTIALS")
+    # Only / is asked for: before, nothing but a scrape of /metrics started a refresh, and this timed out.
+    wait_for(lambda: "Orders" in harness.get("/").text, what="the failed run on the page, with no scrape")

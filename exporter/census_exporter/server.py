@@ -178,6 +178,10 @@ class ExporterApp:
                 return _respond(start_response, "200 OK", b"ready\n")
             return _respond(start_response, "503 Service Unavailable", b"first refresh pending\n")
         if path == "/":
+            if self._refresher.is_stale():
+                # A person watching the page (make demo has no Prometheus) sees it move; the refresh runs in
+                # the background under the same TTL and single flight as a scrape's, so this costs no more.
+                self._refresher.trigger()
             return _respond(
                 start_response,
                 "200 OK",
