@@ -296,9 +296,10 @@ def build_parser() -> _Parser:
         dest="api_url",
         env="CENSUS_API_URL",
         convert=_api_url,
-        shown_default=f"{US_API_URL} ({US_API_V2_URL} with v2)",
+        shown_default=US_API_URL,
         metavar="URL",
-        help="The Census API base URL. No user:password@ in it: the token is sent as a header.",
+        help=f"The Census API base URL; with --census.api-version v2 the default is {US_API_V2_URL}. No "
+        "user:password@ in it: the token is sent as a header.",
     )
     add(
         "--census.api-version",
@@ -486,8 +487,8 @@ def flag_table_markdown(parser: _Parser | None = None) -> str:
     rows = [
         "| Flag | Environment | Default | Meaning |",
         "|---|---|---|---|",
-        f"| (none) | `{TOKEN_ENV}` | | The workspace API token (`secret-token:...`), sent as "
-        "`Authorization: Bearer <token>`, prefix included. |",
+        f"| (none) | `{TOKEN_ENV}` | | The workspace API token (`secret-token:...`) with v1, the Activations "
+        "personal access token with v2; sent as `Authorization: Bearer <token>`, prefix included. |",
     ]
     for setting in parser.settings:
         flag = f"{setting.flag} {setting.metavar}" if setting.metavar else setting.flag
