@@ -320,3 +320,22 @@ def test_v1_logs_its_retirement_once_at_start_and_v2_does_not(caplog: pytest.Log
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1, lines
     assert "2027-01-15" in lines[0] and "docs/census-api-versions.md" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "notices"), [([], 1), (["--census.api-version", "v2", "--census.group-id", GROUP], 0)]
+)
+def test_the_real_process_warns_about_v1_once_at_start(extra: list[str], notices: int) -> None:
+    import socket
+
+    from tests.test_cli import run_cli
+
+    # A taken port ends the run right after the start lines are logged.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("--web.listen-address", f"127.0.0.1:{port}", *extra, env=TOKEN_ENV)
+    assert result.returncode == 2
+    assert result.stderr.count("retired on 2027-01-15") == notices, result.stderr
+    assert PAT not in result.stderr
