@@ -24,6 +24,8 @@ from tests.stack import REPO
 FLAGS = [
     "--census.token-file",
     "--census.api-url",
+    "--census.api-version",
+    "--census.group-id",
     "--census.region",
     "--census.workspace",
     "--census.cache-ttl",
@@ -263,6 +265,11 @@ TOKEN_ENV = {"CENSUS_API_TOKEN": "secret-token:x"}
 VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--census.token-file": ("/nonexistent/token", []),
     "--census.api-url": ("ftp://x", [("http://127.0.0.1:9/api/v1", "http://127.0.0.1:9/api/v1")]),
+    "--census.api-version": ("v3", [("V2", "v2"), ("v1", "v1")]),
+    "--census.group-id": (
+        "two words",
+        [("glad_otter", "glad_otter"), (" decent.dropsy-2 ", "decent.dropsy-2")],
+    ),
     "--census.region": ("mars", [("EU", "eu"), ("us", "us")]),
     "--census.workspace": (None, [("marketing", "marketing")]),
     "--census.cache-ttl": ("soon", [("120", 120.0), ("1", 1.0)]),

@@ -266,3 +266,63 @@ def test_endpoint_templates_never_hold_ids(
     client.list_sync_runs(77, 1, 25, FAR)
     client.get_sync_run(9, FAR)
     assert [endpoint for endpoint, _ in recorder.observed] == ["/syncs/{id}/sync_runs", "/sync_runs/{id}"]
+
+
+V2_BASE = "https://census.test/api/v2"
+
+
+@pytest.fixture
+def v2_client(recorder: Recorder) -> CensusClient:
+    return CensusClient(
+        V2_BASE,
+        lambda: TOKEN,
+        observer=recorder,
+        sleep=recorder.sleep,
+        api_version="v2",
+        group_id="glad_otter",
+    )
+
+
+def test_v2_sends_the_group_on_every_list_call_and_only_there(
+    httpx_mock: HTTPXMock, v2_client: CensusClient, recorder: Recorder
+) -> None:
+    empty = {"status": "success", "data": [], "pagination": {"next_page": None}}
+    for path in ("syncs", "sources", "activations", "syncs/77/sync_runs"):
+        httpx_mock.add_response(url=re.compile(rf"{re.escape(V2_BASE)}/{path}\?.*"), json=empty)
+    httpx_mock.add_response(url=f"{V2_BASE}/sync_runs/9", json={"status": "success", "data": {"id": "9"}})
+    v2_client.list_syncs(FAR)
+    v2_client.list_sources(FAR)
+    v2_client.list_destinations(FAR)
+    v2_client.list_sync_runs(77, 1, 25, FAR)
+    assert v2_client.get_sync_run(9, FAR) == {"id": "9"}
+    groups = {request.url.path: request.url.params.get("group_id") for request in httpx_mock.get_requests()}
+    assert groups == {
+        "/api/v2/syncs": "glad_otter",
+        "/api/v2/sources": "glad_otter",
+        "/api/v2/activations": "glad_otter",
+        "/api/v2/syncs/77/sync_runs": "glad_otter",
+        "/api/v2/sync_runs/9": None,  # one object by id: ids are unique across groups
+    }
+    assert [endpoint for endpoint, _ in recorder.observed] == [
+        "/v2/syncs",
+        "/v2/sources",
+        "/v2/activations",
+        "/v2/syncs/{id}/sync_runs",
+        "/v2/sync_runs/{id}",
+    ]
+
+
+def test_v2_errors_name_the_v2_template(httpx_mock: HTTPXMock, v2_client: CensusClient) -> None:
+    httpx_mock.add_response(url=re.compile(r".*/activations\?.*"), status_code=401)
+    with pytest.raises(AuthError) as raised:
+        v2_client.list_destinations(FAR)
+    assert str(raised.value) == "GET /v2/activations: Census API rejected the token (401)"
+
+
+def test_v1_never_sends_a_group(httpx_mock: HTTPXMock, client: CensusClient, recorder: Recorder) -> None:
+    httpx_mock.add_response(
+        url=f"{BASE}/destinations?page=1&per_page=100", json={"status": "success", "data": []}
+    )
+    client.list_destinations(FAR)
+    assert "group_id" not in httpx_mock.get_requests()[0].url.params
+    assert recorder.observed == [("/destinations", "200")]

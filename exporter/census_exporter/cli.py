@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from census_exporter import __version__, defaults
-from census_exporter.census.client import EU_API_URL, US_API_URL, validate_base_url
+from census_exporter.census.client import (
+    API_VERSIONS,
+    EU_API_URL,
+    US_API_URL,
+    US_API_V2_URL,
+    default_api_url,
+    validate_base_url,
+)
 from census_exporter.config import Config, TokenError, TokenSource
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
@@ -123,6 +130,21 @@ def _boolean(text: str) -> bool:
 def _api_url(text: str) -> str:
     # validate_base_url's messages never quote the URL, which may hold a password.
     return validate_base_url(text)
+
+
+_GROUP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+V1_RETIREMENT_DATE = "2027-01-15"
+MIGRATION_DOC = "docs/census-api-versions.md"
+
+
+def _group_id(text: str) -> str:
+    name = text.strip()
+    if not _GROUP_ID.fullmatch(name):
+        raise ValueError(
+            f"expected a Fivetran group id such as decent_dropsy (letters, digits, _ . -), got {text!r}"
+        )
+    return name
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -276,7 +298,27 @@ def build_parser() -> _Parser:
         convert=_api_url,
         shown_default=US_API_URL,
         metavar="URL",
-        help="The Census API base URL. No user:password@ in it: the token is sent as a header.",
+        help=f"The Census API base URL; with --census.api-version v2 the default is {US_API_V2_URL}. No "
+        "user:password@ in it: the token is sent as a header.",
+    )
+    add(
+        "--census.api-version",
+        dest="api_version",
+        env="CENSUS_API_VERSION",
+        convert=_Choice(API_VERSIONS),
+        default=defaults.API_VERSION,
+        metavar="v1|v2",
+        help=f"The Census API dialect. v1 takes a workspace API key and is retired on {V1_RETIREMENT_DATE}; "
+        "v2 takes an Activations personal access token and --census.group-id.",
+    )
+    add(
+        "--census.group-id",
+        dest="group_id",
+        env="CENSUS_GROUP_ID",
+        convert=_group_id,
+        metavar="ID",
+        help="The Fivetran group (the former workspace) to watch with --census.api-version v2; required "
+        "there, refused with v1.",
     )
     add(
         "--census.region",
@@ -284,8 +326,8 @@ def build_parser() -> _Parser:
         env="CENSUS_REGION",
         convert=_Choice(["us", "eu"]),
         metavar="us|eu",
-        help=f"Shortcut for the API URL of a data region: eu is {EU_API_URL}. Not together with "
-        "--census.api-url.",
+        help=f"Shortcut for the API URL of a data region: eu is {EU_API_URL} (with v2 the same host at "
+        "/api/v2, UNCONFIRMED by Census). Not together with --census.api-url.",
     )
     add(
         "--census.workspace",
@@ -445,8 +487,8 @@ def flag_table_markdown(parser: _Parser | None = None) -> str:
     rows = [
         "| Flag | Environment | Default | Meaning |",
         "|---|---|---|---|",
-        f"| (none) | `{TOKEN_ENV}` | | The workspace API token (`secret-token:...`), sent as "
-        "`Authorization: Bearer <token>`, prefix included. |",
+        f"| (none) | `{TOKEN_ENV}` | | The workspace API token (`secret-token:...`) with v1, the Activations "
+        "personal access token with v2; sent as `Authorization: Bearer <token>`, prefix included. |",
     ]
     for setting in parser.settings:
         flag = f"{setting.flag} {setting.metavar}" if setting.metavar else setting.flag
@@ -488,7 +530,8 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     args = parser.resolve(argv, environ)
     if args.api_url and args.region:
         parser.error("argument --census.api-url: not allowed together with --census.region")
-    api_url = args.api_url or (EU_API_URL if args.region == "eu" else US_API_URL)
+    _check_dialect(parser, args)
+    api_url = args.api_url or default_api_url(args.api_version, args.region)
     token = _token(parser, args, environ)
     host, port = args.listen_address
     return Config(
@@ -510,7 +553,39 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         demo_seed=args.demo_seed,
         demo_syncs=args.demo_syncs,
         web_config_file=args.web_config_file,
+        api_version=args.api_version,
+        group_id=args.group_id,
     )
+
+
+def _check_dialect(parser: _Parser, args: argparse.Namespace) -> None:
+    """Exit 2 when --census.group-id or --census.api-url does not fit --census.api-version."""
+    if args.api_version == "v2" and not args.group_id and not args.demo:
+        parser.error(
+            "argument --census.group-id (env CENSUS_GROUP_ID): required with --census.api-version v2 "
+            "(the Fivetran group to watch)"
+        )
+    if args.api_version == "v1" and args.group_id:
+        parser.error(
+            "argument --census.group-id (env CENSUS_GROUP_ID): only valid with --census.api-version v2"
+        )
+    found = re.search(r"/api/(v\d+)/*$", args.api_url or "")
+    if found and found.group(1) != args.api_version:
+        parser.error(
+            f"argument --census.api-url (env CENSUS_API_URL): ends in /api/{found.group(1)} but "
+            f"--census.api-version is {args.api_version}"
+        )
+
+
+def log_api_version_notice(config: Config) -> None:
+    """Log, once at start, that a V1 workspace must move to V2 before V1 is retired."""
+    if config.api_version == "v1" and not config.demo:
+        log.warning(
+            "Census API V1 is retired on %s; move workspace %s to V2 (--census.api-version v2), see %s",
+            V1_RETIREMENT_DATE,
+            config.workspace,
+            MIGRATION_DOC,
+        )
 
 
 def _address(host: str, port: int) -> str:
@@ -523,14 +598,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = parse_config(argv)
     setup_logging(config.log_level, config.log_format)
+    log_api_version_notice(config)
     simulator = None
     if config.demo:
         from dataclasses import replace  # noqa: PLC0415
 
-        from census_exporter.demo import DEMO_TOKEN, start_demo  # noqa: PLC0415
+        from census_exporter.demo import (  # noqa: PLC0415
+            DEMO_GROUP_ID,
+            DEMO_TOKEN,
+            demo_api_url,
+            start_demo,
+        )
 
-        simulator = start_demo(seed=config.demo_seed, syncs=config.demo_syncs)
-        config = replace(config, api_url=simulator.url, token=TokenSource(value=DEMO_TOKEN))
+        group_id = (config.group_id or DEMO_GROUP_ID) if config.api_version == "v2" else None
+        simulator = start_demo(
+            seed=config.demo_seed,
+            syncs=config.demo_syncs,
+            api_version=config.api_version,
+            group_id=group_id or DEMO_GROUP_ID,
+        )
+        config = replace(
+            config,
+            api_url=demo_api_url(simulator, config.api_version),
+            token=TokenSource(value=DEMO_TOKEN),
+            group_id=group_id,
+        )
     try:
         exporter = Exporter(config)
     except OSError as error:
@@ -544,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             simulator.close()
         return EXIT_USAGE
     if simulator is not None:
-        log.info("demo workspace: simulated Census API at %s", config.api_url)
+        log.info("demo workspace: simulated Census API %s at %s", config.api_version, config.api_url)
     else:
         # Validated to hold no credentials, so safe to print; shows at once which region the token must match.
         log.info("Census API at %s", config.api_url)

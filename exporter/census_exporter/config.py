@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Literal
 
 from census_exporter import defaults
 from census_exporter.logs import RedactingFilter
@@ -98,3 +99,7 @@ class Config:
     demo_seed: int = defaults.DEMO_SEED
     demo_syncs: int = defaults.DEMO_SYNCS
     web_config_file: str | None = None
+    #: The Census API dialect: ``v1`` (workspace API key) or ``v2`` (Activations PAT and ``group_id``).
+    api_version: Literal["v1", "v2"] = defaults.API_VERSION
+    #: The Fivetran group watched with V2; ``None`` with V1.
+    group_id: str | None = None

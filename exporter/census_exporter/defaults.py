@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 CACHE_TTL_SECONDS = 60.0
 CONCURRENCY = 8
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -10,6 +12,7 @@ REFRESH_TIMEOUT_SECONDS = 60.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: Buckets of census_sync_run_duration_seconds: 10 s to 6 h, as Census runs take.
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0)
+API_VERSION: Final = "v1"
 WORKSPACE = "default"
 LISTEN_ADDRESS = ":10049"
 LISTEN_PORT = 10049

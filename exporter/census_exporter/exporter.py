@@ -43,6 +43,8 @@ class Exporter:
             max_connections=config.concurrency,
             max_response_bytes=config.max_response_bytes,
             sleep=stopping.wait,  # backoff between retries ends at once on shutdown
+            api_version=config.api_version,
+            group_id=config.group_id,
         )
         self.refresher = Refresher(
             self.client,

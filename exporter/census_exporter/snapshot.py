@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from census_exporter.census.models import Sync, SyncRun
+from census_exporter.census.models import ConnectionId, Sync, SyncRun
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
 
 
@@ -37,8 +37,8 @@ class Snapshot:
 
     workspace: str
     syncs: Mapping[int, SyncState] = field(default_factory=dict)
-    source_names: Mapping[int, str] = field(default_factory=dict)
-    destination_names: Mapping[int, str] = field(default_factory=dict)
+    source_names: Mapping[ConnectionId, str] = field(default_factory=dict)
+    destination_names: Mapping[ConnectionId, str] = field(default_factory=dict)
     #: True when the refresh that built this snapshot finished without any error.
     up: bool = False
     #: True once at least one refresh has finished (successfully or not).
@@ -67,7 +67,7 @@ class Snapshot:
         return _connection_name(self.destination_names, sync.destination_connection_id)
 
 
-def _connection_name(names: Mapping[int, str], connection_id: int | None) -> str:
+def _connection_name(names: Mapping[ConnectionId, str], connection_id: ConnectionId | None) -> str:
     if connection_id is None:
         return ""
     return names.get(connection_id, str(connection_id))

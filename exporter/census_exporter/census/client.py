@@ -19,7 +19,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 import httpx
@@ -46,6 +46,15 @@ MAX_LIST_REREADS = 2
 
 US_API_URL = "https://app.getcensus.com/api/v1"
 EU_API_URL = "https://app-eu.getcensus.com/api/v1"
+US_API_V2_URL = "https://app.getcensus.com/api/v2"
+EU_API_V2_URL = "https://app-eu.getcensus.com/api/v2"
+"""UNCONFIRMED: Census has not said whether V2 is served on the EU host (docs/census-api-versions.md)."""
+
+ApiVersion = Literal["v1", "v2"]
+API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
+
+GROUP_PARAMETER = "group_id"
+"""ASSUMED: the query parameter naming the Fivetran group on V2 list calls (the simulator assumes it too)."""
 
 DEFAULT_MAX_RESPONSE_BYTES = defaults.MAX_RESPONSE_BYTES
 """Largest response body accepted, after decompression: a page of 100 syncs is a few hundred KB."""
@@ -134,6 +143,13 @@ class RunsPage:
     has_more: bool
 
 
+def default_api_url(api_version: ApiVersion, region: str | None = None) -> str:
+    """The Census API base URL of ``api_version`` in ``region`` (``us`` unless ``eu``)."""
+    if api_version == "v2":
+        return EU_API_V2_URL if region == "eu" else US_API_V2_URL
+    return EU_API_URL if region == "eu" else US_API_URL
+
+
 def validate_base_url(url: str) -> str:
     """``url`` if it can serve as the API base URL, else ValueError with a message safe to print.
 
@@ -184,7 +200,13 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 class CensusClient:
-    """A synchronous, thread-safe client for the Census Management API (v1)."""
+    """A synchronous, thread-safe client for the Census Management API, in its V1 or V2 dialect.
+
+    V2 differs in three ways, all decided here: list calls name the Fivetran group (:meth:`_list_params`),
+    destination names come from ``/activations``, and every endpoint template starts with ``/v2`` so
+    ``census_api_requests_total{endpoint}`` shows the dialect. V1 templates keep their unprefixed form
+    (``/syncs``), so existing series continue.
+    """
 
     def __init__(
         self,
@@ -200,8 +222,17 @@ class CensusClient:
         sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        api_version: ApiVersion = "v1",
+        group_id: str | None = None,
     ) -> None:
         validate_base_url(base_url)
+        if api_version not in API_VERSIONS:
+            raise ValueError(f"api_version must be one of {', '.join(API_VERSIONS)}")
+        if (api_version == "v2") != bool(group_id):
+            raise ValueError("group_id is required with api_version v2 and refused with v1")
+        self.api_version: ApiVersion = api_version
+        self._group_id = group_id
+        self._template_prefix = "/v2" if api_version == "v2" else ""
         self._token = token
         self._request_timeout = request_timeout
         self._max_response_bytes = max_response_bytes
@@ -233,44 +264,61 @@ class CensusClient:
 
     def list_syncs(self, deadline: float) -> Listing:
         """Every sync in the workspace, across all pages; re-read when the list shifts while paged."""
-        return self._consistent_listing("syncs", "/syncs", deadline)
+        return self._consistent_listing("syncs", deadline)
 
     def list_sources(self, deadline: float) -> Listing:
         """Every source connection, across all pages."""
-        return self._consistent_listing("sources", "/sources", deadline)
+        return self._consistent_listing("sources", deadline)
 
     def list_destinations(self, deadline: float) -> Listing:
-        """Every destination connection, across all pages."""
-        return self._consistent_listing("destinations", "/destinations", deadline)
+        """Every destination connection (V2: every activation), across all pages."""
+        return self._consistent_listing(
+            "activations" if self.api_version == "v2" else "destinations", deadline
+        )
 
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
         """One page of a sync's runs, newest first."""
+        endpoint = self._template("/syncs/{id}/sync_runs")
         body = self._get(
             f"syncs/{sync_id}/sync_runs",
-            "/syncs/{id}/sync_runs",
-            {"order": "desc", "page": page, "per_page": per_page},
+            endpoint,
+            self._list_params({"order": "desc", "page": page, "per_page": per_page}),
             deadline,
         )
-        items = _data_list(body, "/syncs/{id}/sync_runs")
+        items = _data_list(body, endpoint)
         next_page = _paging.next_page(body, page)
         has_more = next_page is not None if _paging.has_paging_hint(body) else len(items) >= per_page
         return RunsPage(items=items, has_more=has_more and bool(items))
 
     def get_sync_run(self, run_id: int, deadline: float) -> Any:
-        """One run by its global id."""
-        body = self._get(f"sync_runs/{run_id}", "/sync_runs/{id}", None, deadline)
+        """One run by its global id (V2 too needs no group here: ids are unique across groups)."""
+        endpoint = self._template("/sync_runs/{id}")
+        body = self._get(f"sync_runs/{run_id}", endpoint, None, deadline)
         if "data" not in body:
-            raise MalformedResponseError("/sync_runs/{id}", "response has no 'data'")
+            raise MalformedResponseError(endpoint, "response has no 'data'")
         return body["data"]
+
+    # ------------------------------------------------------------------ dialect
+
+    def _template(self, template: str) -> str:
+        """The endpoint template as errors and ``census_api_requests_total{endpoint}`` show it."""
+        return self._template_prefix + template
+
+    def _list_params(self, params: Mapping[str, str | int]) -> Mapping[str, str | int]:
+        """``params`` of a list call, plus the Fivetran group V2 requires on every one."""
+        if self._group_id is None:
+            return params
+        return {**params, GROUP_PARAMETER: self._group_id}
 
     # ------------------------------------------------------------------ paging
 
-    def _consistent_listing(self, path: str, endpoint: str, deadline: float) -> Listing:
+    def _consistent_listing(self, path: str, deadline: float) -> Listing:
         """The whole list, re-read up to MAX_LIST_REREADS times while it visibly shifts under paging.
 
         A re-read that fails for lack of time or a transient error ends the attempts: the records seen so far
         come back marked incomplete rather than as an error.
         """
+        endpoint = self._template("/" + path)
         seen: dict[object, Any] = {}
         unkeyed: list[Any] = []
         for reread in range(MAX_LIST_REREADS + 1):
@@ -303,7 +351,7 @@ class CensusClient:
         seen_ids: set[object] = set()
         totals: set[int] = set()
         for _ in range(MAX_LIST_PAGES):
-            body = self._get(path, endpoint, {"page": page, "per_page": 100}, deadline)
+            body = self._get(path, endpoint, self._list_params({"page": page, "per_page": 100}), deadline)
             items = _data_list(body, endpoint)
             total = _paging.total_records(body)
             if total is not None:

@@ -55,11 +55,18 @@ class Skipped:
     reason: str
 
 
+#: A connection's id: an integer in V1, a string such as ``glimmering_donkey`` for a V2 activation.
+ConnectionId = int | str
+
+#: Longest non-numeric connection id accepted (V2 activation ids are two or three short words).
+CONNECTION_ID_LIMIT = 128
+
+
 @dataclass(frozen=True, slots=True)
 class Connection:
     """A source or destination connection: only what labels need."""
 
-    id: int
+    id: ConnectionId
     name: str
 
 
@@ -70,8 +77,8 @@ class Sync:
     id: int
     label: str
     operation: str
-    source_connection_id: int | None
-    destination_connection_id: int | None
+    source_connection_id: ConnectionId | None
+    destination_connection_id: ConnectionId | None
     destination_object: str
     schedule: str
     paused: bool | None
@@ -139,6 +146,7 @@ _LINE_BREAKS = re.compile("[\t\n\r\v\f\x85]")
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _LONGEST_ID_DIGITS = len(str(MAX_ID))
 _LONGEST_TIMESTAMP = 64
+_WORD_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{CONNECTION_ID_LIMIT - 1}}}")
 
 
 def clean_text(value: str) -> str:
@@ -174,6 +182,30 @@ def check_id(value: object) -> int | Unusable | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return Unusable("not an integer")
     return value if 1 <= value <= MAX_ID else Unusable("out of range")
+
+
+def check_connection_id(value: object) -> ConnectionId | Unusable | None:
+    """A connection id: an API id (:func:`check_id`), or a V2 activation's word id (``glimmering_donkey``).
+
+    Connection ids only key names, never order anything, so a non-numeric one is as good as a number.
+    """
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        if not _WORD_ID.fullmatch(value):
+            return Unusable("not an id")
+        return value
+    return check_id(value)
+
+
+def _non_numeric_id(what: str, value: object) -> Skipped | None:
+    """Why a record whose id is a non-numeric string is skipped, or None for any other id.
+
+    Runs are counted exactly once by ordering their ids; a word id cannot be ordered, so such records
+    cannot be counted yet (docs/census-api-versions.md, known limits).
+    """
+    if not isinstance(value, str) or value.isdigit() or not _WORD_ID.fullmatch(value):
+        return None
+    shown = bounded_text(value, WORD_LIMIT)
+    return Skipped(f"{what} id {shown!r} is not numeric; V2 non-numeric ids are not supported yet")
 
 
 def check_count(value: object) -> int | Unusable | None:
@@ -282,6 +314,14 @@ class _Fields:
         """A boolean field."""
         return self.take(name, check_bool(self.record.get(name)))
 
+    def connection_id(self, record: Mapping[str, Any]) -> ConnectionId | None:
+        """The ``connection_id`` of ``record`` (a sync's source or destination attributes)."""
+        checked = check_connection_id(record.get("connection_id"))
+        if isinstance(checked, Unusable):
+            self.problems.append(f"connection_id {checked.why}")
+            return None
+        return checked
+
     def text(self, name: str, limit: int) -> str | None:
         """A text field, cleaned and bounded."""
         return self.take(name, check_text(self.record.get(name), limit))
@@ -294,8 +334,8 @@ def _mapping(value: object) -> Mapping[str, Any]:
 def parse_connection(raw: object) -> Connection | Skipped:
     """A source or destination. The name falls back to the id; ``connection_details`` is never read."""
     record = _mapping(raw)
-    connection_id = parse_id(record.get("id"))
-    if connection_id is None:
+    connection_id = check_connection_id(record.get("id"))
+    if connection_id is None or isinstance(connection_id, Unusable):
         return Skipped("connection without a usable id")
     name = (
         parse_text(record.get("name"), NAME_LIMIT)
@@ -347,6 +387,8 @@ def parse_sync(raw: object) -> Sync | Skipped:
     record = _mapping(raw)
     sync_id = parse_id(record.get("id"))
     if sync_id is None:
+        if word_id := _non_numeric_id("sync", record.get("id")):
+            return word_id
         return Skipped("sync without a usable id")
     fields = _Fields(record)
     label = (
@@ -361,8 +403,8 @@ def parse_sync(raw: object) -> Sync | Skipped:
         id=sync_id,
         label=label,
         operation=bounded_text(operation.lower(), WORD_LIMIT) if operation else "",
-        source_connection_id=fields.id("connection_id", source),
-        destination_connection_id=fields.id("connection_id", destination),
+        source_connection_id=fields.connection_id(source),
+        destination_connection_id=fields.connection_id(destination),
         destination_object=_destination_object(destination.get("object")),
         schedule=describe_schedule(record),
         paused=fields.flag("paused"),
@@ -380,6 +422,8 @@ def parse_sync_run(raw: object) -> SyncRun | Skipped:
     record = _mapping(raw)
     run_id = parse_id(record.get("id"))
     if run_id is None:
+        if word_id := _non_numeric_id("sync run", record.get("id")):
+            return word_id
         return Skipped("sync run without a usable id")
     fields = _Fields(record)
     trigger = _mapping(record.get("sync_trigger_reason"))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from census_exporter.demo.activity import DemoActivity
-from census_exporter.demo.organization import HostedWorkspace, SimulatedOrganization
+from census_exporter.demo.organization import HostedWorkspace, SimulatedOrganization, base_url
 from census_exporter.demo.server import Fault, SimulatorServer
 from census_exporter.demo.workspace import SimulatedWorkspace, reference_workspace
 
 DEMO_TOKEN = "secret-token:demo-workspace"  # noqa: S105 - the simulator's own, public, token
+DEMO_GROUP_ID = "demo_group"
+"""The Fivetran group of the demo workspace when it is spoken to as V2."""
 
 __all__ = [
+    "DEMO_GROUP_ID",
     "DEMO_TOKEN",
     "DemoActivity",
     "Fault",
@@ -17,6 +22,7 @@ __all__ = [
     "SimulatedOrganization",
     "SimulatedWorkspace",
     "SimulatorServer",
+    "demo_api_url",
     "reference_workspace",
     "start_demo",
 ]
@@ -27,10 +33,22 @@ def start_demo(
     syncs: int = 25,
     failing_sync_ids: frozenset[int] = frozenset(),
     latency_seconds: float = 0.0,
+    *,
+    api_version: Literal["v1", "v2"] = "v1",
+    group_id: str = DEMO_GROUP_ID,
 ) -> SimulatorServer:
-    """Start the simulated API on an ephemeral loopback port with demo activity; return it running."""
+    """Start the simulated API on an ephemeral loopback port with demo activity; return it running.
+
+    With ``api_version="v2"`` the workspace is the Fivetran group ``group_id`` of a
+    :class:`SimulatedOrganization` whose personal access token is :data:`DEMO_TOKEN`; its base URL is
+    :func:`demo_api_url`.
+    """
     workspace = SimulatedWorkspace()
     activity = DemoActivity(workspace, seed=seed, syncs=syncs, failing_sync_ids=failing_sync_ids)
+    if api_version == "v2":
+        organization = SimulatedOrganization(pat=DEMO_TOKEN)
+        organization.add_workspace("demo", group_id=group_id, workspace=workspace)
+        return organization.serve(latency_seconds=latency_seconds, before_request=activity.advance)
     server = SimulatorServer(
         workspace,
         token=DEMO_TOKEN,
@@ -38,3 +56,8 @@ def start_demo(
         before_request=activity.advance,
     )
     return server.start()
+
+
+def demo_api_url(server: SimulatorServer, api_version: Literal["v1", "v2"]) -> str:
+    """The base URL at which a server from :func:`start_demo` speaks ``api_version``."""
+    return base_url(server, api_version)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from census_exporter.census.client import CensusAPIError
-from census_exporter.census.models import Sync, bounded_text, parse_connection, parse_sync
+from census_exporter.census.models import ConnectionId, Sync, bounded_text, parse_connection, parse_sync
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
@@ -401,5 +401,5 @@ class Refresher:
             syncs.setdefault(parsed.id, parsed)
         return list(syncs.values())
 
-    def _connection_names(self, raw: list[Any], kind: str) -> dict[int, str]:
+    def _connection_names(self, raw: list[Any], kind: str) -> dict[ConnectionId, str]:
         return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}
