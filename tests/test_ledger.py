@@ -33,7 +33,7 @@ def test_baseline_counts_nothing_but_remembers_outcome_times() -> None:
     ledger = SyncLedger.baseline([run(3), run(2, "failed"), run(4, "working")])
     assert ledger.counters.runs_by_status == {"completed": 0, "failed": 0, "skipped": 0}
     assert ledger.counters.records_processed == 0
-    assert ledger.high_water_run_id == 4
+    assert ledger.recent_run_ids == (2, 3, 4)
     assert ledger.pending_run_ids == {4}
     assert ledger.last_success_at == 1000.0 + 3 + 30
     assert ledger.last_failure_at == 1000.0 + 2 + 30  # updated_at, since completed_at is null
