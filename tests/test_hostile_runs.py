@@ -211,6 +211,8 @@ def test_a_status_that_briefly_reads_null_is_still_counted_once_when_it_complete
     for _ in range(3):
         snapshot = refresh(refresher)
     assert completed(snapshot, 1, "unknown") == 0
+    latest = snapshot.syncs[1].latest_run
+    assert latest is not None and latest.status == "working"  # the last status actually reported
     assert snapshot.syncs[1].ledger is not None and 1000 in snapshot.syncs[1].ledger.pending_run_ids
     snapshot = refresh(refresher)
     snapshot = refresh(refresher)

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from census_exporter import defaults
 from census_exporter.census.client import Listing, NotFoundError, RunsPage
-from census_exporter.census.models import Sync, SyncRun, bounded_text, parse_sync_run
+from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import SyncState
 from census_exporter.state import (
@@ -124,6 +124,15 @@ class SyncRefresh:
         latest = max(first_page, key=lambda run: (run.created_at or 0.0, run.id), default=None)
         if unusable_first_page and previous is not None:
             # Records came back but none could be parsed: that says nothing new about the newest run.
+            latest = previous.latest_run
+        elif (
+            latest is not None
+            and latest.status == UNREPORTED_STATUS
+            and previous is not None
+            and previous.latest_run is not None
+            and previous.latest_run.id == latest.id
+        ):
+            # A status that briefly reads null says nothing new either: keep the one last reported.
             latest = previous.latest_run
         if ledger is None:
             new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets)
