@@ -6,10 +6,11 @@ it fetched, so a refresh that fails half-way simply keeps the old ledger and not
 Counting rules (exactly once):
 
 * Run ids are global and increase with creation time. "Already accounted for" is: one of the newest
-  :data:`REMEMBERED_RUN_IDS` run ids seen (``recent``), older than the oldest of them, or last seen queued or
-  working (``pending``). A single bogus huge id is then one remembered id among many, not a high-water mark
-  that would make every later (smaller) real id look old. An id far above every remembered one is reported
-  (``implausible``) so that the refresh can say so once.
+  :data:`REMEMBERED_RUN_IDS` run ids seen (``recent``), below the ``floor`` (the oldest id of the baseline,
+  raised only by ids that fell out of ``recent``), or last seen queued or working (``pending``). A single
+  bogus huge id is then one remembered id among many, not a high-water mark that would make every later
+  (smaller) real id look old. An id far above every remembered one is reported (``implausible``) so that the
+  refresh can say so once. (A baseline whose only run has a bogus id still sets the floor there.)
 * The first observation of a sync is a baseline: runs that had already finished are not counted (counters
   start at 0); runs still queued or working become pending.
 * Afterwards a run is counted once, when it is first seen in a terminal state: either a new run (id above
@@ -129,7 +130,7 @@ class LedgerUpdate:
 class SyncLedger:
     """What one sync's runs have contributed so far."""
 
-    #: The newest run ids seen (ascending, at most :data:`REMEMBERED_RUN_IDS`); ids below the first are old.
+    #: The newest run ids seen (ascending, at most :data:`REMEMBERED_RUN_IDS`).
     recent_run_ids: tuple[int, ...]
     pending_run_ids: frozenset[int]
     counters: RunCounters
@@ -138,6 +139,8 @@ class SyncLedger:
     buckets: tuple[float, ...] = field(default=DEFAULT_DURATION_BUCKETS)
     #: The pending run looked up by id last; the next refresh's lookups start after it (round robin).
     last_pending_lookup: int = 0
+    #: Ids below this are old: the baseline's oldest run, or the newest id that fell out of ``recent``.
+    floor_run_id: int = 0
 
     @classmethod
     def baseline(
@@ -148,6 +151,7 @@ class SyncLedger:
         pending = sorted(run.id for run in run_list if not run.terminal)
         ledger = cls(
             recent_run_ids=_newest({run.id for run in run_list}),
+            floor_run_id=min((run.id for run in run_list), default=0),
             pending_run_ids=frozenset(pending[-MAX_PENDING_RUNS_PER_SYNC:]),
             counters=RunCounters.zero(len(buckets)),
             buckets=tuple(buckets),
@@ -158,8 +162,7 @@ class SyncLedger:
         """True when this run is already accounted for (counted, baseline, or pending)."""
         if run_id in self.pending_run_ids:
             return True
-        recent = self.recent_run_ids
-        return bool(recent) and (run_id < recent[0] or _contains(recent, run_id))
+        return run_id < self.floor_run_id or _contains(self.recent_run_ids, run_id)
 
     def pending_missing_from(self, fetched_ids: Iterable[int]) -> frozenset[int]:
         """Pending runs the fetched pages no longer show: they must be fetched one by one."""
@@ -204,9 +207,12 @@ class SyncLedger:
         dropped = (
             kept_pending[:-MAX_PENDING_RUNS_PER_SYNC] if len(kept_pending) > MAX_PENDING_RUNS_PER_SYNC else []
         )
+        seen = sorted({*self.recent_run_ids, *(run.id for run in runs)})
+        evicted = seen[:-REMEMBERED_RUN_IDS]
         ledger = replace(
             self,
-            recent_run_ids=_newest({*self.recent_run_ids, *(run.id for run in runs)}),
+            recent_run_ids=tuple(seen[-REMEMBERED_RUN_IDS:]),
+            floor_run_id=max(self.floor_run_id, evicted[-1] + 1) if evicted else self.floor_run_id,
             pending_run_ids=frozenset(kept_pending[len(dropped) :]),
             counters=counters,
             last_pending_lookup=self.last_pending_lookup
