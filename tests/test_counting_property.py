@@ -3,7 +3,9 @@ that finishes after the exporter first saw its sync is counted once, under its f
 
 The real Refresher runs against an in-memory API with the Census paging semantics (newest first, small
 pages), so paging back to a known run, pending runs scrolling out of the first page and their lookup by id
-are all exercised. The model it is compared with is deliberately naive.
+(a few per refresh, in rotation) are all exercised. Now and then a run with a bogus huge id shows up for one
+refresh and then vanishes (404): it must not stop later, smaller ids from counting. The model it is compared
+with is deliberately naive.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from census_exporter.census.client import Listing, NotFoundError, RunsPage
 from census_exporter.refresh import Refresher, RefreshSettings
 
 PAGE = 4  # small, so that bursts span pages and pending runs scroll out
+LOOKUPS = 3  # pending runs looked up by id per refresh: fewer than can be pending, so rotation matters
+BOGUS_ID = 2**62
 TERMINAL = ("completed", "failed", "skipped")
 
 
@@ -53,6 +57,7 @@ operation = st.one_of(
     st.tuples(st.just("start"), st.sampled_from(("queued", "working", *TERMINAL))),
     st.tuples(st.just("finish"), st.integers(min_value=0, max_value=50), st.sampled_from(TERMINAL)),
     st.tuples(st.just("refresh")),
+    st.tuples(st.just("bogus"), st.sampled_from(("working", *TERMINAL))),
 )
 
 
@@ -66,13 +71,20 @@ def test_every_run_finishing_after_the_baseline_is_counted_once(
 ) -> None:
     api = FakeCensus()
     next_id = iter(range(1, 10_000))
+    next_bogus_id = iter(range(BOGUS_ID, BOGUS_ID + 10_000))
+    bogus: list[dict[str, Any]] = []  # shown until the next refresh, then gone
 
-    def start(status: str) -> None:
-        api.runs.append({"id": next(next_id), "sync_id": 1, "status": status})
+    def start(status: str, run_id: int | None = None) -> None:
+        api.runs.append({"id": next(next_id) if run_id is None else run_id, "sync_id": 1, "status": status})
 
     for status in before:
         start(status)
-    refresher = Refresher(api, RefreshSettings(cache_ttl_seconds=0, runs_page_size=PAGE, concurrency=1))
+    refresher = Refresher(
+        api,
+        RefreshSettings(
+            cache_ttl_seconds=0, runs_page_size=PAGE, concurrency=1, max_pending_lookups_per_sync=LOOKUPS
+        ),
+    )
     try:
         refresher.trigger().result(timeout=30)  # the baseline
         # Naive model: runs that finish from now on count; so do runs the baseline saw unfinished on its
@@ -81,8 +93,10 @@ def test_every_run_finishing_after_the_baseline_is_counted_once(
         watched = {run["id"] for run in api.runs if run["status"] not in TERMINAL and run in baseline_page}
         expected: Counter[str] = Counter()
         for op in operations:
-            if op[0] == "start":
-                start(op[1])
+            if op[0] in ("start", "bogus"):
+                start(op[1], next(next_bogus_id) if op[0] == "bogus" else None)
+                if op[0] == "bogus":
+                    bogus.append(api.runs[-1])
                 if op[1] in TERMINAL:
                     expected[op[1]] += 1
                 else:
@@ -96,7 +110,13 @@ def test_every_run_finishing_after_the_baseline_is_counted_once(
                         expected[op[2]] += 1
             else:
                 refresher.trigger().result(timeout=30)
-        refresher.trigger().result(timeout=30)
+                for run in bogus:
+                    api.runs.remove(run)
+                    watched.discard(run["id"])
+                bogus.clear()
+        # Enough refreshes for the rotating lookups to reach every run still pending.
+        for _ in range(len(api.runs) // LOOKUPS + 2):
+            refresher.trigger().result(timeout=30)
         ledger = refresher.snapshot.syncs[1].ledger
         assert ledger is not None
         counted = {status: n for status, n in ledger.counters.runs_by_status.items() if n}

@@ -166,9 +166,14 @@ def test_deleted_syncs_leave_the_output(harness_factory: HarnessFactory) -> None
     with workspace.lock:  # still listed, but its runs are gone
         del workspace.runs[61]
     m = h.scrape()
-    assert m.value("census_syncs") == 1  # 60 left the list; 61's runs answer 404, so it is gone too
-    for sync_id in ("60", "61"):
-        assert not [key for key in m.samples if ("sync_id", sync_id) in key[1]], sync_id
+    assert m.value("census_syncs") == 2  # 60 left the list; 61 is still listed, so one 404 proves nothing
+    assert not [key for key in m.samples if ("sync_id", "60") in key[1]]
+    assert m.all("census_sync_last_run_id", sync_id="61")
+    assert m.value("census_up") == 0
+    workspace.remove_sync(61)
+    m = h.scrape()
+    assert m.value("census_syncs") == 1  # unlisted and answering 404: gone
+    assert not [key for key in m.samples if ("sync_id", "61") in key[1]]
     assert m.value("census_up") == 1  # a 404 on a deleted sync is not an API fault
 
 
@@ -369,6 +374,10 @@ def test_a_sync_that_stays_gone_is_logged_once(
         del workspace.runs[61]
     h = harness_factory(workspace)
     with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            h.scrape()
+        assert len([r for r in caplog.records if "404 although it is listed" in r.getMessage()]) == 1
+        workspace.remove_sync(61)
         for _ in range(3):
             h.scrape()
     assert len([r for r in caplog.records if "is gone (404)" in r.getMessage()]) == 1

@@ -70,7 +70,7 @@ def hostile_snapshot() -> Snapshot:
         sync=sync(2),
         latest_run=finished_run(12),
         ledger=SyncLedger(
-            high_water_run_id=12,
+            recent_run_ids=(12,),
             pending_run_ids=frozenset(),
             counters=replace(RunCounters.zero(len(DEFAULT_DURATION_BUCKETS)), records_processed=10**400),
         ),

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from census_exporter.census.models import SyncRun
-from census_exporter.state import MAX_UNDOCUMENTED_STATUSES, OTHER_STATUS, SyncLedger
+from census_exporter.state import (
+    MAX_PENDING_RUNS_PER_SYNC,
+    MAX_UNDOCUMENTED_STATUSES,
+    OTHER_STATUS,
+    REMEMBERED_RUN_IDS,
+    SyncLedger,
+)
 
 
 def run(run_id: int, status: str = "completed", duration: float = 30.0, records: int | None = 10) -> SyncRun:
@@ -33,7 +39,7 @@ def test_baseline_counts_nothing_but_remembers_outcome_times() -> None:
     ledger = SyncLedger.baseline([run(3), run(2, "failed"), run(4, "working")])
     assert ledger.counters.runs_by_status == {"completed": 0, "failed": 0, "skipped": 0}
     assert ledger.counters.records_processed == 0
-    assert ledger.high_water_run_id == 4
+    assert ledger.recent_run_ids == (2, 3, 4)
     assert ledger.pending_run_ids == {4}
     assert ledger.last_success_at == 1000.0 + 3 + 30
     assert ledger.last_failure_at == 1000.0 + 2 + 30  # updated_at, since completed_at is null
@@ -125,3 +131,40 @@ def test_cumulative_duration_counts_add_up_the_buckets_for_the_histogram() -> No
     )
     cumulative = update.ledger.counters.cumulative_duration_counts()
     assert cumulative == (1, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4)  # 10, 30, 60, ... 21600, +Inf
+
+
+def test_a_bogus_huge_id_is_one_remembered_id_and_smaller_new_ids_still_count() -> None:
+    ledger = SyncLedger.baseline([run(10), run(9)])
+    glitch = ledger.advance([run(2**62, "working"), run(11), run(10)])
+    assert [r.id for r in glitch.counted] == [11]
+    assert glitch.implausible_run_ids == (2**62,)
+    gone = glitch.ledger.advance([run(12), run(11)], gone_run_ids=[2**62])
+    assert [r.id for r in gone.counted] == [12]
+    assert gone.implausible_run_ids == ()
+    assert gone.ledger.pending_run_ids == frozenset()
+
+
+def test_remembered_ids_are_bounded_and_older_ids_count_as_known() -> None:
+    ledger = SyncLedger.baseline([run(1)])
+    many = ledger.advance([run(run_id) for run_id in range(2, REMEMBERED_RUN_IDS + 100)]).ledger
+    assert len(many.recent_run_ids) == REMEMBERED_RUN_IDS
+    assert many.knows(5) and many.knows(REMEMBERED_RUN_IDS + 50)
+    assert many.advance([run(5), run(REMEMBERED_RUN_IDS + 50)]).counted == ()
+    assert not many.knows(REMEMBERED_RUN_IDS + 100)
+
+
+def test_the_pending_set_is_capped_and_the_oldest_are_dropped() -> None:
+    ledger = SyncLedger.baseline([run(1)])
+    working = [run(run_id, "working") for run_id in range(2, MAX_PENDING_RUNS_PER_SYNC + 12)]
+    update = ledger.advance(working)
+    assert len(update.ledger.pending_run_ids) == MAX_PENDING_RUNS_PER_SYNC
+    assert update.dropped_pending_run_ids == tuple(range(2, 12))
+    assert min(update.ledger.pending_run_ids) == 12
+
+
+def test_pending_lookups_continue_after_the_last_one_looked_up() -> None:
+    ledger = SyncLedger.baseline([run(run_id, "working") for run_id in range(1, 8)])
+    assert ledger.pending_lookup_order([1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5]
+    after_three = ledger.advance([], last_pending_lookup=3).ledger
+    assert after_three.pending_lookup_order([1, 2, 3, 4, 5]) == [4, 5, 1, 2, 3]
+    assert after_three.advance([]).ledger.last_pending_lookup == 3  # no lookups: the cursor stays

@@ -112,13 +112,17 @@ def test_a_stalled_refresh_is_abandoned_at_its_deadline_and_its_late_result_is_d
 
 
 def test_a_dead_api_cannot_pile_up_abandoned_refreshes(
-    stalling: tuple[SimulatedWorkspace, StallingAPI, Refresher],
+    stalling: tuple[SimulatedWorkspace, StallingAPI, Refresher], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, api, refresher = stalling
     refresher.trigger().result(timeout=10)
-    for _ in range(6):
-        api.stalled.set()
-        refresher.trigger().result(timeout=DEADLINE_SECONDS + 10)
+    with caplog.at_level(logging.WARNING, logger="census_exporter.refresh"):
+        for _ in range(7):
+            api.stalled.set()
+            refresher.trigger().result(timeout=DEADLINE_SECONDS + 10)
     # Beyond the bound, a refresh does not start: the current (down) snapshot comes back at once.
     assert api.stalls == MAX_ABANDONED_REFRESHES
     assert not refresher.snapshot.up
+    # ... and that is said once, not on every scrape that finds no refresh can start.
+    blocked = [r for r in caplog.records if "no new refresh starts" in r.getMessage()]
+    assert len(blocked) == 1 and str(MAX_ABANDONED_REFRESHES) in blocked[0].getMessage()

@@ -9,10 +9,11 @@ from dataclasses import replace
 
 import pytest
 
+from census_exporter.census.client import CensusClient
 from census_exporter.census.models import Skipped, SyncRun, parse_sync_run
-from census_exporter.demo import SimulatedWorkspace
-from census_exporter.refresh import one_sync
-from tests.conftest import Harness
+from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.refresh import Refresher, RefreshSettings, one_sync
+from tests.conftest import TEST_TOKEN, Harness
 
 HarnessFactory = Callable[..., Harness]
 
@@ -84,3 +85,70 @@ def test_model_problems_are_logged_once_per_sync_and_problem(
     assert sorted(r.getMessage().split(":")[0] for r in lines) == ["sync 1", "sync 2"]
     assert all(r.levelno == logging.WARNING and len(r.getMessage()) < 300 for r in lines)
     assert h.exporter.refresher.snapshot.up
+
+
+def test_a_token_that_cannot_be_read_is_reported_as_such_not_as_a_rejection(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(1, label="s1")
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+
+    def token_file_is_a_directory() -> str:
+        raise IsADirectoryError(21, "Is a directory", "/run/secrets/census-token")
+
+    client = CensusClient(simulator.url, token_file_is_a_directory)
+    refresher = Refresher(client, RefreshSettings(cache_ttl_seconds=0))
+    try:
+        with caplog.at_level(logging.INFO, logger="census_exporter.refresh"):
+            for _ in range(2):
+                refresher.trigger().result(timeout=10)
+    finally:
+        refresher.close()
+        client.close()
+        simulator.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    # Once; and the API was never asked, so it cannot have rejected anything.
+    assert errors == ["no usable API token: [Errno 21] Is a directory: '/run/secrets/census-token'"]
+    assert sum(simulator.requests.values()) == 0
+
+
+def test_an_unexpected_refresh_failure_is_logged_once_per_type_until_a_refresh_succeeds(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(1, label="s1")
+    workspace.add_run(1)
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    client = CensusClient(simulator.url, lambda: TEST_TOKEN)
+    refresher = Refresher(client, RefreshSettings(cache_ttl_seconds=0))
+    built = refresher._build
+    failure: list[Exception] = []
+
+    def buggy(*args: object) -> object:
+        if failure:
+            raise failure[0]
+        return built(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(refresher, "_build", buggy)
+    try:
+        with caplog.at_level(logging.INFO, logger="census_exporter.refresh"):
+            failure[:] = [TypeError("'NoneType' object is not subscriptable")]
+            for _ in range(3):
+                assert not refresher.trigger().result(timeout=10).up
+            failure[:] = [KeyError("data")]
+            refresher.trigger().result(timeout=10)
+            failure.clear()
+            assert refresher.trigger().result(timeout=10).up
+            failure[:] = [TypeError("again")]
+            refresher.trigger().result(timeout=10)
+    finally:
+        refresher.close()
+        client.close()
+        simulator.close()
+    lines = [r.getMessage() for r in caplog.records if "refresh failed unexpectedly" in r.getMessage()]
+    assert lines == [
+        "refresh failed unexpectedly: TypeError: 'NoneType' object is not subscriptable",
+        "refresh failed unexpectedly: KeyError: 'data'",
+        "refresh failed unexpectedly: TypeError: again",  # news again after a successful refresh
+    ]

@@ -5,8 +5,12 @@ it fetched, so a refresh that fails half-way simply keeps the old ledger and not
 
 Counting rules (exactly once):
 
-* Run ids are global and increase with creation time, so "already accounted for" is ``id <= high_water``
-  plus the set of runs last seen queued or working (``pending``).
+* Run ids are global and increase with creation time. "Already accounted for" is: one of the newest
+  :data:`REMEMBERED_RUN_IDS` run ids seen (``recent``), below the ``floor`` (the oldest id of the baseline,
+  raised only by ids that fell out of ``recent``), or last seen queued or working (``pending``). A single
+  bogus huge id is then one remembered id among many, not a high-water mark that would make every later
+  (smaller) real id look old. An id far above every remembered one is reported (``implausible``) so that the
+  refresh can say so once. (A baseline whose only run has a bogus id still sets the floor there.)
 * The first observation of a sync is a baseline: runs that had already finished are not counted (counters
   start at 0); runs still queued or working become pending.
 * Afterwards a run is counted once, when it is first seen in a terminal state: either a new run (id above
@@ -32,6 +36,15 @@ MAX_UNDOCUMENTED_STATUSES = 5
 OTHER_STATUS = "other"
 
 DEFAULT_DURATION_BUCKETS = defaults.DURATION_BUCKETS
+
+#: Run ids remembered per sync (the newest ones); memory per sync is bounded by this plus the pending cap.
+REMEMBERED_RUN_IDS = 500
+#: Runs per sync waited on while queued or working; beyond this the oldest are forgotten uncounted (a sync
+#: whose runs never finish must not grow the ledger without bound).
+MAX_PENDING_RUNS_PER_SYNC = 500
+#: A new run id this far above every remembered one is implausible (Census creates nowhere near this many
+#: runs between two refreshes); it is still accounted for, and reported once.
+IMPLAUSIBLE_RUN_ID_JUMP = 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,22 +116,31 @@ class RunCounters:
 
 @dataclass(frozen=True, slots=True)
 class LedgerUpdate:
-    """The next ledger, and the runs it counted (oldest first) for logging."""
+    """The next ledger, the runs it counted (oldest first), and what the refresh should log."""
 
     ledger: SyncLedger
     counted: tuple[SyncRun, ...]
+    #: New run ids far above every remembered one (see :data:`IMPLAUSIBLE_RUN_ID_JUMP`).
+    implausible_run_ids: tuple[int, ...] = ()
+    #: Pending runs forgotten uncounted because the pending set reached :data:`MAX_PENDING_RUNS_PER_SYNC`.
+    dropped_pending_run_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class SyncLedger:
     """What one sync's runs have contributed so far."""
 
-    high_water_run_id: int
+    #: The newest run ids seen (ascending, at most :data:`REMEMBERED_RUN_IDS`).
+    recent_run_ids: tuple[int, ...]
     pending_run_ids: frozenset[int]
     counters: RunCounters
     last_success_at: float | None = None
     last_failure_at: float | None = None
     buckets: tuple[float, ...] = field(default=DEFAULT_DURATION_BUCKETS)
+    #: The pending run looked up by id last; the next refresh's lookups start after it (round robin).
+    last_pending_lookup: int = 0
+    #: Ids below this are old: the baseline's oldest run, or the newest id that fell out of ``recent``.
+    floor_run_id: int = 0
 
     @classmethod
     def baseline(
@@ -126,9 +148,11 @@ class SyncLedger:
     ) -> SyncLedger:
         """The first view of a sync: remember what exists, count nothing."""
         run_list = list(runs)
+        pending = sorted(run.id for run in run_list if not run.terminal)
         ledger = cls(
-            high_water_run_id=max((run.id for run in run_list), default=0),
-            pending_run_ids=frozenset(run.id for run in run_list if not run.terminal),
+            recent_run_ids=_newest({run.id for run in run_list}),
+            floor_run_id=min((run.id for run in run_list), default=0),
+            pending_run_ids=frozenset(pending[-MAX_PENDING_RUNS_PER_SYNC:]),
             counters=RunCounters.zero(len(buckets)),
             buckets=tuple(buckets),
         )
@@ -136,42 +160,68 @@ class SyncLedger:
 
     def knows(self, run_id: int) -> bool:
         """True when this run is already accounted for (counted, baseline, or pending)."""
-        return run_id <= self.high_water_run_id
+        if run_id in self.pending_run_ids:
+            return True
+        return run_id < self.floor_run_id or _contains(self.recent_run_ids, run_id)
 
     def pending_missing_from(self, fetched_ids: Iterable[int]) -> frozenset[int]:
         """Pending runs the fetched pages no longer show: they must be fetched one by one."""
         return self.pending_run_ids - frozenset(fetched_ids)
 
+    def pending_lookup_order(self, missing: Iterable[int]) -> list[int]:
+        """``missing`` pending ids, least recently looked up first: after the last lookup, then the rest."""
+        ordered = sorted(missing)
+        cut = bisect.bisect_right(ordered, self.last_pending_lookup)
+        return ordered[cut:] + ordered[:cut]
+
     def advance(
         self,
         fetched: Iterable[SyncRun],
         gone_run_ids: Iterable[int] = (),
+        last_pending_lookup: int | None = None,
     ) -> LedgerUpdate:
         """Account for runs fetched this refresh (pages plus pending runs fetched by id).
 
         ``gone_run_ids`` are pending runs the API no longer knows (404); they are forgotten uncounted.
+        ``last_pending_lookup`` is the last pending run looked up by id this refresh, if any.
         """
         runs = sorted({run.id: run for run in fetched}.values(), key=lambda run: run.id)
         pending = set(self.pending_run_ids) - set(gone_run_ids)
+        newest_known = self.recent_run_ids[-1] if self.recent_run_ids else None
         counters = self.counters
         counted: list[SyncRun] = []
+        implausible: list[int] = []
         for run in runs:
-            is_new = run.id > self.high_water_run_id
-            if not is_new and run.id not in pending:
-                continue
+            if run.id not in pending:
+                if self.knows(run.id):
+                    continue
+                if newest_known is not None and run.id > newest_known + IMPLAUSIBLE_RUN_ID_JUMP:
+                    implausible.append(run.id)
             if run.terminal:
                 counters = counters.add(run, self.buckets)
                 counted.append(run)
                 pending.discard(run.id)
             else:
                 pending.add(run.id)
+        kept_pending = sorted(pending)
+        dropped = (
+            kept_pending[:-MAX_PENDING_RUNS_PER_SYNC] if len(kept_pending) > MAX_PENDING_RUNS_PER_SYNC else []
+        )
+        seen = sorted({*self.recent_run_ids, *(run.id for run in runs)})
+        evicted = seen[:-REMEMBERED_RUN_IDS]
         ledger = replace(
             self,
-            high_water_run_id=max([self.high_water_run_id, *(run.id for run in runs)]),
-            pending_run_ids=frozenset(pending),
+            recent_run_ids=tuple(seen[-REMEMBERED_RUN_IDS:]),
+            floor_run_id=max(self.floor_run_id, evicted[-1] + 1) if evicted else self.floor_run_id,
+            pending_run_ids=frozenset(kept_pending[len(dropped) :]),
             counters=counters,
+            last_pending_lookup=self.last_pending_lookup
+            if last_pending_lookup is None
+            else last_pending_lookup,
         )
-        return LedgerUpdate(ledger._with_outcome_times(runs), tuple(counted))
+        return LedgerUpdate(
+            ledger._with_outcome_times(runs), tuple(counted), tuple(implausible), tuple(dropped)
+        )
 
     def _with_outcome_times(self, runs: Iterable[SyncRun]) -> SyncLedger:
         """Keep the newest success and failure times, even after those runs leave the fetched page."""
@@ -187,3 +237,13 @@ class SyncLedger:
         if (success, failure) == (self.last_success_at, self.last_failure_at):
             return self
         return replace(self, last_success_at=success, last_failure_at=failure)
+
+
+def _newest(run_ids: Iterable[int]) -> tuple[int, ...]:
+    """The newest :data:`REMEMBERED_RUN_IDS` of ``run_ids``, ascending."""
+    return tuple(sorted(run_ids)[-REMEMBERED_RUN_IDS:])
+
+
+def _contains(ascending: Sequence[int], value: int) -> bool:
+    index = bisect.bisect_left(ascending, value)
+    return index < len(ascending) and ascending[index] == value

@@ -24,7 +24,11 @@ _Value = TypeVar("_Value")
 #: Run statuses that mean "not finished yet". ``preparing`` and ``new`` were replaced by ``queued`` and
 #: ``retrying`` by ``working``, but old workspaces may still report them. Every other status is terminal,
 #: so a status Census invents tomorrow is counted when first seen rather than waited on forever.
-PENDING_RUN_STATUSES = frozenset({"queued", "working", "preparing", "new", "retrying"})
+PENDING_RUN_STATUSES = frozenset({"queued", "working", "preparing", "new", "retrying", "unreported"})
+
+#: The status of a run whose status field is missing, null or blank: not known yet, so not finished (a run
+#: that briefly reads null must not be counted as finished, and its real end then missed).
+UNREPORTED_STATUS = "unreported"
 
 #: The documented run statuses, always rendered by the one-hot status gauge.
 KNOWN_RUN_STATUSES = ("queued", "working", "completed", "failed", "skipped")
@@ -278,10 +282,18 @@ def parse_timestamp(value: object) -> float | None:
 
 
 def parse_status(value: object) -> str:
-    """A run status, lower-cased (legacy APIs capitalise); anything unusable becomes ``unknown``."""
-    text = _known(check_text(value, WORD_LIMIT))
+    """A run status, lower-cased (legacy APIs capitalise).
+
+    Missing, null or blank is ``unreported`` (not finished yet); anything else unusable is ``unknown``
+    (finished, outcome unknown).
+    """
+    checked = check_text(value, WORD_LIMIT)
+    if checked is None:
+        return UNREPORTED_STATUS
+    if isinstance(checked, Unusable):
+        return UNKNOWN_STATUS
     # Bounded again: lower-casing can lengthen a text ("İ" becomes two characters).
-    return bounded_text(text.lower(), WORD_LIMIT) if text else UNKNOWN_STATUS
+    return bounded_text(checked.lower(), WORD_LIMIT)
 
 
 class _Fields:
@@ -325,6 +337,13 @@ class _Fields:
     def text(self, name: str, limit: int) -> str | None:
         """A text field, cleaned and bounded."""
         return self.take(name, check_text(self.record.get(name), limit))
+
+    def status(self) -> str:
+        """The run status (see :func:`parse_status`); a missing one is noted as a problem."""
+        status = parse_status(self.record.get("status"))
+        if status == UNREPORTED_STATUS:
+            self.problems.append("status missing; the run is treated as not finished yet")
+        return status
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -430,7 +449,7 @@ def parse_sync_run(raw: object) -> SyncRun | Skipped:
     return SyncRun(
         id=run_id,
         sync_id=fields.id("sync_id"),
-        status=parse_status(record.get("status")),
+        status=fields.status(),
         created_at=fields.timestamp("created_at"),
         updated_at=fields.timestamp("updated_at"),
         completed_at=fields.timestamp("completed_at"),

@@ -13,10 +13,15 @@ from typing import Any, Protocol
 
 from census_exporter import defaults
 from census_exporter.census.client import Listing, NotFoundError, RunsPage
-from census_exporter.census.models import Sync, SyncRun, bounded_text, parse_sync_run
+from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import SyncState
-from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
+from census_exporter.state import (
+    DEFAULT_DURATION_BUCKETS,
+    MAX_PENDING_RUNS_PER_SYNC,
+    LedgerUpdate,
+    SyncLedger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,16 @@ class SyncRefresh:
         self._settings = settings
         self._logs = logs
 
+    def max_pages(self) -> int:
+        """Pages of one sync's runs read per refresh at most: enough for ``max_new_runs_per_sync`` and the
+        known run that ends the paging, so a server that ignores ``page`` cannot keep a refresh paging."""
+        page_size = max(1, self._settings.runs_page_size)
+        return -(-self._settings.max_new_runs_per_sync // page_size) + 2
+
     def run(self, sync: Sync, previous: SyncState | None, deadline: float) -> SyncOutcome:
         """The sync's next state; raises :class:`SyncGone` on 404 and ``CensusAPIError`` on other faults."""
         ledger = previous.ledger if previous else None
+        label = bounded_text(sync.label, LABEL_LOG_LIMIT)
         fetched: dict[int, SyncRun] = {}
         first_page: list[SyncRun] = []
         unusable_first_page = False
@@ -70,27 +82,41 @@ class SyncRefresh:
                 result = self._api.list_sync_runs(sync.id, page, self._settings.runs_page_size, deadline)
             except NotFoundError:
                 raise SyncGone from None
-            runs = self._logs.usable(result.items, parse_sync_run, "run", sync.id)
+            runs = self._own_runs(sync, self._logs.usable(result.items, parse_sync_run, "run", sync.id))
             if page == 1:
                 first_page = runs
                 unusable_first_page = bool(result.items) and not runs
-            reached_known = False
+            reached_known, brought_new = False, False
             for run in runs:
                 if run.id in fetched:
                     continue
                 fetched[run.id] = run
+                brought_new = True
                 if ledger is not None and ledger.knows(run.id):
                     reached_known = True
                 else:
                     new_runs += 1
             if ledger is None or reached_known or not result.has_more:
                 break
-            if new_runs >= self._settings.max_new_runs_per_sync:
-                log.warning(
-                    "sync %s (%s): more than %d new runs since the last refresh; older ones are not counted",
+            if not brought_new:
+                # The same page again, or nothing parseable: further pages would only repeat that.
+                self._logs.once(
+                    ("paging stopped", sync.id),
+                    "sync %s (%s): runs page %d brought no run not already read; stopped paging",
                     sync.id,
-                    bounded_text(sync.label, LABEL_LOG_LIMIT),
+                    label,
+                    page,
+                )
+                break
+            if new_runs >= self._settings.max_new_runs_per_sync or page >= self.max_pages():
+                self._logs.once(
+                    ("too many new runs", sync.id),
+                    "sync %s (%s): more than %d new runs (or %d pages) since the last refresh; "
+                    "older ones are not counted",
+                    sync.id,
+                    label,
                     self._settings.max_new_runs_per_sync,
+                    self.max_pages(),
                 )
                 break
             page += 1
@@ -99,13 +125,23 @@ class SyncRefresh:
         if unusable_first_page and previous is not None:
             # Records came back but none could be parsed: that says nothing new about the newest run.
             latest = previous.latest_run
+        elif (
+            latest is not None
+            and latest.status == UNREPORTED_STATUS
+            and previous is not None
+            and previous.latest_run is not None
+            and previous.latest_run.id == latest.id
+        ):
+            # A status that briefly reads null says nothing new either: keep the one last reported.
+            latest = previous.latest_run
         if ledger is None:
             new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets)
             counted: Iterable[SyncRun] = [latest] if latest and latest.status == "failed" else []
         else:
-            gone = self._fetch_missing_pending(sync, ledger, fetched, deadline)
-            update = ledger.advance(fetched.values(), gone)
+            gone, last_lookup = self._fetch_missing_pending(sync, ledger, fetched, deadline)
+            update = ledger.advance(fetched.values(), gone, last_lookup)
             new_ledger, counted = update.ledger, update.counted
+            self._report(sync, update)
         unfinished = [
             pending.created_at
             for pending in (fetched.get(run_id) for run_id in new_ledger.pending_run_ids)
@@ -122,17 +158,56 @@ class SyncRefresh:
 
     def _fetch_missing_pending(
         self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float
-    ) -> list[int]:
-        """Fetch, by id, pending runs that scrolled out of the pages; return the ids the API lost."""
+    ) -> tuple[list[int], int | None]:
+        """Fetch, by id, pending runs that scrolled out of the pages, least recently looked up first.
+
+        Returns the ids the API lost and the last id looked up (where the next refresh continues).
+        """
         gone: list[int] = []
-        missing = sorted(ledger.pending_missing_from(fetched))
-        for run_id in missing[: self._settings.max_pending_lookups_per_sync]:
+        order = ledger.pending_lookup_order(ledger.pending_missing_from(fetched))
+        looked_up = order[: self._settings.max_pending_lookups_per_sync]
+        for run_id in looked_up:
             try:
                 raw = self._api.get_sync_run(run_id, deadline)
             except NotFoundError:
                 log.info("sync %s: pending run %s no longer exists; not counting it", sync.id, run_id)
                 gone.append(run_id)
                 continue
-            for run in self._logs.usable([raw], parse_sync_run, "run", sync.id):
-                fetched[run.id] = run
-        return gone
+            for run in self._own_runs(sync, self._logs.usable([raw], parse_sync_run, "run", sync.id)):
+                if run.id == run_id:
+                    fetched[run.id] = run
+        return gone, (looked_up[-1] if looked_up else None)
+
+    def _own_runs(self, sync: Sync, runs: list[SyncRun]) -> list[SyncRun]:
+        """The runs that belong to ``sync``: one naming another sync is not counted here (nor twice)."""
+        own = [run for run in runs if run.sync_id is None or run.sync_id == sync.id]
+        if len(own) < len(runs):
+            self._logs.once(
+                ("foreign run", sync.id),
+                "sync %s (%s): skipping runs that name another sync (sync_id %s)",
+                sync.id,
+                bounded_text(sync.label, LABEL_LOG_LIMIT),
+                next(run.sync_id for run in runs if run.sync_id not in (None, sync.id)),
+            )
+        return own
+
+    def _report(self, sync: Sync, update: LedgerUpdate) -> None:
+        """Say once what the ledger had to guard against."""
+        label = bounded_text(sync.label, LABEL_LOG_LIMIT)
+        if update.implausible_run_ids:
+            self._logs.once(
+                ("implausible run id", sync.id),
+                "sync %s (%s): run id %s is implausibly far above the others; smaller new ids still count",
+                sync.id,
+                label,
+                update.implausible_run_ids[0],
+            )
+        if update.dropped_pending_run_ids:
+            self._logs.once(
+                ("pending cap", sync.id),
+                "sync %s (%s): more than %d runs queued or working; forgetting the oldest %d uncounted",
+                sync.id,
+                label,
+                MAX_PENDING_RUNS_PER_SYNC,
+                len(update.dropped_pending_run_ids),
+            )

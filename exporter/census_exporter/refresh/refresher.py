@@ -9,7 +9,8 @@
 * Partial failure: a sync whose requests failed keeps its previous state (and ledger); ``up`` is false until a
   refresh finishes without errors.
 * Absence: a sync missing from the sync list keeps its ledger and series until it is confirmed gone: its runs
-  endpoint answers 404 (it is probed every refresh while missing), or it was missing from
+  endpoint answers 404 while it is missing from the listing (it is probed every refresh while missing; a 404
+  for a sync the listing still shows is an error for that sync, not proof), or it was missing from
   ``GONE_AFTER_MISSING_LISTINGS`` consecutive complete listings spanning ``GONE_AFTER_MISSING_SECONDS``.
   A listing the client reports as incomplete proves nothing about absence.
 """
@@ -113,8 +114,11 @@ class Refresher:
             future: Future[Snapshot] = Future()
             future.set_running_or_notify_cancel()
             if self._stopping.is_set() or self._abandoned_running >= MAX_ABANDONED_REFRESHES:
+                if not self._stopping.is_set():
+                    self._logs.refreshes_blocked(MAX_ABANDONED_REFRESHES)
                 future.set_result(self._snapshot)
                 return future
+            self._logs.refreshes_unblocked()
             self._generation += 1
             generation = self._generation
             self._unsettled = generation
@@ -188,6 +192,8 @@ class Refresher:
         if built is None:
             future.set_exception(failure or RuntimeError("refresh ended without a result"))
             return
+        if built.snapshot.up:
+            self._logs.succeeded()
         self._logs.failed_runs(built.outcomes, first_refresh=first and built.snapshot.listed)
         self._logs.outcome(list(built.errors))
         future.set_result(built.snapshot)
@@ -220,12 +226,7 @@ class Refresher:
             if self._stopping.is_set():
                 raise  # shutting down: the client was closed under this refresh; nobody reads the result
             # A bug, not an API fault: keep serving the previous data and say so once.
-            log.error(
-                "refresh failed unexpectedly: %s: %s",
-                type(error).__name__,
-                error,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
+            self._logs.unexpected_failure(error)
             snapshot = replace(
                 previous,
                 up=False,
@@ -351,14 +352,30 @@ class Refresher:
             try:
                 outcome = futures[sync.id].result()
             except SyncGone:
-                self._logs.once(
-                    ("gone", sync.id),
-                    "sync %s (%s) is gone (404); dropping its series",
-                    sync.id,
-                    bounded_text(sync.label, LABEL_LOG_LIMIT),
-                    level=logging.INFO,
-                )
-                continue
+                if sync.id in listed_ids:
+                    # Still listed: one 404 is a fault of this refresh, not proof that the sync is gone.
+                    errors.append(
+                        CensusAPIError(
+                            "/syncs/{id}/sync_runs",
+                            f"sync {sync.id}: not found (404) although it is listed",
+                            404,
+                        )
+                    )
+                    self._logs.once(
+                        ("404 while listed", sync.id),
+                        "sync %s (%s): its runs answered 404 although it is listed; keeping its data",
+                        sync.id,
+                        bounded_text(sync.label, LABEL_LOG_LIMIT),
+                    )
+                else:
+                    self._logs.once(
+                        ("gone", sync.id),
+                        "sync %s (%s) is gone (404); dropping its series",
+                        sync.id,
+                        bounded_text(sync.label, LABEL_LOG_LIMIT),
+                        level=logging.INFO,
+                    )
+                    continue
             except CensusAPIError as error:
                 errors.append(error)
             except Exception as error:

@@ -44,6 +44,9 @@ class RefreshLog:
     def __init__(self) -> None:
         self._logged_once: TTLCache[tuple[object, ...], bool] = TTLCache(maxsize=10_000, ttl=3600)
         self._last_error_signature: frozenset[str] = frozenset()
+        #: Exception types of unexpected refresh failures already logged since the last kept refresh.
+        self._unexpected_failures: set[str] = set()
+        self._refreshes_blocked = False
 
     def once(
         self, key: tuple[object, ...], message: str, *args: object, level: int = logging.WARNING
@@ -133,7 +136,8 @@ class RefreshLog:
             return
         auth = next((error for error in errors if isinstance(error, AuthError)), None)
         if auth is not None:
-            log.error("Census API rejected the token (%s)", auth.status)
+            # The detail says what happened: a rejected token, or one that could not even be read.
+            log.error("%s", auth.detail)
             return
         log.warning(
             "Census API refresh incomplete, serving previous data where needed: %d error(s), first: %s",
@@ -152,3 +156,35 @@ class RefreshLog:
             message,
             generation,
         )
+
+    def succeeded(self) -> None:
+        """A refresh without errors was kept: the next unexpected failure is news again."""
+        self._unexpected_failures.clear()
+
+    def unexpected_failure(self, error: Exception) -> None:
+        """Log a refresh that failed with a bug, once per exception type until a refresh is kept again."""
+        kind = type(error).__name__
+        if kind in self._unexpected_failures:
+            return
+        self._unexpected_failures.add(kind)
+        log.error(
+            "refresh failed unexpectedly: %s: %s",
+            kind,
+            error,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+
+    def refreshes_blocked(self, limit: int) -> None:
+        """Log, once until a refresh can start again, that abandoned refreshes block new ones."""
+        if self._refreshes_blocked:
+            return
+        self._refreshes_blocked = True
+        log.warning(
+            "%d abandoned refreshes are still waiting on the Census API; no new refresh starts until one "
+            "ends, serving the previous data",
+            limit,
+        )
+
+    def refreshes_unblocked(self) -> None:
+        """A refresh could start again: the next block is worth a new line."""
+        self._refreshes_blocked = False
