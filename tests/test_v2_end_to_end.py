@@ -130,9 +130,14 @@ def test_deleted_v2_syncs_leave_the_output(v2_factory: V2Factory) -> None:
     with workspace.lock:
         del workspace.runs[61]  # still listed, but its runs are gone
     m = h.scrape()
-    assert m.value("census_syncs") == 1
-    for sync_id in ("60", "61"):
-        assert not [key for key in m.samples if ("sync_id", sync_id) in key[1]], sync_id
+    assert m.value("census_syncs") == 2  # 61 is still listed: one 404 proves nothing, it keeps its data
+    assert not [key for key in m.samples if ("sync_id", "60") in key[1]]
+    assert m.all("census_sync_last_run_id", sync_id="61")
+    assert m.value("census_up") == 0
+    workspace.remove_sync(61)
+    m = h.scrape()
+    assert m.value("census_syncs") == 1  # unlisted and answering 404: gone
+    assert not [key for key in m.samples if ("sync_id", "61") in key[1]]
     assert m.value("census_up") == 1
 
 
