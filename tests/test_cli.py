@@ -271,7 +271,7 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
         [("glad_otter", "glad_otter"), (" decent.dropsy-2 ", "decent.dropsy-2")],
     ),
     "--census.region": ("mars", [("EU", "eu"), ("us", "us")]),
-    "--census.workspace": (None, [("marketing", "marketing")]),
+    "--census.workspace": ("x" * 129, [("marketing", "marketing"), (" eu prod ", "eu prod")]),
     "--census.cache-ttl": ("soon", [("120", 120.0), ("1", 1.0)]),
     "--census.concurrency": ("100000", [("64", 64), ("1", 1)]),
     "--census.request-timeout": ("0", [("0.1", 0.1), ("300", 300.0)]),
@@ -520,3 +520,11 @@ def test_make_demo_installs_only_the_package_and_make_test_the_toolchain() -> No
     assert any(line.endswith("install --quiet -e .") for line in demo), demo
     assert not any("[test]" in line for line in demo), demo
     assert any("'.[test]'" in line for line in planned("pytest"))
+
+
+def test_an_empty_workspace_label_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--census.workspace="], TOKEN_ENV)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--census.workspace" in error and "must not be empty" in error

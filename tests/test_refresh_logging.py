@@ -11,7 +11,7 @@ import pytest
 
 from census_exporter.census.client import CensusClient
 from census_exporter.census.models import Skipped, SyncRun, parse_sync_run
-from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.demo import Fault, SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings, one_sync
 from tests.conftest import TEST_TOKEN, Harness
 
@@ -152,3 +152,23 @@ def test_an_unexpected_refresh_failure_is_logged_once_per_type_until_a_refresh_s
         "refresh failed unexpectedly: KeyError: 'data'",
         "refresh failed unexpectedly: TypeError: again",  # news again after a successful refresh
     ]
+
+
+def test_a_failure_before_any_data_does_not_claim_to_serve_previous_data(
+    harness_factory: HarnessFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(1, label="Orders")
+    h = harness_factory(workspace)
+    h.simulator.inject(Fault(pattern="/syncs$", status=503, times=-1))
+    with caplog.at_level(logging.WARNING):
+        h.refresh()
+    assert messages(caplog, "Census API refresh incomplete, no data to serve yet: ")
+    assert not messages(caplog, "Census API refresh incomplete, serving previous data")
+    h.simulator.clear_faults()
+    h.refresh()
+    h.simulator.inject(Fault(pattern="/syncs$", status=503, times=-1))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        h.refresh()
+    assert messages(caplog, "Census API refresh incomplete, serving previous data where needed: ")

@@ -167,6 +167,15 @@ def _telemetry_path(text: str) -> str:
     return text
 
 
+def _workspace_label(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("must not be empty: it is the workspace label of every series")
+    if len(value) > 128 or not value.isprintable():
+        raise ValueError("must be at most 128 printable characters")
+    return value
+
+
 def _text(text: str) -> str:
     return text
 
@@ -333,6 +342,7 @@ def build_parser() -> _Parser:
         "--census.workspace",
         dest="workspace",
         env="CENSUS_WORKSPACE",
+        convert=_workspace_label,
         default=defaults.WORKSPACE,
         metavar="NAME",
         help="Value of the workspace label. Run one exporter per workspace (one token covers one workspace).",

@@ -195,7 +195,7 @@ class Refresher:
         if built.snapshot.up:
             self._logs.succeeded()
         self._logs.failed_runs(built.outcomes, first_refresh=first and built.snapshot.listed)
-        self._logs.outcome(list(built.errors))
+        self._logs.outcome(list(built.errors), have_data=built.snapshot.listed)
         future.set_result(built.snapshot)
 
     def _abandon(self, generation: int, future: Future[Snapshot], started: float) -> None:

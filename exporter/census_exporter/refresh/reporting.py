@@ -123,8 +123,11 @@ class RefreshLog:
                     bounded_text(run.error_message or "", ERROR_MESSAGE_LOG_LIMIT),
                 )
 
-    def outcome(self, errors: list[CensusAPIError]) -> None:
-        """Log the refresh outcome when it differs from the previous one (not on every refresh)."""
+    def outcome(self, errors: list[CensusAPIError], *, have_data: bool = True) -> None:
+        """Log the refresh outcome when it differs from the previous one (not on every refresh).
+
+        ``have_data`` is False while the sync list was never read: then there is no previous data to serve.
+        """
         signature = frozenset(str(error) for error in errors)
         if signature == self._last_error_signature:
             return
@@ -140,7 +143,8 @@ class RefreshLog:
             log.error("%s", auth.detail)
             return
         log.warning(
-            "Census API refresh incomplete, serving previous data where needed: %d error(s), first: %s",
+            "Census API refresh incomplete, %s: %d error(s), first: %s",
+            "serving previous data where needed" if have_data else "no data to serve yet",
             len(errors),
             errors[0],
         )
