@@ -10,6 +10,7 @@ import socket
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from census_exporter.census.client import (
     TransientError,
     validate_base_url,
 )
+from census_exporter.cli import parse_config
+from census_exporter.config import TokenSource
 from tests.hostile_server import HostileServer, Reply, Request, envelope, gzip_bomb
 
 TOKEN = "secret-token:hostile-7d2c"
@@ -569,3 +572,42 @@ def test_a_token_that_is_not_printable_ascii_is_an_auth_error_naming_no_characte
     assert str(raised.value) == "GET /syncs: the API token contains characters that are not printable ASCII"
     assert raised.value.__context__ is None
     assert server.requests == []
+
+
+NON_ASCII_TOKEN = "secret-token:ADVERSARY1234567890é"
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_a_token_that_is_not_printable_ascii_is_refused_at_start_in_one_line(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(NON_ASCII_TOKEN + "\n", encoding="utf-8")
+    argv = ["--census.token-file", str(token_file)] if source == "file" else []
+    environ = {"CENSUS_API_TOKEN": NON_ASCII_TOKEN} if source == "env" else {}
+    with pytest.raises(SystemExit) as exited:
+        parse_config(argv, environ)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "the API token contains characters that are not printable ASCII" in error
+    assert "ADVERSARY" not in error and "é" not in error
+
+
+def test_a_rotated_token_that_is_not_printable_ascii_is_an_auth_error(
+    server: HostileServer, tmp_path: Path
+) -> None:
+    server.scripts["/api/v1/syncs"] = Reply(body=envelope([{"id": 1}], next_page=None))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    client = CensusClient(server.url, TokenSource(path=str(token_file)), retry=RetryPolicy(max_attempts=1))
+    assert client.list_syncs(FAR).items == [{"id": 1}]
+    rotated = tmp_path / "token.new"
+    rotated.write_text(NON_ASCII_TOKEN, encoding="utf-8")
+    rotated.replace(token_file)
+    with pytest.raises(AuthError) as raised:
+        client.list_syncs(FAR)
+    message = str(raised.value)
+    assert message.endswith("the API token contains characters that are not printable ASCII")
+    assert "ADVERSARY" not in message and "é" not in message
+    assert len(server.requests) == 1
