@@ -10,6 +10,7 @@ one in the middle of a slow drip.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import socket
 import threading
@@ -39,6 +40,7 @@ class Reply:
     ``content_length`` overrides the declared length (``None``: the true length of bytes bodies, and no header
     with a chunk function, so the body ends when the connection closes). ``drip_seconds`` pauses before each
     chunk of ``chunk_size`` bytes; ``drop_after_headers`` closes the connection right after the headers.
+    ``head_drip_seconds`` sends the status line and then a header that never ends, one byte per interval.
     """
 
     status: int = 200
@@ -48,6 +50,7 @@ class Reply:
     chunk_size: int = 64 * 1024
     drip_seconds: float = 0.0
     drop_after_headers: bool = False
+    head_drip_seconds: float = 0.0
 
 
 Script = Reply | Callable[[Request], Reply]
@@ -141,6 +144,9 @@ class HostileServer:
         return script if isinstance(script, Reply) else script(request)
 
     def _send(self, connection: socket.socket, reply: Reply) -> None:
+        if reply.head_drip_seconds:
+            self._drip_head(connection, reply)
+            return
         headers = {"Content-Type": "application/json", "Connection": "close"} | reply.headers
         length = reply.content_length
         if length is None and isinstance(reply.body, bytes):
@@ -158,6 +164,14 @@ class HostileServer:
             if self._stopping.is_set():
                 return
             connection.sendall(chunk)
+
+    def _drip_head(self, connection: socket.socket, reply: Reply) -> None:
+        head = f"HTTP/1.1 {reply.status} {STATUS_REASONS.get(reply.status, 'Status')}\r\nX-Slow: ".encode()
+        endless = itertools.chain((head[i : i + 1] for i in range(len(head))), itertools.repeat(b"a"))
+        for byte in endless:
+            if self._stopping.wait(reply.head_drip_seconds):
+                return
+            connection.sendall(byte)
 
 
 def _chunks(reply: Reply) -> Iterator[bytes]:

@@ -10,6 +10,7 @@ import socket
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from census_exporter.census._body import BODY_READ_INTERVAL_SECONDS
 from census_exporter.census.client import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    AuthError,
     CensusAPIError,
     CensusClient,
     MalformedResponseError,
@@ -25,6 +27,8 @@ from census_exporter.census.client import (
     TransientError,
     validate_base_url,
 )
+from census_exporter.cli import parse_config
+from census_exporter.config import TokenSource
 from tests.hostile_server import HostileServer, Reply, Request, envelope, gzip_bomb
 
 TOKEN = "secret-token:hostile-7d2c"
@@ -408,3 +412,202 @@ def test_every_failure_is_a_census_api_error(server: HostileServer) -> None:
     server.scripts["/api/v1/syncs"] = Reply(drop_after_headers=True, content_length=100)
     with pytest.raises(CensusAPIError, match=r"GET /syncs: connection to 127\.0\.0\.1:\d+ failed"):
         make_client(server.url).list_syncs(FAR)
+
+
+# ---------------------------------------------------------------- 8. slow response headers
+
+
+def test_slow_headers_end_within_the_request_timeout(server: HostileServer) -> None:
+    server.scripts["/api/v1/syncs"] = Reply(head_drip_seconds=0.5)
+    client = make_client(server.url, request_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(TransientError, match=r"GET /syncs: timed out after 2\.0s"):
+        client.list_syncs(FAR)
+    assert time.monotonic() - started < 2 + 1
+
+
+def test_slow_headers_end_by_the_callers_deadline(server: HostileServer) -> None:
+    server.scripts["/api/v1/syncs"] = Reply(head_drip_seconds=0.5)
+    client = make_client(server.url, request_timeout=30)
+    deadline = in_seconds(2)
+    with pytest.raises(TransientError, match=r"GET /syncs: timed out"):
+        client.list_syncs(deadline)
+    assert time.monotonic() < deadline + 1
+
+
+def test_a_healthy_request_after_slow_headers_succeeds_on_the_same_pool(server: HostileServer) -> None:
+    server.scripts["/api/v1/syncs"] = Reply(head_drip_seconds=0.5)
+    server.scripts["/api/v1/sources"] = Reply(body=envelope([{"id": 5}], next_page=None))
+    client = make_client(server.url, request_timeout=1, max_connections=1)
+    with pytest.raises(TransientError, match="timed out"):
+        client.list_syncs(FAR)
+    assert client.list_sources(in_seconds(5)).items == [{"id": 5}]
+
+
+def test_a_connect_that_outlasts_the_deadline_ends_by_it(unanswered_port: int) -> None:
+    client = make_client(f"http://127.0.0.1:{unanswered_port}/api/v1", request_timeout=30)
+    deadline = in_seconds(1.5)
+    with pytest.raises(TransientError, match="timed out connecting"):
+        client.list_sources(deadline)
+    assert time.monotonic() < deadline + 1
+
+
+# ---------------------------------------------------------------- 9. work done parsing a response
+
+
+def empty_objects(total_bytes: int) -> bytes:
+    return b'{"data":[' + b"{}," * (total_bytes // 3) + b"{}]}"
+
+
+def test_a_body_of_millions_of_empty_objects_is_refused_before_parsing(server: HostileServer) -> None:
+    body = empty_objects(15 * MiB)
+    server.scripts["/api/v1/syncs"] = Reply(body=body)
+    client = make_client(server.url)
+    with (
+        measured_memory() as memory,
+        pytest.raises(MalformedResponseError, match=r"GET /syncs: response has too many JSON objects"),
+    ):
+        client.list_syncs(FAR)
+    # Parsed, the 5 million dicts would take about 400 MB; the raw body (plus its buffer's growth) is all.
+    assert memory["peak"] < 40 * MiB
+
+
+def test_a_response_at_the_container_limit_is_parsed() -> None:
+    from census_exporter.census.client import MAX_JSON_CONTAINERS, _parse_envelope
+
+    within = bytearray(b'{"data":[' + b"[]," * (MAX_JSON_CONTAINERS - 3) + b"[]]}")  # the limit exactly
+    parsed = _parse_envelope(within)
+    assert not isinstance(parsed, str)
+    assert len(parsed["data"]) == MAX_JSON_CONTAINERS - 2
+    assert isinstance(_parse_envelope(within.replace(b"[]]}", b"[],{}]}")), str)
+
+
+def test_a_list_page_with_far_more_records_than_asked_for_is_refused(server: HostileServer) -> None:
+    items = [{"id": sync_id} for sync_id in range(1, 252)]
+    server.scripts["/api/v1/syncs"] = Reply(body=envelope(items, next_page=None))
+    with pytest.raises(MalformedResponseError, match=r"GET /syncs: page holds 251 records, 100 were"):
+        make_client(server.url).list_syncs(FAR)
+
+
+def test_a_runs_page_with_far_more_runs_than_asked_for_is_refused(server: HostileServer) -> None:
+    server.scripts["/api/v1/syncs/7/sync_runs"] = Reply(body=envelope([{"id": n} for n in range(1, 52)]))
+    with pytest.raises(MalformedResponseError, match=r"page holds 51 records, 25 were asked for"):
+        make_client(server.url).list_sync_runs(7, 1, 25, FAR)
+
+
+def test_a_runs_page_within_the_slack_is_read(server: HostileServer) -> None:
+    server.scripts["/api/v1/syncs/7/sync_runs"] = Reply(body=envelope([{"id": n} for n in range(1, 51)]))
+    assert len(make_client(server.url).list_sync_runs(7, 1, 25, FAR).items) == 50
+
+
+# ---------------------------------------------------------------- 10. ids that cannot be keys
+
+
+@pytest.mark.parametrize("total", [3, 5], ids=["consistent", "shifted"])
+def test_unhashable_ids_are_passed_through_for_the_models_to_skip(server: HostileServer, total: int) -> None:
+    from census_exporter.census.models import Skipped, parse_sync
+
+    items: list[dict[str, object]] = [{"id": [3]}, {"id": 1}, {"id": {"a": 1}}]
+    server.scripts["/api/v1/syncs"] = Reply(body=envelope(items, total_records=total, next_page=None))
+    listing = make_client(server.url).list_syncs(FAR)
+    assert sorted(map(str, listing.items)) == sorted(map(str, items))
+    assert listing.complete == (total == 3)
+    assert isinstance(parse_sync({"id": [3]}), Skipped)
+
+
+# ---------------------------------------------------------------- 11. integers Python will not parse
+
+
+def test_a_huge_integer_makes_only_its_own_value_unknown(server: HostileServer) -> None:
+    from census_exporter.census.models import Skipped, Sync, parse_sync
+
+    huge = "9" * 5000
+    body = (
+        f'{{"status":"success","data":[{{"id":1,"label":"kept","unknown_field":{huge}}},'
+        f'{{"id":{huge}}},{{"id":2,"records_processed":-{huge}}}],"pagination":{{"next_page":null}}}}'
+    )
+    server.scripts["/api/v1/syncs"] = Reply(body=body.encode())
+    listing = make_client(server.url).list_syncs(FAR)
+    first, second, third = listing.items
+    assert first["id"] == 1 and first["label"] == "kept" and first["unknown_field"] == float("inf")
+    assert third["id"] == 2
+    assert isinstance(parse_sync(first), Sync)
+    assert isinstance(parse_sync(second), Skipped)
+    assert isinstance(parse_sync(third), Sync)
+
+
+def test_integers_up_to_thirty_digits_keep_their_value(server: HostileServer) -> None:
+    body = envelope([{"id": 10**29, "n": -(10**28)}], next_page=None)
+    server.scripts["/api/v1/syncs"] = Reply(body=body)
+    assert make_client(server.url).list_syncs(FAR).items == [{"id": 10**29, "n": -(10**28)}]
+
+
+# ---------------------------------------------------------------- 12. Retry-After that only looks numeric
+
+
+def test_a_unicode_digit_retry_after_is_ignored_over_http(server: HostileServer) -> None:
+    replies = iter(
+        [Reply(status=429, headers={"Retry-After": "²"}), Reply(body=envelope([{"id": 1}], next_page=None))]
+    )
+    server.scripts["/api/v1/syncs"] = lambda request: next(replies)
+    slept: list[float] = []
+    client = make_client(
+        server.url, retry=RetryPolicy(max_attempts=2, base_delay_seconds=0.01), sleep=slept.append
+    )
+    assert client.list_syncs(FAR).items == [{"id": 1}]
+    assert len(slept) == 1 and slept[0] < 1
+
+
+# ---------------------------------------------------------------- 13. tokens an HTTP header cannot carry
+
+
+@pytest.mark.parametrize("token", ["secret-token:abcé", "secret-token:ab\u200bc", "secret-token:\x1bX"])
+def test_a_token_that_is_not_printable_ascii_is_an_auth_error_naming_no_character(
+    server: HostileServer, token: str
+) -> None:
+    server.scripts["/api/v1/syncs"] = Reply(body=envelope([], next_page=None))
+    client = CensusClient(server.url, lambda: token, retry=RetryPolicy(max_attempts=1))
+    with pytest.raises(AuthError) as raised:
+        client.list_syncs(FAR)
+    assert str(raised.value) == "GET /syncs: the API token contains characters that are not printable ASCII"
+    assert raised.value.__context__ is None
+    assert server.requests == []
+
+
+NON_ASCII_TOKEN = "secret-token:ADVERSARY1234567890é"
+
+
+@pytest.mark.parametrize("source", ["env", "file"])
+def test_a_token_that_is_not_printable_ascii_is_refused_at_start_in_one_line(
+    source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(NON_ASCII_TOKEN + "\n", encoding="utf-8")
+    argv = ["--census.token-file", str(token_file)] if source == "file" else []
+    environ = {"CENSUS_API_TOKEN": NON_ASCII_TOKEN} if source == "env" else {}
+    with pytest.raises(SystemExit) as exited:
+        parse_config(argv, environ)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "the API token contains characters that are not printable ASCII" in error
+    assert "ADVERSARY" not in error and "é" not in error
+
+
+def test_a_rotated_token_that_is_not_printable_ascii_is_an_auth_error(
+    server: HostileServer, tmp_path: Path
+) -> None:
+    server.scripts["/api/v1/syncs"] = Reply(body=envelope([{"id": 1}], next_page=None))
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN, encoding="utf-8")
+    client = CensusClient(server.url, TokenSource(path=str(token_file)), retry=RetryPolicy(max_attempts=1))
+    assert client.list_syncs(FAR).items == [{"id": 1}]
+    rotated = tmp_path / "token.new"
+    rotated.write_text(NON_ASCII_TOKEN, encoding="utf-8")
+    rotated.replace(token_file)
+    with pytest.raises(AuthError) as raised:
+        client.list_syncs(FAR)
+    message = str(raised.value)
+    assert message.endswith("the API token contains characters that are not printable ASCII")
+    assert "ADVERSARY" not in message and "é" not in message
+    assert len(server.requests) == 1

@@ -107,6 +107,20 @@ def test_close_works_when_the_server_never_started() -> None:
         pass
 
 
+def test_close_is_bounded_even_when_the_server_hangs_in_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM must end the process promptly: a stop that never returns costs close() its bound, no more."""
+    server = HTTPServer(_hello, "127.0.0.1", 0)
+    server.start()
+    real_stop = server._server.stop
+    never = threading.Event()
+    monkeypatch.setattr(server._server, "stop", never.wait)
+    started = time.monotonic()
+    assert server.close(timeout=0.5) is False
+    assert time.monotonic() - started < 5
+    never.set()
+    real_stop()  # the worker threads are not daemons: stop them for real so the test run can end
+
+
 def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")

@@ -72,8 +72,9 @@ def _unreadable(path: str, error: OSError) -> str:
 
 def _clean(token: str) -> str:
     token = token.strip()
-    if any(ord(c) < 32 or ord(c) == 127 for c in token):
-        raise TokenError("the token contains control characters")
+    if any(not 0x20 <= ord(c) < 0x7F for c in token):
+        # An HTTP header cannot carry it, and the error the HTTP client would raise names the character.
+        raise TokenError("the API token contains characters that are not printable ASCII")
     return token
 
 

@@ -80,8 +80,12 @@ class Exporter:
         self.http.start()
         self.refresher.trigger()
 
-    def close(self) -> None:
-        """Stop serving and release connections; background work ends with the process."""
-        self.http.close()
+    def close(self) -> bool:
+        """Stop serving and release connections; background work ends with the process.
+
+        Returns False when the HTTP server did not stop in time: its threads may then hold the process.
+        """
+        stopped = self.http.close()
         self.refresher.close()
         self.client.close()
+        return stopped

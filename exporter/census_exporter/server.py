@@ -535,6 +535,9 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host, port
 
 
+STOP_TIMEOUT_SECONDS = 3.0
+
+
 class HTTPServer:
     """The exporter's HTTP server (cheroot), serving in a background thread until closed.
 
@@ -585,9 +588,20 @@ class HTTPServer:
         """Begin answering requests."""
         self._thread.start()
 
-    def close(self) -> None:
-        """Stop answering and release the socket (also when it never started)."""
-        self._server.stop()
+    def close(self, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
+        """Stop answering and release the socket (also when it never started), waiting at most ``timeout``.
+
+        cheroot's stop() waits for its selector loop and its workers; a SIGTERM must still end the process
+        promptly should one of them be stuck, so the stop runs on a daemon thread with a bound. Returns
+        whether the server stopped (if not, its worker threads may keep the interpreter from exiting).
+        """
+        stopper = threading.Thread(target=self._server.stop, name="http-server-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            log.warning("the HTTP server did not stop within %gs; exiting without waiting for it", timeout)
+            return False
+        return True
 
 
 def _bind_error(error: OSError) -> OSError:

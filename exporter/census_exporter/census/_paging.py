@@ -38,9 +38,13 @@ def next_page(body: Mapping[str, Any], page: int) -> int | None:
     return page_from_link(body.get("next"))
 
 
-def record_id(item: object) -> object:
-    """The record's ``id``, or None when it has none (such records are never de-duplicated)."""
-    return item.get("id") if isinstance(item, Mapping) else None
+def record_id(item: object) -> int | str | None:
+    """The record's ``id`` if it is an integer or a string, else None (such records are never de-duplicated).
+
+    Other ids (a list, an object) cannot be used as keys; the record is kept for the models to skip.
+    """
+    key = item.get("id") if isinstance(item, Mapping) else None
+    return key if isinstance(key, int | str) and not isinstance(key, bool) else None
 
 
 def total_records(body: Mapping[str, Any]) -> int | None:

@@ -35,6 +35,7 @@ from census_exporter.census._body import (
     BodyUndecodable,
     read_bounded_body,
 )
+from census_exporter.census._transport import DeadlineTransport, request_deadline
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,25 @@ GROUP_PARAMETER = "group_id"
 
 DEFAULT_MAX_RESPONSE_BYTES = defaults.MAX_RESPONSE_BYTES
 """Largest response body accepted, after decompression: a page of 100 syncs is a few hundred KB."""
+
+MAX_JSON_CONTAINERS = 200_000
+"""Most JSON objects and arrays one response may hold, counted (as an upper bound) before it is parsed.
+
+The byte limit alone does not bound memory: each ``{}`` of 3 bytes becomes a dict of about 60, so 16 MiB of
+them parse to hundreds of MB. 200,000 allows 2,000 per sync on a page of 100 and caps such a response at about
+15 MB of parsed containers.
+"""
+
+PAGE_SLACK = 2
+"""A page may hold up to this many times the records asked for (``per_page``) before it is refused."""
+
+LONGEST_INTEGER_DIGITS = 30
+"""Integers in a response with more characters than this parse as ``inf``, which the models reject as out of
+range: Python refuses to parse integers of more than 4,300 digits, and one such value must not sink the
+whole response."""
+
+_PRINTABLE_ASCII = frozenset(chr(code) for code in range(0x20, 0x7F))
+_NOT_PRINTABLE_ASCII_MESSAGE = "the API token contains characters that are not printable ASCII"
 
 
 class CensusAPIError(Exception):
@@ -191,10 +211,11 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        # str.isdigit() also accepts digits such as "²" that float() refuses: only ASCII digits are seconds.
+        return float(value) if value.isascii() else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return max(0.0, moment.timestamp() - now)
 
@@ -241,6 +262,7 @@ class CensusClient:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             headers={
@@ -248,8 +270,8 @@ class CensusClient:
                 "Accept-Encoding": ACCEPTED_ENCODINGS,
                 "User-Agent": f"census-exporter/{__version__}",
             },
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
+            limits=limits,
+            transport=transport or DeadlineTransport(limits),
             follow_redirects=False,
         )
         self._hostname = self._http.base_url.host
@@ -285,7 +307,7 @@ class CensusClient:
             self._list_params({"order": "desc", "page": page, "per_page": per_page}),
             deadline,
         )
-        items = _data_list(body, endpoint)
+        items = _page_items(body, endpoint, per_page)
         next_page = _paging.next_page(body, page)
         has_more = next_page is not None if _paging.has_paging_hint(body) else len(items) >= per_page
         return RunsPage(items=items, has_more=has_more and bool(items))
@@ -319,7 +341,7 @@ class CensusClient:
         come back marked incomplete rather than as an error.
         """
         endpoint = self._template("/" + path)
-        seen: dict[object, Any] = {}
+        seen: dict[int | str, Any] = {}
         unkeyed: list[Any] = []
         for reread in range(MAX_LIST_REREADS + 1):
             try:
@@ -330,6 +352,7 @@ class CensusClient:
                 break
             if consistent:
                 return Listing(items)
+            unkeyed = []  # without an id, a record of an earlier read cannot be told from this read's copy
             for item in items:
                 key = _paging.record_id(item)
                 if key is None:
@@ -350,9 +373,12 @@ class CensusClient:
         records: list[Any] = []
         seen_ids: set[object] = set()
         totals: set[int] = set()
+        per_page = 100
         for _ in range(MAX_LIST_PAGES):
-            body = self._get(path, endpoint, self._list_params({"page": page, "per_page": 100}), deadline)
-            items = _data_list(body, endpoint)
+            body = self._get(
+                path, endpoint, self._list_params({"page": page, "per_page": per_page}), deadline
+            )
+            items = _page_items(body, endpoint, per_page)
             total = _paging.total_records(body)
             if total is not None:
                 totals.add(total)
@@ -433,6 +459,9 @@ class CensusClient:
             token = self._token()
         except Exception as error:  # noqa: BLE001 - any token-source failure means "no credentials"
             token_failure = AuthError(endpoint, f"no usable API token: {error}")
+        if token_failure is None and not _PRINTABLE_ASCII.issuperset(token):
+            # An HTTP header cannot carry it, and httpx's encoding error would quote its characters.
+            token_failure = AuthError(endpoint, _NOT_PRINTABLE_ASCII_MESSAGE)
         if token_failure is not None:
             raise token_failure
         started = self._clock()
@@ -472,9 +501,12 @@ class CensusClient:
         """Send the request and, for a success, read its body; the second value names a body problem."""
         headers = {"Authorization": f"Bearer {token}"}
         timeout = max(0.001, ends_at - self._clock())
-        with self._http.stream(
-            "GET", path, params=params, headers=headers, timeout=timeout, auth=_NO_URL_AUTH
-        ) as response:
+        with (
+            request_deadline(time.monotonic() + timeout),
+            self._http.stream(
+                "GET", path, params=params, headers=headers, timeout=timeout, auth=_NO_URL_AUTH
+            ) as response,
+        ):
             if not 200 <= response.status_code < 300:
                 return _Reply(response.status_code, response.headers.get("Retry-After"), None), None
             try:
@@ -525,8 +557,10 @@ def _parse_envelope(raw: bytearray) -> Mapping[str, Any] | str:
     The caller raises, from a frame that no longer holds the body: a JSON error carries the whole document,
     and a traceback keeps every frame's locals alive for as long as the error is kept.
     """
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_CONTAINERS:
+        return f"response has too many JSON objects (more than {MAX_JSON_CONTAINERS:,})"
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_int=_parse_int)
     except RecursionError:
         return "response is not JSON (nested too deeply)"
     except ValueError:
@@ -534,6 +568,18 @@ def _parse_envelope(raw: bytearray) -> Mapping[str, Any] | str:
     if not isinstance(body, Mapping):
         return "response is not a JSON object"
     return body
+
+
+def _parse_int(digits: str) -> int | float:
+    return int(digits) if len(digits) <= LONGEST_INTEGER_DIGITS else float("inf")
+
+
+def _page_items(body: Mapping[str, Any], endpoint: str, per_page: int) -> list[Any]:
+    """The page's records, refused as malformed when there are far more than the ``per_page`` asked for."""
+    items = _data_list(body, endpoint)
+    if len(items) > per_page * PAGE_SLACK:
+        raise MalformedResponseError(endpoint, f"page holds {len(items)} records, {per_page} were asked for")
+    return items
 
 
 def _size(limit: int) -> str:
