@@ -86,16 +86,17 @@ class HostileCensus:
 
 
 @pytest.fixture
-def hostile() -> Iterator[Callable[[RunsScript], tuple[HostileCensus, Refresher]]]:
+def hostile() -> Iterator[Callable[..., tuple[HostileCensus, Refresher]]]:
     opened: list[tuple[HostileServer, CensusClient, Refresher]] = []
 
-    def build(script: RunsScript) -> tuple[HostileCensus, Refresher]:
+    def build(script: RunsScript, runs_page_size: int = 25) -> tuple[HostileCensus, Refresher]:
         server = HostileServer().start()
         census = HostileCensus(server, script)
         client = CensusClient(server.url, lambda: TOKEN, retry=RetryPolicy(max_attempts=1))
-        refresher = Refresher(
-            client, RefreshSettings(cache_ttl_seconds=0, refresh_timeout_seconds=20, concurrency=2)
+        settings = RefreshSettings(
+            cache_ttl_seconds=0, refresh_timeout_seconds=20, concurrency=2, runs_page_size=runs_page_size
         )
+        refresher = Refresher(client, settings)
         opened.append((server, client, refresher))
         return census, refresher
 
@@ -117,7 +118,7 @@ def completed(snapshot: Snapshot, sync_id: int, status: str = "completed") -> in
 
 
 def test_a_server_that_ignores_page_cannot_keep_one_sync_paging(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
+    hostile: Callable[..., tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
 ) -> None:
     # After the baseline, 30 new runs exist, but every page is the newest 25 and promises another page.
     def same_page_forever(asked: int, read: int) -> Reply:
@@ -139,7 +140,7 @@ def test_a_server_that_ignores_page_cannot_keep_one_sync_paging(
 
 
 def test_pages_of_unparseable_runs_promising_a_billion_pages_are_not_followed(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]],
+    hostile: Callable[..., tuple[HostileCensus, Refresher]],
 ) -> None:
     def idless_pages(asked: int, read: int) -> Reply:
         if read == 0:
@@ -156,7 +157,7 @@ def test_pages_of_unparseable_runs_promising_a_billion_pages_are_not_followed(
 
 
 def test_the_page_cap_bounds_a_server_whose_pages_are_always_new(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]],
+    hostile: Callable[..., tuple[HostileCensus, Refresher]],
 ) -> None:
     # Each page repeats 24 runs and brings one never seen before: far below max_new_runs_per_sync new
     # runs per page, so only the page cap stops the paging.
@@ -178,7 +179,7 @@ def test_the_page_cap_bounds_a_server_whose_pages_are_always_new(
 
 
 def test_one_bogus_huge_run_id_does_not_freeze_the_counters(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
+    hostile: Callable[..., tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
 ) -> None:
     # One completed run per read; the third read also shows a working run with id 2**62, never seen again.
     def glitched_id(asked: int, read: int) -> Reply:
@@ -198,7 +199,7 @@ def test_one_bogus_huge_run_id_does_not_freeze_the_counters(
 
 
 def test_a_status_that_briefly_reads_null_is_still_counted_once_when_it_completes(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]],
+    hostile: Callable[..., tuple[HostileCensus, Refresher]],
 ) -> None:
     statuses = ["working", "working", None, "completed"]
 
@@ -223,7 +224,7 @@ def test_a_status_that_briefly_reads_null_is_still_counted_once_when_it_complete
 
 
 def test_a_single_404_for_a_listed_sync_keeps_its_counts(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
+    hostile: Callable[..., tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
 ) -> None:
     def flaky(asked: int, read: int) -> Reply:
         if read == 3:
@@ -246,7 +247,7 @@ def test_a_single_404_for_a_listed_sync_keeps_its_counts(
 
 
 def test_a_run_naming_another_sync_is_not_counted_here(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
+    hostile: Callable[..., tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
 ) -> None:
     def with_foreign_runs(asked: int, read: int) -> Reply:
         # Run ids are global: the other sync's runs interleave with this one's.
@@ -263,7 +264,7 @@ def test_a_run_naming_another_sync_is_not_counted_here(
 
 
 def test_pending_lookups_rotate_and_the_pending_set_is_capped(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
+    hostile: Callable[..., tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
 ) -> None:
     stuck = MAX_PENDING_RUNS_PER_SYNC + 20
 
@@ -273,7 +274,8 @@ def test_pending_lookups_rotate_and_the_pending_set_is_capped(
             return page([run(10_000 - k, status="working") for k in range(stuck)])
         return page([run(20_000)])
 
-    census, refresher = hostile(many_stuck)
+    # Pages far longer than 25 runs: asked for as such, since the client refuses pages beyond 2x per_page.
+    census, refresher = hostile(many_stuck, 1000)
     for k in range(stuck):
         census.serve_run(run(10_000 - k, status="working"))
     with caplog.at_level(logging.WARNING, logger="census_exporter.refresh"):
@@ -290,13 +292,13 @@ def test_pending_lookups_rotate_and_the_pending_set_is_capped(
 
 
 def test_a_pending_set_grown_past_the_cap_forgets_the_oldest_with_one_warning(
-    hostile: Callable[[RunsScript], tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
+    hostile: Callable[..., tuple[HostileCensus, Refresher]], caplog: pytest.LogCaptureFixture
 ) -> None:
     def growing(asked: int, read: int) -> Reply:
         # Each read shows 300 more working runs than the last (all new): the pending set passes the cap.
         return page([run(10_000 + 300 * read - k, status="working") for k in range(300)], next_page=None)
 
-    _, refresher = hostile(growing)
+    _, refresher = hostile(growing, 1000)
     with caplog.at_level(logging.WARNING, logger="census_exporter.refresh"):
         for _ in range(3):
             snapshot = refresh(refresher)
