@@ -226,3 +226,53 @@ def test_at_the_connection_cap_the_longest_waiting_connection_makes_room() -> No
         for connection in held:
             connection.close()
         server.close()
+
+
+def test_a_request_body_is_refused_unread_so_dripping_bodies_hold_no_worker(
+    harness_factory: HarnessFactory,
+) -> None:
+    h = harness_factory()
+    port = h.exporter.port
+    drippers = []
+    try:
+        for _ in range(ServerLimits().workers + 4):  # more than every worker
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nx")
+            drippers.append(sock)
+        for sock in drippers:  # each is answered 413 and closed, not drained
+            answer = sock.recv(200)
+            assert answer.startswith(b"HTTP/1.1 413"), answer
+        with httpx.Client(timeout=5) as client:
+            for _ in range(5):
+                assert client.get(f"{h.base_url}/metrics").status_code == 200
+    finally:
+        for sock in drippers:
+            sock.close()
+
+
+def test_gzip_refused_with_q0_is_not_sent_and_odd_codings_are_not_gzip(
+    harness_factory: HarnessFactory,
+) -> None:
+    h = harness_factory()
+    for header, gzipped in [
+        ("gzip", True),
+        ("GZIP", True),
+        ("identity, *;q=0.5", True),
+        ("gzip;q=0", False),
+        ("identity, gzip;q=0", False),
+        ("x-notgzip", False),
+        ("nogzipplease", False),
+    ]:
+        response = h.get("/metrics", **{"Accept-Encoding": header})
+        assert response.status_code == 200
+        assert (response.headers.get("content-encoding") == "gzip") is gzipped, header
+
+
+def test_ever_new_openmetrics_versions_render_once(harness_factory: HarnessFactory) -> None:
+    h = harness_factory(cache_ttl=600)
+    for minor in range(20):
+        accept = f"application/openmetrics-text; version=1.{minor}.{minor}"
+        response = h.get("/metrics", Accept=accept)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert len(h.exporter.app._census._plain) == 1

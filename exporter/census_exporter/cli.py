@@ -656,8 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exporter.start()
     host = config.listen_host or "0.0.0.0"  # noqa: S104 - only for the log line
     log.info(
-        "census-exporter %s listening on http://%s%s (workspace %s)",
+        "census-exporter %s listening on %s://%s%s (workspace %s)",
         __version__,
+        "https" if exporter.http.tls else "http",
         _address(host, exporter.port),
         config.telemetry_path,
         config.workspace,

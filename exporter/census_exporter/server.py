@@ -201,8 +201,8 @@ class ExporterApp:
             environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
         )
         snapshot = self._refresher.snapshot_within(budget)
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        compress = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        encoder, content_type = choose_encoder(canonical_accept(environ.get("HTTP_ACCEPT", "")))
+        compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
         # Census data from the per-snapshot cache, then the exporter's own metrics, fresh each scrape.
         body = self._census.body(snapshot, content_type, encoder, encoder(self._registry), compress)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
@@ -482,6 +482,9 @@ class _TLSAdapter(cheroot.ssl.Adapter):
         return cheroot.makefile.StreamWriter(sock, mode, bufsize)
 
 
+BODY_REFUSED = b"request bodies are not accepted\n"
+
+
 class _Guard:
     """Basic auth in front of the app, and a short 500 (one log line) when the app fails."""
 
@@ -491,6 +494,18 @@ class _Guard:
         self._basic_auth = BasicAuth()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
+            # No endpoint takes a body. Refuse it unread and close: a body dripped byte by byte would
+            # otherwise hold a worker while cheroot drains it, before even the auth check.
+            start_response(
+                "413 Payload Too Large",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(BODY_REFUSED))),
+                    ("Connection", "close"),
+                ],
+            )
+            return [BODY_REFUSED]
         if self._web_config is not None:
             users = self._web_config.current().users
             if users and not self._basic_auth.allows(users, environ.get("HTTP_AUTHORIZATION")):
@@ -520,6 +535,37 @@ class _Guard:
                 sys.exc_info(),
             )
             return [ERROR_BODY]
+
+
+OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+def canonical_accept(accept: str) -> str:
+    """One of the two formats the exporter serves, whatever else the header holds.
+
+    prometheus_client copies the requested version into the content type, and the rendering cache is keyed by
+    it: without this a client sending ever new versions would make each scrape a fresh render, cached anew.
+    """
+    return OPENMETRICS_ACCEPT if "application/openmetrics-text" in accept.lower() else ""
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether ``Accept-Encoding`` admits gzip: a ``gzip`` (or ``*``) coding whose q-value is not 0."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0:
+            return True
+    return False
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

@@ -9,6 +9,7 @@ for the next N requests whose path matches a pattern, optionally stalled or drip
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -20,6 +21,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from census_exporter.demo.workspace import JSON, SimulatedWorkspace
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 
@@ -42,6 +45,13 @@ class Fault:
     #: When positive, the body is sent one byte per ``drip_seconds`` after headers announcing its full
     #: length: a stalled API that a per-read timeout never catches.
     drip_seconds: float = 0.0
+
+
+class _QuietThreadingHTTPServer(ThreadingHTTPServer):
+    """socketserver prints a traceback to stderr when a client goes away mid-answer; log it at debug."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("simulator: a request from %s ended early", client_address, exc_info=True)
 
 
 class SimulatorServer:
@@ -73,7 +83,7 @@ class SimulatorServer:
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"simulator": self})
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _QuietThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="census-simulator", daemon=True
