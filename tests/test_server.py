@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from census_exporter.demo import DEMO_TOKEN
+from census_exporter.demo import DEMO_TOKEN, SimulatedWorkspace
 from census_exporter.server import HTTPServer, ServerLimits, scrape_budget
 from tests.conftest import HarnessFactory, wait_for
 
@@ -276,3 +276,22 @@ def test_ever_new_openmetrics_versions_render_once(harness_factory: HarnessFacto
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("application/openmetrics-text")
     assert len(h.exporter.app._census._plain) == 1
+
+
+def test_a_scrape_keeps_the_time_its_rendering_takes_out_of_its_wait(
+    harness_factory: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting the whole budget for a refresh, then rendering the new snapshot, overran the scrape timeout."""
+    workspace = SimulatedWorkspace()
+    for sync_id in range(1, 201):
+        workspace.add_sync(sync_id, label=f"sync {sync_id}")
+        workspace.add_run(sync_id, "completed")
+    h = harness_factory(workspace)
+    h.get("/metrics", **{"Accept-Encoding": "gzip"})
+    render_seconds = h.exporter.app._census.render_seconds
+    assert render_seconds > 0
+    budgets: list[float] = []
+    real = h.exporter.refresher.snapshot_within
+    monkeypatch.setattr(h.exporter.refresher, "snapshot_within", lambda b: budgets.append(b) or real(b))
+    h.get("/metrics", **{"X-Prometheus-Scrape-Timeout-Seconds": "10"})
+    assert budgets and budgets[0] <= scrape_budget("10") - render_seconds + 1e-3

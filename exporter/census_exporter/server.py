@@ -107,6 +107,9 @@ class _SnapshotRendering:
         self._snapshot: Snapshot | None = None
         self._plain: dict[str, bytes] = {}
         self._gzip: dict[str, tuple[bytes, Any]] = {}
+        #: How long the last fresh rendering (and compression) took: a scrape that waits for a refresh must
+        #: leave that much of its budget to render the new snapshot.
+        self.render_seconds = 0.0
 
     def body(
         self,
@@ -122,20 +125,25 @@ class _SnapshotRendering:
                 self._snapshot, self._plain, self._gzip = snapshot, {}, {}
             plain = self._plain.get(content_type)
             packed = self._gzip.get(content_type)
+        started = time.monotonic()
+        fresh = plain is None or (compress and packed is None)
         if plain is None:
             plain = encoder(_SnapshotFamilies(self._collector, snapshot))
             if plain.endswith(OPENMETRICS_EOF):
                 plain = plain[: -len(OPENMETRICS_EOF)]  # the tail ends the exposition
             self._store(snapshot, self._plain, content_type, plain)
-        if not compress:
-            return plain + tail
-        if packed is None:
+        if compress and packed is None:
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             packed = (compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH), compressor)
             self._store(snapshot, self._gzip, content_type, packed)
+        if fresh:
+            self.render_seconds = time.monotonic() - started
+        if not compress or packed is None:
+            return plain + tail
         prefix, state = packed
         compressor = state.copy()
-        return prefix + compressor.compress(tail) + compressor.flush()
+        compressed: bytes = prefix + compressor.compress(tail) + compressor.flush()
+        return compressed
 
     def _store(self, snapshot: Snapshot, cache: dict[str, Any], key: str, value: Any) -> None:
         with self._lock:
@@ -200,7 +208,7 @@ class ExporterApp:
         budget = scrape_budget(
             environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
         )
-        snapshot = self._refresher.snapshot_within(budget)
+        snapshot = self._refresher.snapshot_within(max(0.0, budget - self._census.render_seconds))
         encoder, content_type = choose_encoder(canonical_accept(environ.get("HTTP_ACCEPT", "")))
         compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
         # Census data from the per-snapshot cache, then the exporter's own metrics, fresh each scrape.
