@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from census_exporter.demo.server import Fault, SimulatorServer
 from census_exporter.demo.workspace import SimulatedWorkspace
@@ -198,16 +199,8 @@ class ChurnDriver:
         self.stats["runs started"] += 1
 
     def _add_finished_run(self, sync_id: int) -> None:
-        status, records, failed, invalid, duration = self._outcome()
-        self.workspace.add_run(
-            sync_id,
-            status,
-            duration=duration,
-            records=records,
-            records_failed=failed,
-            records_invalid=invalid,
-            error_code="SIMULATED" if status == "failed" else None,
-        )
+        status, outcome = self._outcome()
+        self.workspace.add_run(sync_id, status, **outcome)
         self.stats[f"runs added {status}"] += 1
 
     def _advance_some_pending_run(self) -> None:
@@ -221,20 +214,13 @@ class ChurnDriver:
             self._finish(run_id)
 
     def _finish(self, run_id: int) -> None:
-        status, records, failed, invalid, duration = self._outcome()
-        self.workspace.finish_run(
-            run_id,
-            status,
-            duration=duration,
-            records=records,
-            records_failed=failed,
-            records_invalid=invalid,
-            error_code="SIMULATED" if status == "failed" else None,
-        )
+        status, outcome = self._outcome()
+        self.workspace.finish_run(run_id, status, **outcome)
         del self._pending[run_id]
         self.stats[f"runs finished {status}"] += 1
 
-    def _outcome(self) -> tuple[str, int, int, int, float]:
+    def _outcome(self) -> tuple[str, dict[str, Any]]:
+        """A random final status, and the fields add_run and finish_run both take for it."""
         rng = self._rng
         status = rng.choices(
             ("completed", "failed", "skipped", self.settings.undocumented_status), (60, 20, 15, 5)
@@ -242,7 +228,13 @@ class ChurnDriver:
         records = rng.randint(0, 5000)
         failed = rng.randint(0, records // 10)
         invalid = rng.randint(0, records // 20)
-        return status, records, failed, invalid, rng.uniform(1.0, 900.0)
+        return status, {
+            "records": records,
+            "records_failed": failed,
+            "records_invalid": invalid,
+            "duration": rng.uniform(1.0, 900.0),
+            "error_code": "SIMULATED" if status == "failed" else None,
+        }
 
     def _create_sync(self) -> None:
         sync = self.workspace.add_sync(label=f"Churned sync {len(self._created)}", schedule="hourly")

@@ -15,14 +15,23 @@ from typing import Any, TypeVar
 from cachetools import TTLCache
 
 from census_exporter.census.client import AuthError, CensusAPIError
-from census_exporter.census.models import Skipped, Sync, SyncRun, bounded_text
+from census_exporter.census.models import (
+    MESSAGE_LIMIT,
+    NAME_LIMIT,
+    WORD_LIMIT,
+    Skipped,
+    Sync,
+    SyncRun,
+    bounded_text,
+)
 from census_exporter.snapshot import SyncState
 
 log = logging.getLogger(__name__)
 
-LABEL_LOG_LIMIT = 128
-ERROR_CODE_LOG_LIMIT = 64
-ERROR_MESSAGE_LOG_LIMIT = 200
+# The models bound these texts already; the log keeps to the same bounds, whatever reaches it.
+LABEL_LOG_LIMIT = NAME_LIMIT
+ERROR_CODE_LOG_LIMIT = WORD_LIMIT
+ERROR_MESSAGE_LOG_LIMIT = MESSAGE_LIMIT
 STARTUP_FAILURES_NAMED = 5
 
 Parsed = TypeVar("Parsed")
