@@ -66,6 +66,13 @@ def test_the_documented_example_parses_into_workspaces_and_a_discovery() -> None
     )
 
 
+def test_discovery_relists_every_five_minutes_unless_told() -> None:
+    text = "workspaces:\n  - auto: true\n    api_version: v2\n    token_env: T\n"
+    assert parse_workspaces_file(text, FILE).discoveries[0].relist_interval_seconds == 300.0
+    faster = parse_workspaces_file(text + "    relist_interval_seconds: 30\n", FILE)
+    assert faster.discoveries[0].relist_interval_seconds == 30.0
+
+
 def test_parsed_configs_are_frozen() -> None:
     workspace = parse_workspaces_file(EXAMPLE, FILE).workspaces[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -122,6 +129,8 @@ workspaces:
     api_version: v1
     token_file: /run/secrets/m
 """
+
+AUTO = "workspaces:\n  - auto: true\n    api_version: v1\n    token_env: T\n"
 
 
 @pytest.mark.parametrize(
@@ -221,6 +230,14 @@ workspaces:
         (
             "workspaces:\n  - auto: true\n    name: x\n    api_version: v1\n    token_env: T\n",
             f"{FILE}:3: workspace 'x': field `name` is not allowed with `auto: true`",
+        ),
+        (
+            AUTO + "    relist_interval_seconds: 0\n",
+            f"{FILE}:5: workspaces[0] (auto): field `relist_interval_seconds` must be a number of seconds",
+        ),
+        (
+            AUTO + "    relist_interval_seconds: '5m'\n",
+            f"{FILE}:5: workspaces[0] (auto): field `relist_interval_seconds` must be a number of seconds",
         ),
         (
             "workspaces:\n  - auto: true\n    api_version: v2\n    group_id: g\n    token_env: T\n",

@@ -35,7 +35,10 @@ _COMMON_KEYS = frozenset(
     {"api_version", "api_url", "region", "token_file", "token_env", "include", "exclude"}
 )
 _WORKSPACE_KEYS = _COMMON_KEYS | {"name", "group_id"}
-_AUTO_KEYS = _COMMON_KEYS | {"auto"}
+_AUTO_KEYS = _COMMON_KEYS | {"auto", "relist_interval_seconds"}
+#: How often discovery lists the workspaces again by default, and the range allowed.
+DEFAULT_RELIST_INTERVAL_SECONDS = 300.0
+RELIST_INTERVAL_RANGE = (1.0, 86400.0)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VERSIONED_PATH = re.compile(r"/api/(v\d+)/?$")
 
@@ -98,6 +101,8 @@ class AutoDiscovery:
     token: TokenLocation
     syncs: SyncFilter = SyncFilter()
     line: int | None = None
+    #: How often the workspaces are listed again, so new ones appear and deleted ones vanish.
+    relist_interval_seconds: float = DEFAULT_RELIST_INTERVAL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,7 @@ def _auto_discovery(entry: _Entry) -> AutoDiscovery:
         token=entry.token(),
         syncs=entry.sync_filter(),
         line=entry.line,
+        relist_interval_seconds=entry.seconds("relist_interval_seconds", DEFAULT_RELIST_INTERVAL_SECONDS),
     )
 
 
@@ -248,6 +254,17 @@ class _Entry:
         if self.raw.get(field) is None:
             return None
         return self.string(field)
+
+    def seconds(self, field: str, default: float) -> float:
+        value = self.raw.get(field)
+        if value is None:
+            return default
+        low, high = RELIST_INTERVAL_RANGE
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise self.error(
+                field, f"must be a number of seconds from {low:g} to {high:g}, got {_shown(value)}"
+            )
+        return float(value)
 
     def api_version(self) -> ApiVersion:
         value = self.require("api_version")
