@@ -16,7 +16,7 @@ from census_exporter import collector
 from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, Sync, SyncRun
 from census_exporter.collector import CensusCollector
 from census_exporter.demo import reference_workspace
-from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, SyncLedger
 from tests.conftest import Harness, parse_scrape
 
@@ -91,7 +91,7 @@ def test_a_sync_whose_values_cannot_render_loses_only_its_own_series(
     monkeypatch.setattr(collector, "_logged_unrenderable", LRUCache(maxsize=16))
     registry = CollectorRegistry()
     snapshot = hostile_snapshot()
-    registry.register(CensusCollector(lambda: snapshot, 60.0))
+    registry.register(CensusCollector(lambda: FleetView((snapshot,)), 60.0))
     with caplog.at_level(logging.WARNING, logger="census_exporter.collector"):
         text = encode(registry).decode()
         encode(registry)  # every scrape renders again; the log says it once

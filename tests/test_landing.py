@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import re
 import time
+from dataclasses import replace
 
 import pytest
 
 from census_exporter.census.models import Sync, SyncRun
 from census_exporter.demo import SimulatedWorkspace
 from census_exporter.landing import MAX_LISTED_FAILURES, render_landing_page
-from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from tests.conftest import HarnessFactory, wait_for
 
 US = "https://app.getcensus.com/api/v1"
@@ -28,7 +29,8 @@ def sync_state(sync_id: int, label: str, status: str = "completed") -> SyncState
 
 
 def page(snapshot: Snapshot, api_url: str | None = US, ttl: float | None = 60) -> str:
-    return render_landing_page(snapshot, "/metrics", api_url=api_url, cache_ttl_seconds=ttl).decode()
+    view = FleetView((replace(snapshot, api_url=api_url),))
+    return render_landing_page(view, "/metrics", cache_ttl_seconds=ttl).decode()
 
 
 def test_before_the_first_list_the_counts_are_unknown_not_zero() -> None:

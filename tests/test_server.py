@@ -167,11 +167,11 @@ APP_ERROR_SCRIPT = textwrap.dedent(
     calls = []
     real_families = exporter.collector.families
 
-    def families(snapshot):
+    def families(view):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("collector broke near " + secret)
-        return real_families(snapshot)
+        return real_families(view)
 
     exporter.collector.families = families
     exporter.http.start()
@@ -291,7 +291,7 @@ def test_a_scrape_keeps_the_time_its_rendering_takes_out_of_its_wait(
     render_seconds = h.exporter.app._census.render_seconds
     assert render_seconds > 0
     budgets: list[float] = []
-    real = h.exporter.refresher.snapshot_within
-    monkeypatch.setattr(h.exporter.refresher, "snapshot_within", lambda b: budgets.append(b) or real(b))
+    real = h.exporter.fleet.view_within
+    monkeypatch.setattr(h.exporter.fleet, "view_within", lambda b: budgets.append(b) or real(b))
     h.get("/metrics", **{"X-Prometheus-Scrape-Timeout-Seconds": "10"})
     assert budgets and budgets[0] <= scrape_budget("10") - render_seconds + 1e-3

@@ -27,10 +27,17 @@ from census_exporter.census.client import (
     default_api_url,
     validate_base_url,
 )
-from census_exporter.config import Config, TokenError, TokenSource
+from census_exporter.config import Config, Discovery, TokenError, TokenSource, Workspace
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.web_config import WebConfigError, load_web_config
+from census_exporter.workspaces import (
+    AutoDiscovery,
+    WorkspaceConfig,
+    WorkspacesFile,
+    WorkspacesFileError,
+    load_workspaces_file,
+)
 
 log = logging.getLogger("census_exporter")
 
@@ -211,6 +218,8 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings: list[Setting] = []
+        #: The flags given on the command line or through their environment variable (by dest).
+        self.given: set[str] = set()
 
     def error(self, message: str) -> NoReturn:
         """Exit 2 with one line."""
@@ -269,6 +278,7 @@ class _Parser(argparse.ArgumentParser):
         for setting in self.settings:
             given = getattr(args, setting.dest)
             if given is True:  # a store_true flag on the command line
+                self.given.add(setting.dest)
                 continue
             if given is not None:
                 text, origin = given, f"argument {setting.flag} (env {setting.env})"
@@ -278,6 +288,7 @@ class _Parser(argparse.ArgumentParser):
             else:
                 setattr(args, setting.dest, setting.default)
                 continue
+            self.given.add(setting.dest)
             try:
                 setattr(args, setting.dest, setting.convert(text))
             except ValueError as error:
@@ -292,6 +303,16 @@ def build_parser() -> _Parser:
         description="Prometheus exporter for Census (Fivetran Activations) sync runs.",
     )
     add = parser.add_argument
+    add(
+        "--config.file",
+        dest="config_file",
+        env="CENSUS_CONFIG_FILE",
+        metavar="PATH",
+        help="The workspaces file: several workspaces (V1) and groups (V2), each with its own token, "
+        "and discovery of every workspace a token can see (docs/configuration.md). Replaces the "
+        "--census.api-url, --census.region, --census.token-file, --census.api-version, --census.group-id "
+        "and --census.workspace flags, which define a single workspace.",
+    )
     add(
         "--census.token-file",
         dest="token_file",
@@ -533,39 +554,141 @@ def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
     return token
 
 
+#: The flags that describe the one workspace watched without a workspaces file.
+SINGLE_WORKSPACE_FLAGS = ("api_url", "region", "token_file", "api_version", "group_id", "workspace")
+
+
 def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Parse flags and environment into a Config; exits 2 with one line naming the flag on bad input."""
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.resolve(argv, environ)
+    host, port = args.listen_address
+    common = {
+        "cache_ttl_seconds": args.cache_ttl,
+        "concurrency": args.concurrency,
+        "request_timeout_seconds": args.request_timeout,
+        "refresh_timeout_seconds": args.refresh_timeout,
+        "max_response_bytes": args.max_response_bytes,
+        "listen_host": host,
+        "listen_port": port,
+        "telemetry_path": args.telemetry_path,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        "duration_buckets": args.duration_buckets,
+        "demo": args.demo,
+        "demo_seed": args.demo_seed,
+        "demo_syncs": args.demo_syncs,
+        "web_config_file": args.web_config_file,
+    }
+    if args.config_file is not None:
+        return _from_workspaces_file(parser, args, environ, common)
     if args.api_url and args.region:
         parser.error("argument --census.api-url: not allowed together with --census.region")
     _check_dialect(parser, args)
     api_url = args.api_url or default_api_url(args.api_version, args.region)
     token = _token(parser, args, environ)
-    host, port = args.listen_address
     return Config(
         api_url=api_url,
         token=token,
         workspace=args.workspace,
-        cache_ttl_seconds=args.cache_ttl,
-        concurrency=args.concurrency,
-        request_timeout_seconds=args.request_timeout,
-        refresh_timeout_seconds=args.refresh_timeout,
-        max_response_bytes=args.max_response_bytes,
-        listen_host=host,
-        listen_port=port,
-        telemetry_path=args.telemetry_path,
-        log_level=args.log_level,
-        log_format=args.log_format,
-        duration_buckets=args.duration_buckets,
-        demo=args.demo,
-        demo_seed=args.demo_seed,
-        demo_syncs=args.demo_syncs,
-        web_config_file=args.web_config_file,
         api_version=args.api_version,
         group_id=args.group_id,
+        **common,
     )
+
+
+def _from_workspaces_file(
+    parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str], common: dict[str, Any]
+) -> Config:
+    """The Config of a workspaces file; exits 2 with one line naming file, line, workspace and field."""
+    by_dest = {setting.dest: setting for setting in parser.settings}
+    for dest in SINGLE_WORKSPACE_FLAGS:
+        if dest in parser.given:
+            setting = by_dest[dest]
+            parser.error(
+                f"argument {setting.flag} (env {setting.env}): not allowed together with --config.file "
+                "(the file names every workspace)"
+            )
+    if args.demo:
+        parser.error("argument --demo: not allowed together with --config.file")
+    path = args.config_file
+    try:
+        parsed = load_workspaces_file(path)
+        workspaces = tuple(_file_workspace(entry, parsed.path, environ) for entry in parsed.workspaces)
+        discoveries = _file_discoveries(parsed, environ)
+    except WorkspacesFileError as error:
+        parser.error(str(error))
+    return Config(
+        api_url="",
+        token=TokenSource(value=""),
+        config_file=path,
+        workspaces=workspaces,
+        discoveries=discoveries,
+        **common,
+    )
+
+
+def _entry_error(
+    path: str, entry: WorkspaceConfig | AutoDiscovery, title: str, field: str, problem: str
+) -> WorkspacesFileError:
+    where = f"{path}:{entry.line}" if entry.line is not None else path
+    return WorkspacesFileError(f"{where}: {title}: field `{field}` {problem}")
+
+
+def _entry_token(
+    path: str, entry: WorkspaceConfig | AutoDiscovery, title: str, environ: Mapping[str, str]
+) -> TokenSource:
+    """The entry's token, read now so that a missing one stops the start (exit 2), not every refresh."""
+    location = entry.token
+    field = "token_file" if location.file is not None else "token_env"
+    try:
+        token = location.token_source(environ)
+        value = token()
+    except TokenError as error:
+        raise _entry_error(path, entry, title, field, str(error)) from None
+    if not value:
+        if location.file is not None:
+            raise _entry_error(path, entry, title, field, f"names an empty file ({location.file})")
+        raise _entry_error(path, entry, title, field, f"names {location.env}, which is not set or is empty")
+    return token
+
+
+def _file_workspace(entry: WorkspaceConfig, path: str, environ: Mapping[str, str]) -> Workspace:
+    title = f"workspace {entry.name!r}"
+    try:
+        name = _workspace_label(entry.name)
+    except ValueError as error:
+        raise _entry_error(path, entry, title, "name", str(error)) from None
+    return Workspace(
+        name=name,
+        api_url=entry.api_url,
+        token=_entry_token(path, entry, title, environ),
+        api_version=entry.api_version,
+        group_id=entry.group_id,
+        syncs=entry.syncs,
+    )
+
+
+def _file_discoveries(parsed: WorkspacesFile, environ: Mapping[str, str]) -> tuple[Discovery, ...]:
+    discoveries: list[Discovery] = []
+    names: set[str] = set()
+    for index, entry in enumerate(parsed.discoveries, start=1):
+        name = entry.api_url
+        if name in names:
+            name = f"{entry.api_url} #{index}"
+        names.add(name)
+        discoveries.append(
+            Discovery(
+                name=name,
+                api_url=entry.api_url,
+                token=_entry_token(parsed.path, entry, f"discovery {name}", environ),
+                api_version=entry.api_version,
+                syncs=entry.syncs,
+                relist_interval_seconds=entry.relist_interval_seconds,
+            )
+        )
+    return tuple(discoveries)
 
 
 def _check_dialect(parser: _Parser, args: argparse.Namespace) -> None:
@@ -588,14 +711,22 @@ def _check_dialect(parser: _Parser, args: argparse.Namespace) -> None:
 
 
 def log_api_version_notice(config: Config) -> None:
-    """Log, once at start, that a V1 workspace must move to V2 before V1 is retired."""
-    if config.api_version == "v1" and not config.demo:
-        log.warning(
-            "Census API V1 is retired on %s; move workspace %s to V2 (--census.api-version v2), see %s",
-            V1_RETIREMENT_DATE,
-            config.workspace,
-            MIGRATION_DOC,
-        )
+    """Log, once at start, that the V1 workspaces must move to V2 before V1 is retired."""
+    if config.demo:
+        return
+    on_v1 = [workspace.name for workspace in config.watched() if workspace.api_version == "v1"]
+    on_v1 += [f"discovery {d.name}" for d in config.discoveries if d.api_version == "v1"]
+    if not on_v1:
+        return
+    how = "api_version: v2 in the workspaces file" if config.config_file else "--census.api-version v2"
+    log.warning(
+        "Census API V1 is retired on %s; move %s %s to V2 (%s), see %s",
+        V1_RETIREMENT_DATE,
+        "workspace" if len(on_v1) == 1 else "workspaces",
+        ", ".join(on_v1),
+        how,
+        MIGRATION_DOC,
+    )
 
 
 def _address(host: str, port: int) -> str:
@@ -649,19 +780,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("demo workspace: simulated Census API %s at %s", config.api_version, config.api_url)
     else:
         # Validated to hold no credentials, so safe to print; shows at once which region the token must match.
-        log.info("Census API at %s", config.api_url)
+        for workspace in config.watched():
+            log.info(
+                "workspace %s: Census API %s at %s", workspace.name, workspace.api_version, workspace.api_url
+            )
+        for discovery in config.discoveries:
+            log.info(
+                "discovery: every %s the token can see at %s, listed every %gs",
+                "group" if discovery.api_version == "v2" else "workspace",
+                discovery.api_url,
+                discovery.relist_interval_seconds,
+            )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     exporter.start()
     host = config.listen_host or "0.0.0.0"  # noqa: S104 - only for the log line
     log.info(
-        "census-exporter %s listening on %s://%s%s (workspace %s)",
+        "census-exporter %s listening on %s://%s%s (%s)",
         __version__,
         "https" if exporter.http.tls else "http",
         _address(host, exporter.port),
         config.telemetry_path,
-        config.workspace,
+        f"workspaces from {config.config_file}" if config.config_file else f"workspace {config.workspace}",
     )
     stop.wait()
     log.info("shutting down")

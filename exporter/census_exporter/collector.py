@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from census_exporter import __version__
 from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun, bounded_text, clean_text
-from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import RunCounters, SyncLedger
 
 log = logging.getLogger(__name__)
@@ -164,19 +164,20 @@ RENDERING_ERRORS = (ArithmeticError, ValueError, TypeError)
 
 #: How many (sync, error type) pairs the log-once memory keeps; beyond it the oldest may be logged again.
 _LOGGED_ONCE_LIMIT = 1024
-_logged_unrenderable: LRUCache[tuple[int, str], bool] = LRUCache(maxsize=_LOGGED_ONCE_LIMIT)
+_logged_unrenderable: LRUCache[tuple[str, int, str], bool] = LRUCache(maxsize=_LOGGED_ONCE_LIMIT)
 _logged_unrenderable_lock = threading.Lock()
 
 
-def _log_unrenderable_once(sync_id: int, error: Exception) -> None:
+def _log_unrenderable_once(workspace: str, sync_id: int, error: Exception) -> None:
     """One line per (sync, error type), without traceback: the same bad value recurs on every scrape."""
-    key = (sync_id, type(error).__name__)
+    key = (workspace, sync_id, type(error).__name__)
     with _logged_unrenderable_lock:
         if key in _logged_unrenderable:
             return
         _logged_unrenderable[key] = True
     log.warning(
-        "sync %s left out of the scrape: a value cannot be rendered (%s: %s)",
+        "workspace %s, sync %s left out of the scrape: a value cannot be rendered (%s: %s)",
+        bounded_text(workspace, 128),
         sync_id,
         type(error).__name__,
         bounded_text(clean_text(str(error)), 200),
@@ -204,9 +205,7 @@ _Add = Callable[[], None]
 class _PerSyncFamilies:
     """Every per-sync family, empty, in exposition order; :meth:`stage` prepares one sync's samples."""
 
-    def __init__(self, help_text: Callable[[str], str], workspace: str, bounds: Sequence[float]) -> None:
-        self._workspace = workspace
-        self._bucket_names = [*(f"{bound:g}" for bound in bounds), "+Inf"]
+    def __init__(self, help_text: Callable[[str], str]) -> None:
         self.info = GaugeMetricFamily(
             "census_sync_info",
             help_text("Descriptive attributes of a sync; always 1. Join on sync_id."),
@@ -271,7 +270,7 @@ class _PerSyncFamilies:
     def stage(self, snapshot: Snapshot, state: SyncState) -> list[_Add]:
         """One sync's samples, every value and label already checked; raises if one cannot render."""
         sync = state.sync
-        ids = _label_values([self._workspace, str(sync.id)])
+        ids = _label_values([snapshot.workspace, str(sync.id)])
         adds: list[_Add] = []
         info_labels = _label_values(
             [
@@ -289,7 +288,7 @@ class _PerSyncFamilies:
         if state.latest_run is not None:
             adds += self._stage_last_run(ids, state.latest_run)
         if state.ledger is not None:
-            adds += self._stage_ledger(ids, state.ledger)
+            adds += self._stage_ledger(ids, state.ledger, snapshot.duration_buckets)
         adds += self._stage_series(ids, [(OLDEST_UNFINISHED_GAUGE, self.oldest_unfinished)], state)
         return adds
 
@@ -305,7 +304,7 @@ class _PerSyncFamilies:
         adds += self._stage_series(ids, zip(LAST_RUN_GAUGES, self.last_run, strict=True), run)
         return adds
 
-    def _stage_ledger(self, ids: list[str], ledger: SyncLedger) -> list[_Add]:
+    def _stage_ledger(self, ids: list[str], ledger: SyncLedger, bounds: Sequence[float]) -> list[_Add]:
         adds = self._stage_series(ids, zip(OUTCOME_TIME_GAUGES, self.outcome_times, strict=True), ledger)
         counters = ledger.counters
         for status, total in sorted(counters.runs_by_status.items()):
@@ -314,7 +313,7 @@ class _PerSyncFamilies:
         adds += self._stage_series(ids, zip(RECORD_COUNTERS, self.records, strict=True), counters)
         buckets = [
             (name, _number(count))
-            for name, count in zip(self._bucket_names, counters.cumulative_duration_counts(), strict=True)
+            for name, count in zip(_bucket_names(bounds), counters.cumulative_duration_counts(), strict=True)
         ]
         adds.append(partial(self.durations.add_metric, ids, buckets, _number(counters.duration_sum_seconds)))
         return adds
@@ -333,10 +332,14 @@ class _PerSyncFamilies:
         return adds
 
 
-class CensusCollector(Collector):
-    """Renders whatever snapshot ``current`` returns; it never calls the API itself."""
+def _bucket_names(bounds: Sequence[float]) -> list[str]:
+    return [*(f"{bound:g}" for bound in bounds), "+Inf"]
 
-    def __init__(self, current: Callable[[], Snapshot], cache_ttl_seconds: float) -> None:
+
+class CensusCollector(Collector):
+    """Renders whatever view ``current`` returns; it never calls the API itself."""
+
+    def __init__(self, current: Callable[[], FleetView], cache_ttl_seconds: float) -> None:
         self._current = current
         self._cached_note = f" Cached: up to {cache_ttl_seconds:g}s old."
 
@@ -345,61 +348,88 @@ class CensusCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Every family for the current snapshot."""
+        """Every family for the current view."""
         return self.families(self._current())
 
-    def families(self, snapshot: Snapshot) -> Iterator[Metric]:
-        """Every family for ``snapshot``: a pure function of it, so its rendering can be reused."""
-        yield from self._exporter_and_workspace_families(snapshot)
-        per_sync = _PerSyncFamilies(self._help, snapshot.workspace, snapshot.duration_buckets)
-        for state in snapshot.syncs.values():
-            try:
-                adds = per_sync.stage(snapshot, state)
-            except RENDERING_ERRORS as error:
-                _log_unrenderable_once(state.sync.id, error)
-                continue
-            for add in adds:
-                add()
+    def families(self, view: FleetView) -> Iterator[Metric]:
+        """Every family for ``view``: a pure function of it, so its rendering can be reused."""
+        yield _build_info()
+        yield from self._workspace_families(view.snapshots)
+        if view.discoveries:
+            yield from _discovery_families(view)
+        per_sync = _PerSyncFamilies(self._help)
+        for snapshot in view.snapshots:
+            for state in snapshot.syncs.values():
+                try:
+                    adds = per_sync.stage(snapshot, state)
+                except RENDERING_ERRORS as error:
+                    _log_unrenderable_once(snapshot.workspace, state.sync.id, error)
+                    continue
+                for add in adds:
+                    add()
         yield from per_sync.families()
 
     def _help(self, text: str) -> str:
         return text + self._cached_note
 
-    def _exporter_and_workspace_families(self, snapshot: Snapshot) -> Iterator[Metric]:
-        workspace = [snapshot.workspace]
-        build = GaugeMetricFamily(
-            "census_exporter_build_info",
-            "Version of census-exporter; always 1.",
-            labels=["version"],
-        )
-        build.add_metric([__version__], 1)
-        yield build
+    def _workspace_families(self, snapshots: Sequence[Snapshot]) -> Iterator[Metric]:
+        """Health of each workspace's refresh: one series per workspace in each family."""
         up = GaugeMetricFamily(
             "census_up",
             "1 if the last refresh of Census API data finished without any error, else 0.",
             labels=["workspace"],
         )
-        up.add_metric(workspace, int(snapshot.up))
-        yield up
         last = GaugeMetricFamily(
             "census_last_refresh_timestamp_seconds",
             "Unix time at which the last error-free refresh finished.",
             labels=["workspace"],
         )
-        if snapshot.last_success_timestamp is not None:
-            last.add_metric(workspace, snapshot.last_success_timestamp)
-        yield last
         duration = GaugeMetricFamily(
             "census_refresh_duration_seconds",
             "How long the last refresh of Census API data took.",
             labels=["workspace"],
         )
-        if snapshot.refresh_duration_seconds is not None:
-            duration.add_metric(workspace, snapshot.refresh_duration_seconds)
-        yield duration
         count = GaugeMetricFamily(
-            "census_syncs", self._help("Number of syncs in the workspace."), labels=["workspace"]
+            "census_syncs",
+            self._help("Number of syncs watched in the workspace (after its include/exclude filter)."),
+            labels=["workspace"],
         )
-        if snapshot.listed:
-            count.add_metric(workspace, len(snapshot.syncs))
-        yield count
+        for snapshot in snapshots:
+            workspace = [snapshot.workspace]
+            up.add_metric(workspace, int(snapshot.up))
+            if snapshot.last_success_timestamp is not None:
+                last.add_metric(workspace, snapshot.last_success_timestamp)
+            if snapshot.refresh_duration_seconds is not None:
+                duration.add_metric(workspace, snapshot.refresh_duration_seconds)
+            if snapshot.listed:
+                count.add_metric(workspace, len(snapshot.syncs))
+        yield from (up, last, duration, count)
+
+
+def _build_info() -> Metric:
+    build = GaugeMetricFamily(
+        "census_exporter_build_info",
+        "Version of census-exporter; always 1.",
+        labels=["version"],
+    )
+    build.add_metric([__version__], 1)
+    return build
+
+
+def _discovery_families(view: FleetView) -> Iterator[Metric]:
+    """Health of each discovery entry (only when the workspaces file has ``auto: true`` entries)."""
+    up = GaugeMetricFamily(
+        "census_discovery_up",
+        "1 if the last listing of workspaces (or groups) by this discovery entry had no error, else 0.",
+        labels=["discovery"],
+    )
+    found = GaugeMetricFamily(
+        "census_discovery_workspaces",
+        "Workspaces (or groups) this discovery entry watches; absent until a listing succeeded.",
+        labels=["discovery"],
+    )
+    for status in view.discoveries:
+        up.add_metric([status.name], int(status.up))
+        if status.workspaces is not None:
+            found.add_metric([status.name], status.workspaces)
+    yield from (up, found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Literal
@@ -37,6 +38,13 @@ class TokenSource:
     def path(self) -> str | None:
         """The token file, if the token comes from one."""
         return self._path
+
+    def replace(self, value: str) -> None:
+        """Use ``value`` from now on (a discovered workspace's API key that Census rotated)."""
+        token = _clean(value)
+        RedactingFilter.register(token)
+        with self._lock:
+            self._value = token
 
     def __call__(self) -> str:
         """The current token; a changed file is read again."""
@@ -78,9 +86,56 @@ def _clean(token: str) -> str:
     return token
 
 
+@dataclass(frozen=True)
+class SyncFilter:
+    """Regexes on the sync label: a sync is watched if it matches some ``include`` and no ``exclude``."""
+
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+    def admits(self, sync_label: str) -> bool:
+        """Whether a sync with this label is watched (no ``include`` means every sync)."""
+        if self.include and not any(pattern.search(sync_label) for pattern in self.include):
+            return False
+        return not any(pattern.search(sync_label) for pattern in self.exclude)
+
+
+ApiVersion = Literal["v1", "v2"]
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    """A watched workspace (V1) or Fivetran group (V2) and its token; ``name`` is its ``workspace`` label."""
+
+    name: str
+    api_url: str
+    token: TokenSource
+    api_version: ApiVersion = defaults.API_VERSION
+    #: The Fivetran group watched with V2; ``None`` with V1.
+    group_id: str | None = None
+    syncs: SyncFilter = field(default_factory=SyncFilter)
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """Watch every workspace (V1) or group (V2) that one token can see, listing them again periodically."""
+
+    #: The ``discovery`` label of its health metrics: where it lists from (a URL without credentials).
+    name: str
+    api_url: str
+    token: TokenSource
+    api_version: ApiVersion = defaults.API_VERSION
+    syncs: SyncFilter = field(default_factory=SyncFilter)
+    relist_interval_seconds: float = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Everything the CLI parsed and validated."""
+    """Everything the CLI parsed and validated.
+
+    Without a workspaces file, ``api_url``, ``token``, ``workspace``, ``api_version`` and ``group_id``
+    describe the one watched workspace; with one (``config_file``), ``workspaces`` and ``discoveries`` do.
+    """
 
     api_url: str
     token: TokenSource
@@ -104,3 +159,14 @@ class Config:
     api_version: Literal["v1", "v2"] = defaults.API_VERSION
     #: The Fivetran group watched with V2; ``None`` with V1.
     group_id: str | None = None
+    #: The workspaces file the watched workspaces come from, if any.
+    config_file: str | None = None
+    workspaces: tuple[Workspace, ...] = ()
+    discoveries: tuple[Discovery, ...] = ()
+
+    def watched(self) -> tuple[Workspace, ...]:
+        """The named workspaces to watch: the file's, or the one the flags describe."""
+        if self.config_file is not None:
+            return self.workspaces
+        single = Workspace(self.workspace, self.api_url, self.token, self.api_version, self.group_id)
+        return (single,)

@@ -1,4 +1,4 @@
-"""Exporter: wires client, refresher, collector and HTTP server together from a Config."""
+"""Exporter: wires clients, refreshers, discovery, collector and HTTP server together from a Config."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from prometheus_client import (
 
 from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector
-from census_exporter.config import Config
-from census_exporter.instrumentation import ApiRequestMetrics
+from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
+from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
+from census_exporter.refresh.discovery import Discoverer
+from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.server import ExporterApp, HTTPServer
 from census_exporter.web_config import WebConfigSource
 
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class Exporter:
-    """One running exporter: ``start()`` binds the port and begins the first refresh in the background."""
+    """One running exporter: ``start()`` binds the port and begins the first refreshes in the background."""
 
     def __init__(self, config: Config) -> None:
         # ``*_created`` samples double the series of every counter and no dashboard or alert reads them.
@@ -34,37 +36,34 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
-        stopping = threading.Event()  # set by refresher.close()
-        self.client = CensusClient(
-            config.api_url,
-            config.token,
-            request_timeout=config.request_timeout_seconds,
-            observer=ApiRequestMetrics(self.registry, config.workspace),
-            max_connections=config.concurrency,
-            max_response_bytes=config.max_response_bytes,
-            sleep=stopping.wait,  # backoff between retries ends at once on shutdown
-            api_version=config.api_version,
-            group_id=config.group_id,
-        )
-        self.refresher = Refresher(
-            self.client,
-            RefreshSettings(
-                workspace=config.workspace,
-                cache_ttl_seconds=config.cache_ttl_seconds,
-                concurrency=config.concurrency,
-                refresh_timeout_seconds=config.refresh_timeout_seconds,
-                duration_buckets=config.duration_buckets,
-            ),
-            stopping=stopping,
-        )
-        # Not registered in self.registry: /metrics serves its rendering from a per-snapshot cache.
-        self.collector = CensusCollector(lambda: self.refresher.snapshot, config.cache_ttl_seconds)
+        self._api_metrics = ApiRequestMetrics(self.registry)
+        self.fleet = Fleet(self._watch, config.watched())
+        self._stopping = threading.Event()
+        self.discoverers = [
+            Discoverer(
+                discovery,
+                self.fleet,
+                # Its requests belong to no workspace: they are counted with an empty workspace label.
+                self._client(
+                    discovery.api_url,
+                    discovery.token,
+                    self._api_metrics.observer(""),
+                    self._stopping,
+                    None,
+                    discovery.api_version,
+                ),
+                timeout_seconds=config.refresh_timeout_seconds,
+                stopping=self._stopping,
+            )
+            for discovery in config.discoveries
+        ]
+        # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
+        self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds)
         self.app = ExporterApp(
-            self.refresher,
+            self.fleet,
             self.collector,
             self.registry,
             config.telemetry_path,
-            api_url=config.api_url,
             cache_ttl_seconds=config.cache_ttl_seconds,
         )
         web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
@@ -75,10 +74,18 @@ class Exporter:
         """The port the HTTP server is bound to."""
         return self.http.port
 
+    @property
+    def refresher(self) -> Refresher:
+        """The first watched workspace's refresher (the only one when the flags define the workspace)."""
+        return self.fleet.members()[0].refresher
+
     def start(self) -> None:
-        """Serve HTTP, then start the first refresh so /readyz turns ready without waiting for a scrape."""
+        """Serve HTTP, then start the first refreshes so /readyz turns ready without waiting for a scrape."""
         self.http.start()
-        self.refresher.trigger()
+        for member in self.fleet.members():
+            member.refresher.trigger()
+        for discoverer in self.discoverers:
+            discoverer.start()
 
     def close(self) -> bool:
         """Stop serving and release connections; background work ends with the process.
@@ -86,6 +93,58 @@ class Exporter:
         Returns False when the HTTP server did not stop in time: its threads may then hold the process.
         """
         stopped = self.http.close()
-        self.refresher.close()
-        self.client.close()
+        self._stopping.set()
+        for discoverer in self.discoverers:
+            discoverer.close()
+        self.fleet.close()
         return stopped
+
+    # ------------------------------------------------------------------ one workspace
+
+    def _watch(self, workspace: Workspace) -> WatchedWorkspace:
+        """A client and a refresher for ``workspace``, released together."""
+        config = self.config
+        stopping = threading.Event()  # set by refresher.close(): ends the client's retry backoff at once
+        observer = self._api_metrics.observer(workspace.name)
+        client = self._client(workspace.api_url, workspace.token, observer, stopping, workspace)
+        refresher = Refresher(
+            client,
+            RefreshSettings(
+                workspace=workspace.name,
+                cache_ttl_seconds=config.cache_ttl_seconds,
+                concurrency=config.concurrency,
+                refresh_timeout_seconds=config.refresh_timeout_seconds,
+                duration_buckets=config.duration_buckets,
+                syncs=workspace.syncs,
+                api_url=workspace.api_url,
+            ),
+            stopping=stopping,
+        )
+
+        def release() -> None:
+            refresher.close()
+            client.close()
+            observer.close()  # its request series go with it
+
+        return WatchedWorkspace(workspace, refresher, release)
+
+    def _client(  # noqa: PLR0917 - private, and each argument is distinct
+        self,
+        api_url: str,
+        token: TokenSource,
+        observer: WorkspaceRequestObserver,
+        stopping: threading.Event,
+        workspace: Workspace | None,
+        api_version: ApiVersion = "v1",
+    ) -> CensusClient:
+        return CensusClient(
+            api_url,
+            token,
+            request_timeout=self.config.request_timeout_seconds,
+            observer=observer,
+            max_connections=self.config.concurrency,
+            max_response_bytes=self.config.max_response_bytes,
+            sleep=stopping.wait,
+            api_version=workspace.api_version if workspace else api_version,
+            group_id=workspace.group_id if workspace else None,
+        )

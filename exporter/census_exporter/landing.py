@@ -1,4 +1,4 @@
-"""The landing page at ``/``: links, and the state of the current snapshot at a glance (no API call)."""
+"""The landing page at ``/``: links, and the state of each watched workspace at a glance (no API call)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from urllib.parse import urlsplit, urlunsplit
 
 from census_exporter import __version__
-from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.snapshot import DiscoveryStatus, FleetView, Snapshot, SyncState
 
 #: Syncs listed by name under "Newest run failed"; the rest are counted.
 MAX_LISTED_FAILURES = 20
@@ -19,21 +19,37 @@ _APP_BY_API_HOST = {
 
 
 def render_landing_page(
-    snapshot: Snapshot,
+    view: FleetView,
     telemetry_path: str,
     *,
-    api_url: str | None = None,
     cache_ttl_seconds: float | None = None,
 ) -> bytes:
-    """The HTML of ``/`` for ``snapshot``; ``api_url`` and ``cache_ttl_seconds`` add their rows.
+    """The HTML of ``/`` for ``view``: a table per workspace (and per discovery entry), then the links.
 
-    Everything from the API (labels, error text) is escaped: it is hostile input.
+    Everything from the API (labels, names, error text) is escaped: it is hostile input.
     """
     path = html.escape(telemetry_path)
+    sections = [_discovery_table(status) for status in view.discoveries]
+    sections += [_workspace_section(snapshot, cache_ttl_seconds) for snapshot in view.snapshots]
+    if not view.snapshots:
+        sections.append("<p>No workspace is watched yet.</p>")
+    return (
+        "<!doctype html><html><head><meta charset=utf-8><title>Census Exporter</title></head><body>"
+        "<h1>Census Exporter</h1>"
+        f"<p>Version {html.escape(__version__)}</p>"
+        f"{''.join(sections)}<ul>"
+        f'<li><a href="{path}">Metrics</a></li>'
+        '<li><a href="/healthz">Health</a></li>'
+        '<li><a href="/readyz">Readiness</a></li>'
+        "</ul></body></html>\n"
+    ).encode()
+
+
+def _workspace_section(snapshot: Snapshot, cache_ttl_seconds: float | None) -> str:
     failing = _failing(snapshot)
     rows: list[tuple[str, str]] = [("Workspace", html.escape(snapshot.workspace))]
-    if api_url is not None:
-        rows.append(("Census API base URL", html.escape(_without_credentials(api_url))))
+    if snapshot.api_url is not None:
+        rows.append(("Census API base URL", html.escape(_without_credentials(snapshot.api_url))))
     rows.append(("Census API", html.escape(_state(snapshot))))
     if cache_ttl_seconds is not None:
         rows.append(("Cache TTL", f"{cache_ttl_seconds:g} s"))
@@ -43,18 +59,28 @@ def render_landing_page(
         ("Syncs", str(len(snapshot.syncs)) if snapshot.listed else "unknown"),
         ("Newest run failed", str(len(failing)) if snapshot.listed else "unknown"),
     ]
-    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return (
-        "<!doctype html><html><head><meta charset=utf-8><title>Census Exporter</title></head><body>"
-        "<h1>Census Exporter</h1>"
-        f"<p>Version {html.escape(__version__)}</p>"
-        f'<table style="text-align:left">{table}</table>'
-        f"{_failing_list(failing, _app_url(api_url))}<ul>"
-        f'<li><a href="{path}">Metrics</a></li>'
-        '<li><a href="/healthz">Health</a></li>'
-        '<li><a href="/readyz">Readiness</a></li>'
-        "</ul></body></html>\n"
-    ).encode()
+    return _table(rows) + _failing_list(snapshot.workspace, failing, _app_url(snapshot.api_url))
+
+
+def _discovery_table(status: DiscoveryStatus) -> str:
+    if not status.attempted:
+        state = "first listing in progress"
+    elif status.up:
+        state = "up"
+    else:
+        state = f"down: {status.last_error or 'the last listing had errors (see the log)'}"
+    found = "unknown" if status.workspaces is None else str(status.workspaces)
+    rows = [
+        ("Discovery", html.escape(status.name)),
+        ("Listing", html.escape(state)),
+        ("Workspaces found", found),
+    ]
+    return _table(rows)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table style="text-align:left">{cells}</table>'
 
 
 def _state(snapshot: Snapshot) -> str:
@@ -85,7 +111,7 @@ def _failing(snapshot: Snapshot) -> list[SyncState]:
     return sorted(failing, key=lambda state: (state.sync.label, state.sync.id))
 
 
-def _failing_list(failing: list[SyncState], app_url: str | None) -> str:
+def _failing_list(workspace: str, failing: list[SyncState], app_url: str | None) -> str:
     if not failing:
         return ""
     items = []
@@ -96,7 +122,8 @@ def _failing_list(failing: list[SyncState], app_url: str | None) -> str:
         items.append(f"<li>{label}</li>")
     if len(failing) > MAX_LISTED_FAILURES:
         items.append(f"<li>and {len(failing) - MAX_LISTED_FAILURES} more</li>")
-    return f"<h2>Syncs whose newest run failed</h2><ul>{''.join(items)}</ul>"
+    title = f"Syncs of {html.escape(workspace)} whose newest run failed"
+    return f"<h2>{title}</h2><ul>{''.join(items)}</ul>"
 
 
 def _app_url(api_url: str | None) -> str | None:

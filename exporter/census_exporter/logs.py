@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from typing import ClassVar
 
 LEVELS = {
@@ -22,6 +23,20 @@ LEVELS = {
 #: Other spellings users bring from other tools.
 LEVEL_ALIASES = {"warning": "warn"}
 REDACTED = "[REDACTED]"
+
+#: The workspace whose refresh is logging, if any: every line it logs carries ``workspace=<name>``.
+#: Set for a refresh's threads (the worker pool carries it into each task), so no message repeats it.
+CURRENT_WORKSPACE: ContextVar[str | None] = ContextVar("census_workspace", default=None)
+
+
+class WorkspaceField(logging.Filter):
+    """Stamps each record with the workspace being refreshed when it was logged (``record.workspace``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Add the field; never drops a record."""
+        if not hasattr(record, "workspace"):
+            record.workspace = CURRENT_WORKSPACE.get()
+        return True
 
 
 def parse_level(text: str) -> str:
@@ -79,13 +94,16 @@ class _FieldsFormatter(logging.Formatter):
     """The fields every line carries; subclasses choose the encoding."""
 
     def fields(self, record: logging.LogRecord) -> dict[str, str]:
-        """ts, level, logger, msg, and the exception text when there is one."""
+        """ts, level, logger, workspace (in a refresh), msg, and the exception text when there is one."""
         fields = {
             "ts": _timestamp(record),
             "level": _level(record),
             "logger": record.name,
-            "msg": record.getMessage(),
         }
+        workspace = getattr(record, "workspace", None)
+        if isinstance(workspace, str):
+            fields["workspace"] = workspace
+        fields["msg"] = record.getMessage()
         if record.exc_text:
             fields["exception"] = record.exc_text
         elif record.exc_info:
@@ -120,6 +138,7 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     """Route all logging to stderr in the chosen format, with redaction; ``level`` as :func:`parse_level`."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(WorkspaceField())
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -1,9 +1,9 @@
 """HTTP endpoints: ``/metrics`` (or the configured path), ``/``, ``/healthz`` and ``/readyz``.
 
-A scrape asks the refresher for a snapshot within its budget (Prometheus's
+A scrape asks the fleet of watched workspaces for a view within its budget (Prometheus's
 ``X-Prometheus-Scrape-Timeout-Seconds`` header, or 10 s, minus a safety margin and minus the time the
 request already waited), then serves it in the format the ``Accept`` header asks for, gzipped when the
-client accepts it: the Census families rendered once per snapshot, followed by the exporter's own metrics
+client accepts it: the Census families rendered once per view, followed by the exporter's own metrics
 rendered fresh.
 
 The server is cheroot (docs/http-server.md says why): a fixed pool of worker threads, a selector for idle
@@ -39,8 +39,8 @@ from prometheus_client.metrics_core import Metric
 
 from census_exporter.collector import CensusCollector
 from census_exporter.landing import render_landing_page
-from census_exporter.refresh import Refresher
-from census_exporter.snapshot import Snapshot
+from census_exporter.refresh.fleet import Fleet
+from census_exporter.snapshot import FleetView
 from census_exporter.web_config import BasicAuth, WebConfigSource
 
 log = logging.getLogger(__name__)
@@ -80,62 +80,62 @@ def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
     return max(0.0, timeout - margin - max(0.0, elapsed_seconds))
 
 
-class _SnapshotFamilies:
-    """What prometheus_client's encoders need (``collect()``), bound to one snapshot."""
+class _ViewFamilies:
+    """What prometheus_client's encoders need (``collect()``), bound to one view."""
 
-    def __init__(self, collector: CensusCollector, snapshot: Snapshot) -> None:
+    def __init__(self, collector: CensusCollector, view: FleetView) -> None:
         self._collector = collector
-        self._snapshot = snapshot
+        self._view = view
 
     def collect(self) -> Iterator[Metric]:
-        return self._collector.families(self._snapshot)
+        return self._collector.families(self._view)
 
 
-class _SnapshotRendering:
-    """The Census part of /metrics, rendered once per snapshot and format, and compressed once.
+class _ViewRendering:
+    """The Census part of /metrics, rendered once per view and format, and compressed once.
 
-    It changes only when a refresh swaps the snapshot, at most once per TTL, while Prometheus servers may
-    scrape far more often, and rendering thousands of series costs far more than serving bytes. For gzip
-    the cache keeps the compressed prefix and a copy of the compressor's state after it, so each scrape
-    compresses only the exporter's own metrics and still sends one ordinary gzip stream (several clients,
-    httpx among them, read only the first member of a multi-member stream).
+    It changes only when a refresh swaps a workspace's snapshot, at most once per TTL each, while
+    Prometheus servers may scrape far more often, and rendering thousands of series costs far more than
+    serving bytes. For gzip the cache keeps the compressed prefix and a copy of the compressor's state
+    after it, so each scrape compresses only the exporter's own metrics and still sends one ordinary gzip
+    stream (several clients, httpx among them, read only the first member of a multi-member stream).
     """
 
     def __init__(self, collector: CensusCollector) -> None:
         self._collector = collector
         self._lock = threading.Lock()
-        self._snapshot: Snapshot | None = None
+        self._view: FleetView | None = None
         self._plain: dict[str, bytes] = {}
         self._gzip: dict[str, tuple[bytes, Any]] = {}
         #: How long the last fresh rendering (and compression) took: a scrape that waits for a refresh must
-        #: leave that much of its budget to render the new snapshot.
+        #: leave that much of its budget to render the new view.
         self.render_seconds = 0.0
 
     def body(
         self,
-        snapshot: Snapshot,
+        view: FleetView,
         content_type: str,
         encoder: Callable[[Any], bytes],
         tail: bytes,
         compress: bool,
     ) -> bytes:
-        """The Census exposition of ``snapshot`` followed by ``tail``, gzipped if ``compress``."""
+        """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``."""
         with self._lock:
-            if self._snapshot is not snapshot:
-                self._snapshot, self._plain, self._gzip = snapshot, {}, {}
+            if self._view is not view:
+                self._view, self._plain, self._gzip = view, {}, {}
             plain = self._plain.get(content_type)
             packed = self._gzip.get(content_type)
         started = time.monotonic()
         fresh = plain is None or (compress and packed is None)
         if plain is None:
-            plain = encoder(_SnapshotFamilies(self._collector, snapshot))
+            plain = encoder(_ViewFamilies(self._collector, view))
             if plain.endswith(OPENMETRICS_EOF):
                 plain = plain[: -len(OPENMETRICS_EOF)]  # the tail ends the exposition
-            self._store(snapshot, self._plain, content_type, plain)
+            self._store(view, self._plain, content_type, plain)
         if compress and packed is None:
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             packed = (compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH), compressor)
-            self._store(snapshot, self._gzip, content_type, packed)
+            self._store(view, self._gzip, content_type, packed)
         if fresh:
             self.render_seconds = time.monotonic() - started
         if not compress or packed is None:
@@ -145,9 +145,9 @@ class _SnapshotRendering:
         compressed: bytes = prefix + compressor.compress(tail) + compressor.flush()
         return compressed
 
-    def _store(self, snapshot: Snapshot, cache: dict[str, Any], key: str, value: Any) -> None:
+    def _store(self, view: FleetView, cache: dict[str, Any], key: str, value: Any) -> None:
         with self._lock:
-            if self._snapshot is snapshot:
+            if self._view is view:
                 cache[key] = value
 
 
@@ -156,19 +156,17 @@ class ExporterApp:
 
     def __init__(
         self,
-        refresher: Refresher,
+        fleet: Fleet,
         collector: CensusCollector,
         registry: CollectorRegistry,
         telemetry_path: str,
         *,
-        api_url: str | None = None,
         cache_ttl_seconds: float | None = None,
     ) -> None:
-        self._refresher = refresher
-        self._census = _SnapshotRendering(collector)
+        self._fleet = fleet
+        self._census = _ViewRendering(collector)
         self._registry = registry
         self._telemetry_path = telemetry_path
-        self._api_url = api_url
         self._cache_ttl_seconds = cache_ttl_seconds
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -182,22 +180,18 @@ class ExporterApp:
         if path == "/healthz":
             return _respond(start_response, "200 OK", b"ok\n")
         if path == "/readyz":
-            if self._refresher.ready:
+            if self._fleet.ready:
                 return _respond(start_response, "200 OK", b"ready\n")
             return _respond(start_response, "503 Service Unavailable", b"first refresh pending\n")
         if path == "/":
-            if self._refresher.is_stale():
-                # A person watching the page (make demo has no Prometheus) sees it move; the refresh runs in
-                # the background under the same TTL and single flight as a scrape's, so this costs no more.
-                self._refresher.trigger()
+            # A person watching the page (make demo has no Prometheus) sees it move; the refreshes run in
+            # the background under the same TTL and single flight as a scrape's, so this costs no more.
+            self._fleet.trigger()
             return _respond(
                 start_response,
                 "200 OK",
                 render_landing_page(
-                    self._refresher.snapshot,
-                    self._telemetry_path,
-                    api_url=self._api_url,
-                    cache_ttl_seconds=self._cache_ttl_seconds,
+                    self._fleet.view, self._telemetry_path, cache_ttl_seconds=self._cache_ttl_seconds
                 ),
                 "text/html; charset=utf-8",
             )
@@ -208,11 +202,11 @@ class ExporterApp:
         budget = scrape_budget(
             environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
         )
-        snapshot = self._refresher.snapshot_within(max(0.0, budget - self._census.render_seconds))
+        view = self._fleet.view_within(max(0.0, budget - self._census.render_seconds))
         encoder, content_type = choose_encoder(canonical_accept(environ.get("HTTP_ACCEPT", "")))
         compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
-        # Census data from the per-snapshot cache, then the exporter's own metrics, fresh each scrape.
-        body = self._census.body(snapshot, content_type, encoder, encoder(self._registry), compress)
+        # Census data from the per-view cache, then the exporter's own metrics, fresh each scrape.
+        body = self._census.body(view, content_type, encoder, encoder(self._registry), compress)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))

@@ -57,6 +57,8 @@ class Snapshot:
     #: Monotonic time at which connection names were last fetched.
     connections_fetched_monotonic: float | None = None
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
+    #: The API base URL the workspace is read from (no credentials), for the landing page's links.
+    api_url: str | None = None
 
     def source_name(self, sync: Sync) -> str:
         """The source connection's name, falling back to its id."""
@@ -71,3 +73,31 @@ def _connection_name(names: Mapping[ConnectionId, str], connection_id: Connectio
     if connection_id is None:
         return ""
     return names.get(connection_id, str(connection_id))
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryStatus:
+    """How the last listing of workspaces by one discovery entry went."""
+
+    #: The ``discovery`` label: where it lists from (the API base URL, without credentials).
+    name: str
+    #: True when the last listing finished without any error.
+    up: bool = False
+    #: True once a listing has finished (successfully or not).
+    attempted: bool = False
+    #: Workspaces it watches now; ``None`` until a listing succeeded (unknown, not zero).
+    workspaces: int | None = None
+    last_error: str | None = None
+    #: Unix time at which the last error-free listing finished.
+    last_success_timestamp: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    """Every watched workspace's current snapshot, by name, and the state of discovery: what one scrape shows.
+
+    A new view exists only when one of its parts changed, so a rendering can be cached per view.
+    """
+
+    snapshots: tuple[Snapshot, ...] = ()
+    discoveries: tuple[DiscoveryStatus, ...] = ()

@@ -7,6 +7,7 @@ that needs flushing, so its background work runs on daemon threads that end with
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable
@@ -34,13 +35,16 @@ class DaemonPool:
     def submit(self, function: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``function(*args)``; its result or exception arrives through the returned future.
 
+        It runs in a copy of the caller's context, so context variables (the workspace of log lines) follow.
+
         After :meth:`shutdown` no worker is left to run it: the future comes back already cancelled.
         """
         future: Future[T] = Future()
         if self._closed:
             future.cancel()
         else:
-            self._tasks.put((lambda: function(*args), future))
+            context = contextvars.copy_context()
+            self._tasks.put((lambda: context.run(function, *args), future))
         return future
 
     def shutdown(self) -> None:

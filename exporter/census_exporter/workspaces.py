@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import yaml
 
 from census_exporter.census.client import validate_base_url
-from census_exporter.config import TokenSource
+from census_exporter.config import ApiVersion, SyncFilter, TokenSource
 
-ApiVersion = Literal["v1", "v2"]
 API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
 
 # V2 on the EU host is not confirmed by Census (their Terraform provider says V2 has one root);
@@ -66,20 +65,6 @@ class TokenLocation:
 
 
 @dataclass(frozen=True)
-class SyncFilter:
-    """Regexes on the sync label: a sync is watched if it matches some ``include`` and no ``exclude``."""
-
-    include: tuple[re.Pattern[str], ...] = ()
-    exclude: tuple[re.Pattern[str], ...] = ()
-
-    def admits(self, sync_label: str) -> bool:
-        """Whether a sync with this label is watched (no ``include`` means every sync)."""
-        if self.include and not any(pattern.search(sync_label) for pattern in self.include):
-            return False
-        return not any(pattern.search(sync_label) for pattern in self.exclude)
-
-
-@dataclass(frozen=True)
 class WorkspaceConfig:
     """One named workspace (V1) or Fivetran group (V2); ``name`` is the ``workspace`` label."""
 
@@ -88,7 +73,7 @@ class WorkspaceConfig:
     api_url: str
     token: TokenLocation
     group_id: str | None = None
-    syncs: SyncFilter = SyncFilter()
+    syncs: SyncFilter = field(default_factory=SyncFilter)
     line: int | None = None
 
 
@@ -99,7 +84,7 @@ class AutoDiscovery:
     api_version: ApiVersion
     api_url: str
     token: TokenLocation
-    syncs: SyncFilter = SyncFilter()
+    syncs: SyncFilter = field(default_factory=SyncFilter)
     line: int | None = None
     #: How often the workspaces are listed again, so new ones appear and deleted ones vanish.
     relist_interval_seconds: float = DEFAULT_RELIST_INTERVAL_SECONDS

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from census_exporter import defaults
 from census_exporter.census.client import Listing, NotFoundError, RunsPage
 from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
+from census_exporter.config import SyncFilter
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import SyncState
 from census_exporter.state import (
@@ -49,6 +50,10 @@ class RefreshSettings:
     max_pending_lookups_per_sync: int = 50
     connections_ttl_seconds: float = 600.0
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
+    #: Which listed syncs are watched (include/exclude regexes on the label); the others are left out.
+    syncs: SyncFilter = field(default_factory=SyncFilter)
+    #: The API base URL, shown on the landing page (validated to hold no credentials).
+    api_url: str | None = None
 
 
 class SyncGone(Exception):

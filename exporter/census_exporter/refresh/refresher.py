@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 
 from census_exporter.census.client import CensusAPIError
 from census_exporter.census.models import ConnectionId, Sync, bounded_text, parse_connection, parse_sync
+from census_exporter.logs import CURRENT_WORKSPACE
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
@@ -72,7 +74,9 @@ class Refresher:
         self._settings = settings
         self._clock = clock
         self._wall_clock = wall_clock
-        self._snapshot = Snapshot(workspace=settings.workspace, duration_buckets=settings.duration_buckets)
+        self._snapshot = Snapshot(
+            workspace=settings.workspace, duration_buckets=settings.duration_buckets, api_url=settings.api_url
+        )
         self._lock = threading.Lock()
         self._inflight: Future[Snapshot] | None = None
         self._generation = 0
@@ -125,12 +129,14 @@ class Refresher:
             self._inflight = future
         started = self._clock()
         abandon = threading.Timer(
-            self._settings.refresh_timeout_seconds, self._abandon, args=(generation, future, started)
+            self._settings.refresh_timeout_seconds,
+            self._in_workspace().run,
+            args=(self._abandon, generation, future, started),
         )
         abandon.daemon = True
         runner = threading.Thread(
-            target=self._refresh_and_swap,
-            args=(generation, future, started, abandon),
+            target=self._in_workspace().run,
+            args=(self._refresh_and_swap, generation, future, started, abandon),
             name=f"census-refresh-{generation}",
             daemon=True,
         )
@@ -160,6 +166,12 @@ class Refresher:
             pool.shutdown()
 
     # ------------------------------------------------------------------ refresh
+
+    def _in_workspace(self) -> contextvars.Context:
+        """A context whose log lines carry this workspace; one per thread (a context runs in one at once)."""
+        context = contextvars.copy_context()
+        context.run(CURRENT_WORKSPACE.set, self._settings.workspace)
+        return context
 
     def _refresh_and_swap(
         self, generation: int, future: Future[Snapshot], started: float, abandon: threading.Timer
@@ -266,8 +278,10 @@ class Refresher:
             if not listing.complete:
                 errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
             listed = self._parse_syncs(listing.items)
+            watched = [sync for sync in listed if self._settings.syncs.admits(sync.label)]
             syncs = self._refresh_syncs(
-                listed,
+                watched,
+                listed_ids={sync.id for sync in listed},
                 complete=listing.complete,
                 previous=previous.syncs,
                 deadline=deadline,
@@ -291,6 +305,7 @@ class Refresher:
             started_monotonic=started,
             connections_fetched_monotonic=connections_at,
             duration_buckets=previous.duration_buckets,
+            api_url=previous.api_url,
         )
         return _Built(snapshot, tuple(errors), tuple(outcomes))
 
@@ -327,6 +342,7 @@ class Refresher:
         self,
         listed: list[Sync],
         *,
+        listed_ids: set[int],
         complete: bool,
         previous: Mapping[int, SyncState],
         deadline: float,
@@ -334,8 +350,9 @@ class Refresher:
         outcomes: list[tuple[Sync, SyncOutcome]],
         fetchers: DaemonPool,
     ) -> dict[int, SyncState]:
-        listed_ids = {sync.id for sync in listed}
+        # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
         awaited = self._still_awaited(listed_ids, complete, previous)
+        listed_ids = {sync.id for sync in listed}
         known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
         for state in awaited:
             known[state.sync.id] = state

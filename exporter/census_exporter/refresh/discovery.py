@@ -1,0 +1,199 @@
+"""Discoverer: finds every workspace (V1) or Fivetran group (V2) a token can see; keeps the fleet current.
+
+It lists them at start and every ``relist_interval_seconds``: a new workspace joins the fleet (its first
+refresh starts at once), one no longer listed leaves it with its series. A V1 workspace whose API key the
+token may not read (403: its user is not an admin there) is skipped with one log line. A failed or
+inconsistent listing removes nothing: absence from it proves nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+from census_exporter.census.client import CensusAPIError, ForbiddenError, Listing
+from census_exporter.census.models import (
+    Group,
+    OrganizationWorkspace,
+    parse_group,
+    parse_organization_workspace,
+)
+from census_exporter.config import Discovery, TokenSource, Workspace
+from census_exporter.refresh.fleet import Fleet
+from census_exporter.refresh.reporting import RefreshLog
+from census_exporter.snapshot import DiscoveryStatus
+
+log = logging.getLogger(__name__)
+
+
+class OrganizationAPI(Protocol):
+    """What discovery needs from the client (the real one is :class:`CensusClient`)."""
+
+    def list_workspaces(self, deadline: float) -> Listing: ...
+    def workspace_api_key(self, workspace_id: int, deadline: float) -> str: ...
+    def list_groups(self, deadline: float) -> Listing: ...
+    def close(self) -> None: ...
+
+
+class Discoverer:
+    """Lists one discovery entry's workspaces periodically, on its own daemon thread."""
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        fleet: Fleet,
+        api: OrganizationAPI,
+        *,
+        timeout_seconds: float,
+        stopping: threading.Event,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._discovery = discovery
+        self._fleet = fleet
+        self._api = api
+        self._timeout_seconds = timeout_seconds
+        self._stopping = stopping
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._logs = RefreshLog()
+        self._status = DiscoveryStatus(discovery.name)
+        #: The workspaces of the last listing, by Census id: kept when a later listing cannot vouch for them.
+        self._known: dict[str, Workspace] = {}
+        self._thread = threading.Thread(
+            target=self._loop, name=f"census-discovery-{discovery.name}", daemon=True
+        )
+        fleet.declare_discovery(discovery.name)
+
+    def start(self) -> None:
+        """List now, then every ``relist_interval_seconds`` until :meth:`close`."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop listing; the client's connections are released."""
+        self._stopping.set()
+        self._api.close()
+
+    def relist(self) -> None:
+        """List the workspaces once and hand the result to the fleet; never raises for an API fault."""
+        deadline = self._clock() + self._timeout_seconds
+        errors: list[str] = []
+        try:
+            found = self._list(deadline, errors)
+        except CensusAPIError as error:
+            errors.append(str(error))
+            found = None
+        except Exception as error:  # noqa: BLE001 - a bug must not end discovery for the process's life
+            if self._stopping.is_set():
+                return
+            errors.append(f"unexpected {type(error).__name__}: {error}")
+            found = None
+        ok = not errors
+        if ok and self._status.attempted and not self._status.up:
+            log.info("discovery %s: listing works again", self._discovery.name)
+        if errors:
+            self._logs.once(
+                ("discovery error", errors[0]), "discovery %s: %s", self._discovery.name, errors[0]
+            )
+        self._status = replace(
+            self._status,
+            up=ok,
+            attempted=True,
+            last_error=None if ok else errors[0],
+            last_success_timestamp=self._wall_clock() if ok else self._status.last_success_timestamp,
+            workspaces=len(found) if found is not None else self._status.workspaces,
+        )
+        if found is None:
+            self._fleet.discovery_failed(self._status)
+            return
+        self._known = found
+        self._fleet.discovered(self._discovery.name, list(found.values()), self._status)
+
+    # ------------------------------------------------------------------ listing
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self.relist()
+            if self._stopping.wait(self._discovery.relist_interval_seconds):
+                return
+
+    def _list(self, deadline: float, errors: list[str]) -> dict[str, Workspace]:
+        if self._discovery.api_version == "v2":
+            listing = self._api.list_groups(deadline)
+            groups = self._logs.usable(listing.items, parse_group, "group")
+            found = {group.id: self._group(group) for group in groups}
+        else:
+            listing = self._api.list_workspaces(deadline)
+            workspaces = self._logs.usable(listing.items, parse_organization_workspace, "workspace")
+            found = {}
+            for workspace in workspaces:
+                watched = self._workspace(workspace, deadline, errors)
+                if watched is not None:
+                    found[str(workspace.id)] = watched
+        if not listing.complete:
+            errors.append(
+                "the workspace list changed while it was being read; a workspace may be missing from it"
+            )
+            for key, workspace in self._known.items():
+                found.setdefault(key, workspace)
+        return _unique_names(found)
+
+    def _workspace(
+        self, workspace: OrganizationWorkspace, deadline: float, errors: list[str]
+    ) -> Workspace | None:
+        """A V1 workspace with its own API key; None when the token may not read the key."""
+        try:
+            key = self._api.workspace_api_key(workspace.id, deadline)
+        except ForbiddenError:
+            self._logs.once(
+                ("forbidden", workspace.id),
+                "discovery %s: skipping workspace %s (%s): the token may not read its API key (403; "
+                "its user is not an admin there)",
+                self._discovery.name,
+                workspace.id,
+                workspace.name,
+                level=logging.WARNING,
+            )
+            return None
+        except CensusAPIError as error:
+            # A transient fault: the workspace stays watched with the key it had.
+            errors.append(f"workspace {workspace.id}: {error}")
+            return self._known.get(str(workspace.id))
+        return Workspace(
+            name=workspace.name,
+            api_url=self._discovery.api_url,
+            token=TokenSource(value=key),
+            api_version="v1",
+            syncs=self._discovery.syncs,
+        )
+
+    def _group(self, group: Group) -> Workspace:
+        return Workspace(
+            name=group.name,
+            api_url=self._discovery.api_url,
+            token=self._discovery.token,
+            api_version="v2",
+            group_id=group.id,
+            syncs=self._discovery.syncs,
+        )
+
+
+def _unique_names(found: dict[str, Workspace]) -> dict[str, Workspace]:
+    """Two workspaces with one name would share series: the later ones get their id appended."""
+    seen: set[str] = set()
+    unique: dict[str, Workspace] = {}
+    for key in sorted(found, key=_id_order):
+        workspace = found[key]
+        if workspace.name in seen:
+            workspace = replace(workspace, name=f"{workspace.name} ({key})")
+        seen.add(workspace.name)
+        unique[key] = workspace
+    return unique
+
+
+def _id_order(key: str) -> Any:
+    return (0, int(key), "") if key.isdigit() else (1, 0, key)

@@ -1,0 +1,260 @@
+"""Several workspaces in one exporter, from a workspaces file, over real HTTP against one simulated organization.
+
+Each workspace has its own client, refresher and ``workspace`` label: one workspace's 401 or outage leaves the
+other's data, census_up and counters untouched; a scrape waits for the stale ones in parallel within one budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from census_exporter.cli import parse_config
+from census_exporter.demo import Fault, SimulatedOrganization, SimulatedWorkspace
+from census_exporter.demo.organization import HostedWorkspace, base_url
+from census_exporter.exporter import Exporter
+from census_exporter.logs import WorkspaceField
+from tests.conftest import Scrape, parse_scrape, wait_for
+
+
+def workspace_with(labels: dict[int, str], runs: int = 1) -> SimulatedWorkspace:
+    """A workspace whose syncs (same ids in every workspace, on purpose) each have ``runs`` finished runs."""
+    workspace = SimulatedWorkspace()
+    for sync_id, label in labels.items():
+        workspace.add_sync(sync_id, label=label)
+        for _ in range(runs):
+            workspace.add_run(sync_id, "completed", records=10)
+    return workspace
+
+
+class Running:
+    """An exporter started from a workspaces file, and a client scraping it."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+        self.http = httpx.Client(timeout=30)
+
+    def get(self, path: str, **headers: str) -> httpx.Response:
+        return self.http.get(f"http://127.0.0.1:{self.exporter.port}{path}", headers=headers)
+
+    def scrape(self, **headers: str) -> Scrape:
+        response = self.get("/metrics", **headers)
+        assert response.status_code == 200, response.text
+        return parse_scrape(response.text)
+
+
+StartExporter = Callable[..., Running]
+
+
+@pytest.fixture
+def start_exporter(tmp_path: Path) -> Iterator[StartExporter]:
+    """Write a workspaces file, parse it like the CLI does, and start an exporter on loopback."""
+    started: list[Running] = []
+
+    def start(text: str, env: dict[str, str], *flags: str) -> Running:
+        path = tmp_path / "workspaces.yaml"
+        path.write_text(text)
+        argv = ["--config.file", str(path), "--web.listen-address", "127.0.0.1:0", *flags]
+        config = parse_config(argv, env)
+        exporter = Exporter(config)
+        exporter.start()
+        running = Running(exporter)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.http.close()
+        running.exporter.close()
+
+
+@pytest.fixture
+def organization() -> Iterator[SimulatedOrganization]:
+    organization = SimulatedOrganization(pat="secret-token:organisation-pat")
+    yield organization
+    if organization.server is not None:
+        organization.server.close()
+
+
+def two_workspaces_file(
+    org: SimulatedOrganization, marketing: HostedWorkspace, sales: HostedWorkspace
+) -> str:
+    assert org.server is not None
+    return f"""\
+workspaces:
+  - name: marketing
+    api_version: v1
+    api_url: {base_url(org.server, "v1")}
+    token_env: CENSUS_TOKEN_MARKETING
+  - name: sales
+    api_version: v2
+    api_url: {base_url(org.server, "v2")}
+    token_env: CENSUS_PAT
+    group_id: {sales.group_id}
+"""
+
+
+def env_for(org: SimulatedOrganization, marketing: HostedWorkspace) -> dict[str, str]:
+    return {"CENSUS_TOKEN_MARKETING": marketing.api_key, "CENSUS_PAT": org.pat}
+
+
+def test_two_workspaces_one_per_dialect_keep_the_same_sync_ids_apart(
+    organization: SimulatedOrganization, start_exporter: StartExporter
+) -> None:
+    marketing = organization.add_workspace(
+        "marketing", workspace=workspace_with({1: "leads", 2: "accounts"}, 2)
+    )
+    sales = organization.add_workspace(
+        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"}, 3)
+    )
+    organization.serve()
+    running = start_exporter(
+        two_workspaces_file(organization, marketing, sales), env_for(organization, marketing)
+    )
+    wait_for(lambda: running.get("/readyz").status_code == 200, what="both workspaces' first refresh")
+    scrape = running.scrape()
+    assert scrape.value("census_up", workspace="marketing") == 1
+    assert scrape.value("census_up", workspace="sales") == 1
+    assert scrape.value("census_syncs", workspace="marketing") == 2
+    assert scrape.value("census_syncs", workspace="sales") == 1
+    # sync 1 exists in both: two series, told apart by the workspace label
+    info = scrape.all("census_sync_info", sync_id="1")
+    assert {dict(labels)["workspace"]: dict(labels)["label"] for labels in info} == {
+        "marketing": "leads",
+        "sales": "deals",
+    }
+    # the request metrics are per workspace, and V2's templates show the dialect
+    assert (
+        scrape.value("census_api_requests_total", workspace="marketing", endpoint="/syncs", code="200") == 1
+    )
+    assert scrape.value("census_api_requests_total", workspace="sales", endpoint="/v2/syncs", code="200") == 1
+
+
+def test_one_workspaces_401_or_outage_leaves_the_others_data_and_counters_untouched(
+    organization: SimulatedOrganization, start_exporter: StartExporter
+) -> None:
+    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
+    sales = organization.add_workspace(
+        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
+    )
+    server = organization.serve()
+    running = start_exporter(
+        two_workspaces_file(organization, marketing, sales),
+        env_for(organization, marketing),
+        "--census.cache-ttl",
+        "1",
+    )
+    wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
+    before = running.scrape()
+    assert before.value("census_up", workspace="marketing") == 1
+    # marketing's key is revoked (401 on every V1 call) and its runs endpoint breaks; sales goes on running.
+    marketing.api_key = "secret-token:revoked"
+    server.inject(Fault(r"^/api/v1/", status=503, times=-1))
+    sales.workspace.add_run(1, "completed", records=7)
+    sales.workspace.add_run(1, "failed", records=3, records_failed=3)
+
+    def sales_counted() -> bool:
+        scrape = running.scrape()
+        return scrape.value("census_sync_runs_total", workspace="sales", sync_id="1", status="failed") == 1
+
+    wait_for(sales_counted, what="sales to count its new runs")
+    after = running.scrape()
+    assert after.value("census_up", workspace="marketing") == 0
+    assert after.value("census_up", workspace="sales") == 1
+    # marketing keeps its last good data; nothing of it is lost or doubled
+    assert after.value(
+        "census_sync_records_processed_total", workspace="marketing", sync_id="1"
+    ) == before.value("census_sync_records_processed_total", workspace="marketing", sync_id="1")
+    assert after.value("census_sync_last_run_id", workspace="marketing", sync_id="1") is not None
+    assert after.value("census_sync_runs_total", workspace="sales", sync_id="1", status="completed") == 2
+    assert after.value("census_last_refresh_timestamp_seconds", workspace="sales") > before.value(
+        "census_last_refresh_timestamp_seconds", workspace="sales"
+    )
+    assert after.value("census_last_refresh_timestamp_seconds", workspace="marketing") == before.value(
+        "census_last_refresh_timestamp_seconds", workspace="marketing"
+    )
+
+
+def test_a_scrape_waits_for_stale_workspaces_in_parallel_within_one_budget(
+    organization: SimulatedOrganization, start_exporter: StartExporter
+) -> None:
+    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
+    sales = organization.add_workspace(
+        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
+    )
+    server = organization.serve()
+    running = start_exporter(
+        two_workspaces_file(organization, marketing, sales),
+        env_for(organization, marketing),
+        "--census.cache-ttl",
+        "1",
+    )
+    wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
+    # Every request now takes 0.8 s: a refresh (the sync list, then the sync's runs) takes 1.6 s, so two
+    # refreshes fit in the 2.5 s budget of a 3 s scrape timeout only if they run side by side.
+    organization.members[0].workspace.add_run(1, "completed", records=5)
+    organization.members[1].workspace.add_run(1, "completed", records=5)
+    server.latency_seconds = 0.8
+    wait_for(lambda: running.exporter.fleet.is_stale(), what="the data to go stale")
+    started = time.monotonic()
+    scrape = running.scrape(**{"X-Prometheus-Scrape-Timeout-Seconds": "3"})
+    assert time.monotonic() - started < 3
+    assert scrape.value("census_sync_runs_total", workspace="marketing", sync_id="1", status="completed") == 2
+    assert scrape.value("census_sync_runs_total", workspace="sales", sync_id="1", status="completed") == 2
+
+
+def test_include_and_exclude_choose_the_watched_syncs_per_workspace(
+    organization: SimulatedOrganization, start_exporter: StartExporter
+) -> None:
+    marketing = organization.add_workspace(
+        "marketing", workspace=workspace_with({1: "prod leads", 2: "prod leads test", 3: "staging leads"})
+    )
+    organization.serve()
+    assert organization.server is not None
+    text = f"""\
+workspaces:
+  - name: marketing
+    api_version: v1
+    api_url: {base_url(organization.server, "v1")}
+    token_env: T
+    include: ["^prod "]
+    exclude: ["test$"]
+"""
+    running = start_exporter(text, {"T": marketing.api_key})
+    wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refresh")
+    scrape = running.scrape()
+    assert scrape.value("census_syncs", workspace="marketing") == 1
+    assert set(dict(labels)["sync_id"] for labels in scrape.all("census_sync_info")) == {"1"}
+    # only the watched sync's runs were asked for
+    assert organization.server.count(r"/syncs/2/sync_runs") == 0
+    assert organization.server.count(r"/syncs/3/sync_runs") == 0
+
+
+def test_every_log_line_of_a_refresh_names_its_workspace(
+    organization: SimulatedOrganization, start_exporter: StartExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
+    sales = organization.add_workspace(
+        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
+    )
+    organization.serve()
+    marketing.api_key = "secret-token:revoked-key"
+    caplog.handler.addFilter(WorkspaceField())
+    with caplog.at_level(logging.INFO):
+        running = start_exporter(
+            two_workspaces_file(organization, marketing, sales),
+            {
+                "CENSUS_TOKEN_MARKETING": "secret-token:wrong-key",
+                "CENSUS_PAT": organization.pat,
+            },
+        )
+        wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
+    rejected = [r for r in caplog.records if "rejected" in r.getMessage()]
+    assert rejected and all(getattr(r, "workspace", None) == "marketing" for r in rejected), [
+        (r.getMessage(), getattr(r, "workspace", None)) for r in rejected
+    ]
