@@ -36,6 +36,7 @@ from census_exporter.census._body import (
     read_bounded_body,
 )
 from census_exporter.census._transport import DeadlineTransport, request_deadline
+from census_exporter.logs import RedactingFilter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,14 @@ API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
 
 GROUP_PARAMETER = "group_id"
 """ASSUMED: the query parameter naming the Fivetran group on V2 list calls (the simulator assumes it too)."""
+
+GROUPS_PATH = "groups"
+"""ASSUMED: where a V2 personal access token lists the Fivetran groups it can see. Census has not published
+it; the simulator's ``GROUPS_ROUTE`` assumes the same. Its endpoint template is ``/v2/groups``."""
+
+LONGEST_API_KEY = 1024
+"""Longest workspace API key accepted from ``/workspaces/{id}/api_key``: keys are ``secret-token:`` and a
+short secret, so a longer answer is not a key."""
 
 DEFAULT_MAX_RESPONSE_BYTES = defaults.MAX_RESPONSE_BYTES
 """Largest response body accepted, after decompression: a page of 100 syncs is a few hundred KB."""
@@ -94,6 +103,14 @@ class AuthError(CensusAPIError):
     """401 or 403: the token is wrong, expired or lacks access. Never retried."""
 
 
+class ForbiddenError(AuthError):
+    """403: the token is valid but may not read this resource (a workspace whose key its user cannot read).
+
+    An :class:`AuthError` like any rejection, so callers that stop on a rejected token still do; discovery
+    catches it first to skip the one workspace and keep the others.
+    """
+
+
 class NotFoundError(CensusAPIError):
     """404: the resource is gone (a deleted sync or run)."""
 
@@ -108,6 +125,10 @@ class TransientError(CensusAPIError):
 
 class ResponseTooLargeError(CensusAPIError):
     """The body (declared, on the wire or decompressed) exceeded ``max_response_bytes``. Never retried."""
+
+
+class UnsupportedCallError(CensusAPIError):
+    """The call does not exist in this client's dialect (``list_groups`` on V1); raised before any request."""
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -227,6 +248,11 @@ class CensusClient:
     destination names come from ``/activations``, and every endpoint template starts with ``/v2`` so
     ``census_api_requests_total{endpoint}`` shows the dialect. V1 templates keep their unprefixed form
     (``/syncs``), so existing series continue.
+
+    Discovery speaks each dialect's organization calls with a personal access token: V1 lists workspaces
+    (:meth:`list_workspaces`) and reads each one's API key (:meth:`workspace_api_key`); V2 lists the Fivetran
+    groups (:meth:`list_groups`). A V2 client built with ``organization=True`` names no group: it can list
+    the groups, and refuses the calls that need one.
     """
 
     def __init__(
@@ -245,12 +271,18 @@ class CensusClient:
         rng: random.Random | None = None,
         api_version: ApiVersion = "v1",
         group_id: str | None = None,
+        organization: bool = False,
     ) -> None:
         validate_base_url(base_url)
         if api_version not in API_VERSIONS:
             raise ValueError(f"api_version must be one of {', '.join(API_VERSIONS)}")
-        if (api_version == "v2") != bool(group_id):
-            raise ValueError("group_id is required with api_version v2 and refused with v1")
+        if organization and group_id:
+            raise ValueError("group_id is refused on an organization client (it lists the groups)")
+        if (api_version == "v2" and not organization) != bool(group_id):
+            raise ValueError(
+                "group_id is required with api_version v2 and refused with v1"
+                " (a V2 client for discovery is built with organization=True instead)"
+            )
         self.api_version: ApiVersion = api_version
         self._group_id = group_id
         self._template_prefix = "/v2" if api_version == "v2" else ""
@@ -304,13 +336,49 @@ class CensusClient:
         body = self._get(
             f"syncs/{sync_id}/sync_runs",
             endpoint,
-            self._list_params({"order": "desc", "page": page, "per_page": per_page}),
+            self._list_params(endpoint, {"order": "desc", "page": page, "per_page": per_page}),
             deadline,
         )
         items = _page_items(body, endpoint, per_page)
         next_page = _paging.next_page(body, page)
         has_more = next_page is not None if _paging.has_paging_hint(body) else len(items) >= per_page
         return RunsPage(items=items, has_more=has_more and bool(items))
+
+    def list_workspaces(self, deadline: float) -> Listing:
+        """V1: every workspace of the organization the personal access token can see, across all pages."""
+        self._require_dialect("v1", "/workspaces", "V2 lists Fivetran groups instead (list_groups)")
+        return self._consistent_listing("workspaces", deadline)
+
+    def workspace_api_key(self, workspace_id: int, deadline: float) -> str:
+        """V1: one workspace's API key, read with the personal access token; redacted from logs from now on.
+
+        The answer is ``{"api_key": ...}``, bare or inside the usual ``data`` envelope. Raises
+        :class:`ForbiddenError` (403) when the token's user is neither an organization admin nor the
+        workspace's owner, so the caller can skip that workspace; errors never quote the key.
+        """
+        endpoint = "/workspaces/{id}/api_key"
+        self._require_dialect("v1", endpoint, "V2 reads every group with the same token")
+        try:
+            body = self._get(f"workspaces/{workspace_id}/api_key", endpoint, None, deadline)
+        except ForbiddenError:
+            forbidden = ForbiddenError(
+                endpoint,
+                "not allowed to read this workspace's API key (403): the token's user is neither an"
+                " organization admin nor the workspace's owner",
+                403,
+            )
+        else:
+            key, problem = _api_key(body)
+            del body
+            if key is not None:
+                return key
+            raise MalformedResponseError(endpoint, problem)
+        raise forbidden
+
+    def list_groups(self, deadline: float) -> Listing:
+        """V2: every Fivetran group the personal access token can see, across all pages (no group named)."""
+        self._require_dialect("v2", "/groups", "V1 lists workspaces instead (list_workspaces)")
+        return self._consistent_listing(GROUPS_PATH, deadline, grouped=False)
 
     def get_sync_run(self, run_id: int, deadline: float) -> Any:
         """One run by its global id (V2 too needs no group here: ids are unique across groups)."""
@@ -326,26 +394,40 @@ class CensusClient:
         """The endpoint template as errors and ``census_api_requests_total{endpoint}`` show it."""
         return self._template_prefix + template
 
-    def _list_params(self, params: Mapping[str, str | int]) -> Mapping[str, str | int]:
+    def _list_params(self, endpoint: str, params: Mapping[str, str | int]) -> Mapping[str, str | int]:
         """``params`` of a list call, plus the Fivetran group V2 requires on every one."""
+        self._require_group(endpoint)
         if self._group_id is None:
             return params
         return {**params, GROUP_PARAMETER: self._group_id}
 
+    def _require_group(self, endpoint: str) -> None:
+        """Refuse, before any request, a group's list on a V2 organization client (it names no group)."""
+        if self.api_version == "v2" and self._group_id is None:
+            raise UnsupportedCallError(endpoint, "a V2 organization client names no group to list from")
+
+    def _require_dialect(self, api_version: ApiVersion, template: str, instead: str) -> None:
+        """Refuse, before any request, a call that exists only in ``api_version``'s dialect."""
+        if self.api_version != api_version:
+            endpoint = self._template(template)
+            raise UnsupportedCallError(endpoint, f"not part of API {self.api_version}; {instead}")
+
     # ------------------------------------------------------------------ paging
 
-    def _consistent_listing(self, path: str, deadline: float) -> Listing:
+    def _consistent_listing(self, path: str, deadline: float, *, grouped: bool = True) -> Listing:
         """The whole list, re-read up to MAX_LIST_REREADS times while it visibly shifts under paging.
 
         A re-read that fails for lack of time or a transient error ends the attempts: the records seen so far
-        come back marked incomplete rather than as an error.
+        come back marked incomplete rather than as an error. ``grouped`` lists name the V2 group.
         """
         endpoint = self._template("/" + path)
+        if grouped:
+            self._require_group(endpoint)
         seen: dict[int | str, Any] = {}
         unkeyed: list[Any] = []
         for reread in range(MAX_LIST_REREADS + 1):
             try:
-                items, consistent = self._read_all_pages(path, endpoint, deadline)
+                items, consistent = self._read_all_pages(path, endpoint, deadline, grouped)
             except TransientError:
                 if reread == 0:
                     raise
@@ -361,7 +443,9 @@ class CensusClient:
                     seen.setdefault(key, item)
         return Listing([*seen.values(), *unkeyed], complete=False)
 
-    def _read_all_pages(self, path: str, endpoint: str, deadline: float) -> tuple[list[Any], bool]:
+    def _read_all_pages(
+        self, path: str, endpoint: str, deadline: float, grouped: bool
+    ) -> tuple[list[Any], bool]:
         """Every record of one pass over the pages, and whether the pass saw a list that held still.
 
         Page-number paging over a list that changes while it is read shifts records between pages: one can
@@ -375,8 +459,9 @@ class CensusClient:
         totals: set[int] = set()
         per_page = 100
         for _ in range(MAX_LIST_PAGES):
+            params: Mapping[str, str | int] = {"page": page, "per_page": per_page}
             body = self._get(
-                path, endpoint, self._list_params({"page": page, "per_page": per_page}), deadline
+                path, endpoint, self._list_params(endpoint, params) if grouped else params, deadline
             )
             items = _page_items(body, endpoint, per_page)
             total = _paging.total_records(body)
@@ -425,7 +510,9 @@ class CensusClient:
                     if isinstance(envelope, str):
                         raise MalformedResponseError(endpoint, envelope)
                     return envelope
-                if status in (401, 403):
+                if status == 403:
+                    raise ForbiddenError(endpoint, f"Census API rejected the token ({status})", status)
+                if status == 401:
                     raise AuthError(endpoint, f"Census API rejected the token ({status})", status)
                 if status == 404:
                     raise NotFoundError(endpoint, "not found (404)", status)
@@ -580,6 +667,24 @@ def _page_items(body: Mapping[str, Any], endpoint: str, per_page: int) -> list[A
     if len(items) > per_page * PAGE_SLACK:
         raise MalformedResponseError(endpoint, f"page holds {len(items)} records, {per_page} were asked for")
     return items
+
+
+def _api_key(body: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The ``api_key`` of a bare or enveloped answer, registered for redaction, or None and why not.
+
+    The caller raises, from a frame that no longer holds the body: a traceback keeps every frame's locals.
+    """
+    data = body.get("data")
+    record = data if isinstance(data, Mapping) and "api_key" in data else body
+    key = record.get("api_key")
+    if not isinstance(key, str) or not key.strip():
+        return None, "response has no 'api_key' text"
+    key = key.strip()
+    RedactingFilter.register(key)
+    if len(key) > LONGEST_API_KEY or not _PRINTABLE_ASCII.issuperset(key):
+        # Mirrors the token checks: an HTTP header could not carry it.
+        return None, "'api_key' is not a usable key (too long, or not printable ASCII)"
+    return key, ""
 
 
 def _size(limit: int) -> str:
