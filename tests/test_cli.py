@@ -263,6 +263,7 @@ TOKEN_ENV = {"CENSUS_API_TOKEN": "secret-token:x"}
 
 # Every flag with an environment variable: one invalid value (None: any text is valid) and accepted spellings.
 VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
+    "--config.file": ("/nonexistent/workspaces.yaml", []),
     "--census.token-file": ("/nonexistent/token", []),
     "--census.api-url": ("ftp://x", [("http://127.0.0.1:9/api/v1", "http://127.0.0.1:9/api/v1")]),
     "--census.api-version": ("v3", [("V2", "v2"), ("v1", "v1")]),
@@ -398,7 +399,7 @@ def test_max_response_bytes_reaches_the_client(harness_factory: HarnessFactory) 
     config = parse_config(["--census.max-response-bytes=64KiB"], TOKEN_ENV)
     assert config.max_response_bytes == 65536
     harness = harness_factory(max_response_bytes=config.max_response_bytes)
-    assert harness.exporter.client._max_response_bytes == 65536
+    assert harness.exporter.refresher._api._max_response_bytes == 65536  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,11 @@ def test_committed_sizing_table_matches_a_measurement_at_100_syncs() -> None:
     assert {100, 1000, 5000} <= set(rows), "make sizing writes 100, 1,000 and 5,000 syncs"
     measured = measure(100)
     row = rows[100]
-    # Series depend only on the exporter and the fixed seed.
-    assert row["Series"] == f"{measured.series:,}"
-    assert row["Series per sync"] == f"{measured.series_per_sync:.1f}"
+    # Series depend on the exporter and the seed, and on which demo runs happen to finish while it is
+    # measured (each first run of a status adds a census_sync_runs_total series): within 1 %.
+    committed_series = int(row["Series"].replace(",", ""))
+    assert abs(committed_series - measured.series) <= 0.01 * measured.series
+    assert abs(float(row["Series per sync"]) - measured.series_per_sync) <= 0.01 * measured.series_per_sync
     # Bytes vary by a few digits of the timestamps and durations of the demo's runs.
     committed_bytes = int(row["Bytes per sync"].replace(",", ""))
     assert abs(committed_bytes - measured.bytes_per_sync) <= 0.02 * measured.bytes_per_sync

@@ -204,6 +204,13 @@ class Setting:
     range_text: str = ""
 
 
+def _workspaces_file(text: str) -> WorkspacesFile:
+    try:
+        return load_workspaces_file(text)
+    except WorkspacesFileError as error:
+        raise ValueError(str(error)) from None
+
+
 def _web_config_file(text: str) -> str:
     try:
         load_web_config(text)
@@ -307,6 +314,7 @@ def build_parser() -> _Parser:
         "--config.file",
         dest="config_file",
         env="CENSUS_CONFIG_FILE",
+        convert=_workspaces_file,
         metavar="PATH",
         help="The workspaces file: several workspaces (V1) and groups (V2), each with its own token, "
         "and discovery of every workspace a token can see (docs/configuration.md). Replaces the "
@@ -612,9 +620,8 @@ def _from_workspaces_file(
             )
     if args.demo:
         parser.error("argument --demo: not allowed together with --config.file")
-    path = args.config_file
+    parsed: WorkspacesFile = args.config_file
     try:
-        parsed = load_workspaces_file(path)
         workspaces = tuple(_file_workspace(entry, parsed.path, environ) for entry in parsed.workspaces)
         discoveries = _file_discoveries(parsed, environ)
     except WorkspacesFileError as error:
@@ -622,7 +629,7 @@ def _from_workspaces_file(
     return Config(
         api_url="",
         token=TokenSource(value=""),
-        config_file=path,
+        config_file=parsed.path,
         workspaces=workspaces,
         discoveries=discoveries,
         **common,
@@ -780,7 +787,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("demo workspace: simulated Census API %s at %s", config.api_version, config.api_url)
     else:
         # Validated to hold no credentials, so safe to print; shows at once which region the token must match.
-        for workspace in config.watched():
+        if config.config_file is None:
+            log.info("Census API at %s", config.api_url)
+        for workspace in config.workspaces:
             log.info(
                 "workspace %s: Census API %s at %s", workspace.name, workspace.api_version, workspace.api_url
             )

@@ -176,9 +176,9 @@ def _log_unrenderable_once(workspace: str, sync_id: int, error: Exception) -> No
             return
         _logged_unrenderable[key] = True
     log.warning(
-        "workspace %s, sync %s left out of the scrape: a value cannot be rendered (%s: %s)",
-        bounded_text(workspace, 128),
+        "sync %s of workspace %s left out of the scrape: a value cannot be rendered (%s: %s)",
         sync_id,
+        workspace,
         type(error).__name__,
         bounded_text(clean_text(str(error)), 200),
     )

@@ -147,4 +147,5 @@ class Exporter:
             sleep=stopping.wait,
             api_version=workspace.api_version if workspace else api_version,
             group_id=workspace.group_id if workspace else None,
+            organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
         )

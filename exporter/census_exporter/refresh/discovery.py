@@ -138,8 +138,8 @@ class Discoverer:
             errors.append(
                 "the workspace list changed while it was being read; a workspace may be missing from it"
             )
-            for key, workspace in self._known.items():
-                found.setdefault(key, workspace)
+            for key, known in self._known.items():
+                found.setdefault(key, known)
         return _unique_names(found)
 
     def _workspace(
