@@ -8,6 +8,10 @@ one budget.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -261,3 +265,106 @@ def test_every_log_line_of_a_refresh_names_its_workspace(
     assert rejected and all(getattr(r, "workspace", None) == "marketing" for r in rejected), [
         (r.getMessage(), getattr(r, "workspace", None)) for r in rejected
     ]
+
+
+GOOD = """\
+workspaces:
+  - name: marketing
+    api_version: v1
+    token_env: MARKETING_KEY
+  - name: sales
+    api_version: v2
+    group_id: sales_group
+    token_file: {token_file}
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "env", "argv", "expected"),
+    [
+        (None, {}, [], ":4: workspace 'marketing': field `token_env` names MARKETING_KEY, which is not set"),
+        (("sales_group", "sales_group\n    region: mars"), {"MARKETING_KEY": "k" * 12}, [], "field `region`"),
+        (("name: sales", "name: '" + "s" * 129 + "'"), {"MARKETING_KEY": "k" * 12}, [], "field `name`"),
+        (None, {"MARKETING_KEY": "k" * 12}, ["--census.workspace", "x"], "--census.workspace (env"),
+        (None, {"MARKETING_KEY": "k" * 12, "CENSUS_API_VERSION": "v2"}, [], "--census.api-version (env"),
+        (None, {"MARKETING_KEY": "k" * 12}, ["--demo"], "--demo: not allowed together with --config.file"),
+    ],
+)
+def test_a_bad_workspaces_file_or_flag_mix_stops_the_start_in_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: tuple[str, str] | None,
+    env: dict[str, str],
+    argv: list[str],
+    expected: str,
+) -> None:
+    token_file = tmp_path / "pat"
+    token_file.write_text("secret-token:pat-value\n")
+    text = GOOD.format(token_file=token_file)
+    if edit is not None:
+        text = text.replace(*edit)
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as stopped:
+        parse_config(["--config.file", str(path), *argv], env)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and expected in error, error
+    assert "secret-token:pat-value" not in error
+
+
+def test_an_empty_token_file_stops_the_start_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "pat"
+    token_file.write_text("\n")
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(GOOD.format(token_file=token_file))
+    with pytest.raises(SystemExit):
+        parse_config(["--config.file", str(path)], {"MARKETING_KEY": "k" * 12})
+    error = capsys.readouterr().err
+    assert f"{path}:8: workspace 'sales': field `token_file` names an empty file" in error, error
+
+
+def test_the_real_cli_runs_a_workspaces_file_and_names_the_v1_workspaces_to_move(
+    organization: SimulatedOrganization, tmp_path: Path
+) -> None:
+    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
+    sales = organization.add_workspace(
+        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
+    )
+    organization.serve()
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(two_workspaces_file(organization, marketing, sales))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "census_exporter",
+            "--config.file",
+            str(path),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        env=os.environ | env_for(organization, marketing),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        stderr = process.stderr
+
+        def listening() -> bool:
+            lines.append(stderr.readline())
+            return "listening on" in lines[-1]
+
+        wait_for(listening, timeout=30, interval=0, what="the listening log line")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    text = "".join(lines)
+    assert "move workspace marketing to V2 (api_version: v2 in the workspaces file)" in text, text
+    assert "workspace sales: Census API v2 at" in text
+    assert f"workspaces from {path}" in text
+    assert organization.pat not in text and marketing.api_key not in text

@@ -639,7 +639,8 @@ def _from_workspaces_file(
 def _entry_error(
     path: str, entry: WorkspaceConfig | AutoDiscovery, title: str, field: str, problem: str
 ) -> WorkspacesFileError:
-    where = f"{path}:{entry.line}" if entry.line is not None else path
+    line = entry.key_lines.get(field, entry.line)
+    where = f"{path}:{line}" if line is not None else path
     return WorkspacesFileError(f"{where}: {title}: field `{field}` {problem}")
 
 
@@ -813,7 +814,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.telemetry_path,
         f"workspaces from {config.config_file}" if config.config_file else f"workspace {config.workspace}",
     )
-    stop.wait()
+    # A signal may be delivered to any thread; Python runs its handler in the main thread only once that
+    # thread is back in the interpreter, which a wait without timeout may never be. So wait in slices.
+    while not stop.wait(0.5):
+        pass
     log.info("shutting down")
     stopped = exporter.close()
     if simulator is not None:

@@ -75,6 +75,8 @@ class WorkspaceConfig:
     group_id: str | None = None
     syncs: SyncFilter = field(default_factory=SyncFilter)
     line: int | None = None
+    #: The line of each key, for errors found after parsing (a token variable that is not set).
+    key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class AutoDiscovery:
     line: int | None = None
     #: How often the workspaces are listed again, so new ones appear and deleted ones vanish.
     relist_interval_seconds: float = DEFAULT_RELIST_INTERVAL_SECONDS
+    key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def _workspace(entry: _Entry) -> WorkspaceConfig:
         group_id=group_id,
         syncs=entry.sync_filter(),
         line=entry.line,
+        key_lines=dict(entry.raw.key_lines),
     )
 
 
@@ -189,6 +193,7 @@ def _auto_discovery(entry: _Entry) -> AutoDiscovery:
         syncs=entry.sync_filter(),
         line=entry.line,
         relist_interval_seconds=entry.seconds("relist_interval_seconds", DEFAULT_RELIST_INTERVAL_SECONDS),
+        key_lines=dict(entry.raw.key_lines),
     )
 
 
