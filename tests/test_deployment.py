@@ -24,6 +24,7 @@ VALUE_SETS = {
     "defaults": [],
     "all-features": ["-f", str(CHART / "ci" / "all-features-values.yaml")],
     "existing-secret": ["-f", str(CHART / "ci" / "existing-secret-values.yaml")],
+    "workspaces": ["-f", str(CHART / "ci" / "workspaces-values.yaml")],
 }
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
