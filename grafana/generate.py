@@ -28,7 +28,8 @@ OUTPUT = Path(__file__).with_name("census-sync-runs.json")
 UID = "census-sync-runs"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
-WS = 'workspace="$workspace"'
+# The workspace variable is multi-select ("All" is `.*`), so every selector matches it as a regex.
+WS = 'workspace=~"$workspace"'
 # Joins a sync's name onto any per-sync series and keeps only the syncs picked in the "sync" variable.
 SYNC_JOIN = (
     "on (job, instance, workspace, sync_id) group_left (label) "
@@ -43,6 +44,8 @@ STATUS_COLOURS = {
 }
 # The sync table's order: failures first, then runs in progress, skipped, and completed last.
 STATUS_SEVERITY = {"failed": 0, "working": 1, "queued": 1, "skipped": 2, "completed": 3}
+# How a series of one sync is named in legends and annotations: sync labels may repeat across workspaces.
+LEGEND_SYNC = "{{label}} ({{workspace}})"
 # CensusSyncNotSucceededRecently's default threshold (prometheus/alerts.yaml).
 SUCCESS_AGE_ALERT_SECONDS = 86400
 
@@ -131,7 +134,7 @@ def overview_row() -> list[Any]:
     return [
         stat_panel(
             "Syncs",
-            "Syncs in the workspace (matching the sync filter).",
+            "Syncs in the selected workspaces (matching the sync filter).",
             f'count(census:sync_info:latest{{{WS}, label=~"$sync"}})',
             "none",
             3,
@@ -169,7 +172,8 @@ def overview_row() -> list[Any]:
         ).thresholds(thresholds((None, "green"), (1, "orange"))),
         stat_panel(
             "Census API",
-            "Whether the exporter's last refresh of the Census API finished without errors (census_up).",
+            "Whether the exporter's last refresh of the Census API finished without errors (census_up); "
+            "Down when it did not for any of the selected workspaces.",
             f"min(census_up{{{WS}}})",
             "none",
             3,
@@ -191,11 +195,12 @@ def overview_row() -> list[Any]:
 def sync_table() -> table.Panel:
     def column(metric: str, extra: str = "") -> str:
         # One value per sync (and per ``extra`` label), only for the syncs picked in the "sync" variable.
-        return f"max by (sync_id{extra}) ({per_sync(metric)})"
+        # A sync is (workspace, sync_id): sync ids repeat across workspaces.
+        return f"max by (workspace, sync_id{extra}) ({per_sync(metric)})"
 
     info = f'census:sync_info:latest{{{WS}, label=~"$sync"}}'
     columns = [
-        ("A", f"max by (sync_id, label, destination, operation, schedule) ({info})"),
+        ("A", f"max by (workspace, sync_id, label, destination, operation, schedule) ({info})"),
         ("B", column(f"census_sync_last_run_status{{{WS}}} == 1", ", status")),
         ("C", column(f"time() - census_sync_last_run_created_timestamp_seconds{{{WS}}}")),
         ("D", column(f"census_sync_last_run_duration_seconds{{{WS}}}")),
@@ -205,14 +210,14 @@ def sync_table() -> table.Panel:
         ("H", column(f"census_sync_last_run_records_invalid{{{WS}}}")),
         ("I", column(f"census:sync_last_run_info:latest{{{WS}}}", ", error_code")),
         ("J", column(f"census_sync_paused{{{WS}}}")),
-        ("K", f"min by (sync_id) ({per_sync(status_severity(WS))})"),
+        ("K", f"min by (workspace, sync_id) ({per_sync(status_severity(WS))})"),
     ]
     panel = (
         table.Panel()
         .title("Syncs")
         .description(
-            "One row per sync: the newest run's status, age, duration, record counts and error code. "
-            "Click a sync's name to open it in Census."
+            "One row per sync and workspace: the newest run's status, age, duration, record counts and "
+            "error code. Click a sync's name to open it in Census."
         )
         .datasource(DATASOURCE)
         .unit("none")
@@ -224,6 +229,7 @@ def sync_table() -> table.Panel:
     # Value #K, the status severity, orders the rows (the sortBy transformation) and is then hidden.
     hidden = ["Time", "Value #A", "Value #B", "Value #I", "Value #K"]
     rename = {
+        "workspace": "Workspace",
         "label": "Sync",
         "status": "Last status",
         "Value #C": "Age",
@@ -368,7 +374,9 @@ def runs_row() -> list[Any]:
                 query(f"histogram_quantile(0.5, {buckets})", "p50", ref="A"),
                 query(f"histogram_quantile(0.95, {buckets})", "p95", ref="B"),
                 query(
-                    per_sync(f"census_sync_last_run_duration_seconds{{{WS}}}"), "last run: {{label}}", ref="C"
+                    per_sync(f"census_sync_last_run_duration_seconds{{{WS}}}"),
+                    f"last run: {LEGEND_SYNC}",
+                    ref="C",
                 ),
             ],
             "s",
@@ -377,7 +385,7 @@ def runs_row() -> list[Any]:
             "Time since last success",
             "How long ago each sync last completed successfully. The red line is the 24 h after which "
             "CensusSyncNotSucceededRecently fires (unless the sync has its own threshold).",
-            [query(per_sync(f"time() - census_sync_last_success_timestamp_seconds{{{WS}}}"), "{{label}}")],
+            [query(per_sync(f"time() - census_sync_last_success_timestamp_seconds{{{WS}}}"), LEGEND_SYNC)],
             "s",
         )
         .thresholds(thresholds((None, "transparent"), (SUCCESS_AGE_ALERT_SECONDS, "red")))
@@ -390,32 +398,38 @@ def health_row() -> list[Any]:
         series_panel(
             "Census API up",
             "1 when the exporter's last refresh finished without errors (census_up).",
-            [query(f"census_up{{{WS}}}", "{{instance}}")],
+            [query(f"census_up{{{WS}}}", "{{workspace}} ({{instance}})")],
             "none",
             6,
         ),
         series_panel(
             "Refresh duration",
             "How long the exporter's last refresh of the Census API took.",
-            [query(f"census_refresh_duration_seconds{{{WS}}}", "{{instance}}")],
+            [query(f"census_refresh_duration_seconds{{{WS}}}", "{{workspace}} ({{instance}})")],
             "s",
             6,
         ),
         series_panel(
             "API requests by response code",
-            "Requests per second to the Census API, by HTTP status (or timeout / connection_error).",
-            [query(f"sum by (code) (rate(census_api_requests_total{{{WS}}}[$__rate_interval]))", "{{code}}")],
+            "Requests per second to the Census API, by workspace and HTTP status (or timeout / "
+            "connection_error).",
+            [
+                query(
+                    f"sum by (workspace, code) (rate(census_api_requests_total{{{WS}}}[$__rate_interval]))",
+                    "{{workspace}} {{code}}",
+                )
+            ],
             "reqps",
             6,
         ),
         series_panel(
             "API latency",
-            "95th percentile latency of Census API requests, by endpoint.",
+            "95th percentile latency of Census API requests, by workspace and endpoint.",
             [
                 query(
-                    "histogram_quantile(0.95, sum by (le, endpoint) "
+                    "histogram_quantile(0.95, sum by (le, workspace, endpoint) "
                     f"(rate(census_api_request_duration_seconds_bucket{{{WS}}}[$__rate_interval])))",
-                    "p95 {{endpoint}}",
+                    "p95 {{workspace}} {{endpoint}}",
                 )
             ],
             "s",
@@ -443,6 +457,9 @@ def build() -> db.Dashboard:
             .query("label_values(census_up, workspace)")
             .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
         )
         .with_variable(
             db.QueryVariable("sync")
@@ -494,7 +511,11 @@ def render() -> str:
         panel["id"] = number
     # The SDK's AnnotationQuery has no Prometheus-specific fields; Grafana reads these from the same object.
     for annotation in document["annotations"]["list"]:
-        annotation |= {"titleFormat": "Run failed: {{label}}", "tagKeys": "workspace,sync_id", "step": "60s"}
+        annotation |= {
+            "titleFormat": f"Run failed: {LEGEND_SYNC}",
+            "tagKeys": "workspace,sync_id",
+            "step": "60s",
+        }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 

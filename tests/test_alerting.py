@@ -74,11 +74,21 @@ def test_alert_annotations_follow_the_contract() -> None:
     assert sorted(rules) == sorted(ALERTS)
     runbook = (REPO / "docs" / "runbook.md").read_text()
     anchors = {heading.strip().lower() for heading in re.findall(r"^## (.+)$", runbook, re.MULTILINE)}
+    alertmanager = yaml.safe_load((REPO / "prometheus" / "alertmanager.yml").read_text())
+    grouped_by = set(alertmanager["route"]["group_by"])
     for name, rule in rules.items():
         annotations = rule["annotations"]
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
-        assert "{{" not in annotations["summary"], f"{name}: summary must be static"
+        # A summary is shared by every alert of an Alertmanager group: it may name only grouped labels.
+        named = re.findall(r"{{ \$labels\.(\w+) }}", annotations["summary"])
+        summary_labels = set(named)
+        assert summary_labels <= grouped_by, f"{name}: summary names labels that are not grouped by"
+        assert annotations["summary"].count("{{") == len(named), f"{name}: summary may only name labels"
         assert "{{" in annotations["description"], f"{name}: description must be templated"
+        if name in ("CensusExporterApiDown", "CensusExporterDataStale"):
+            # One exporter serves several workspaces: say which one in every notification.
+            assert summary_labels == {"workspace"}, f"{name}: summary must name the workspace"
+            assert "$labels.workspace" in annotations["description"], f"{name}: description lacks workspace"
         if name.startswith("CensusSync"):
             for label in ("$labels.label", "$labels.sync_id", "$labels.workspace"):
                 assert label in annotations["description"], f"{name} description lacks {label}"
@@ -87,6 +97,14 @@ def test_alert_annotations_follow_the_contract() -> None:
         assert name.lower() in anchors, f"docs/runbook.md has no section for {name}"
         assert annotations["dashboard_url"].startswith("https://")
         assert "census_sync_runs_total" not in rule["expr"], "counters reset on restart; alerts avoid them"
+
+
+def test_example_inhibition_stays_within_one_workspace() -> None:
+    """An alert of one workspace must not inhibit another workspace's alert in the example configuration."""
+    config = yaml.safe_load((REPO / "prometheus" / "alertmanager.yml").read_text())
+    assert config["inhibit_rules"]
+    for rule in config["inhibit_rules"]:
+        assert {"workspace", "instance"} <= set(rule["equal"]), rule
 
 
 @pytest.fixture

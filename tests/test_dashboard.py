@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from census_exporter.demo import DemoActivity, SimulatedWorkspace
+from census_exporter.cli import build_parser
+from census_exporter.demo import DemoActivity, SimulatedOrganization, SimulatedWorkspace
+from census_exporter.demo.organization import base_url
+from census_exporter.workspaces import load_workspaces_file
 from tests.conftest import Harness, require_tool, wait_for
-from tests.stack import REPO, Prometheus, promtool_check_expressions, run_tool
+from tests.stack import REPO, Prometheus, free_port, promtool_check_expressions, run_tool
 
 DASHBOARD = REPO / "grafana" / "census-sync-runs.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -37,28 +43,41 @@ def panels(document: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def substitute(expr: str) -> str:
-    """A dashboard expression as Grafana would send it with workspace "default" and every sync picked."""
+def substitute(expr: str, workspace: str = "default") -> str:
+    """A dashboard expression as Grafana would send it with every sync picked and ``workspace`` as the
+    workspace selection: one name, ``(a|b)`` for several, ``.*`` for All."""
     return (
         expr.replace("$__rate_interval", "1m")
         .replace("$__interval", "1h")
-        .replace("$workspace", "default")
+        .replace("$workspace", workspace)
         .replace("$sync", ".*")
     )
 
 
-def queries(document: dict[str, Any]) -> list[tuple[str, str]]:
+def queries(document: dict[str, Any], workspace: str = "default") -> list[tuple[str, str]]:
     """(where, PromQL) for every panel target and annotation, variables substituted."""
     found = [
-        (f"{panel['title']} / {target['refId']}", substitute(target["expr"]))
+        (f"{panel['title']} / {target['refId']}", substitute(target["expr"], workspace))
         for panel in panels(document)
         for target in panel.get("targets", [])
     ]
     found += [
-        (f"annotation {annotation['name']}", substitute(annotation["expr"]))
+        (f"annotation {annotation['name']}", substitute(annotation["expr"], workspace))
         for annotation in document["annotations"]["list"]
     ]
     return found
+
+
+def variable(name: str) -> dict[str, Any]:
+    (found,) = [v for v in load()["templating"]["list"] if v["name"] == name]
+    return found
+
+
+def sync_variable_selector() -> str:
+    """The series selector whose ``label`` values the sync variable offers."""
+    match = re.fullmatch(r"label_values\((.+), label\)", variable("sync")["query"])
+    assert match, variable("sync")["query"]
+    return match.group(1)
 
 
 def test_committed_json_is_what_the_code_builds() -> None:
@@ -101,9 +120,13 @@ def test_structure() -> None:
     assert (
         variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     )
-    assert variables["workspace"]["datasource"] == DATASOURCE
+    workspace = variables["workspace"]
+    assert workspace["datasource"] == DATASOURCE
+    # Several workspaces at once: Grafana sends one name, (a|b) or, for All, the regex .*
+    assert workspace["multi"] and workspace["includeAll"] and workspace["allValue"] == ".*"
     sync = variables["sync"]
     assert sync["multi"] and sync["includeAll"] and "label)" in sync["query"]
+    assert 'workspace=~"$workspace"' in sync["query"], "the sync list follows the selected workspaces"
     assert document["annotations"]["list"][0]["datasource"] == DATASOURCE
 
 
@@ -133,6 +156,51 @@ def test_the_expected_panels_exist() -> None:
     assert '"failed"' in links and '"red"' in links
     # Every column is filtered by the Sync variable, or the merge would add rows for unselected syncs.
     assert all('label=~"$sync"' in target["expr"] for target in table["targets"])
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) for every census series selector in ``expr``; matchers empty when there are none."""
+    return re.findall(r"\b(census[_:][a-z0-9_:]*)(?:\{([^}]*)\})?", expr)
+
+
+def test_every_selector_follows_the_workspace_variable() -> None:
+    document = load()
+    expressions = [target["expr"] for panel in panels(document) for target in panel.get("targets", [])]
+    expressions += [annotation["expr"] for annotation in document["annotations"]["list"]]
+    expressions.append(variable("sync")["query"])
+    found = [selector for expr in expressions for selector in selectors(expr)]
+    assert len(found) > len(expressions)
+    for metric, matchers in found:
+        assert 'workspace=~"$workspace"' in matchers, f"{metric}{{{matchers}}} ignores the workspace variable"
+    exact = [expr for expr in expressions if 'workspace="' in expr]
+    assert not exact, f"an exact workspace match breaks with several workspaces: {exact}"
+
+
+def test_per_sync_rows_and_series_name_their_workspace() -> None:
+    """Sync ids and names repeat across workspaces: every row and series of a sync says which workspace."""
+    document = load()
+    table = panel("Syncs", "table")
+    for target in table["targets"]:
+        for grouping in re.findall(r"\bby \(([^)]*)\)", target["expr"]):
+            assert {"workspace", "sync_id"} <= {label.strip() for label in grouping.split(",")}, target[
+                "refId"
+            ]
+    organize = next(t for t in table["transformations"] if t["id"] == "organize")["options"]
+    assert organize["renameByName"]["workspace"] == "Workspace"
+    assert "workspace" not in organize["excludeByName"]
+    legends = [
+        target.get("legendFormat", "")
+        for panel in panels(document)
+        for target in panel.get("targets", [])
+        if panel["type"] == "timeseries"
+    ]
+    for legend in legends:
+        if re.search(r"{{(label|sync_id|instance)}}", legend):
+            assert "{{workspace}}" in legend, legend
+    assert any("{{label}}" in legend for legend in legends)
+    for annotation in document["annotations"]["list"]:
+        assert "{{workspace}}" in annotation["titleFormat"]
+        assert "workspace" in annotation["tagKeys"].split(",")
 
 
 def test_every_query_parses(tmp_path: Path) -> None:
@@ -175,13 +243,9 @@ def prometheus_on_demo(
         prometheus.proc.stop()
 
 
-def test_every_panel_query_returns_data(prometheus_on_demo: tuple[Harness, Prometheus]) -> None:
-    harness, prometheus = prometheus_on_demo
-    wait_for(lambda: prometheus.query("census_up"), timeout=30, what="the first sample in Prometheus")
-    # A run fails while Prometheus watches, so the failed-runs annotation has something to show.
-    harness.workspace.add_run(1001, "failed", error_code="INVALID_CREDENTIALS", records=None)
-    all_queries = queries(load())
-
+def assert_every_query_returns_data(prometheus: Prometheus, workspace: str) -> None:
+    """Every panel query and the annotation return data with ``workspace`` as the workspace selection."""
+    all_queries = queries(load(), workspace)
     empty: list[str] = []
 
     def every_query_has_data() -> bool:
@@ -189,20 +253,206 @@ def test_every_panel_query_returns_data(prometheus_on_demo: tuple[Harness, Prome
         return not empty
 
     wait_for(
-        every_query_has_data, timeout=60, interval=1.0, what=lambda: f"data for every query; empty: {empty}"
+        every_query_has_data,
+        timeout=60,
+        interval=1.0,
+        what=lambda: f"data for every query with workspace=~{workspace!r}; empty: {empty}",
     )
 
-    # The table's sort column orders real syncs by their newest run's status: failures first.
+
+def assert_failures_sort_first(prometheus: Prometheus, workspace: str) -> None:
+    """The table's sort column ranks each real sync of the selection by its newest run's status."""
+    # Both queries read the same scrape: runs may finish between them.
+    moment = str(max(float(row["value"][1]) for row in prometheus.query("timestamp(census_up)")))
+
+    def query(expr: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = prometheus.api("query", query=expr, time=moment)["result"]
+        return result
+
     statuses = {
-        row["metric"]["sync_id"]: row["metric"]["status"]
-        for row in prometheus.query('census_sync_last_run_status{workspace="default"} == 1')
+        (row["metric"]["workspace"], row["metric"]["sync_id"]): row["metric"]["status"]
+        for row in query(f'census_sync_last_run_status{{workspace=~"{workspace}"}} == 1')
     }
     severities = {
-        row["metric"]["sync_id"]: float(row["value"][1])
-        for row in prometheus.query(substitute(severity_query()))
+        (row["metric"]["workspace"], row["metric"]["sync_id"]): float(row["value"][1])
+        for row in query(substitute(severity_query(), workspace))
     }
     assert "failed" in statuses.values()
-    assert severities == {sync_id: SEVERITY[status] for sync_id, status in statuses.items()}
+    assert severities == {key: SEVERITY[status] for key, status in statuses.items()}
+
+
+def sync_choices(prometheus: Prometheus, workspace: str) -> set[str]:
+    """The names the sync variable offers with ``workspace`` selected, as Grafana's label_values() asks."""
+    selector = substitute(sync_variable_selector(), workspace)
+    return set(prometheus.api("label/label/values", **{"match[]": selector}))
+
+
+def test_every_panel_query_returns_data(prometheus_on_demo: tuple[Harness, Prometheus]) -> None:
+    harness, prometheus = prometheus_on_demo
+    wait_for(lambda: prometheus.query("census_up"), timeout=30, what="the first sample in Prometheus")
+    # A run fails while Prometheus watches, so the failed-runs annotation has something to show.
+    harness.workspace.add_run(1001, "failed", error_code="INVALID_CREDENTIALS", records=None)
+    assert_every_query_returns_data(prometheus, "default")
+    assert_failures_sort_first(prometheus, "default")
+    assert sync_choices(prometheus, "default") == {sync["label"] for sync in harness.workspace.syncs.values()}
+
+
+# DemoActivity numbers the syncs of every workspace from 1001: two demo workspaces share their sync ids.
+COLLIDING_SYNC_ID = 1001
+# What Grafana sends for the workspace variable: All, both picked, each alone.
+TWO_WORKSPACE_SELECTIONS = (".*", "(marketing|sales)", "marketing", "sales")
+
+
+@dataclass
+class TwoWorkspaceDemo:
+    """One simulated organization with two demo workspaces whose runs happen as time passes: "marketing"
+    (8 syncs, spoken to as V1) and "sales" (12 syncs, V2 group ``sales_group``). Sync ids 1001 to 1008
+    exist in both."""
+
+    organization: SimulatedOrganization
+    activities: list[DemoActivity]
+
+    @property
+    def workspaces(self) -> dict[str, SimulatedWorkspace]:
+        return {member.name: member.workspace for member in self.organization.members}
+
+    def advance(self) -> None:
+        for activity in self.activities:
+            activity.advance()
+
+
+@pytest.fixture
+def two_workspace_demo() -> Iterator[TwoWorkspaceDemo]:
+    organization = SimulatedOrganization(pat="secret-token:dashboard-organization")
+    activities = []
+    for name, group_id, seed, syncs in (("marketing", None, 5, 8), ("sales", "sales_group", 6, 12)):
+        workspace = SimulatedWorkspace()
+        activities.append(DemoActivity(workspace, seed=seed, syncs=syncs))
+        organization.add_workspace(name, group_id=group_id, workspace=workspace)
+    demo = TwoWorkspaceDemo(organization, activities)
+    server = organization.serve(before_request=demo.advance)
+    try:
+        yield demo
+    finally:
+        server.close()
+
+
+def multi_workspace_runtime() -> bool:
+    """Whether the CLI serves several workspaces from a workspaces file (--config.file)."""
+    return "--config.file" in build_parser().format_help()
+
+
+@pytest.fixture
+def two_workspace_exporter_url(two_workspace_demo: TwoWorkspaceDemo, tmp_path: Path) -> Iterator[str]:
+    """The base URL of one census-exporter process serving both workspaces of ``two_workspace_demo`` from a
+    workspaces file: marketing with its V1 workspace key, sales with the organization's V2 token."""
+    organization = two_workspace_demo.organization
+    assert organization.server is not None
+    marketing, sales = organization.members
+    tokens = {"marketing": marketing.api_key, "sales": organization.pat}
+    for name, token in tokens.items():
+        (tmp_path / f"{name}.token").write_text(token + "\n")
+    entries = [
+        {
+            "name": "marketing",
+            "api_version": "v1",
+            "api_url": base_url(organization.server, "v1"),
+            "token_file": str(tmp_path / "marketing.token"),
+        },
+        {
+            "name": "sales",
+            "api_version": "v2",
+            "api_url": base_url(organization.server, "v2"),
+            "group_id": sales.group_id,
+            "token_file": str(tmp_path / "sales.token"),
+        },
+    ]
+    config_file = tmp_path / "workspaces.yaml"
+    config_file.write_text(yaml.safe_dump({"workspaces": entries}))
+    assert [w.name for w in load_workspaces_file(config_file).workspaces] == ["marketing", "sales"]
+    if not multi_workspace_runtime():
+        pytest.skip("multi-workspace runtime not merged yet")
+    url = f"http://127.0.0.1:{free_port()}"
+    log = tmp_path / "exporter.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CENSUS_", "WEB_", "LOG_"))}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "census_exporter",
+                "--config.file",
+                str(config_file),
+                "--web.listen-address",
+                url.removeprefix("http://"),
+                "--census.cache-ttl",
+                "1",
+            ],
+            env=clean,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def serving() -> bool:
+            assert process.poll() is None, f"census-exporter exited: {log.read_text()[-4000:]}"
+            try:
+                return httpx.get(f"{url}/metrics", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(serving, timeout=30, what=lambda: f"census-exporter serving\n{log.read_text()[-4000:]}")
+        yield url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def test_every_panel_query_returns_data_for_two_workspaces(
+    two_workspace_exporter_url: str, two_workspace_demo: TwoWorkspaceDemo, tmp_path: Path
+) -> None:
+    """One exporter, two workspaces with the same sync ids: every query returns data for All, for both
+    picked and for each alone, and the same sync id in both workspaces stays two rows and two series."""
+    port = httpx.URL(two_workspace_exporter_url).port
+    assert port is not None
+    prometheus = Prometheus(tmp_path, port)
+    workspaces = two_workspace_demo.workspaces
+    try:
+        wait_for(
+            lambda: {row["metric"]["workspace"] for row in prometheus.query("census_up")} == set(workspaces),
+            timeout=30,
+            what="census_up of both workspaces in Prometheus",
+        )
+        # The same sync fails in both workspaces, so the failed-runs annotation has something in each.
+        for workspace in workspaces.values():
+            workspace.add_run(COLLIDING_SYNC_ID, "failed", error_code="INVALID_CREDENTIALS", records=None)
+        for selection in TWO_WORKSPACE_SELECTIONS:
+            assert_every_query_returns_data(prometheus, selection)
+            assert_failures_sort_first(prometheus, selection)
+        for name, workspace in workspaces.items():
+            assert sync_choices(prometheus, name) == {sync["label"] for sync in workspace.syncs.values()}
+        assert sync_choices(prometheus, ".*") == set().union(
+            *(sync_choices(prometheus, n) for n in workspaces)
+        )
+
+        colliding = {(name, str(COLLIDING_SYNC_ID)) for name in workspaces}
+        for title, kind, ref in (
+            ("Syncs", "table", "A"),
+            ("Syncs", "table", "B"),
+            ("Time since last success", "timeseries", "A"),
+        ):
+            (target,) = [t for t in panel(title, kind)["targets"] if t["refId"] == ref]
+            rows = prometheus.query(substitute(target["expr"], ".*"))
+            keys = [(row["metric"]["workspace"], row["metric"]["sync_id"]) for row in rows]
+            assert colliding <= set(keys), f"{title} / {ref}: {sorted(keys)}"
+            assert len(keys) == len(set(keys)), f"{title} / {ref}: a sync shown twice"
+    finally:
+        prometheus.proc.stop()
 
 
 def panel(title: str, kind: str = "timeseries") -> dict[str, Any]:
@@ -228,25 +478,33 @@ def severity_query() -> str:
 
 
 def test_sync_table_sorts_failures_first(tmp_path: Path) -> None:
-    """promtool evaluates the table's sort query for one sync in each status, with the shipped rules."""
-    expr = substitute(severity_query())
-    common_labels = 'job="census-exporter",instance="e:10049",workspace="default"'
-    status_series = "census_sync_last_run_status{{" + common_labels + ',sync_id="{}",status="{}"}}'
+    """promtool evaluates the table's sort query, with the shipped rules and All workspaces, for one sync in
+    each status in each of two workspaces whose sync ids are the same and whose statuses differ."""
+    expr = substitute(severity_query(), ".*")
+    newest_status = {"marketing": list(SEVERITY), "sales": list(reversed(SEVERITY))}
     input_series = []
-    for sync_id, newest in enumerate(SEVERITY, start=1):
-        for status in SEVERITY:
+    expected = []
+    for workspace, statuses in newest_status.items():
+        common_labels = f'job="census-exporter",instance="e:10049",workspace="{workspace}"'
+        for sync_id, newest in enumerate(statuses, start=1):
+            for status in SEVERITY:
+                input_series.append(
+                    {
+                        "series": f"census_sync_last_run_status{{{common_labels},"
+                        f'sync_id="{sync_id}",status="{status}"}}',
+                        "values": "1x5" if status == newest else "0x5",
+                    }
+                )
             input_series.append(
                 {
-                    "series": status_series.format(sync_id, status),
-                    "values": "1x5" if status == newest else "0x5",
+                    "series": f"census_sync_info{{{common_labels},"
+                    f'sync_id="{sync_id}",label="Sync {sync_id}"}}',
+                    "values": "1x5",
                 }
             )
-        input_series.append(
-            {
-                "series": f'census_sync_info{{{common_labels},sync_id="{sync_id}",label="Sync {sync_id}"}}',
-                "values": "1x5",
-            }
-        )
+            expected.append(
+                {"labels": f'{{workspace="{workspace}",sync_id="{sync_id}"}}', "value": SEVERITY[newest]}
+            )
     tests = {
         "rule_files": [str(REPO / "prometheus" / "rules.yaml")],
         "evaluation_interval": "1m",
@@ -254,16 +512,7 @@ def test_sync_table_sorts_failures_first(tmp_path: Path) -> None:
             {
                 "interval": "1m",
                 "input_series": input_series,
-                "promql_expr_test": [
-                    {
-                        "expr": expr,
-                        "eval_time": "5m",
-                        "exp_samples": [
-                            {"labels": f'{{sync_id="{sync_id}"}}', "value": SEVERITY[status]}
-                            for sync_id, status in enumerate(SEVERITY, start=1)
-                        ],
-                    }
-                ],
+                "promql_expr_test": [{"expr": expr, "eval_time": "5m", "exp_samples": expected}],
             }
         ],
     }
