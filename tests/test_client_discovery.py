@@ -222,9 +222,14 @@ def test_a_401_on_an_api_key_is_a_rejected_token_not_a_skip(
     assert not isinstance(raised.value, ForbiddenError)
 
 
-def test_a_403_elsewhere_is_still_an_auth_error() -> None:
-    # The refresher reports any AuthError as a rejected token; ForbiddenError must stay one.
-    assert issubclass(ForbiddenError, AuthError)
+def test_a_403_elsewhere_is_still_reported_as_a_rejected_token(
+    httpx_mock: HTTPXMock, make_client: ClientFactory
+) -> None:
+    # The refresher reports any AuthError as a rejected token; a 403 on a workspace call must stay one.
+    httpx_mock.add_response(url=f"{V1}/syncs?page=1&per_page=100", status_code=403, json={"status": 403})
+    with pytest.raises(AuthError) as raised:
+        make_client().list_syncs(FAR)
+    assert str(raised.value) == "GET /syncs: Census API rejected the token (403)"
 
 
 @pytest.mark.parametrize(
@@ -505,6 +510,7 @@ def test_v1_discovery_over_http_lists_workspaces_and_reads_keys_where_allowed(
         discovery.close()
     assert keys == {"marketing": organization.marketing.api_key, "sales": organization.sales.api_key}
     assert forbidden == ["finance"]
+    assert "skipping workspace: GET /workspaces/{id}/api_key: not allowed" in caplog.text
     for key in (*keys.values(), organization.finance.api_key):
         assert key not in caplog.text
 

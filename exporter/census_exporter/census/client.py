@@ -421,8 +421,6 @@ class CensusClient:
         come back marked incomplete rather than as an error. ``grouped`` lists name the V2 group.
         """
         endpoint = self._template("/" + path)
-        if grouped:
-            self._require_group(endpoint)
         seen: dict[int | str, Any] = {}
         unkeyed: list[Any] = []
         for reread in range(MAX_LIST_REREADS + 1):
@@ -680,10 +678,11 @@ def _api_key(body: Mapping[str, Any]) -> tuple[str | None, str]:
     if not isinstance(key, str) or not key.strip():
         return None, "response has no 'api_key' text"
     key = key.strip()
-    RedactingFilter.register(key)
     if len(key) > LONGEST_API_KEY or not _PRINTABLE_ASCII.issuperset(key):
-        # Mirrors the token checks: an HTTP header could not carry it.
+        # Mirrors the token checks: an HTTP header could not carry it. Never quoted, so not registered:
+        # a server sending new junk on every call must not grow the redaction list without bound.
         return None, "'api_key' is not a usable key (too long, or not printable ASCII)"
+    RedactingFilter.register(key)
     return key, ""
 
 
