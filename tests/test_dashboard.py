@@ -17,7 +17,6 @@ import httpx
 import pytest
 import yaml
 
-from census_exporter.cli import build_parser
 from census_exporter.demo import DemoActivity, SimulatedOrganization, SimulatedWorkspace
 from census_exporter.demo.organization import base_url
 from census_exporter.workspaces import load_workspaces_file
@@ -337,11 +336,6 @@ def two_workspace_demo() -> Iterator[TwoWorkspaceDemo]:
         server.close()
 
 
-def multi_workspace_runtime() -> bool:
-    """Whether the CLI serves several workspaces from a workspaces file (--config.file)."""
-    return "--config.file" in build_parser().format_help()
-
-
 @pytest.fixture
 def two_workspace_exporter_url(two_workspace_demo: TwoWorkspaceDemo, tmp_path: Path) -> Iterator[str]:
     """The base URL of one census-exporter process serving both workspaces of ``two_workspace_demo`` from a
@@ -370,8 +364,6 @@ def two_workspace_exporter_url(two_workspace_demo: TwoWorkspaceDemo, tmp_path: P
     config_file = tmp_path / "workspaces.yaml"
     config_file.write_text(yaml.safe_dump({"workspaces": entries}))
     assert [w.name for w in load_workspaces_file(config_file).workspaces] == ["marketing", "sales"]
-    if not multi_workspace_runtime():
-        pytest.skip("multi-workspace runtime not merged yet")
     url = f"http://127.0.0.1:{free_port()}"
     log = tmp_path / "exporter.log"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CENSUS_", "WEB_", "LOG_"))}

@@ -7,10 +7,14 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
-from census_exporter.demo import reference_workspace
-from tests.conftest import HarnessFactory, require_tool
+from census_exporter.cli import parse_config
+from census_exporter.demo import SimulatedOrganization, reference_workspace
+from census_exporter.demo.organization import base_url
+from census_exporter.exporter import Exporter
+from tests.conftest import HarnessFactory, parse_scrape, require_tool, wait_for
 from tests.stack import REPO, promtool_check_expressions, run_tool
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -39,7 +43,33 @@ def test_every_promql_example_parses(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory) -> None:
+def discovery_metric_names(directory: Path) -> set[str]:
+    """The metric names an exporter with an ``auto: true`` entry exposes (discovery's own families)."""
+    organization = SimulatedOrganization(pat="secret-token:docs-pat")
+    organization.add_workspace("docs", group_id="docs_group")
+    server = organization.serve()
+    config_file = directory / "workspaces.yaml"
+    config_file.write_text(
+        f"workspaces:\n  - auto: true\n    api_version: v2\n    api_url: {base_url(server, 'v2')}\n"
+        "    token_env: PAT\n"
+    )
+    exporter = Exporter(
+        parse_config(
+            ["--config.file", str(config_file), "--web.listen-address", "127.0.0.1:0"],
+            {"PAT": organization.pat},
+        )
+    )
+    try:
+        exporter.start()
+        url = f"http://127.0.0.1:{exporter.port}"
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, what="discovery's first listing")
+        return {name for name, _ in parse_scrape(httpx.get(f"{url}/metrics").text).samples}
+    finally:
+        exporter.close()
+        server.close()
+
+
+def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_path: Path) -> None:
     # Every documented series present: finished runs (52), a scheduled one (53), one still running (54).
     workspace = reference_workspace()
     workspace.add_sync(53, label="Scheduled")
@@ -47,6 +77,7 @@ def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory) -> N
     workspace.add_sync(54, label="Running")
     workspace.add_run(54, "working")
     exposed = {name for name, _ in harness_factory(workspace).scrape().samples}
+    exposed |= discovery_metric_names(tmp_path)
     exposed |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in exposed}
     not_metrics = {"census_exporter"}  # the Python package
     for path in DOCS:
