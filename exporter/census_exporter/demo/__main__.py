@@ -30,6 +30,7 @@ from census_exporter.server import parse_listen_address
 
 log = logging.getLogger("census_exporter.demo")
 
+PROG = "python -m census_exporter.demo"
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:8080"
 EXIT_USAGE = 2
 # The host that means "every interface": not an address a client can use, so the logged URLs say loopback.
@@ -39,7 +40,7 @@ EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - compared against, never bound here
 def build_parser() -> argparse.ArgumentParser:
     """The command line of the simulator."""
     parser = argparse.ArgumentParser(
-        prog="python -m census_exporter.demo",
+        prog=PROG,
         description=(
             'A simulated Census organization with two workspaces: "marketing" (V1, workspace API key) and '
             '"sales" (V2, Fivetran group sales_group, organization personal access token). The base URLs and '
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         reason = (error.strerror or type(error).__name__).lower()
         print(
-            f"census-simulator: error: cannot listen on {_address(host, port)} (--listen-address): {reason}",
+            f"{PROG}: error: cannot listen on {_address(host, port)} (--listen-address): {reason}",
             file=sys.stderr,
         )
         return EXIT_USAGE
