@@ -13,9 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
+from census_exporter.config import Config
 from census_exporter.demo import DEMO_MARKETING_API_KEY, DEMO_ORGANIZATION_PAT, DEMO_SALES_GROUP_ID
-from tests.conftest import wait_for
+from census_exporter.exporter import Exporter
+from census_exporter.workspaces import load_workspaces_file
+from tests.conftest import parse_scrape, wait_for
+from tests.stack import REPO
 
 SIMULATOR = [sys.executable, "-m", "census_exporter.demo"]
 SYNCS = 12
@@ -148,6 +153,37 @@ def test_runs_keep_appearing_in_both_workspaces(simulator: Simulator) -> None:
         interval=1,
         what="a new run in sales",
     )
+
+
+@pytest.mark.parametrize("name", ["marketing", "sales"])
+def test_each_compose_workspace_is_exported_from_the_simulator(simulator: Simulator, name: str) -> None:
+    """What the compose stack does, one workspace at a time: its entry, its token, this simulator."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["census-exporter"]
+    entry = next(
+        w for w in load_workspaces_file(REPO / "deploy/compose/workspaces.yaml").workspaces if w.name == name
+    )
+    root = re.sub(r"/api/v\d$", "", simulator.url(name))
+    config = Config(
+        api_url=entry.api_url.replace("http://census-simulator:8080", root),
+        token=entry.token.token_source(compose["environment"]),
+        api_version=entry.api_version,
+        group_id=entry.group_id,
+        workspace=entry.name,
+        listen_host="127.0.0.1",
+        listen_port=0,
+        cache_ttl_seconds=0.0,
+    )
+    exporter = Exporter(config)
+    try:
+        exporter.start()
+        url = f"http://127.0.0.1:{exporter.port}"
+        wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, timeout=30, what="readiness")
+        scrape = parse_scrape(httpx.get(url + "/metrics", timeout=30).text)
+        assert scrape.value("census_up", workspace=name) == 1
+        assert scrape.value("census_syncs", workspace=name) == SYNCS
+        assert scrape.all("census_sync_last_run_status", workspace=name)
+    finally:
+        exporter.close()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
