@@ -84,16 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 def build_organization(seed: int, syncs: int) -> tuple[SimulatedOrganization, Callable[[], None]]:
     """The two-workspace organization and the callable that moves both workspaces' activity on."""
     organization = SimulatedOrganization(pat=DEMO_ORGANIZATION_PAT)
-    activities = []
-    # A different seed per workspace, so the two do not show the very same runs.
-    for offset, (name, group_id) in enumerate(
-        (("marketing", "marketing_group"), ("sales", DEMO_SALES_GROUP_ID))
-    ):
-        workspace = SimulatedWorkspace()
-        activities.append(DemoActivity(workspace, seed=seed + offset, syncs=syncs))
-        member = organization.add_workspace(name, group_id=group_id, workspace=workspace)
-        if name == "marketing":
-            member.api_key = DEMO_MARKETING_API_KEY
+    marketing, sales = SimulatedWorkspace(), SimulatedWorkspace()
+    # Another seed for sales, so the two workspaces do not show the very same runs.
+    activities = [
+        DemoActivity(marketing, seed=seed, syncs=syncs),
+        DemoActivity(sales, seed=seed + 1, syncs=syncs),
+    ]
+    member = organization.add_workspace("marketing", group_id="marketing_group", workspace=marketing)
+    member.api_key = DEMO_MARKETING_API_KEY
+    organization.add_workspace("sales", group_id=DEMO_SALES_GROUP_ID, workspace=sales)
 
     def advance() -> None:
         for activity in activities:
@@ -108,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging("info", "logfmt")
     host, port = args.listen_address
     organization, advance = build_organization(args.seed, args.syncs)
+    # Installed before the port opens, so a signal during start-up also ends the process cleanly.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         server = organization.serve(
             host=host, port=port, latency_seconds=args.latency, before_request=advance
@@ -119,9 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     _log_how_to_connect(server, host)
     stop.wait()
     log.info("shutting down")
