@@ -309,8 +309,8 @@ def _parents(key: str) -> list[str]:
 def test_compose_stack_is_valid(tmp_path: Path) -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"census-exporter", "prometheus", "alertmanager", "grafana"}
-    assert "--demo" in services["census-exporter"]["command"]
+    assert set(services) == {"census-simulator", "census-exporter", "prometheus", "alertmanager", "grafana"}
+    assert "--config.file=/etc/census-exporter/workspaces.yaml" in services["census-exporter"]["command"]
     # Grafana runs with anonymous admin access: nothing may be published beyond loopback.
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(port.startswith("127.0.0.1:") for port in published), published
@@ -330,3 +330,49 @@ def test_compose_stack_is_valid(tmp_path: Path) -> None:
         require_tool("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+COMPOSE_WORKSPACES = REPO / "deploy" / "compose" / "workspaces.yaml"
+
+
+def test_compose_runs_the_simulator_from_the_exporter_image_hardened_and_unpublished() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    simulator, exporter = services["census-simulator"], services["census-exporter"]
+    assert simulator["image"] == exporter["image"] and simulator["build"] == exporter["build"] == "."
+    assert simulator["entrypoint"] == [
+        "python",
+        "-m",
+        "census_exporter.demo",
+        "--listen-address",
+        "0.0.0.0:8080",
+    ]
+    assert "ports" not in simulator, "the simulator is for the other containers only"
+    assert "census-simulator" in exporter["depends_on"]
+    for service in (simulator, exporter):
+        assert service["read_only"] is True
+        assert service["cap_drop"] == ["ALL"]
+        assert service["security_opt"] == ["no-new-privileges:true"]
+    # The image's health check asks the exporter's port, where the simulator does not listen.
+    assert "8080" in " ".join(simulator["healthcheck"]["test"])
+
+
+def test_compose_workspaces_file_parses_and_matches_the_stack() -> None:
+    from census_exporter.demo import DEMO_MARKETING_API_KEY, DEMO_ORGANIZATION_PAT, DEMO_SALES_GROUP_ID
+    from census_exporter.workspaces import parse_workspaces_file
+
+    exporter = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["census-exporter"]
+    mounted = f"./{COMPOSE_WORKSPACES.relative_to(REPO)}:/etc/census-exporter/workspaces.yaml:ro"
+    assert mounted in exporter["volumes"]
+    parsed = parse_workspaces_file(COMPOSE_WORKSPACES.read_text(), str(COMPOSE_WORKSPACES))
+    assert parsed.discoveries == ()
+    workspaces = {workspace.name: workspace for workspace in parsed.workspaces}
+    assert set(workspaces) == {"marketing", "sales"}
+    marketing, sales = workspaces["marketing"], workspaces["sales"]
+    assert (marketing.api_version, marketing.api_url) == ("v1", "http://census-simulator:8080/api/v1")
+    assert (sales.api_version, sales.api_url) == ("v2", "http://census-simulator:8080/api/v2")
+    assert sales.group_id == DEMO_SALES_GROUP_ID
+    # Each workspace reads its token from a variable the exporter service sets to the simulator's token.
+    environment = exporter["environment"]
+    assert marketing.token.env is not None and sales.token.env is not None
+    assert environment[marketing.token.env] == DEMO_MARKETING_API_KEY
+    assert environment[sales.token.env] == DEMO_ORGANIZATION_PAT

@@ -13,8 +13,19 @@ DEMO_TOKEN = "secret-token:demo-workspace"  # noqa: S105 - the simulator's own, 
 DEMO_GROUP_ID = "demo_group"
 """The Fivetran group of the demo workspace when it is spoken to as V2."""
 
+# The stand-alone simulated organization (``python -m census_exporter.demo``, the docker-compose demo).
+DEMO_MARKETING_API_KEY = "secret-token:demo-marketing"
+"""The V1 workspace API key of the simulated organization's "marketing" workspace."""
+DEMO_ORGANIZATION_PAT = "secret-token:demo-organization-pat"
+"""The personal access token of the simulated organization; it reads the "sales" group over V2."""
+DEMO_SALES_GROUP_ID = "sales_group"
+"""The Fivetran group of the simulated organization's "sales" workspace."""
+
 __all__ = [
     "DEMO_GROUP_ID",
+    "DEMO_MARKETING_API_KEY",
+    "DEMO_ORGANIZATION_PAT",
+    "DEMO_SALES_GROUP_ID",
     "DEMO_TOKEN",
     "DemoActivity",
     "Fault",

@@ -55,7 +55,7 @@ class _QuietThreadingHTTPServer(ThreadingHTTPServer):
 
 
 class SimulatorServer:
-    """Serves a :class:`SimulatedWorkspace` over HTTP on 127.0.0.1."""
+    """Serves a :class:`SimulatedWorkspace` over HTTP on 127.0.0.1 (or ``host``: 0.0.0.0 in a container)."""
 
     def __init__(
         self,

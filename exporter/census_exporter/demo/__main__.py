@@ -1,0 +1,197 @@
+"""A stand-alone simulated Census organization: ``python -m census_exporter.demo``.
+
+Two workspaces whose runs keep starting, failing and finishing: "marketing", read over V1 with its workspace
+API key, and "sales", read over V2 as a Fivetran group with the organization's personal access token. The
+tokens are public constants of :mod:`census_exporter.demo`; the docker-compose demo points one exporter at
+both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from census_exporter.defaults import DEMO_SEED, DEMO_SYNCS
+from census_exporter.demo import (
+    DEMO_MARKETING_API_KEY,
+    DEMO_ORGANIZATION_PAT,
+    DEMO_SALES_GROUP_ID,
+    DemoActivity,
+    SimulatedOrganization,
+    SimulatedWorkspace,
+    SimulatorServer,
+)
+from census_exporter.logs import setup_logging
+from census_exporter.server import parse_listen_address
+
+log = logging.getLogger("census_exporter.demo")
+
+PROG = "python -m census_exporter.demo"
+DEFAULT_LISTEN_ADDRESS = "127.0.0.1:8080"
+EXIT_USAGE = 2
+# The host that means "every interface": not an address a client can use, so the logged URLs say loopback.
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - compared against, never bound here
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the simulator."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            'A simulated Census organization with two workspaces: "marketing" (V1, workspace API key) and '
+            '"sales" (V2, Fivetran group sales_group, organization personal access token). The base URLs and '
+            "the public demo tokens are logged at start. Stops on Ctrl-C or SIGTERM."
+        ),
+    )
+    parser.add_argument(
+        "--listen-address",
+        type=_listen_address,
+        default=parse_listen_address(DEFAULT_LISTEN_ADDRESS),
+        metavar="HOST:PORT",
+        help=(
+            f"where to serve (default {DEFAULT_LISTEN_ADDRESS}; port 0 picks a free one). Loopback unless "
+            "you say otherwise: 0.0.0.0:8080 serves every interface, as a container must."
+        ),
+    )
+    parser.add_argument(
+        "--seed",
+        type=_Number(int, 0, 2**32 - 1),
+        default=DEMO_SEED,
+        metavar="N",
+        help=f"seed of the simulated history: the same seed, the same syncs and runs (default {DEMO_SEED})",
+    )
+    parser.add_argument(
+        "--syncs",
+        type=_Number(int, 1, 20000),
+        default=DEMO_SYNCS,
+        metavar="N",
+        help=f"syncs in each workspace (default {DEMO_SYNCS})",
+    )
+    parser.add_argument(
+        "--latency",
+        type=_Number(float, 0, 60),
+        default=0.0,
+        metavar="SECONDS",
+        help="delay added to every answer, up to 60 (default 0)",
+    )
+    return parser
+
+
+def build_organization(seed: int, syncs: int) -> tuple[SimulatedOrganization, Callable[[], None]]:
+    """The two-workspace organization and the callable that moves both workspaces' activity on."""
+    organization = SimulatedOrganization(pat=DEMO_ORGANIZATION_PAT)
+    marketing, sales = SimulatedWorkspace(), SimulatedWorkspace()
+    # Another seed for sales, so the two workspaces do not show the very same runs.
+    activities = [
+        DemoActivity(marketing, seed=seed, syncs=syncs),
+        DemoActivity(sales, seed=seed + 1, syncs=syncs),
+    ]
+    member = organization.add_workspace("marketing", group_id="marketing_group", workspace=marketing)
+    member.api_key = DEMO_MARKETING_API_KEY
+    organization.add_workspace("sales", group_id=DEMO_SALES_GROUP_ID, workspace=sales)
+
+    def advance() -> None:
+        for activity in activities:
+            activity.advance()
+
+    return organization, advance
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the simulated organization until SIGINT or SIGTERM."""
+    args = build_parser().parse_args(argv)
+    setup_logging("info", "logfmt")
+    host, port = args.listen_address
+    organization, advance = build_organization(args.seed, args.syncs)
+    # Installed before the port opens, so a signal during start-up also ends the process cleanly.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server = organization.serve(
+            host=host, port=port, latency_seconds=args.latency, before_request=advance
+        )
+    except OSError as error:
+        reason = (error.strerror or type(error).__name__).lower()
+        print(
+            f"{PROG}: error: cannot listen on {_address(host, port)} (--listen-address): {reason}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    _log_how_to_connect(server, host)
+    stop.wait()
+    log.info("shutting down")
+    server.close()
+    return 0
+
+
+def _log_how_to_connect(server: SimulatorServer, host: str) -> None:
+    every_interface = host == EVERY_INTERFACE
+    root = f"http://{_address('127.0.0.1' if every_interface else host, server.port)}"
+    log.info(
+        "simulated Census organization listening on %s%s",
+        _address(host, server.port),
+        " (every interface: other machines and containers use this host's name in the URLs below)"
+        if every_interface
+        else "",
+    )
+    log.info(
+        "workspace marketing: api_version v1, api_url %s/api/v1, "
+        "workspace API key %s (DEMO_MARKETING_API_KEY)",
+        root,
+        DEMO_MARKETING_API_KEY,
+    )
+    log.info(
+        "workspace sales: api_version v2, api_url %s/api/v2, group_id %s, "
+        "personal access token %s (DEMO_ORGANIZATION_PAT)",
+        root,
+        DEMO_SALES_GROUP_ID,
+        DEMO_ORGANIZATION_PAT,
+    )
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    try:
+        host, port = parse_listen_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if not host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no host: say 127.0.0.1 for this machine only, 0.0.0.0 for every interface"
+        )
+    return host, port
+
+
+class _Number:
+    """An argparse type: a number of ``kind`` within ``low..high`` inclusive."""
+
+    def __init__(self, kind: type[int] | type[float], low: float, high: float) -> None:
+        self.kind = kind
+        self.low = low
+        self.high = high
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = self.kind(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number from {self._range()}, got {text!r}"
+            ) from None
+        if not self.low <= value <= self.high:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be from {self._range()}, got {text!r}")
+        return value
+
+    def _range(self) -> str:
+        return f"{self.low:g} to {self.high:g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
