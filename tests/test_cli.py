@@ -529,3 +529,15 @@ def test_an_empty_workspace_label_is_refused(capsys: pytest.CaptureFixture[str])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--census.workspace" in error and "must not be empty" in error
+
+
+def test_an_abbreviated_or_unknown_flag_is_refused_without_echoing_its_value(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["--census.token", "secret-token:abbreviated"], ["--census.tokne=secret-token:abbreviated"]):
+        with pytest.raises(SystemExit) as stopped:
+            parse_config(argv, TOKEN_ENV)
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert "unrecognized arguments: --census.tok" in error, error
+        assert "secret-token:abbreviated" not in error

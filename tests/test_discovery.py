@@ -189,7 +189,7 @@ def test_a_discovered_workspace_named_like_a_named_one_is_skipped(
     api_url: {base_url(server, "v1")}
     token_env: MARKETING_KEY
 """
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         watching = watch(
             auto_file(organization, "v2", named),
             {"CENSUS_PAT": PAT, "MARKETING_KEY": marketing.api_key},
@@ -200,3 +200,5 @@ def test_a_discovered_workspace_named_like_a_named_one_is_skipped(
         "census_api_requests_total", workspace="marketing", endpoint="/syncs", code="200"
     )
     assert sum("already watched" in r.getMessage() for r in caplog.records) == 1
+    # it counts what it watches: sales, not marketing (watched by the named entry)
+    assert watching.scrape().value("census_discovery_workspaces", discovery=base_url(server, "v2")) == 1

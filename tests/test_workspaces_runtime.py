@@ -368,3 +368,17 @@ def test_the_real_cli_runs_a_workspaces_file_and_names_the_v1_workspaces_to_move
     assert "workspace sales: Census API v2 at" in text
     assert f"workspaces from {path}" in text
     assert organization.pat not in text and marketing.api_key not in text
+
+
+def test_a_token_variable_the_file_does_not_use_is_named_as_unused(tmp_path: Path) -> None:
+    token_file = tmp_path / "pat"
+    token_file.write_text("secret-token:pat-value\n")
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(GOOD.format(token_file=token_file))
+    env = {"MARKETING_KEY": "k" * 12, "CENSUS_API_TOKEN": "secret-token:ignored"}
+    config = parse_config(["--config.file", str(path)], env)
+    assert config.notices and "CENSUS_API_TOKEN is set but not used" in config.notices[0]
+    assert "secret-token:ignored" not in config.notices[0]
+    uses_it = GOOD.replace("MARKETING_KEY", "CENSUS_API_TOKEN").format(token_file=token_file)
+    path.write_text(uses_it)
+    assert parse_config(["--config.file", str(path)], env).notices == ()

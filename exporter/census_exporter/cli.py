@@ -228,9 +228,9 @@ class _Parser(argparse.ArgumentParser):
         #: The flags given on the command line or through their environment variable (by dest).
         self.given: set[str] = set()
 
-    def error(self, message: str) -> NoReturn:
-        """Exit 2 with one line."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+    def error(self, message: str, see: str = "--help") -> NoReturn:
+        """Exit 2 with one line, ending with where to read more."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {see})\n")
 
     def add_argument(
         self,
@@ -281,7 +281,11 @@ class _Parser(argparse.ArgumentParser):
 
         An empty environment variable counts as unset, as in the Prometheus exporters' flag library.
         """
-        args = self.parse_args(argv)
+        args, unknown = self.parse_known_args(argv)
+        if unknown:
+            # Only the names: a value that was meant as a token must not be echoed.
+            names = sorted({arg.partition("=")[0] for arg in unknown if arg.startswith("-")})
+            self.error(f"unrecognized arguments: {' '.join(names) or '(values without a flag)'}")
         for setting in self.settings:
             given = getattr(args, setting.dest)
             if given is True:  # a store_true flag on the command line
@@ -299,13 +303,17 @@ class _Parser(argparse.ArgumentParser):
             try:
                 setattr(args, setting.dest, setting.convert(text))
             except ValueError as error:
-                self.error(f"{origin}: {error}")
+                self.error(
+                    f"{origin}: {error}", WORKSPACES_FILE_DOC if setting.dest == "config_file" else "--help"
+                )
         return args
 
 
 def build_parser() -> _Parser:
     """Every flag, with its environment variable, default and range."""
     parser = _Parser(
+        # No abbreviations: `--census.token secret` would be read as --census.token-file and echoed.
+        allow_abbrev=False,
         prog="census-exporter",
         description="Prometheus exporter for Census (Fivetran Activations) sync runs.",
     )
@@ -562,6 +570,9 @@ def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
     return token
 
 
+#: Where the keys of the workspaces file are documented (--help lists flags only).
+WORKSPACES_FILE_DOC = "docs/configuration.md, section Several workspaces"
+
 #: The flags that describe the one workspace watched without a workspaces file.
 SINGLE_WORKSPACE_FLAGS = ("api_url", "region", "token_file", "api_version", "group_id", "workspace")
 
@@ -625,13 +636,23 @@ def _from_workspaces_file(
         workspaces = tuple(_file_workspace(entry, parsed.path, environ) for entry in parsed.workspaces)
         discoveries = _file_discoveries(parsed, environ)
     except WorkspacesFileError as error:
-        parser.error(str(error))
+        parser.error(str(error), WORKSPACES_FILE_DOC)
+    notices: tuple[str, ...] = ()
+    named_variables = {entry.token.env for entry in parsed.workspaces} | {
+        entry.token.env for entry in parsed.discoveries
+    }
+    if environ.get(TOKEN_ENV, "").strip() and TOKEN_ENV not in named_variables:
+        notices = (
+            f"{TOKEN_ENV} is set but not used: with --config.file each entry names its token "
+            f"(token_file, or token_env: {TOKEN_ENV})",
+        )
     return Config(
         api_url="",
         token=TokenSource(value=""),
         config_file=parsed.path,
         workspaces=workspaces,
         discoveries=discoveries,
+        notices=notices,
         **common,
     )
 
@@ -748,6 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(argv)
     setup_logging(config.log_level, config.log_format)
     log_api_version_notice(config)
+    for notice in config.notices:
+        log.warning("%s", notice)
     simulator = None
     if config.demo:
         from dataclasses import replace  # noqa: PLC0415

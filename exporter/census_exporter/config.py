@@ -163,6 +163,8 @@ class Config:
     config_file: str | None = None
     workspaces: tuple[Workspace, ...] = ()
     discoveries: tuple[Discovery, ...] = ()
+    #: Warnings about the configuration to log once at start (a setting that is set but not used).
+    notices: tuple[str, ...] = ()
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""

@@ -85,7 +85,8 @@ class DiscoveryStatus:
     up: bool = False
     #: True once a listing has finished (successfully or not).
     attempted: bool = False
-    #: Workspaces it watches now; ``None`` until a listing succeeded (unknown, not zero).
+    #: Workspaces it watches now (not those watched under the same name by another entry); ``None`` until
+    #: a listing succeeded (unknown, not zero).
     workspaces: int | None = None
     last_error: str | None = None
     #: Unix time at which the last error-free listing finished.

@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from census_exporter.config import Workspace
 from census_exporter.refresh.refresher import Refresher
@@ -139,7 +139,8 @@ class Fleet:
                 member = self._watch(workspace)
                 current[workspace_name] = member
                 started.append(member)
-            self._discoveries[name] = status
+            # What it watches, not what it listed: a workspace named in the file is not counted twice.
+            self._discoveries[name] = replace(status, workspaces=len(current))
         for member in stopped:
             log.info(
                 "workspace %s is no longer visible to discovery %s; dropping its series",
@@ -148,7 +149,9 @@ class Fleet:
             )
             member.release()
         for member in started:
-            log.info("discovery %s found workspace %s; watching it", name, member.workspace.name)
+            found = member.workspace
+            group = f" (group_id {found.group_id})" if found.group_id else ""
+            log.info("discovery %s found workspace %s%s; watching it", name, found.name, group)
             member.refresher.trigger()
 
     def discovery_failed(self, status: DiscoveryStatus) -> None:
@@ -182,9 +185,9 @@ class Fleet:
         if (discovery, workspace_name) in self._logged_conflicts:
             return
         self._logged_conflicts.add((discovery, workspace_name))
-        log.warning(
-            "discovery %s found a workspace named %s, which is already watched; skipping it "
-            "(name the workspace in the file instead, or exclude it)",
+        log.info(
+            "discovery %s found a workspace named %s, which is already watched under that name; "
+            "the entry watching it already wins",
             discovery,
             workspace_name,
         )
