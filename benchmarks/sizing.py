@@ -82,8 +82,11 @@ def count_series(text: str) -> tuple[int, int]:
     return len(samples), sum(line.startswith("census_sync_") for line in samples)
 
 
-def measure(syncs: int, seed: int = SEED, timeout: float = 600.0) -> Measurement:
-    """Run the exporter against ``syncs`` simulated syncs and measure one exporter's cost.
+def measure(
+    syncs: int, seed: int = SEED, timeout: float = 600.0, flags: tuple[str, ...] = ()
+) -> Measurement:
+    """Run the exporter (with ``flags`` beside the defaults) against ``syncs`` simulated syncs and measure
+    one exporter's cost.
 
     The exporter runs with a 1 s TTL so that a steady-state refresh happens within the measurement; the
     requests per hour are computed for the default TTL. The TTL changes neither series nor bytes.
@@ -99,6 +102,7 @@ def measure(syncs: int, seed: int = SEED, timeout: float = 600.0) -> Measurement
             "--census.cache-ttl=1",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=error",
+            *flags,
         ],
         env=os.environ | {"CENSUS_API_TOKEN": DEMO_TOKEN},
         stdout=subprocess.DEVNULL,
