@@ -170,8 +170,8 @@ def overview_row() -> list[Any]:
         ).thresholds(thresholds((None, "red"), (0.9, "yellow"), (0.99, "green"))),
         stat_panel(
             "Records processed (24h)",
-            "Records processed by runs that finished in the last 24 hours (of the whole workspaces unless the "
-            "exporter runs with --census.record-totals=sync).",
+            "Records processed by runs that finished in the last 24 hours (of the whole workspaces unless "
+            "the exporter runs with --census.record-totals=sync).",
             record_total("records_processed", "increase", "24h"),
             "short",
             4,

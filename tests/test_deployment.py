@@ -199,7 +199,7 @@ def test_values_schema_ranges_are_the_cli_ranges() -> None:
 
 
 def test_values_schema_choices_are_the_cli_choices() -> None:
-    """Every flag the chart passes from a value that has a fixed set of choices admits exactly the schema's."""
+    """A flag the chart passes from a value, if it has a fixed set of choices, admits just the schema's."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     settings = {setting.flag: setting for setting in build_parser().settings}
     template = (CHART / "templates" / "deployment.yaml").read_text()

@@ -389,6 +389,18 @@ class _WorkspaceTotalFamilies:
             yield self.durations
 
 
+def _renders(snapshot: Snapshot, sync_id: int, counters: RunCounters) -> bool:
+    """Whether a sync's counters can join its workspace's totals; logged once when they cannot."""
+    try:
+        for spec in RECORD_COUNTERS:
+            _number(spec.read(counters) or 0)
+        _number(counters.duration_sum_seconds)
+    except RENDERING_ERRORS as error:
+        _log_unrenderable_once(snapshot.workspace, sync_id, error)
+        return False
+    return True
+
+
 def _workspace_name(sync_metric: str) -> str:
     return sync_metric.replace("census_sync_", "census_workspace_", 1)
 
@@ -444,7 +456,7 @@ class CensusCollector(Collector):
             self._workspace_totals.forget_except(snapshot.workspace for snapshot in view.snapshots)
             for snapshot in view.snapshots:
                 if snapshot.listed:
-                    totals.add(snapshot, self._workspace_totals.total(snapshot))
+                    totals.add(snapshot, self._workspace_totals.total(snapshot, partial(_renders, snapshot)))
             yield from totals.families()
 
     def _help(self, text: str) -> str:

@@ -9,7 +9,7 @@ its workspace's totals, and a sync whose ledger starts again from zero keeps wha
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from census_exporter.snapshot import Snapshot
@@ -74,13 +74,18 @@ class WorkspaceTotals:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
 
-    def total(self, snapshot: Snapshot) -> RunCounters:
-        """The workspace's totals as of ``snapshot``: never lower than any total returned before for it."""
+    def total(
+        self, snapshot: Snapshot, admit: Callable[[int, RunCounters], bool] = lambda _id, _counters: True
+    ) -> RunCounters:
+        """The workspace's totals as of ``snapshot``: never lower than any total returned before for it.
+
+        A sync whose counters ``admit`` refuses (a value that cannot be rendered) counts as gone.
+        """
         bucket_count = len(snapshot.duration_buckets)
         current = {
             sync_id: state.ledger.counters
             for sync_id, state in snapshot.syncs.items()
-            if state.ledger is not None
+            if state.ledger is not None and admit(sync_id, state.ledger.counters)
         }
         with self._lock:
             account = self._accounts.get(snapshot.workspace)
