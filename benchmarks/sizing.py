@@ -82,9 +82,7 @@ def count_series(text: str) -> tuple[int, int]:
     return len(samples), sum(line.startswith("census_sync_") for line in samples)
 
 
-def measure(
-    syncs: int, seed: int = SEED, timeout: float = 600.0, flags: tuple[str, ...] = ()
-) -> Measurement:
+def measure(syncs: int, seed: int = SEED, timeout: float = 600.0, flags: tuple[str, ...] = ()) -> Measurement:
     """Run the exporter (with ``flags`` beside the defaults) against ``syncs`` simulated syncs and measure
     one exporter's cost.
 

@@ -352,7 +352,7 @@ class _WorkspaceTotalFamilies:
     """Run totals summed per workspace (the default instead of per sync): one series set per workspace."""
 
     def __init__(self, help_text: Callable[[str], str], exposition: Exposition) -> None:
-        note = " Summed over the workspace's syncs, including syncs that have left it."
+        note = " All of the workspace's syncs, including syncs that have left it."
         self.record_specs = RECORD_COUNTERS if exposition.record_totals == "workspace" else ()
         self.records = [
             CounterMetricFamily(_workspace_name(spec.name), help_text(spec.help + note), labels=["workspace"])
