@@ -42,7 +42,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "`--census.duration-histogram=sync`": ("--census.duration-histogram=sync",),
     "`--census.record-totals=sync`": ("--census.record-totals=sync",),
     "`--census.run-details`": ("--census.run-details",),
-    "all three per sync (the exposition before 0.2)": (
+    "all three per sync": (
         "--census.duration-histogram=sync",
         "--census.record-totals=sync",
         "--census.run-details",

@@ -2,7 +2,9 @@
 
 Every ``census_`` metric except the two API self-metrics (see :mod:`census_exporter.instrumentation`) is
 built here, from the snapshot alone, fresh on every scrape: no series can outlive the sync it describes.
-``describe()`` returns nothing, so registering the collector makes no API call.
+The one exception are the per-workspace run totals, which also remember the counts of syncs that left
+(:mod:`census_exporter.totals`). ``describe()`` returns nothing, so registering the collector makes no API
+call. Which optional families exist is the :class:`~census_exporter.config.Exposition`'s choice.
 
 Each sync's samples are built (every value converted to float, every label checked) before any is added,
 so a sync holding a value that cannot be rendered loses its series for that scrape, is logged once, and
@@ -374,13 +376,14 @@ class _WorkspaceTotalFamilies:
         return bool(self.records) or self.durations is not None
 
     def add(self, snapshot: Snapshot, totals: RunCounters) -> None:
-        """One workspace's totals."""
-        workspace = [snapshot.workspace]
-        for spec, family in zip(self.record_specs, self.records, strict=True):
-            family.add_metric(workspace, _number(spec.read(totals) or 0))
-        if self.durations is not None:
-            buckets, total_seconds = _histogram(totals, snapshot.duration_buckets)
-            self.durations.add_metric(workspace, buckets, total_seconds)
+        """One workspace's totals, all or none; raises if one cannot render."""
+        workspace = _label_values([snapshot.workspace])
+        records = [_number(spec.read(totals) or 0) for spec in self.record_specs]
+        histogram = _histogram(totals, snapshot.duration_buckets) if self.durations is not None else None
+        for family, value in zip(self.records, records, strict=True):
+            family.add_metric(workspace, value)
+        if self.durations is not None and histogram is not None:
+            self.durations.add_metric(workspace, *histogram)
 
     def families(self) -> Iterator[Metric]:
         """The families, records first."""
@@ -455,8 +458,12 @@ class CensusCollector(Collector):
         if totals.wanted:
             self._workspace_totals.forget_except(snapshot.workspace for snapshot in view.snapshots)
             for snapshot in view.snapshots:
-                if snapshot.listed:
+                if not snapshot.listed:
+                    continue
+                try:
                     totals.add(snapshot, self._workspace_totals.total(snapshot, partial(_renders, snapshot)))
+                except RENDERING_ERRORS as error:  # only a sum of values each renderable on its own
+                    _log_unrenderable_once(snapshot.workspace, 0, error)
             yield from totals.families()
 
     def _help(self, text: str) -> str:
