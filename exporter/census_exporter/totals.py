@@ -4,6 +4,8 @@ A plain sum over the syncs in a snapshot would drop when a sync leaves the works
 longer admitted by the include/exclude filter): Prometheus reads any drop as a counter reset and
 ``rate()`` then adds the whole remaining total once more. So the counters of a sync that leaves stay in
 its workspace's totals, and a sync whose ledger starts again from zero keeps what it had contributed.
+This relies on what the refresher guarantees: a sync leaves a snapshot only once it is confirmed gone, and one
+that comes back starts a new ledger (a baseline that counts nothing), so no run is counted twice.
 """
 
 from __future__ import annotations
