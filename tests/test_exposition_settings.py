@@ -11,6 +11,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from census_exporter.census.models import Skipped, parse_sync, parse_sync_run
+from census_exporter.cli import parse_config
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import DemoActivity, SimulatedWorkspace, reference_workspace
@@ -193,3 +194,12 @@ def test_workspace_totals_never_go_down() -> None:
     assert totals.total(same).records_processed == totals.total(same).records_processed == 19
     totals.forget_except([])
     assert totals.total(replace(same, started_monotonic=4.0)).records_processed == 4
+
+
+def test_the_flags_and_variables_choose_the_exposition() -> None:
+    token = {"CENSUS_API_TOKEN": "secret-token:x"}
+    assert parse_config([], token).exposition == Exposition()
+    chosen = parse_config(
+        ["--census.duration-histogram=off", "--census.run-details"], token | {"CENSUS_RECORD_TOTALS": "sync"}
+    )
+    assert chosen.exposition == Exposition(duration_histogram="off", record_totals="sync", run_details=True)
