@@ -67,6 +67,18 @@ def per_sync(expr: str) -> str:
     return f"({expr}) * {SYNC_JOIN}"
 
 
+def record_total(name: str, function: str, window: str) -> str:
+    """``function`` (rate or increase) of a record total over ``window``, summed over the selected syncs.
+
+    With --census.record-totals=workspace (the default) the exporter sums records per workspace only: the
+    query then falls back to the workspace totals, which the sync variable cannot narrow.
+    """
+    return (
+        f"sum({per_sync(f'{function}(census_sync_{name}_total{{{WS}}}[{window}])')})\n"
+        f"  or sum({function}(census_workspace_{name}_total{{{WS}}}[{window}]))"
+    )
+
+
 def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False, as_table: bool = False) -> Any:
     target = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
     if legend:
@@ -158,15 +170,17 @@ def overview_row() -> list[Any]:
         ).thresholds(thresholds((None, "red"), (0.9, "yellow"), (0.99, "green"))),
         stat_panel(
             "Records processed (24h)",
-            "Records processed by runs that finished in the last 24 hours.",
-            f"sum({per_sync(f'increase(census_sync_records_processed_total{{{WS}}}[24h])')})",
+            "Records processed by runs that finished in the last 24 hours (of the whole workspaces unless "
+            "the exporter runs with --census.record-totals=sync).",
+            record_total("records_processed", "increase", "24h"),
             "short",
             4,
         ),
         stat_panel(
             "Records rejected (24h)",
-            "Records the destinations rejected in runs that finished in the last 24 hours.",
-            f"sum({per_sync(f'increase(census_sync_records_failed_total{{{WS}}}[24h])')})",
+            "Records the destinations rejected in runs that finished in the last 24 hours (of the whole "
+            "workspaces unless the exporter runs with --census.record-totals=sync).",
+            record_total("records_failed", "increase", "24h"),
             "short",
             4,
         ).thresholds(thresholds((None, "green"), (1, "orange"))),
@@ -329,7 +343,7 @@ def sync_table() -> table.Panel:
 
 def runs_row() -> list[Any]:
     records = [
-        (name, legend, f"sum({per_sync(f'rate(census_sync_{name}_total{{{WS}}}[$__rate_interval])')})")
+        (name, legend, record_total(name, "rate", "$__rate_interval"))
         for name, legend in (
             ("records_processed", "processed"),
             ("records_updated", "updated"),
@@ -337,7 +351,17 @@ def runs_row() -> list[Any]:
             ("records_invalid", "invalid"),
         )
     ]
-    buckets = f"sum by (le) ({per_sync(f'increase(census_sync_run_duration_seconds_bucket{{{WS}}}[1h])')})"
+    # The histogram is per sync, per workspace (the default, which the sync variable cannot narrow) or off;
+    # when off, the quantiles are those of each selected sync's newest run.
+    buckets = (
+        f"sum by (le) ({per_sync(f'increase(census_sync_run_duration_seconds_bucket{{{WS}}}[1h])')})\n"
+        f"  or sum by (le) (increase(census_workspace_run_duration_seconds_bucket{{{WS}}}[1h]))"
+    )
+    last_run_durations = per_sync(f"census_sync_last_run_duration_seconds{{{WS}}}")
+
+    def duration_quantile(q: float) -> str:
+        return f"histogram_quantile({q}, {buckets})\nor quantile({q}, {last_run_durations})"
+
     return [
         series_panel(
             "Runs by status",
@@ -362,17 +386,19 @@ def runs_row() -> list[Any]:
         .decimals(0),
         series_panel(
             "Records",
-            "Records per second processed, accepted (updated), rejected by the destination, and invalid.",
+            "Records per second processed, accepted (updated), rejected by the destination, and invalid; of "
+            "the whole workspaces unless the exporter runs with --census.record-totals=sync.",
             [query(expr, legend, ref=chr(ord("A") + i)) for i, (_, legend, expr) in enumerate(records)],
             "cps",
         ),
         series_panel(
             "Run duration",
-            "Median and 95th percentile duration of runs that finished in the past hour, and each sync's "
-            "newest run.",
+            "Median and 95th percentile duration of runs that finished in the past hour (of the whole "
+            "workspaces with --census.duration-histogram=workspace, the default; of each sync's newest run "
+            "with =off), and each sync's newest run.",
             [
-                query(f"histogram_quantile(0.5, {buckets})", "p50", ref="A"),
-                query(f"histogram_quantile(0.95, {buckets})", "p95", ref="B"),
+                query(duration_quantile(0.5), "p50", ref="A"),
+                query(duration_quantile(0.95), "p95", ref="B"),
                 query(
                     per_sync(f"census_sync_last_run_duration_seconds{{{WS}}}"),
                     f"last run: {LEGEND_SYNC}",

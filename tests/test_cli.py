@@ -279,6 +279,9 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--census.refresh-timeout": ("3601", [("3600", 3600.0)]),
     "--census.max-response-bytes": ("1k", [("16MiB", 16 * 1024 * 1024), ("65536", 65536), ("1GB", 10**9)]),
     "--census.duration-buckets": ("30,10", [("1,2.5", (1.0, 2.5))]),
+    "--census.duration-histogram": ("le", [("Sync", "sync"), ("off", "off"), ("workspace", "workspace")]),
+    "--census.record-totals": ("off", [("SYNC", "sync"), ("workspace", "workspace")]),
+    "--census.run-details": ("maybe", [("yes", True), ("off", False)]),
     "--web.listen-address": ("localhost", [("127.0.0.1:0", ("127.0.0.1", 0))]),
     "--web.telemetry-path": ("metrics", [("/m", "/m")]),
     "--web.config.file": ("/nonexistent/web-config.yml", []),
@@ -289,6 +292,8 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--demo.syncs": ("0", [("20000", 20000)]),
 }
 SETTINGS = build_parser().settings
+#: Flags that take no value on the command line.
+SWITCHES = ("--demo", "--census.run-details")
 
 
 def test_every_flag_with_a_variable_has_test_values() -> None:
@@ -305,7 +310,7 @@ def test_an_invalid_environment_value_stops_like_the_flag_naming_both(
     bad = VALUES[setting.flag][0]
     assert bad is not None
     sources = [([], {setting.env: bad})]
-    if setting.flag != "--demo":  # a switch on the command line takes no value
+    if setting.flag not in SWITCHES:  # a switch on the command line takes no value
         sources.append(([f"{setting.flag}={bad}"], {}))
     for argv, environ in sources:
         with pytest.raises(SystemExit) as stopped:
@@ -323,12 +328,12 @@ def test_the_environment_accepts_what_the_flag_accepts(setting: Any) -> None:
         from_env = build_parser().resolve([], {setting.env: text})
         from_flag = build_parser().resolve(_argv(setting.flag, text), {})
         assert getattr(from_env, setting.dest) == expected, text
-        if setting.flag != "--demo":  # a switch on the command line takes no value
+        if setting.flag not in SWITCHES:  # a switch on the command line takes no value
             assert getattr(from_flag, setting.dest) == expected, text
 
 
 def _argv(flag: str, value: str) -> list[str]:
-    return [flag] if flag == "--demo" else [f"{flag}={value}"]
+    return [flag] if flag in SWITCHES else [f"{flag}={value}"]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from census_exporter.config import Exposition
 from census_exporter.demo import DemoActivity, SimulatedOrganization, SimulatedWorkspace
 from census_exporter.demo.organization import base_url
 from census_exporter.workspaces import load_workspaces_file
@@ -215,11 +216,22 @@ def referenced_names(document: dict[str, Any]) -> tuple[set[str], set[str]]:
     return metrics, recorded
 
 
+#: Each --census.duration-histogram setting (and both --census.record-totals settings among them).
+EXPOSITIONS = {
+    "histogram per workspace (default)": Exposition(),
+    "histogram per sync, everything per sync": Exposition.everything(),
+    "histogram off": Exposition(duration_histogram="off"),
+}
+
+
 def test_every_metric_named_is_one_the_exporter_exposes(harness_factory: Callable[..., Harness]) -> None:
-    workspace = SimulatedWorkspace()
-    DemoActivity(workspace, seed=5, syncs=5)
-    workspace.add_run(1001, "failed", error_code="INVALID_CREDENTIALS", records=None)
-    exposed = {name for name, _ in harness_factory(workspace).scrape().samples}
+    """Under some setting: a query may read the per-sync or the per-workspace form of a total."""
+    exposed: set[str] = set()
+    for exposition in EXPOSITIONS.values():
+        workspace = SimulatedWorkspace()
+        DemoActivity(workspace, seed=5, syncs=5)
+        workspace.add_run(1001, "failed", error_code="INVALID_CREDENTIALS", records=None)
+        exposed |= {name for name, _ in harness_factory(workspace, exposition=exposition).scrape().samples}
     metrics, recorded = referenced_names(load())
     assert metrics, "no census_ metric found in the dashboard"
     assert metrics <= exposed, f"not exposed by the exporter: {sorted(metrics - exposed)}"
@@ -228,13 +240,14 @@ def test_every_metric_named_is_one_the_exporter_exposes(harness_factory: Callabl
     assert recorded <= defined, f"not recorded by prometheus/rules.yaml: {sorted(recorded - defined)}"
 
 
-@pytest.fixture
+@pytest.fixture(params=list(EXPOSITIONS.values()), ids=list(EXPOSITIONS))
 def prometheus_on_demo(
-    harness_factory: Callable[..., Harness], tmp_path: Path
+    harness_factory: Callable[..., Harness], tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Harness, Prometheus]]:
+    """One demo workspace under each exposition setting (the two-workspace test runs the default only)."""
     workspace = SimulatedWorkspace()
     DemoActivity(workspace, seed=5, syncs=8)
-    harness = harness_factory(workspace, start=True, cache_ttl=1.0)
+    harness = harness_factory(workspace, start=True, cache_ttl=1.0, exposition=request.param)
     prometheus = Prometheus(tmp_path, harness.exporter.port)
     try:
         yield harness, prometheus
@@ -479,14 +492,13 @@ def test_sync_table_sorts_failures_first(tmp_path: Path) -> None:
     for workspace, statuses in newest_status.items():
         common_labels = f'job="census-exporter",instance="e:10049",workspace="{workspace}"'
         for sync_id, newest in enumerate(statuses, start=1):
-            for status in SEVERITY:
-                input_series.append(
-                    {
-                        "series": f"census_sync_last_run_status{{{common_labels},"
-                        f'sync_id="{sync_id}",status="{status}"}}',
-                        "values": "1x5" if status == newest else "0x5",
-                    }
-                )
+            input_series.append(
+                {
+                    "series": f"census_sync_last_run_status{{{common_labels},"
+                    f'sync_id="{sync_id}",status="{newest}"}}',
+                    "values": "1x5",
+                }
+            )
             input_series.append(
                 {
                     "series": f"census_sync_info{{{common_labels},"

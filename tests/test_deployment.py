@@ -169,6 +169,9 @@ def test_values_schema_rejects_wrong_values() -> None:
         "serviceMonitor.interval=soon",
         "image.digest=latest",
         "census.concurrency=100000",
+        "census.durationHistogram=bucket",
+        "census.recordTotals=off",
+        "census.runDetails=maybe",
         "census.apiUrl=http://user:secret@census.example/api/v1",
     ):
         result = helm("template", "census", str(CHART), "--set", bad)
@@ -193,6 +196,37 @@ def test_values_schema_ranges_are_the_cli_ranges() -> None:
         assert (node.get("minimum"), node.get("maximum")) == (low, settings[flag].convert.high), path
         checked += 1
     assert checked >= 5
+
+
+def test_values_schema_choices_are_the_cli_choices() -> None:
+    """A flag the chart passes from a value, if it has a fixed set of choices, admits just the schema's."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    settings = {setting.flag: setting for setting in build_parser().settings}
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    checked = 0
+    for flag, path in re.findall(r"- (--[\w.-]+)=\{\{ \.Values\.([\w.]+) \}\}", template):
+        choices = getattr(settings[flag].convert, "values", None)
+        if choices is None:
+            continue
+        node = schema
+        for key in path.split("."):
+            node = node["properties"][key]
+        assert node["enum"] == list(choices), path
+        checked += 1
+    assert checked >= 3  # region, duration histogram, record totals
+
+
+def test_exposition_values_become_flags() -> None:
+    deployment = by_kind(render(), "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--census.duration-histogram=workspace" in args and "--census.record-totals=workspace" in args
+    assert "--census.run-details" not in args
+    chosen = ("census.durationHistogram=off", "census.recordTotals=sync", "census.runDetails=true")
+    deployment = by_kind(render(*(f"--set={value}" for value in chosen)), "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--census.duration-histogram=off", "--census.record-totals=sync", "--census.run-details"} <= set(
+        args
+    )
 
 
 def rule_groups(path: Path) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ import httpx
 import yaml
 
 from census_exporter.cli import parse_config
+from census_exporter.config import Exposition
 from census_exporter.demo import SimulatedOrganization, reference_workspace
 from census_exporter.demo.organization import base_url
 from census_exporter.exporter import Exporter
@@ -70,13 +71,16 @@ def discovery_metric_names(directory: Path) -> set[str]:
 
 
 def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_path: Path) -> None:
-    # Every documented series present: finished runs (52), a scheduled one (53), one still running (54).
-    workspace = reference_workspace()
-    workspace.add_sync(53, label="Scheduled")
-    workspace.add_run(53, "completed", scheduled=True)
-    workspace.add_sync(54, label="Running")
-    workspace.add_run(54, "working")
-    exposed = {name for name, _ in harness_factory(workspace).scrape().samples}
+    # Every documented series present: finished runs (52), a scheduled one (53), one still running (54);
+    # with the default exposition settings and with every optional series.
+    exposed: set[str] = set()
+    for exposition in (Exposition(), Exposition.everything()):
+        workspace = reference_workspace()
+        workspace.add_sync(53, label="Scheduled")
+        workspace.add_run(53, "completed", scheduled=True)
+        workspace.add_sync(54, label="Running")
+        workspace.add_run(54, "working")
+        exposed |= {name for name, _ in harness_factory(workspace, exposition=exposition).scrape().samples}
     exposed |= discovery_metric_names(tmp_path)
     exposed |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in exposed}
     not_metrics = {"census_exporter"}  # the Python package

@@ -42,7 +42,7 @@ def test_openmetrics_by_accept_header(harness_factory: HarnessFactory) -> None:
     assert response.text.endswith("# EOF\n")
     families = {family.name: family for family in parse_openmetrics(response.text)}
     assert families["census_sync_runs"].type == "counter"
-    assert families["census_sync_run_duration_seconds"].type == "histogram"
+    assert families["census_workspace_run_duration_seconds"].type == "histogram"
     assert families["census_up"].samples[0].value == 1
 
 
@@ -59,7 +59,8 @@ def test_classic_text_by_default_and_gzip_when_accepted(harness_factory: Harness
         text = decoder.decompress(wire) + decoder.flush()
         assert decoder.eof and decoder.unused_data == b""
         assert b"census_up{" in text and b"process_cpu_seconds_total" in text
-        assert parse_scrape(text.decode()).value("census_sync_last_run_id", sync_id="52") == 94
+        scrape = parse_scrape(text.decode())
+        assert scrape.value("census_sync_last_run_status", sync_id="52", status="completed") == 1
 
 
 def test_census_families_are_rendered_once_per_snapshot(

@@ -1,8 +1,9 @@
-"""The whole census_ exposition of the reference workspace, compared with a reviewed golden file.
+"""The whole census_ exposition of the reference workspace, compared with reviewed golden files.
 
 Any change to a metric name, type, label, HELP text or value shows up as a diff of
-``tests/golden/reference_workspace.txt``. After an intended change, regenerate it with
-``UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden_exposition.py`` and review the diff.
+``tests/golden/reference_workspace.txt`` (the default settings) or
+``tests/golden/reference_workspace_everything.txt`` (every optional series). After an intended change,
+regenerate them with ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden_exposition.py`` and review the diff.
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from census_exporter.config import Exposition
 from census_exporter.demo import reference_workspace
 from tests.conftest import Harness
 
-GOLDEN = Path(__file__).parent / "golden" / "reference_workspace.txt"
+GOLDEN = {
+    "default": (Path(__file__).parent / "golden" / "reference_workspace.txt", Exposition()),
+    "everything": (
+        Path(__file__).parent / "golden" / "reference_workspace_everything.txt",
+        Exposition.everything(),
+    ),
+}
 
 #: Families whose values depend on the clock or on request timing, not on the workspace.
 VOLATILE_FAMILIES = (
@@ -33,11 +43,13 @@ def _stable_census_lines(text: str) -> str:
     return "\n".join(kept) + "\n"
 
 
+@pytest.mark.parametrize("setting", list(GOLDEN))
 def test_reference_workspace_exposition_matches_the_golden_file(
-    harness_factory: Callable[..., Harness],
+    harness_factory: Callable[..., Harness], setting: str
 ) -> None:
+    golden, exposition = GOLDEN[setting]
     workspace = reference_workspace()
-    h = harness_factory(workspace)
+    h = harness_factory(workspace, exposition=exposition)
     # The documented example as first seen (nothing counted yet), then after one more run failed.
     baseline = _stable_census_lines(h.get("/metrics").text)
     workspace.add_run(
@@ -65,5 +77,5 @@ def test_reference_workspace_exposition_matches_the_golden_file(
     after = _stable_census_lines(h.get("/metrics").text)
     text = baseline + "# ---- after run 95 failed\n" + after
     if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.write_text(text)
-    assert text == GOLDEN.read_text()
+        golden.write_text(text)
+    assert text == golden.read_text()

@@ -205,6 +205,8 @@ def test_default_values_render_the_one_workspace_deployment_as_before() -> None:
         "--census.request-timeout=10",
         "--census.refresh-timeout=60",
         "--census.max-response-bytes=16777216",
+        "--census.duration-histogram=workspace",
+        "--census.record-totals=workspace",
         "--web.listen-address=:10049",
         "--log.level=info",
         "--log.format=logfmt",

@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from census_exporter import collector
 from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, Sync, SyncRun
 from census_exporter.collector import CensusCollector
+from census_exporter.config import Exposition
 from census_exporter.demo import reference_workspace
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, SyncLedger
@@ -91,7 +92,7 @@ def test_a_sync_whose_values_cannot_render_loses_only_its_own_series(
     monkeypatch.setattr(collector, "_logged_unrenderable", LRUCache(maxsize=16))
     registry = CollectorRegistry()
     snapshot = hostile_snapshot()
-    registry.register(CensusCollector(lambda: FleetView((snapshot,)), 60.0))
+    registry.register(CensusCollector(lambda: FleetView((snapshot,)), 60.0, Exposition.everything()))
     with caplog.at_level(logging.WARNING, logger="census_exporter.collector"):
         text = encode(registry).decode()
         encode(registry)  # every scrape renders again; the log says it once
@@ -107,13 +108,33 @@ def test_a_sync_whose_values_cannot_render_loses_only_its_own_series(
     assert all(r.exc_info is None for r in lines)
 
 
+@pytest.mark.parametrize("encode", [generate_latest, generate_openmetrics], ids=["text", "openmetrics"])
+def test_workspace_totals_leave_out_only_the_counts_that_cannot_render(
+    encode: Callable[[CollectorRegistry], bytes],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(collector, "_logged_unrenderable", LRUCache(maxsize=16))
+    registry = CollectorRegistry()
+    snapshot = hostile_snapshot()
+    registry.register(CensusCollector(lambda: FleetView((snapshot,)), 60.0))  # the default: per workspace
+    with caplog.at_level(logging.WARNING, logger="census_exporter.collector"):
+        text = encode(registry).decode()
+        encode(registry)
+    # Syncs 2 and 3 counted 10**400 records: the workspace totals are those of syncs 1 and 4.
+    assert 'census_workspace_records_processed_total{workspace="default"} 20.0' in text
+    assert 'census_sync_paused{sync_id="2",workspace="default"} 0.0' in text  # its own series render
+    lines = [r for r in caplog.records if "left out of the scrape" in r.getMessage()]
+    assert sorted(r.getMessage().split()[1] for r in lines) == ["2", "3", "4"]
+
+
 def test_hostile_api_values_never_fail_a_scrape_over_http(harness_factory: HarnessFactory) -> None:
     workspace = reference_workspace()
     huge = "L" * 1_000_000
     workspace.add_sync(60, label="lone \ud800 surrogate", destination_object="Obj\udc00ect")
     workspace.add_sync(61, label=huge, destination_object=huge)
     workspace.add_sync(62, label="huge counts")
-    h = harness_factory(workspace)
+    h = harness_factory(workspace, exposition=Exposition.everything())
     h.scrape()  # baseline
     workspace.add_run(
         62,
@@ -146,7 +167,7 @@ def test_hostile_api_values_never_fail_a_scrape_over_http(harness_factory: Harne
     info_61 = dict(next(iter(m.all("census_sync_info", sync_id="61"))))
     assert len(info_61["label"]) == NAME_LIMIT and info_61["label"].endswith("\u2026")
     statuses_61 = [dict(labels)["status"] for labels in m.all("census_sync_last_run_status", sync_id="61")]
-    assert len(statuses_61) == 6 and max(len(status) for status in statuses_61) == WORD_LIMIT
+    assert len(statuses_61) == 1 and len(statuses_61[0]) == WORD_LIMIT
     # The out-of-range counts are unknown (absent), the run itself is counted once.
     assert m.value("census_sync_last_run_records_processed", sync_id="62") is None
     assert m.value("census_sync_records_processed_total", sync_id="62") == 0

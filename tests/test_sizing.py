@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from benchmarks.sizing import committed_rows, count_series, measure
+from benchmarks.sizing import SETTINGS_SYNCS, committed_rows, count_series, measure
+
+#: Issue 9's bound for the default exposition, per sync (a sync with a few runs of two statuses).
+MAX_SERIES_PER_SYNC = 20
+MAX_BYTES_PER_SYNC = 1500
 
 
 def test_committed_sizing_table_matches_a_measurement_at_100_syncs() -> None:
@@ -24,3 +28,11 @@ def test_committed_sizing_table_matches_a_measurement_at_100_syncs() -> None:
 def test_series_count_ignores_comments_and_counts_sync_series() -> None:
     text = '# HELP census_up x\n# TYPE census_up gauge\ncensus_up 1\ncensus_sync_paused{sync_id="1"} 0\n'
     assert count_series(text) == (2, 1)
+
+
+def test_the_default_exposition_stays_within_20_series_and_1500_bytes_per_sync() -> None:
+    """A size bound, not a timing: the real exporter over HTTP against 200 simulated syncs, whole scrape
+    (process metrics and HELP lines included) divided by the syncs."""
+    measured = measure(SETTINGS_SYNCS)
+    assert measured.series_per_sync <= MAX_SERIES_PER_SYNC, measured
+    assert measured.bytes_per_sync <= MAX_BYTES_PER_SYNC, measured

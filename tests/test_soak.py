@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from census_exporter.config import Exposition
 from census_exporter.demo import Fault, SimulatedWorkspace, SimulatorServer
 from census_exporter.demo.churn import PENDING_STATUSES, ChurnDriver, ChurnSettings
 from census_exporter.snapshot import Snapshot
@@ -280,6 +281,7 @@ def test_counters_equal_the_ground_truth_through_churn_faults_and_stalls(
         cache_ttl=CACHE_TTL_SECONDS,
         request_timeout_seconds=REQUEST_TIMEOUT_SECONDS,
         refresh_timeout_seconds=REFRESH_TIMEOUT_SECONDS,
+        exposition=Exposition(record_totals="sync"),  # compared with the ground truth sync by sync
     )
     driver = ChurnDriver(
         workspace, harness.simulator, front_sync_ids=front, stable_sync_ids=stable, settings=settings

@@ -153,6 +153,8 @@ def test_one_workspaces_401_or_outage_leaves_the_others_data_and_counters_untouc
         env_for(organization, marketing),
         "--census.cache-ttl",
         "1",
+        "--census.record-totals=sync",
+        "--census.run-details",
     )
     wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
     before = running.scrape()

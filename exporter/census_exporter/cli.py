@@ -27,7 +27,7 @@ from census_exporter.census.client import (
     default_api_url,
     validate_base_url,
 )
-from census_exporter.config import Config, Discovery, TokenError, TokenSource, Workspace
+from census_exporter.config import Config, Discovery, Exposition, TokenError, TokenSource, Workspace
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.web_config import WebConfigError, load_web_config
@@ -444,7 +444,38 @@ def build_parser() -> _Parser:
         default=defaults.DURATION_BUCKETS,
         shown_default=",".join(f"{b:g}" for b in defaults.DURATION_BUCKETS),
         metavar="S,S,...",
-        help="Buckets of census_sync_run_duration_seconds, in seconds, strictly increasing.",
+        help="Buckets of the run duration histogram, in seconds, strictly increasing.",
+    )
+    add(
+        "--census.duration-histogram",
+        dest="duration_histogram",
+        env="CENSUS_DURATION_HISTOGRAM",
+        convert=_Choice(["workspace", "sync", "off"]),
+        default=defaults.DURATION_HISTOGRAM,
+        metavar="WHERE",
+        help="Run durations as a histogram: workspace (census_workspace_run_duration_seconds, one per "
+        "workspace), sync (census_sync_run_duration_seconds, 15 series per sync with the default buckets) "
+        "or off.",
+    )
+    add(
+        "--census.record-totals",
+        dest="record_totals",
+        env="CENSUS_RECORD_TOTALS",
+        convert=_Choice(["workspace", "sync"]),
+        default=defaults.RECORD_TOTALS,
+        metavar="WHERE",
+        help="Record counters summed over counted runs: workspace (census_workspace_records_*_total) or "
+        "sync (census_sync_records_*_total, 5 series per sync).",
+    )
+    add(
+        "--census.run-details",
+        dest="run_details",
+        env="CENSUS_RUN_DETAILS",
+        action="store_true",
+        default=defaults.RUN_DETAILS,
+        shown_default="false",
+        help="Also export the newest run's id, completed and scheduled times and the last failure time "
+        "(4 series per sync). The variable takes true/false, yes/no, on/off or 1/0.",
     )
     add(
         "--web.listen-address",
@@ -595,6 +626,11 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "log_level": args.log_level,
         "log_format": args.log_format,
         "duration_buckets": args.duration_buckets,
+        "exposition": Exposition(
+            duration_histogram=args.duration_histogram,
+            record_totals=args.record_totals,
+            run_details=args.run_details,
+        ),
         "demo": args.demo,
         "demo_seed": args.demo_seed,
         "demo_syncs": args.demo_syncs,

@@ -2,7 +2,9 @@
 
 Every ``census_`` metric except the two API self-metrics (see :mod:`census_exporter.instrumentation`) is
 built here, from the snapshot alone, fresh on every scrape: no series can outlive the sync it describes.
-``describe()`` returns nothing, so registering the collector makes no API call.
+The one exception are the per-workspace run totals, which also remember the counts of syncs that left
+(:mod:`census_exporter.totals`). ``describe()`` returns nothing, so registering the collector makes no API
+call. Which optional families exist is the :class:`~census_exporter.config.Exposition`'s choice.
 
 Each sync's samples are built (every value converted to float, every label checked) before any is added,
 so a sync holding a value that cannot be rendered loses its series for that scrape, is logged once, and
@@ -29,9 +31,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from census_exporter import __version__
-from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun, bounded_text, clean_text
+from census_exporter.census.models import SyncRun, bounded_text, clean_text
+from census_exporter.config import Exposition
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import RunCounters, SyncLedger
+from census_exporter.totals import WorkspaceTotals
 
 log = logging.getLogger(__name__)
 
@@ -49,26 +53,16 @@ class _Series(Generic[_Source]):
     read: Callable[[_Source], float | int | bool | None]
 
 
-def _flag(value: bool | None) -> int | None:
-    return None if value is None else int(value)
+def _flag_label(value: bool | None) -> str:
+    """A run's yes/no field as a label value: ``true``, ``false``, or empty when Census sent null."""
+    return "" if value is None else str(value).lower()
 
 
 LAST_RUN_GAUGES: tuple[_Series[SyncRun], ...] = (
-    _Series("census_sync_last_run_id", "Id of the newest run of the sync.", lambda r: r.id),
     _Series(
         "census_sync_last_run_created_timestamp_seconds",
         "Unix time at which the newest run was created (started or queued).",
         lambda r: r.created_at,
-    ),
-    _Series(
-        "census_sync_last_run_completed_timestamp_seconds",
-        "Unix time at which the newest run completed (completed_at; absent when null).",
-        lambda r: r.completed_at,
-    ),
-    _Series(
-        "census_sync_last_run_scheduled_timestamp_seconds",
-        "Unix time at which the newest run was scheduled to start (absent for unscheduled runs).",
-        lambda r: r.scheduled_execution_time,
     ),
     _Series(
         "census_sync_last_run_duration_seconds",
@@ -100,29 +94,34 @@ LAST_RUN_GAUGES: tuple[_Series[SyncRun], ...] = (
         "Records Census skipped as invalid in the newest run (records_invalid).",
         lambda r: r.records_invalid,
     ),
+)
+
+#: Only with ``--census.run-details``: nothing in the alerts, rules or dashboard reads them.
+LAST_RUN_DETAIL_GAUGES: tuple[_Series[SyncRun], ...] = (
+    _Series("census_sync_last_run_id", "Id of the newest run of the sync.", lambda r: r.id),
     _Series(
-        "census_sync_last_run_full_sync",
-        "1 if the newest run was a full sync, 0 if incremental.",
-        lambda r: _flag(r.full_sync),
+        "census_sync_last_run_completed_timestamp_seconds",
+        "Unix time at which the newest run completed (completed_at; absent when null).",
+        lambda r: r.completed_at,
     ),
     _Series(
-        "census_sync_last_run_canceled",
-        "1 if the newest run was canceled.",
-        lambda r: _flag(r.canceled),
+        "census_sync_last_run_scheduled_timestamp_seconds",
+        "Unix time at which the newest run was scheduled to start (absent for unscheduled runs).",
+        lambda r: r.scheduled_execution_time,
     ),
 )
 
-OUTCOME_TIME_GAUGES: tuple[_Series[SyncLedger], ...] = (
-    _Series(
-        "census_sync_last_success_timestamp_seconds",
-        "Unix time at which the newest successful (completed) run finished.",
-        lambda ledger: ledger.last_success_at,
-    ),
-    _Series(
-        "census_sync_last_failure_timestamp_seconds",
-        "Unix time at which the newest failed run finished.",
-        lambda ledger: ledger.last_failure_at,
-    ),
+LAST_SUCCESS_GAUGE: _Series[SyncLedger] = _Series(
+    "census_sync_last_success_timestamp_seconds",
+    "Unix time at which the newest successful (completed) run finished.",
+    lambda ledger: ledger.last_success_at,
+)
+
+#: Only with ``--census.run-details``.
+LAST_FAILURE_GAUGE: _Series[SyncLedger] = _Series(
+    "census_sync_last_failure_timestamp_seconds",
+    "Unix time at which the newest failed run finished.",
+    lambda ledger: ledger.last_failure_at,
 )
 
 OLDEST_UNFINISHED_GAUGE: _Series[SyncState] = _Series(
@@ -203,9 +202,11 @@ _Add = Callable[[], None]
 
 
 class _PerSyncFamilies:
-    """Every per-sync family, empty, in exposition order; :meth:`stage` prepares one sync's samples."""
+    """Every per-sync family ``exposition`` asks for, empty, in exposition order; :meth:`stage` prepares
+    one sync's samples."""
 
-    def __init__(self, help_text: Callable[[str], str]) -> None:
+    def __init__(self, help_text: Callable[[str], str], exposition: Exposition) -> None:
+        self.exposition = exposition
         self.info = GaugeMetricFamily(
             "census_sync_info",
             help_text("Descriptive attributes of a sync; always 1. Join on sync_id."),
@@ -224,30 +225,40 @@ class _PerSyncFamilies:
         )
         self.status = GaugeMetricFamily(
             "census_sync_last_run_status",
-            help_text("Status of the newest run, one series per status; exactly one is 1."),
+            help_text("Status of the newest run: one series per sync, labelled with the status; always 1."),
             labels=[*SYNC_LABELS, "status"],
         )
         self.run_info = GaugeMetricFamily(
             "census_sync_last_run_info",
-            help_text("Trigger (sync_trigger_reason.ui_tag) and error code of the newest run; 1."),
-            labels=[*SYNC_LABELS, "trigger", "error_code"],
+            help_text(
+                "Trigger (sync_trigger_reason.ui_tag), error code, full_sync and canceled of the newest "
+                "run; always 1."
+            ),
+            labels=[*SYNC_LABELS, "trigger", "error_code", "full_sync", "canceled"],
         )
-        self.last_run = [self._gauge(spec, help_text) for spec in LAST_RUN_GAUGES]
-        self.outcome_times = [self._gauge(spec, help_text) for spec in OUTCOME_TIME_GAUGES]
+        self.last_run_specs = LAST_RUN_GAUGES + (LAST_RUN_DETAIL_GAUGES if exposition.run_details else ())
+        self.last_run = [self._gauge(spec, help_text) for spec in self.last_run_specs]
+        self.outcome_specs = (LAST_SUCCESS_GAUGE, *((LAST_FAILURE_GAUGE,) if exposition.run_details else ()))
+        self.outcome_times = [self._gauge(spec, help_text) for spec in self.outcome_specs]
         self.oldest_unfinished = self._gauge(OLDEST_UNFINISHED_GAUGE, help_text)
         self.runs = CounterMetricFamily(
             "census_sync_runs_total",
             help_text("Runs that finished since the exporter started, by final status."),
             labels=[*SYNC_LABELS, "status"],
         )
+        self.record_specs = RECORD_COUNTERS if exposition.record_totals == "sync" else ()
         self.records = [
             CounterMetricFamily(spec.name, help_text(spec.help), labels=SYNC_LABELS)
-            for spec in RECORD_COUNTERS
+            for spec in self.record_specs
         ]
-        self.durations = HistogramMetricFamily(
-            "census_sync_run_duration_seconds",
-            help_text("Durations of runs counted since the exporter started."),
-            labels=SYNC_LABELS,
+        self.durations = (
+            HistogramMetricFamily(
+                "census_sync_run_duration_seconds",
+                help_text("Durations of runs counted since the exporter started."),
+                labels=SYNC_LABELS,
+            )
+            if exposition.duration_histogram == "sync"
+            else None
         )
 
     @staticmethod
@@ -265,7 +276,8 @@ class _PerSyncFamilies:
         yield self.oldest_unfinished
         yield self.runs
         yield from self.records
-        yield self.durations
+        if self.durations is not None:
+            yield self.durations
 
     def stage(self, snapshot: Snapshot, state: SyncState) -> list[_Add]:
         """One sync's samples, every value and label already checked; raises if one cannot render."""
@@ -293,29 +305,26 @@ class _PerSyncFamilies:
         return adds
 
     def _stage_last_run(self, ids: list[str], run: SyncRun) -> list[_Add]:
-        adds: list[_Add] = []
-        statuses = list(KNOWN_RUN_STATUSES)
-        if run.status not in statuses:
-            statuses.append(run.status)
-        for name in _label_values(statuses):
-            adds.append(partial(self.status.add_metric, [*ids, name], float(name == run.status)))
-        run_labels = _label_values([run.trigger or "", run.error_code or ""])
+        # One series per sync, not one per known status: an absent status series means "not this status".
+        status = _label_values([run.status])
+        adds: list[_Add] = [partial(self.status.add_metric, [*ids, *status], 1.0)]
+        run_labels = _label_values(
+            [run.trigger or "", run.error_code or "", _flag_label(run.full_sync), _flag_label(run.canceled)]
+        )
         adds.append(partial(self.run_info.add_metric, [*ids, *run_labels], 1.0))
-        adds += self._stage_series(ids, zip(LAST_RUN_GAUGES, self.last_run, strict=True), run)
+        adds += self._stage_series(ids, zip(self.last_run_specs, self.last_run, strict=True), run)
         return adds
 
     def _stage_ledger(self, ids: list[str], ledger: SyncLedger, bounds: Sequence[float]) -> list[_Add]:
-        adds = self._stage_series(ids, zip(OUTCOME_TIME_GAUGES, self.outcome_times, strict=True), ledger)
+        adds = self._stage_series(ids, zip(self.outcome_specs, self.outcome_times, strict=True), ledger)
         counters = ledger.counters
         for status, total in sorted(counters.runs_by_status.items()):
             status_label = _label_values([status])
             adds.append(partial(self.runs.add_metric, [*ids, *status_label], _number(total)))
-        adds += self._stage_series(ids, zip(RECORD_COUNTERS, self.records, strict=True), counters)
-        buckets = [
-            (name, _number(count))
-            for name, count in zip(_bucket_names(bounds), counters.cumulative_duration_counts(), strict=True)
-        ]
-        adds.append(partial(self.durations.add_metric, ids, buckets, _number(counters.duration_sum_seconds)))
+        adds += self._stage_series(ids, zip(self.record_specs, self.records, strict=True), counters)
+        if self.durations is not None:
+            buckets, total_seconds = _histogram(counters, bounds)
+            adds.append(partial(self.durations.add_metric, ids, buckets, total_seconds))
         return adds
 
     @staticmethod
@@ -332,6 +341,73 @@ class _PerSyncFamilies:
         return adds
 
 
+def _histogram(counters: RunCounters, bounds: Sequence[float]) -> tuple[list[tuple[str, float]], float]:
+    """``counters``' durations as HistogramMetricFamily takes them: cumulative buckets, then the sum."""
+    buckets = [
+        (name, _number(count))
+        for name, count in zip(_bucket_names(bounds), counters.cumulative_duration_counts(), strict=True)
+    ]
+    return buckets, _number(counters.duration_sum_seconds)
+
+
+class _WorkspaceTotalFamilies:
+    """Run totals summed per workspace (the default instead of per sync): one series set per workspace."""
+
+    def __init__(self, help_text: Callable[[str], str], exposition: Exposition) -> None:
+        note = " All of the workspace's syncs, including syncs that have left it."
+        self.record_specs = RECORD_COUNTERS if exposition.record_totals == "workspace" else ()
+        self.records = [
+            CounterMetricFamily(_workspace_name(spec.name), help_text(spec.help + note), labels=["workspace"])
+            for spec in self.record_specs
+        ]
+        self.durations = (
+            HistogramMetricFamily(
+                "census_workspace_run_duration_seconds",
+                help_text("Durations of runs counted since the exporter started." + note),
+                labels=["workspace"],
+            )
+            if exposition.duration_histogram == "workspace"
+            else None
+        )
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any family is rendered at all."""
+        return bool(self.records) or self.durations is not None
+
+    def add(self, snapshot: Snapshot, totals: RunCounters) -> None:
+        """One workspace's totals, all or none; raises if one cannot render."""
+        workspace = _label_values([snapshot.workspace])
+        records = [_number(spec.read(totals) or 0) for spec in self.record_specs]
+        histogram = _histogram(totals, snapshot.duration_buckets) if self.durations is not None else None
+        for family, value in zip(self.records, records, strict=True):
+            family.add_metric(workspace, value)
+        if self.durations is not None and histogram is not None:
+            self.durations.add_metric(workspace, *histogram)
+
+    def families(self) -> Iterator[Metric]:
+        """The families, records first."""
+        yield from self.records
+        if self.durations is not None:
+            yield self.durations
+
+
+def _renders(snapshot: Snapshot, sync_id: int, counters: RunCounters) -> bool:
+    """Whether a sync's counters can join its workspace's totals; logged once when they cannot."""
+    try:
+        for spec in RECORD_COUNTERS:
+            _number(spec.read(counters) or 0)
+        _number(counters.duration_sum_seconds)
+    except RENDERING_ERRORS as error:
+        _log_unrenderable_once(snapshot.workspace, sync_id, error)
+        return False
+    return True
+
+
+def _workspace_name(sync_metric: str) -> str:
+    return sync_metric.replace("census_sync_", "census_workspace_", 1)
+
+
 def _bucket_names(bounds: Sequence[float]) -> list[str]:
     return [*(f"{bound:g}" for bound in bounds), "+Inf"]
 
@@ -339,9 +415,16 @@ def _bucket_names(bounds: Sequence[float]) -> list[str]:
 class CensusCollector(Collector):
     """Renders whatever view ``current`` returns; it never calls the API itself."""
 
-    def __init__(self, current: Callable[[], FleetView], cache_ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        current: Callable[[], FleetView],
+        cache_ttl_seconds: float,
+        exposition: Exposition | None = None,
+    ) -> None:
         self._current = current
         self._cached_note = f" Cached: up to {cache_ttl_seconds:g}s old."
+        self._exposition = exposition or Exposition()
+        self._workspace_totals = WorkspaceTotals()
 
     def describe(self) -> Iterable[Metric]:
         """Nothing: the families depend on the API, which must not be called at registration."""
@@ -352,12 +435,15 @@ class CensusCollector(Collector):
         return self.families(self._current())
 
     def families(self, view: FleetView) -> Iterator[Metric]:
-        """Every family for ``view``: a pure function of it, so its rendering can be reused."""
+        """Every family for ``view``: the same for the same view, so its rendering can be reused.
+
+        Only the workspace totals remember earlier views, to keep counting the runs of syncs that left.
+        """
         yield _build_info()
         yield from self._workspace_families(view.snapshots)
         if view.discoveries:
             yield from _discovery_families(view)
-        per_sync = _PerSyncFamilies(self._help)
+        per_sync = _PerSyncFamilies(self._help, self._exposition)
         for snapshot in view.snapshots:
             for state in snapshot.syncs.values():
                 try:
@@ -368,6 +454,17 @@ class CensusCollector(Collector):
                 for add in adds:
                     add()
         yield from per_sync.families()
+        totals = _WorkspaceTotalFamilies(self._help, self._exposition)
+        if totals.wanted:
+            self._workspace_totals.forget_except(snapshot.workspace for snapshot in view.snapshots)
+            for snapshot in view.snapshots:
+                if not snapshot.listed:
+                    continue
+                try:
+                    totals.add(snapshot, self._workspace_totals.total(snapshot, partial(_renders, snapshot)))
+                except RENDERING_ERRORS as error:  # only a sum of values each renderable on its own
+                    _log_unrenderable_once(snapshot.workspace, 0, error)
+            yield from totals.families()
 
     def _help(self, text: str) -> str:
         return text + self._cached_note

@@ -101,6 +101,26 @@ class SyncFilter:
 
 
 ApiVersion = Literal["v1", "v2"]
+#: Where run totals are kept: one series set per workspace, per sync, or (durations only) none.
+Aggregation = Literal["workspace", "sync", "off"]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """Which optional per-sync series a scrape carries; docs/metrics.md states each choice's cost per sync."""
+
+    #: ``workspace``: census_workspace_run_duration_seconds; ``sync``: census_sync_run_duration_seconds;
+    #: ``off``: neither.
+    duration_histogram: Aggregation = defaults.DURATION_HISTOGRAM
+    #: ``workspace``: census_workspace_records_*_total; ``sync``: census_sync_records_*_total.
+    record_totals: Literal["workspace", "sync"] = defaults.RECORD_TOTALS
+    #: The newest run's id, completed and scheduled times, and the last failure time, per sync.
+    run_details: bool = defaults.RUN_DETAILS
+
+    @classmethod
+    def everything(cls) -> Exposition:
+        """Every series per sync: the exposition before the defaults were made smaller."""
+        return cls(duration_histogram="sync", record_totals="sync", run_details=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +171,7 @@ class Config:
     log_level: str = defaults.LOG_LEVEL
     log_format: str = defaults.LOG_FORMAT
     duration_buckets: tuple[float, ...] = field(default=defaults.DURATION_BUCKETS)
+    exposition: Exposition = field(default_factory=Exposition)
     demo: bool = False
     demo_seed: int = defaults.DEMO_SEED
     demo_syncs: int = defaults.DEMO_SYNCS

@@ -12,6 +12,12 @@ REFRESH_TIMEOUT_SECONDS = 60.0
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: Buckets of census_sync_run_duration_seconds: 10 s to 6 h, as Census runs take.
 DURATION_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 21600.0)
+#: Run durations as one histogram per workspace: per sync they would be 15 of a sync's ~30 series.
+DURATION_HISTOGRAM: Final = "workspace"
+#: Record totals per workspace: nothing per sync reads them (alerts use the newest run's counts).
+RECORD_TOTALS: Final = "workspace"
+#: The newest run's id, completed and scheduled times and the last failure time: nothing reads them.
+RUN_DETAILS = False
 API_VERSION: Final = "v1"
 WORKSPACE = "default"
 LISTEN_ADDRESS = ":10049"

@@ -58,7 +58,7 @@ class Exporter:
             for discovery in config.discoveries
         ]
         # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
-        self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds)
+        self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds, config.exposition)
         self.app = ExporterApp(
             self.fleet,
             self.collector,
