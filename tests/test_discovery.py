@@ -202,3 +202,30 @@ def test_a_discovered_workspace_named_like_a_named_one_is_skipped(
     assert sum("already watched" in r.getMessage() for r in caplog.records) == 1
     # it counts what it watches: sales, not marketing (watched by the named entry)
     assert watching.scrape().value("census_discovery_workspaces", discovery=base_url(server, "v2")) == 1
+
+
+def test_one_stalled_key_read_does_not_keep_the_other_workspaces_out(
+    organization: SimulatedOrganization, watch: StartWatching
+) -> None:
+    for number in range(12):
+        organization.add_workspace(f"team-{number:02d}", workspace=workspace_with_sync(f"sync of {number}"))
+    server = organization.serve()
+    stalled = organization.members[0].workspace_id
+    # The first workspace's key read stalls for longer than the exporter waits for a request.
+    server.inject(Fault(rf"/workspaces/{stalled}/api_key$", status=200, delay_seconds=60, times=-1))
+    watching = watch(auto_file(organization, "v1"), {"CENSUS_PAT": PAT})
+    expected = {member.name for member in organization.members[1:]}
+    wait_for(lambda: set(watching.workspaces_up()) == expected, timeout=20, what="every other workspace")
+    assert watching.scrape().value("census_discovery_up", discovery=base_url(server, "v1")) == 0
+
+
+def test_generated_names_never_collide() -> None:
+    from census_exporter.config import TokenSource, Workspace
+    from census_exporter.refresh.discovery import _unique_names
+
+    def named(name: str) -> Workspace:
+        return Workspace(name, "https://app.getcensus.com/api/v1", TokenSource(value="secret-token:x"))
+
+    unique = _unique_names({"1": named("a (3)"), "2": named("a"), "3": named("a")})
+    names = [workspace.name for workspace in unique.values()]
+    assert len(set(names)) == 3, names

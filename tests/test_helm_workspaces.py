@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import re
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
 
+from census_exporter.patterns import SyncPattern
 from census_exporter.workspaces import (
     AutoDiscovery,
     SyncFilter,
@@ -70,8 +70,8 @@ def expected_api_url(entry: dict[str, Any]) -> str:
 
 def expected_filter(entry: dict[str, Any]) -> SyncFilter:
     return SyncFilter(
-        include=tuple(re.compile(p) for p in entry.get("include", [])),
-        exclude=tuple(re.compile(p) for p in entry.get("exclude", [])),
+        include=tuple(SyncPattern(p) for p in entry.get("include", [])),
+        exclude=tuple(SyncPattern(p) for p in entry.get("exclude", [])),
     )
 
 

@@ -295,3 +295,18 @@ def test_a_scrape_keeps_the_time_its_rendering_takes_out_of_its_wait(
     monkeypatch.setattr(h.exporter.fleet, "view_within", lambda b: budgets.append(b) or real(b))
     h.get("/metrics", **{"X-Prometheus-Scrape-Timeout-Seconds": "10"})
     assert budgets and budgets[0] <= scrape_budget("10") - render_seconds + 1e-3
+
+
+def test_the_redaction_list_keeps_the_newest_secrets_within_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from census_exporter.logs import MAX_REDACTED_SECRETS, RedactingFilter
+
+    # The list is process-wide: the secrets other tests registered come back afterwards.
+    monkeypatch.setattr(RedactingFilter, "_secrets", dict(RedactingFilter._secrets))
+    for number in range(MAX_REDACTED_SECRETS + 50):
+        RedactingFilter.register(f"secret-token:rotated-{number:06d}")
+    secrets = RedactingFilter._secrets
+    assert len(secrets) <= MAX_REDACTED_SECRETS
+    assert f"secret-token:rotated-{MAX_REDACTED_SECRETS + 49:06d}" in secrets
+    assert "secret-token:rotated-000000" not in secrets

@@ -220,7 +220,7 @@ AUTO = "workspaces:\n  - auto: true\n    api_version: v1\n    token_env: T\n"
         # names are the `workspace` label: unique
         (
             BASE + "  - name: marketing\n    api_version: v1\n    token_env: T\n",
-            f"{FILE}:5: workspace 'marketing': field `name` is used twice (first at line 2)",
+            f"{FILE}:5: workspace 'marketing': field `name` is used twice (first at line 2",
         ),
         # discovery entries
         (
@@ -300,3 +300,28 @@ def test_a_token_location_becomes_the_config_layers_token_source(tmp_path: Path)
     assert from_env() == "secret-token:from-env"
     assert TokenLocation(env="UNSET").token_source({})() == ""
     assert TokenLocation(env="CENSUS_PAT").describe() == "environment variable CENSUS_PAT"
+
+
+def test_names_equal_up_to_case_or_unicode_form_are_one_name() -> None:
+    for first, second in (("café", "cafe\u0301"), ("Prod", "prod")):
+        text = f"{BASE}  - name: {second}\n    api_version: v1\n    token_env: T\n".replace(
+            "marketing", first
+        )
+        with pytest.raises(WorkspacesFileError, match=r"is used twice .*up to case and Unicode form"):
+            parse_workspaces_file(text, FILE)
+
+
+def test_an_error_about_a_huge_name_stays_one_short_line() -> None:
+    text = f"workspaces:\n  - name: {'x' * 100_000}\n    api_version: v3\n    token_env: T\n"
+    with pytest.raises(WorkspacesFileError) as caught:
+        parse_workspaces_file(text, FILE)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_pattern_matches_the_label_or_the_whole_id() -> None:
+    text = BASE + '    exclude: ["^42$", "test"]\n'
+    syncs = parse_workspaces_file(text, FILE).workspaces[0].syncs
+    assert not syncs.admits("Contacts", 42)
+    assert syncs.admits("Contacts", 420)
+    assert not syncs.admits("Contacts test", 7)
+    assert syncs.admits("Contacts", 7)

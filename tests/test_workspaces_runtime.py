@@ -384,3 +384,64 @@ def test_a_token_variable_the_file_does_not_use_is_named_as_unused(tmp_path: Pat
     uses_it = GOOD.replace("MARKETING_KEY", "CENSUS_API_TOKEN").format(token_file=token_file)
     path.write_text(uses_it)
     assert parse_config(["--config.file", str(path)], env).notices == ()
+
+
+def test_a_catastrophic_include_regex_cannot_freeze_the_exporter_on_a_hostile_label(
+    organization: SimulatedOrganization, start_exporter: StartExporter
+) -> None:
+    # With a backtracking engine, "(a+)+$" against 40 a's and a "!" takes hours and holds the GIL.
+    hostile = organization.add_workspace("bad", workspace=workspace_with({1: "a" * 120 + "!", 2: "aaa"}))
+    good = organization.add_workspace("good", workspace=workspace_with({1: "fine"}))
+    server = organization.serve()
+    text = f"""\
+workspaces:
+  - name: bad
+    api_version: v1
+    api_url: {base_url(server, "v1")}
+    token_env: BAD
+    include: ["(a+)+$"]
+  - name: good
+    api_version: v1
+    api_url: {base_url(server, "v1")}
+    token_env: GOOD
+"""
+    running = start_exporter(text, {"BAD": hostile.api_key, "GOOD": good.api_key})
+    wait_for(lambda: running.get("/readyz").status_code == 200, timeout=10, what="both first refreshes")
+    scrape = running.scrape()
+    assert {dict(labels)["sync_id"] for labels in scrape.all("census_sync_info", workspace="bad")} == {"2"}
+    assert scrape.value("census_up", workspace="good") == 1
+
+
+def test_a_regex_re2_cannot_run_is_refused_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(GOOD.format(token_file="/x") + '    include: ["(a)\\\\1"]\n')
+    with pytest.raises(SystemExit):
+        parse_config(["--config.file", str(path)], {"MARKETING_KEY": "k" * 12})
+    error = capsys.readouterr().err
+    assert "field `include` has an invalid regex" in error and "RE2 syntax" in error, error
+    assert error.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (os.mkfifo, "not a regular file"),
+        (lambda path: path.write_bytes(b"x" * (64 * 1024 + 1)), "larger than 64 KiB"),
+        (lambda path: path.symlink_to("/dev/zero"), "not a regular file"),
+    ],
+)
+def test_a_hostile_token_file_is_refused_at_once_without_reading_it_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], object], expected: str
+) -> None:
+    token_file = tmp_path / "pat"
+    make(token_file)
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(GOOD.format(token_file=token_file))
+    started = time.monotonic()
+    with pytest.raises(SystemExit):
+        parse_config(["--config.file", str(path)], {"MARKETING_KEY": "k" * 12})
+    assert time.monotonic() - started < 5  # a FIFO with no writer must not block the start
+    error = capsys.readouterr().err
+    assert "field `token_file`" in error and expected in error, error

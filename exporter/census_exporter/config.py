@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import re
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
 from census_exporter import defaults
 from census_exporter.logs import RedactingFilter
+from census_exporter.patterns import SyncPattern
+
+#: A token file larger than this is refused: a token is a few dozen bytes, /dev/zero is endless.
+MAX_TOKEN_FILE_BYTES = 64 * 1024
+
+
+class FileTooLargeError(Exception):
+    """A file meant to be small (a token, a config file) is larger than its limit."""
+
+
+def read_small_file(path: str, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes.
+
+    A FIFO, a device or a directory is refused (OSError) without blocking on it; FileTooLargeError beyond
+    ``limit``, so neither ``/dev/zero`` nor a 1 GB file can exhaust memory.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(descriptor, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise FileTooLargeError(path)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
 
 
 class TokenError(Exception):
@@ -60,10 +94,14 @@ class TokenSource:
             stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
             if stamp != self._file_stamp or self._value is None:
                 try:
-                    with open(self._path, encoding="utf-8") as handle:
-                        token = _clean(handle.read())
+                    token = _clean(read_small_file(self._path, MAX_TOKEN_FILE_BYTES).decode("utf-8"))
                 except OSError as error:
                     raise TokenError(_unreadable(self._path, error)) from None
+                except FileTooLargeError:
+                    limit = MAX_TOKEN_FILE_BYTES // 1024
+                    raise TokenError(
+                        f"cannot read token file {self._path}: larger than {limit} KiB"
+                    ) from None
                 except UnicodeDecodeError:
                     raise TokenError(f"cannot read token file {self._path}: not UTF-8 text") from None
                 self._file_stamp = stamp
@@ -88,16 +126,25 @@ def _clean(token: str) -> str:
 
 @dataclass(frozen=True)
 class SyncFilter:
-    """Regexes on the sync label: a sync is watched if it matches some ``include`` and no ``exclude``."""
+    """Which syncs are watched: those some ``include`` pattern matches (all without one) and no ``exclude``.
 
-    include: tuple[re.Pattern[str], ...] = ()
-    exclude: tuple[re.Pattern[str], ...] = ()
+    A pattern matches a sync when it is found in its label or matches its whole id, so ``^prod `` selects
+    by label and ``^1042$`` (or ``1042``) by id.
+    """
 
-    def admits(self, sync_label: str) -> bool:
-        """Whether a sync with this label is watched (no ``include`` means every sync)."""
-        if self.include and not any(pattern.search(sync_label) for pattern in self.include):
+    include: tuple[SyncPattern, ...] = ()
+    exclude: tuple[SyncPattern, ...] = ()
+
+    def admits(self, sync_label: str, sync_id: int | None = None) -> bool:
+        """Whether the sync with this label (and id) is watched."""
+        identity = "" if sync_id is None else str(sync_id)
+
+        def matches(pattern: SyncPattern) -> bool:
+            return pattern.search(sync_label) or (bool(identity) and pattern.fullmatch(identity))
+
+        if self.include and not any(matches(pattern) for pattern in self.include):
             return False
-        return not any(pattern.search(sync_label) for pattern in self.exclude)
+        return not any(matches(pattern) for pattern in self.exclude)
 
 
 ApiVersion = Literal["v1", "v2"]

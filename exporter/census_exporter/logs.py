@@ -23,6 +23,8 @@ LEVELS = {
 #: Other spellings users bring from other tools.
 LEVEL_ALIASES = {"warning": "warn"}
 REDACTED = "[REDACTED]"
+#: Secrets the redacting filter remembers (tokens, discovered workspace keys), newest kept.
+MAX_REDACTED_SECRETS = 256
 
 #: The workspace whose refresh is logging, if any: every line it logs carries ``workspace=<name>``.
 #: Set for a refresh's threads (the worker pool carries it into each task), so no message repeats it.
@@ -51,15 +53,26 @@ def parse_level(text: str) -> str:
 class RedactingFilter(logging.Filter):
     """Replaces every registered secret in a record's rendered message."""
 
-    _secrets: ClassVar[set[str]] = set()
+    #: Insertion-ordered (a dict), so the oldest can go first when a rotating source keeps adding new ones.
+    _secrets: ClassVar[dict[str, None]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def register(cls, secret: str) -> None:
-        """Redact ``secret`` from now on (short strings would redact too much and are ignored)."""
-        if len(secret) >= 8:
-            with cls._lock:
-                cls._secrets.add(secret)
+        """Redact ``secret`` from now on (short strings would redact too much and are ignored).
+
+        At most :data:`MAX_REDACTED_SECRETS` are kept: an API handing out a new key on every read cannot grow
+        the list (and the work per log line) for ever; the oldest, long replaced, go first.
+        """
+        if len(secret) < 8:
+            return
+        with cls._lock:
+            secrets = dict(cls._secrets)
+            secrets.pop(secret, None)
+            secrets[secret] = None
+            while len(secrets) > MAX_REDACTED_SECRETS:
+                del secrets[next(iter(secrets))]
+            cls._secrets = secrets  # replaced whole: filter() iterates a snapshot without the lock
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Render the message, scrub it, and freeze the result into the record."""

@@ -10,6 +10,7 @@ The keys are an interface that users and the Helm chart rely on: new keys may be
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any, cast
 import yaml
 
 from census_exporter.census.client import validate_base_url
-from census_exporter.config import ApiVersion, SyncFilter, TokenSource
+from census_exporter.config import ApiVersion, FileTooLargeError, SyncFilter, TokenSource, read_small_file
+from census_exporter.patterns import SyncPattern
 
 API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
 
@@ -38,6 +40,8 @@ _AUTO_KEYS = _COMMON_KEYS | {"auto", "relist_interval_seconds"}
 #: How often discovery lists the workspaces again by default, and the range allowed.
 DEFAULT_RELIST_INTERVAL_SECONDS = 300.0
 RELIST_INTERVAL_RANGE = (1.0, 86400.0)
+#: A workspaces file larger than this is refused (a thousand workspaces take about 200 KiB).
+MAX_FILE_BYTES = 1024 * 1024
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VERSIONED_PATH = re.compile(r"/api/(v\d+)/?$")
 
@@ -110,10 +114,15 @@ def default_api_url(api_version: ApiVersion, region: str = DEFAULT_REGION) -> st
 def load_workspaces_file(path: str | Path) -> WorkspacesFile:
     """Read and validate a workspaces file; WorkspacesFileError (one line) if it is unusable."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = read_small_file(str(path), MAX_FILE_BYTES)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else type(error).__name__
         raise WorkspacesFileError(f"{path}: cannot read the workspaces file: {reason}") from None
+    except FileTooLargeError:
+        raise WorkspacesFileError(
+            f"{path}: the workspaces file is larger than {MAX_FILE_BYTES // 1024} KiB"
+        ) from None
     return parse_workspaces_file(text, str(path))
 
 
@@ -146,10 +155,15 @@ def parse_workspaces_file(text: str, path: str) -> WorkspacesFile:
             discoveries.append(_auto_discovery(entry))
             continue
         workspace = _workspace(entry)
-        if workspace.name in names:
-            first = names[workspace.name]
-            raise entry.error("name", f"is used twice (first at line {first}); names must be unique")
-        names[workspace.name] = entry.line_of("name")
+        # Names that differ only by case or Unicode form would look the same on a dashboard.
+        key = unicodedata.normalize("NFKC", workspace.name).casefold()
+        if key in names:
+            first = names[key]
+            raise entry.error(
+                "name",
+                f"is used twice (first at line {first}, up to case and Unicode form); names must be unique",
+            )
+        names[key] = entry.line_of("name")
         workspaces.append(workspace)
     return WorkspacesFile(path=path, workspaces=tuple(workspaces), discoveries=tuple(discoveries))
 
@@ -200,7 +214,7 @@ def _auto_discovery(entry: _Entry) -> AutoDiscovery:
 def _entry_title(raw: _LineDict, index: int) -> str:
     name = raw.get("name")
     if isinstance(name, str) and name.strip():
-        return f"workspace {name!r}"
+        return f"workspace {_shown(name)}"
     if "auto" in raw:
         return f"workspaces[{index}] (auto)"
     return f"workspaces[{index}]"
@@ -296,7 +310,7 @@ class _Entry:
     def sync_filter(self) -> SyncFilter:
         return SyncFilter(include=self._patterns("include"), exclude=self._patterns("exclude"))
 
-    def _patterns(self, field: str) -> tuple[re.Pattern[str], ...]:
+    def _patterns(self, field: str) -> tuple[SyncPattern, ...]:
         value = self.raw.get(field)
         if value is None:
             return ()
@@ -307,9 +321,9 @@ class _Entry:
             if not isinstance(item, str):
                 raise self.error(field, f"must hold strings, got {_shown(item)}")
             try:
-                patterns.append(re.compile(item))
-            except re.error as error:
-                raise self.error(field, f"has an invalid regex {item!r}: {error}") from None
+                patterns.append(SyncPattern(item))
+            except ValueError as error:
+                raise self.error(field, f"has an invalid regex {_shown(item)}: {error}") from None
         return tuple(patterns)
 
     def _at_most_one(self, first: str, second: str) -> None:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, wait
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -26,8 +27,15 @@ from census_exporter.config import Discovery, TokenSource, Workspace
 from census_exporter.refresh.fleet import Fleet
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.snapshot import DiscoveryStatus
+from census_exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
+
+#: V1 API keys read at once; a key is read again once it is this old (Census may rotate it).
+KEY_READERS = 8
+KEY_MAX_AGE_SECONDS = 3600.0
+#: How long one listing waits for key reads; those still running are taken by the next listing.
+KEY_WAIT_SECONDS = 5.0
 
 
 class OrganizationAPI(Protocol):
@@ -64,6 +72,11 @@ class Discoverer:
         self._status = DiscoveryStatus(discovery.name)
         #: The workspaces of the last listing, by Census id: kept when a later listing cannot vouch for them.
         self._known: dict[str, Workspace] = {}
+        #: V1: each workspace's API key and when it was read (monotonic), and the token its client holds.
+        self._keys: dict[int, tuple[str, float]] = {}
+        self._tokens: dict[int, TokenSource] = {}
+        #: Key reads still running (a stalled one must not hold up the listing): taken at a later listing.
+        self._reading: dict[int, tuple[OrganizationWorkspace, Future[str]]] = {}
         self._thread = threading.Thread(
             target=self._loop, name=f"census-discovery-{discovery.name}", daemon=True
         )
@@ -129,11 +142,7 @@ class Discoverer:
         else:
             listing = self._api.list_workspaces(deadline)
             workspaces = self._logs.usable(listing.items, parse_organization_workspace, "workspace")
-            found = {}
-            for workspace in workspaces:
-                watched = self._workspace(workspace, deadline, errors)
-                if watched is not None:
-                    found[str(workspace.id)] = watched
+            found = self._with_keys(workspaces, deadline, errors)
         if not listing.complete:
             errors.append(
                 "the workspace list changed while it was being read; a workspace may be missing from it"
@@ -142,13 +151,70 @@ class Discoverer:
                 found.setdefault(key, known)
         return _unique_names(found)
 
-    def _workspace(
-        self, workspace: OrganizationWorkspace, deadline: float, errors: list[str]
-    ) -> Workspace | None:
-        """A V1 workspace with its own API key; None when the token may not read the key."""
+    def _with_keys(
+        self, workspaces: list[OrganizationWorkspace], deadline: float, errors: list[str]
+    ) -> dict[str, Workspace]:
+        """The V1 workspaces whose API key the token may read, each with its key.
+
+        Keys are read only for workspaces not seen before and, to follow rotation, once they are
+        ``KEY_MAX_AGE_SECONDS`` old; up to ``KEY_READERS`` at once, so one stalled read neither delays the
+        others nor keeps a large organization from being covered: a key not read this time keeps the old
+        one, and the next listing goes on with those still missing.
+        """
+        now = self._clock()
+        due = [
+            workspace
+            for workspace in {workspace.id: workspace for workspace in workspaces}.values()
+            if workspace.id not in self._reading
+            and (workspace.id not in self._keys or now - self._keys[workspace.id][1] >= KEY_MAX_AGE_SECONDS)
+        ]
+        readers = None
+        if due:
+            readers = DaemonPool(min(KEY_READERS, len(due)), "census-discovery-keys")
+            for workspace in due:
+                read = readers.submit(self._api.workspace_api_key, workspace.id, deadline)
+                self._reading[workspace.id] = (workspace, read)
+        if self._reading:
+            budget = max(0.0, min(KEY_WAIT_SECONDS, deadline - now))
+            wait([read for _, read in self._reading.values()], timeout=budget)
+        if readers is not None:
+            readers.shutdown()  # reads still queued are cancelled; running ones finish and are taken later
+        unread = 0
+        for workspace_id, (workspace, read) in list(self._reading.items()):
+            if read.cancelled():
+                del self._reading[workspace_id]  # never sent: asked for again by the next listing
+                unread += 1
+            elif read.done():
+                del self._reading[workspace_id]
+                self._take_key(workspace, read, errors)
+            else:
+                unread += 1
+        if unread:
+            errors.append(f"{unread} workspace API keys not read yet; the next listing goes on with them")
+        listed = {workspace.id for workspace in workspaces}
+        for gone in [workspace_id for workspace_id in self._keys if workspace_id not in listed]:
+            del self._keys[gone]
+            self._tokens.pop(gone, None)
+        found: dict[str, Workspace] = {}
+        for workspace in workspaces:
+            if workspace.id not in self._keys:
+                continue
+            token = self._tokens.setdefault(workspace.id, TokenSource(value=self._keys[workspace.id][0]))
+            found[str(workspace.id)] = Workspace(
+                name=workspace.name,
+                api_url=self._discovery.api_url,
+                token=token,
+                api_version="v1",
+                syncs=self._discovery.syncs,
+            )
+        return found
+
+    def _take_key(self, workspace: OrganizationWorkspace, read: Future[str], errors: list[str]) -> None:
         try:
-            key = self._api.workspace_api_key(workspace.id, deadline)
+            key = read.result()
         except ForbiddenError:
+            self._keys.pop(workspace.id, None)
+            self._tokens.pop(workspace.id, None)
             self._logs.once(
                 ("forbidden", workspace.id),
                 "discovery %s: skipping workspace %s (%s): the token may not read its API key (403; "
@@ -158,18 +224,15 @@ class Discoverer:
                 workspace.name,
                 level=logging.WARNING,
             )
-            return None
-        except CensusAPIError as error:
-            # A transient fault: the workspace stays watched with the key it had.
-            errors.append(f"workspace {workspace.id}: {error}")
-            return self._known.get(str(workspace.id))
-        return Workspace(
-            name=workspace.name,
-            api_url=self._discovery.api_url,
-            token=TokenSource(value=key),
-            api_version="v1",
-            syncs=self._discovery.syncs,
-        )
+            return
+        except (CensusAPIError, CancelledError) as error:
+            # A transient fault: a workspace known before stays watched with the key it had.
+            errors.append(f"workspace {workspace.id}: {error or type(error).__name__}")
+            return
+        self._keys[workspace.id] = (key, self._clock())
+        token = self._tokens.get(workspace.id)
+        if token is not None and token() != key:
+            token.replace(key)  # rotated: the running client sends the new key from its next request
 
     def _group(self, group: Group) -> Workspace:
         return Workspace(
@@ -183,15 +246,19 @@ class Discoverer:
 
 
 def _unique_names(found: dict[str, Workspace]) -> dict[str, Workspace]:
-    """Two workspaces with one name would share series: the later ones get their id appended."""
+    """Two workspaces with one name would share series: the later ones get their id appended (and a
+    number, should even that name be taken, say by a workspace named "a (3)")."""
     seen: set[str] = set()
     unique: dict[str, Workspace] = {}
     for key in sorted(found, key=_id_order):
         workspace = found[key]
-        if workspace.name in seen:
-            workspace = replace(workspace, name=f"{workspace.name} ({key})")
-        seen.add(workspace.name)
-        unique[key] = workspace
+        name = workspace.name
+        suffix = 1
+        while name in seen:
+            name = f"{workspace.name} ({key})" if suffix == 1 else f"{workspace.name} ({key}) #{suffix}"
+            suffix += 1
+        seen.add(name)
+        unique[key] = replace(workspace, name=name) if name != workspace.name else workspace
     return unique
 
 

@@ -278,7 +278,7 @@ class Refresher:
             if not listing.complete:
                 errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
             listed = self._parse_syncs(listing.items)
-            watched = [sync for sync in listed if self._settings.syncs.admits(sync.label)]
+            watched = [sync for sync in listed if self._settings.syncs.admits(sync.label, sync.id)]
             syncs = self._refresh_syncs(
                 watched,
                 listed_ids={sync.id for sync in listed},
