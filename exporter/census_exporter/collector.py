@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from census_exporter import __version__
+from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun, bounded_text, clean_text
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import RunCounters, SyncLedger
@@ -433,3 +434,50 @@ def _discovery_families(view: FleetView) -> Iterator[Metric]:
         if status.workspaces is not None:
             found.add_metric([status.name], status.workspaces)
     yield from (up, found)
+
+
+def freshness_families(view: FleetView, now_monotonic: float, budget: BudgetUse | None) -> Iterator[Metric]:
+    """How old each sync's data is and how the request budget is spent: rendered fresh on every scrape.
+
+    Not part of :meth:`CensusCollector.families`, whose rendering is cached per view: an age must grow
+    between two refreshes. The budget families are absent when there is no budget.
+    """
+    age = GaugeMetricFamily(
+        "census_sync_data_age_seconds",
+        "Seconds since this sync's runs were last read successfully; absent before the first read.",
+        labels=SYNC_LABELS,
+    )
+    for snapshot in view.snapshots:
+        for sync_id, state in snapshot.syncs.items():
+            if state.runs_read_monotonic is not None:
+                age.add_metric(
+                    [snapshot.workspace, str(sync_id)], max(0.0, now_monotonic - state.runs_read_monotonic)
+                )
+    yield age
+    if budget is None:
+        return
+    yield GaugeMetricFamily(
+        "census_api_budget_requests_per_second",
+        "The request budget: Census API requests per second the process may send (burst of one).",
+        value=budget.requests_per_second,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_granted",
+        "HTTP attempts to the Census API that got a token of the request budget (and were sent).",
+        value=budget.granted,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_waited",
+        "HTTP attempts that had to wait for their token of the request budget.",
+        value=budget.waited,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_wait_seconds",
+        "Total time HTTP attempts waited for their token of the request budget.",
+        value=budget.wait_seconds,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_refused",
+        "HTTP attempts not sent because no token of the request budget came before their deadline.",
+        value=budget.refused,
+    )

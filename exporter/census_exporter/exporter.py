@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,9 +14,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
+from census_exporter.census.budget import RequestBudget
 from census_exporter.census.client import CensusClient
-from census_exporter.collector import CensusCollector
+from census_exporter.collector import CensusCollector, freshness_families
 from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
@@ -37,6 +42,9 @@ class Exporter:
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
         self._api_metrics = ApiRequestMetrics(self.registry)
+        # One budget for every client of the process: workspaces, discovery, retries.
+        rate = config.max_requests_per_second
+        self.budget = RequestBudget(rate) if rate > 0 else None
         self.fleet = Fleet(self._watch, config.watched())
         self._stopping = threading.Event()
         self.discoverers = [
@@ -57,6 +65,7 @@ class Exporter:
             )
             for discovery in config.discoveries
         ]
+        self.registry.register(_Freshness(self))
         # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
         self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds)
         self.app = ExporterApp(
@@ -117,8 +126,12 @@ class Exporter:
                 duration_buckets=config.duration_buckets,
                 syncs=workspace.syncs,
                 api_url=workspace.api_url,
+                requests_in_ttl=(
+                    self.budget.requests_per_refresh(config.cache_ttl_seconds) if self.budget else None
+                ),
             ),
             stopping=stopping,
+            workspaces=lambda: len(self.fleet.members()),
         )
 
         def release() -> None:
@@ -148,4 +161,22 @@ class Exporter:
             api_version=workspace.api_version if workspace else api_version,
             group_id=workspace.group_id if workspace else None,
             organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
+            budget=self.budget,
         )
+
+
+class _Freshness(Collector):
+    """Data age and budget use, rendered fresh on each scrape: ages grow between two refreshes."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing: registering must not read the fleet, which may not exist yet."""
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        """The families for the fleet as it is now."""
+        budget = self._exporter.budget
+        view = self._exporter.fleet.view
+        return freshness_families(view, time.monotonic(), budget.use() if budget else None)
