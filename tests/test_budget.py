@@ -9,8 +9,8 @@ import pytest
 
 from census_exporter.census.budget import JITTER_ALLOWANCE, RequestBudget
 from census_exporter.census.client import CensusClient, TransientError
-from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.census.models import Sync, SyncRun
+from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import schedule
 from census_exporter.refresh.schedule import Priority
 from census_exporter.snapshot import SyncState
