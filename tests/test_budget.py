@@ -10,12 +10,14 @@ import pytest
 from census_exporter.census.budget import JITTER_ALLOWANCE, RequestBudget
 from census_exporter.census.client import CensusClient, TransientError
 from census_exporter.census.models import Sync, SyncRun
+from census_exporter.cli import parse_config
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import schedule
 from census_exporter.refresh.schedule import Priority
 from census_exporter.snapshot import SyncState
 from census_exporter.state import SyncLedger
 from tests.conftest import TEST_TOKEN
+from tests.test_deployment import by_kind, render
 
 
 class FakeClock:
@@ -207,3 +209,12 @@ def test_a_request_that_cannot_get_a_token_before_its_deadline_fails_without_bei
     finally:
         client.close()
         simulator.close()
+
+
+def test_the_helm_value_reaches_the_flag_and_the_exporter_accepts_it() -> None:
+    documents = render("--set-json", "census.maxRequestsPerSecond=2.5")
+    args = by_kind(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--census.max-requests-per-second=2.5" in args
+    flag = next(arg for arg in args if arg.startswith("--census.max-requests-per-second="))
+    config = parse_config([flag], {"CENSUS_API_TOKEN": TEST_TOKEN})
+    assert config.max_requests_per_second == 2.5

@@ -440,7 +440,7 @@ def freshness_families(view: FleetView, now_monotonic: float, budget: BudgetUse 
     """How old each sync's data is and how the request budget is spent: rendered fresh on every scrape.
 
     Not part of :meth:`CensusCollector.families`, whose rendering is cached per view: an age must grow
-    between two refreshes. The budget families are absent when there is no budget.
+    between two refreshes. Without a budget its rate reads 0 and its counters stay 0.
     """
     age = GaugeMetricFamily(
         "census_sync_data_age_seconds",
@@ -454,11 +454,10 @@ def freshness_families(view: FleetView, now_monotonic: float, budget: BudgetUse 
                     [snapshot.workspace, str(sync_id)], max(0.0, now_monotonic - state.runs_read_monotonic)
                 )
     yield age
-    if budget is None:
-        return
+    budget = budget or BudgetUse(requests_per_second=0.0)
     yield GaugeMetricFamily(
         "census_api_budget_requests_per_second",
-        "The request budget: Census API requests per second the process may send (burst of one).",
+        "The request budget: Census API requests per second the process may send (burst of one); 0: none.",
         value=budget.requests_per_second,
     )
     yield CounterMetricFamily(

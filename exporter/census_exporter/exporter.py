@@ -22,7 +22,7 @@ from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector, freshness_families
 from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
-from census_exporter.refresh import Refresher, RefreshSettings
+from census_exporter.refresh import Refresher, RefreshSettings, schedule
 from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.server import ExporterApp, HTTPServer
@@ -127,7 +127,11 @@ class Exporter:
                 syncs=workspace.syncs,
                 api_url=workspace.api_url,
                 requests_in_ttl=(
-                    self.budget.requests_per_refresh(config.cache_ttl_seconds) if self.budget else None
+                    self.budget.requests_per_refresh(
+                        schedule.planning_seconds(config.cache_ttl_seconds, config.refresh_timeout_seconds)
+                    )
+                    if self.budget
+                    else None
                 ),
             ),
             stopping=stopping,

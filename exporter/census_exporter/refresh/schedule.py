@@ -28,6 +28,10 @@ from census_exporter.snapshot import SyncState
 
 #: Seconds between scheduled runs, by the schedule word ``describe_schedule`` yields.
 SCHEDULE_PERIOD_SECONDS = {"quarter_hourly": 900.0, "hourly": 3600.0, "daily": 86400.0, "weekly": 604800.0}
+#: Share of the budget's requests over a round's time that a round plans on: the rest is room for extra run
+#: pages, pending-run lookups, retries and discovery, so a planned round ends before its deadline.
+PLANNED_SHARE = 0.8
+
 #: Schedules that run all the time: a run is always due.
 ALWAYS_DUE_SCHEDULES = frozenset({"live", "continuous"})
 
@@ -41,10 +45,16 @@ class Priority(IntEnum):
     NONE = 3
 
 
-def round_allowance(requests_in_ttl: int | None, workspaces: int, listing_requests: int) -> int | None:
-    """Sync reads one round of one workspace may plan: its fair share of the budget over one TTL.
+def planning_seconds(cache_ttl_seconds: float, refresh_timeout_seconds: float) -> float:
+    """The time whose budget a round plans on: ``PLANNED_SHARE`` of the TTL, or of the deadline if shorter."""
+    return PLANNED_SHARE * min(cache_ttl_seconds, refresh_timeout_seconds)
 
-    ``requests_in_ttl`` is what the whole process may send in one TTL (None: no budget); it is split evenly
+
+def round_allowance(requests_in_ttl: int | None, workspaces: int, listing_requests: int) -> int | None:
+    """Sync reads one round of one workspace may plan: its fair share of the budget over one round.
+
+    ``requests_in_ttl`` is what the whole process may send in :func:`planning_seconds` (None: no budget);
+    it is split evenly
     between the ``workspaces`` watched, and the round's own listing requests come off its share. At least one
     sync is read per round, so a budget smaller than the listings still makes progress (the bucket then
     spaces the requests out and the round takes longer than a TTL). Each sync read is counted as one request:
