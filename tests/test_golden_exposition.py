@@ -20,6 +20,7 @@ GOLDEN = Path(__file__).parent / "golden" / "reference_workspace.txt"
 VOLATILE_FAMILIES = (
     "census_last_refresh_timestamp_seconds",
     "census_refresh_duration_seconds",
+    "census_sync_data_timestamp_seconds",
     "census_api_",
 )
 

@@ -1,9 +1,11 @@
 """The request budget over real HTTP: never more than B requests in any second at the simulator (retries and
 429s included), scrapes that never fail while it is exhausted, syncs read by priority with a bound on how
-late any sync is read, data age, and a first refresh that publishes syncs as they are read."""
+late any sync is read, when each sync was last read, and a first refresh that publishes syncs as they are
+read."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +15,7 @@ from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.demo.server import Fault
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.schedule import round_allowance, rounds_between_reads
-from tests.conftest import TEST_TOKEN, HarnessFactory, parse_scrape, wait_for
+from tests.conftest import TEST_TOKEN, HarnessFactory, wait_for
 
 SCRAPE_TIMEOUT = {"X-Prometheus-Scrape-Timeout-Seconds": "1"}
 RUNS = r"^/api/v1/syncs/(\d+)/sync_runs$"
@@ -129,7 +131,7 @@ def test_syncs_with_a_running_or_failed_run_are_read_first_and_every_sync_within
         refresher.close()
 
 
-def test_data_age_is_absent_before_the_first_read_and_grows_while_a_sync_is_not_read(
+def test_the_data_timestamp_is_absent_before_the_first_read_and_stays_put_while_a_sync_is_not_read(
     harness_factory: HarnessFactory,
 ) -> None:
     workspace = SimulatedWorkspace()
@@ -140,25 +142,21 @@ def test_data_age_is_absent_before_the_first_read_and_grows_while_a_sync_is_not_
     harness = harness_factory(workspace, max_requests_per_second=50)
     harness.refresh()
     scrape = harness.scrape()
-    aged = scrape.all("census_sync_data_age_seconds")
-    assert 1 <= len(aged) <= 2, "only the syncs read so far have an age"
+    read = scrape.all("census_sync_data_timestamp_seconds")
+    assert 1 <= len(read) <= 2, "only the syncs read so far have a timestamp"
     assert len(scrape.all("census_sync_info")) == 5, "every listed sync appears, read or not"
 
-    def every_sync_aged() -> dict[frozenset[tuple[str, str]], float] | None:
-        ages = harness.scrape().all("census_sync_data_age_seconds")
-        return ages if len(ages) == 5 else None
+    def every_sync_read() -> dict[frozenset[tuple[str, str]], float] | None:
+        stamps = harness.scrape().all("census_sync_data_timestamp_seconds")
+        return stamps if len(stamps) == 5 else None
 
-    before = wait_for(every_sync_aged, what="an age for every sync")
-    oldest = max(before, key=lambda labels: before[labels])
-    after = wait_for(
-        lambda: (
-            (ages := parse_scrape(harness.get("/metrics").text).all("census_sync_data_age_seconds"))
-            and ages[oldest] > before[oldest] + 0.2
-            and ages
-        ),
-        what="the age of a sync not read since to grow",
-    )
-    assert after[oldest] > before[oldest]
+    before = wait_for(every_sync_read, what="a timestamp for every sync")
+    oldest = min(before, key=lambda labels: before[labels])
+    after = harness.scrape().all("census_sync_data_timestamp_seconds")  # this scrape read one more sync
+    assert after[oldest] > before[oldest], "the least recently read sync was read next"
+    unread = [labels for labels in after if after[labels] == before[labels]]
+    assert len(unread) == 4, "the others kept their timestamp: their data grows older"
+    assert all(time.time() - after[labels] > 0 for labels in unread)
 
 
 def test_the_first_refresh_publishes_syncs_as_they_are_read(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 
 from prometheus_client import (
@@ -19,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from census_exporter.census.budget import RequestBudget
 from census_exporter.census.client import CensusClient
-from census_exporter.collector import CensusCollector, freshness_families
+from census_exporter.collector import CensusCollector, budget_families
 from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings, schedule
@@ -65,7 +64,7 @@ class Exporter:
             )
             for discovery in config.discoveries
         ]
-        self.registry.register(_Freshness(self))
+        self.registry.register(_BudgetUse(self))
         # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
         self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds)
         self.app = ExporterApp(
@@ -169,18 +168,17 @@ class Exporter:
         )
 
 
-class _Freshness(Collector):
-    """Data age and budget use, rendered fresh on each scrape: ages grow between two refreshes."""
+class _BudgetUse(Collector):
+    """The request budget's use, in the registry rendered fresh on each scrape."""
 
     def __init__(self, exporter: Exporter) -> None:
         self._exporter = exporter
 
     def describe(self) -> Iterator[Metric]:
-        """Nothing: registering must not read the fleet, which may not exist yet."""
+        """Nothing: registering must not read the budget, which may not exist yet."""
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        """The families for the fleet as it is now."""
+        """The budget families as they are now."""
         budget = self._exporter.budget
-        view = self._exporter.fleet.view
-        return freshness_families(view, time.monotonic(), budget.use() if budget else None)
+        return budget_families(budget.use() if budget else None)

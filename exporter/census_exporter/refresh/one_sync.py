@@ -74,9 +74,11 @@ class SyncRefresh:
         settings: RefreshSettings,
         logs: RefreshLog,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._api = api
         self._clock = clock
+        self._wall_clock = wall_clock
         self._settings = settings
         self._logs = logs
 
@@ -170,6 +172,7 @@ class SyncRefresh:
             ledger=new_ledger,
             oldest_unfinished_created_at=min(unfinished, default=None),
             runs_read_monotonic=self._clock(),
+            runs_read_timestamp=self._wall_clock(),
         )
         failed = tuple(run for run in counted if run.status == "failed")
         return SyncOutcome(state, failed, baseline=ledger is None)

@@ -98,7 +98,7 @@ class Refresher:
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
         self._stopping = stopping or threading.Event()
         self._logs = RefreshLog()
-        self._one_sync = SyncRefresh(api, settings, self._logs, clock)
+        self._one_sync = SyncRefresh(api, settings, self._logs, clock, wall_clock)
         self.refresh_count = 0
 
     # ------------------------------------------------------------------ public
