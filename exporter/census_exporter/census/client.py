@@ -3,7 +3,9 @@
 It returns the envelope's ``data`` as plain JSON for :mod:`census_exporter.census.models` to parse; it knows
 nothing about metrics families, ledgers or snapshots. Every attempt is bounded as a whole, body included, by
 the request timeout and the caller's deadline, and every body by ``max_response_bytes`` (the streaming reader
-lives in :mod:`census_exporter.census._body`, paging hints in :mod:`census_exporter.census._paging`).
+lives in :mod:`census_exporter.census._body`, paging hints in :mod:`census_exporter.census._paging`). Given
+the process's :class:`~census_exporter.census.budget.RequestBudget`, every attempt, retries included, first
+waits for its token, and one that cannot get it before the deadline is not sent.
 Errors are raised as :class:`CensusAPIError` subclasses whose messages name the endpoint template, the host
 and the cause, never a URL with credentials or a query, and never the token.
 """
