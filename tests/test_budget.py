@@ -189,6 +189,9 @@ def test_every_sync_is_read_within_the_documented_bound_even_while_some_stay_urg
 
 
 def test_the_round_allowance_is_a_fair_share_minus_the_listings_and_never_zero() -> None:
+    assert schedule.planning_seconds(60, 30, first=False) == pytest.approx(24)
+    assert schedule.planning_seconds(10, 30, first=False) == pytest.approx(8)
+    assert schedule.planning_seconds(10, 30, first=True) == pytest.approx(24)
     assert schedule.round_allowance(None, 3, 5) is None
     assert schedule.round_allowance(600, 3, 5) == 195
     assert schedule.round_allowance(10, 4, 5) == 1

@@ -97,19 +97,22 @@ def test_syncs_with_a_running_or_failed_run_are_read_first_and_every_sync_within
         workspace.add_run(sync_id, "completed")
     workspace.add_run(17, "working")
     workspace.add_run(19, "failed")
-    # 26 requests per TTL cover one workspace's 20 syncs and 3 listings; split three ways they do not.
+    # A token every 0.5 s: the first refresh plans on 80 % of its 30 s deadline (48 requests, enough for
+    # 20 syncs and 3 listings), later ones on 80 % of the 10 s TTL (16 requests), split three ways.
     share = [1]
     refresher = Refresher(
         client,
-        RefreshSettings(cache_ttl_seconds=0, concurrency=1, requests_in_ttl=26),
+        RefreshSettings(
+            cache_ttl_seconds=10, refresh_timeout_seconds=30, concurrency=1, request_interval_seconds=0.5
+        ),
         workspaces=lambda: share[0],
     )
     try:
         first = refresher.trigger().result(timeout=30)
         assert first.up and all(state.ledger is not None for state in first.syncs.values())
         share[0] = 3  # two more workspaces joined
-        allowance = round_allowance(26, 3, listing_requests=1)  # the sync list; connections are cached
-        assert allowance == 7
+        allowance = round_allowance(16, 3, listing_requests=1)  # the sync list; connections are cached
+        assert allowance == 4
         start = len(simulator.request_log)
         second = refresher.trigger().result(timeout=30)
         order = runs_read(simulator, start)
@@ -138,25 +141,21 @@ def test_the_data_timestamp_is_absent_before_the_first_read_and_stays_put_while_
     for sync_id in range(1, 6):
         workspace.add_sync(sync_id, label=f"s{sync_id}")
         workspace.add_run(sync_id)
-    # A TTL of 0 leaves no budget for more than one sync read per refresh (each scrape refreshes once).
+    # The first refresh plans on its deadline and reads all five; later ones, at a TTL of 0, have budget
+    # for one sync read each (and each scrape refreshes once).
     harness = harness_factory(workspace, max_requests_per_second=50)
     harness.refresh()
+    before = harness.scrape().all("census_sync_data_timestamp_seconds")
+    assert len(before) == 5
+    workspace.add_sync(6, label="new one")
+    workspace.add_sync(7, label="new two")
     scrape = harness.scrape()
-    read = scrape.all("census_sync_data_timestamp_seconds")
-    assert 1 <= len(read) <= 2, "only the syncs read so far have a timestamp"
-    assert len(scrape.all("census_sync_info")) == 5, "every listed sync appears, read or not"
-
-    def every_sync_read() -> dict[frozenset[tuple[str, str]], float] | None:
-        stamps = harness.scrape().all("census_sync_data_timestamp_seconds")
-        return stamps if len(stamps) == 5 else None
-
-    before = wait_for(every_sync_read, what="a timestamp for every sync")
-    oldest = min(before, key=lambda labels: before[labels])
-    after = harness.scrape().all("census_sync_data_timestamp_seconds")  # this scrape read one more sync
-    assert after[oldest] > before[oldest], "the least recently read sync was read next"
-    unread = [labels for labels in after if after[labels] == before[labels]]
-    assert len(unread) == 4, "the others kept their timestamp: their data grows older"
-    assert all(time.time() - after[labels] > 0 for labels in unread)
+    after = scrape.all("census_sync_data_timestamp_seconds")
+    assert len(scrape.all("census_sync_info")) == 7, "every listed sync appears, read or not"
+    assert scrape.all("census_sync_data_timestamp_seconds", sync_id="6"), "never read: read first"
+    assert not scrape.all("census_sync_data_timestamp_seconds", sync_id="7"), "absent before the first read"
+    assert {labels: after[labels] for labels in before} == before, "the others kept their read time"
+    assert all(time.time() > stamp for stamp in after.values())
 
 
 def test_the_first_refresh_publishes_syncs_as_they_are_read(

@@ -21,7 +21,7 @@ from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector, budget_families
 from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
-from census_exporter.refresh import Refresher, RefreshSettings, schedule
+from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.server import ExporterApp, HTTPServer
@@ -125,13 +125,7 @@ class Exporter:
                 duration_buckets=config.duration_buckets,
                 syncs=workspace.syncs,
                 api_url=workspace.api_url,
-                requests_in_ttl=(
-                    self.budget.requests_per_refresh(
-                        schedule.planning_seconds(config.cache_ttl_seconds, config.refresh_timeout_seconds)
-                    )
-                    if self.budget
-                    else None
-                ),
+                request_interval_seconds=self.budget.interval_seconds if self.budget else None,
             ),
             stopping=stopping,
             workspaces=lambda: len(self.fleet.members()),

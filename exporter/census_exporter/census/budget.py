@@ -75,10 +75,6 @@ class RequestBudget:
         with self._lock:
             return self._use
 
-    def requests_per_refresh(self, seconds: float) -> int:
-        """How many tokens the budget grants at most in ``seconds`` (what a refresh round may plan on)."""
-        return int(seconds / self._interval)
-
 
 def _with(
     use: BudgetUse, *, granted: int = 0, refused: int = 0, waited: int = 0, wait_seconds: float = 0.0

@@ -55,10 +55,9 @@ class RefreshSettings:
     syncs: SyncFilter = field(default_factory=SyncFilter)
     #: The API base URL, shown on the landing page (validated to hold no credentials).
     api_url: str | None = None
-    #: Requests the whole process may send in a round's planning time (``schedule.planning_seconds``) under
-    #: the request budget (None: no budget); each
-    #: workspace plans on its share of them (see :mod:`census_exporter.refresh.schedule`).
-    requests_in_ttl: int | None = None
+    #: Seconds between two tokens of the process's request budget (None: no budget); each workspace plans
+    #: on its share of them (see :mod:`census_exporter.refresh.schedule`).
+    request_interval_seconds: float | None = None
 
 
 class SyncGone(Exception):

@@ -305,7 +305,7 @@ class Refresher:
                 errors=errors,
                 outcomes=outcomes,
                 fetchers=fetchers,
-                allowance=self._allowance(listing_requests),
+                allowance=self._allowance(listing_requests, first=not previous.listed),
                 publish=self._publisher(previous, generation) if not previous.listed else None,
             )
 
@@ -463,9 +463,16 @@ class Refresher:
             )
         return dict(sorted(states.items()))
 
-    def _allowance(self, listing_requests: int) -> int | None:
-        """Sync reads this round may plan: the workspace's share of the budget over one TTL."""
-        return schedule.round_allowance(self._settings.requests_in_ttl, self._workspaces(), listing_requests)
+    def _allowance(self, listing_requests: int, *, first: bool) -> int | None:
+        """Sync reads this round may plan: the workspace's share of the budget over the round's time."""
+        interval = self._settings.request_interval_seconds
+        if interval is None:
+            return None
+        settings = self._settings
+        seconds = schedule.planning_seconds(
+            settings.cache_ttl_seconds, settings.refresh_timeout_seconds, first=first
+        )
+        return schedule.round_allowance(int(seconds / interval), self._workspaces(), listing_requests)
 
     def _publisher(self, previous: Snapshot, generation: int) -> Callable[[Mapping[int, SyncState]], None]:
         """Swaps in the syncs read so far while refresh ``generation`` (the first) is still the current one.

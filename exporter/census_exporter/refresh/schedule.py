@@ -45,24 +45,30 @@ class Priority(IntEnum):
     NONE = 3
 
 
-def planning_seconds(cache_ttl_seconds: float, refresh_timeout_seconds: float) -> float:
-    """The time whose budget a round plans on: ``PLANNED_SHARE`` of the TTL, or of the deadline if shorter."""
-    return PLANNED_SHARE * min(cache_ttl_seconds, refresh_timeout_seconds)
+def planning_seconds(cache_ttl_seconds: float, refresh_timeout_seconds: float, *, first: bool) -> float:
+    """The time whose budget a round plans on: ``PLANNED_SHARE`` of the TTL, or of the deadline if shorter.
+
+    The first refresh plans on its whole deadline: every sync needs a first read, nothing else competes for
+    the budget yet, and it publishes the syncs it has read as it goes.
+    """
+    return PLANNED_SHARE * (
+        refresh_timeout_seconds if first else min(cache_ttl_seconds, refresh_timeout_seconds)
+    )
 
 
-def round_allowance(requests_in_ttl: int | None, workspaces: int, listing_requests: int) -> int | None:
+def round_allowance(requests: int | None, workspaces: int, listing_requests: int) -> int | None:
     """Sync reads one round of one workspace may plan: its fair share of the budget over one round.
 
-    ``requests_in_ttl`` is what the whole process may send in :func:`planning_seconds` (None: no budget);
+    ``requests`` is what the whole process may send in :func:`planning_seconds` (None: no budget);
     it is split evenly
     between the ``workspaces`` watched, and the round's own listing requests come off its share. At least one
     sync is read per round, so a budget smaller than the listings still makes progress (the bucket then
     spaces the requests out and the round takes longer than a TTL). Each sync read is counted as one request:
     its first page of runs (more pages and pending-run lookups are rare and come on top).
     """
-    if requests_in_ttl is None:
+    if requests is None:
         return None
-    share = requests_in_ttl // max(1, workspaces)
+    share = requests // max(1, workspaces)
     return max(1, share - listing_requests)
 
 
