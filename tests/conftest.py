@@ -153,6 +153,8 @@ def harness_factory() -> Iterator[Callable[..., Harness]]:
             "listen_host": "127.0.0.1",
             "listen_port": 0,
             "refresh_timeout_seconds": 20.0,
+            # No request budget unless a test asks for one: most tests refresh at a TTL of 0.
+            "max_requests_per_second": 0.0,
         } | config
         exporter = Exporter(Config(**settings))
         if start:

@@ -32,6 +32,7 @@ FLAGS = [
     "--census.concurrency",
     "--census.request-timeout",
     "--census.refresh-timeout",
+    "--census.max-requests-per-second",
     "--census.max-response-bytes",
     "--census.duration-buckets",
     "--web.listen-address",
@@ -277,6 +278,7 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--census.concurrency": ("100000", [("64", 64), ("1", 1)]),
     "--census.request-timeout": ("0", [("0.1", 0.1), ("300", 300.0)]),
     "--census.refresh-timeout": ("3601", [("3600", 3600.0)]),
+    "--census.max-requests-per-second": ("-1", [("0", 0.0), ("2.5", 2.5), ("10000", 10000.0)]),
     "--census.max-response-bytes": ("1k", [("16MiB", 16 * 1024 * 1024), ("65536", 65536), ("1GB", 10**9)]),
     "--census.duration-buckets": ("30,10", [("1,2.5", (1.0, 2.5))]),
     "--census.duration-histogram": ("le", [("Sync", "sync"), ("off", "off"), ("workspace", "workspace")]),
@@ -370,6 +372,7 @@ def test_every_numeric_flag_has_a_range() -> None:
         "--census.concurrency",
         "--census.request-timeout",
         "--census.refresh-timeout",
+        "--census.max-requests-per-second",
         "--census.max-response-bytes",
         "--demo.seed",
         "--demo.syncs",
@@ -382,7 +385,7 @@ def test_numeric_flags_refuse_values_outside_their_range(
     setting: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     low, high = setting.convert.low, setting.convert.high
-    below = str(int(low) - 1) if low >= 1 else str(low / 2)
+    below = str(int(low) - 1) if low >= 1 or low == 0 else str(low / 2)
     for value in (below, str(int(high) + 1), "many", "nan"):
         with pytest.raises(SystemExit) as stopped:
             parse_config([f"{setting.flag}={value}"], TOKEN_ENV)

@@ -392,6 +392,9 @@ def two_workspace_exporter_url(two_workspace_demo: TwoWorkspaceDemo, tmp_path: P
                 url.removeprefix("http://"),
                 "--census.cache-ttl",
                 "1",
+                # No request budget: at a 1 s TTL the panels need every sync read on every refresh.
+                "--census.max-requests-per-second",
+                "0",
             ],
             env=clean,
             stdout=output,

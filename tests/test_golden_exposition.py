@@ -30,6 +30,7 @@ GOLDEN = {
 VOLATILE_FAMILIES = (
     "census_last_refresh_timestamp_seconds",
     "census_refresh_duration_seconds",
+    "census_sync_data_timestamp_seconds",
     "census_api_",
 )
 

@@ -204,6 +204,7 @@ def test_default_values_render_the_one_workspace_deployment_as_before() -> None:
         "--census.concurrency=8",
         "--census.request-timeout=10",
         "--census.refresh-timeout=60",
+        "--census.max-requests-per-second=10",
         "--census.max-response-bytes=16777216",
         "--census.duration-histogram=workspace",
         "--census.record-totals=workspace",

@@ -415,6 +415,18 @@ def build_parser() -> _Parser:
         help="Timeout of one HTTP request.",
     )
     add(
+        "--census.max-requests-per-second",
+        dest="max_requests_per_second",
+        env="CENSUS_MAX_REQUESTS_PER_SECOND",
+        convert=_Number(float, 0, 10000),
+        default=defaults.MAX_REQUESTS_PER_SECOND,
+        shown_default=f"{defaults.MAX_REQUESTS_PER_SECOND:g}",
+        metavar="N",
+        help="Request budget: HTTP requests per second to the Census API, over every workspace, discovery "
+        "and retry of the process (a burst of one; 0: no budget). When it cannot read every sync within the "
+        "cache TTL, syncs are read by priority (docs/configuration.md).",
+    )
+    add(
         "--census.refresh-timeout",
         dest="refresh_timeout",
         env="CENSUS_REFRESH_TIMEOUT",
@@ -619,6 +631,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "concurrency": args.concurrency,
         "request_timeout_seconds": args.request_timeout,
         "refresh_timeout_seconds": args.refresh_timeout,
+        "max_requests_per_second": args.max_requests_per_second,
         "max_response_bytes": args.max_response_bytes,
         "listen_host": host,
         "listen_port": port,

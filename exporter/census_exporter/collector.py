@@ -31,6 +31,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from census_exporter import __version__
+from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models import SyncRun, bounded_text, clean_text
 from census_exporter.config import Exposition
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
@@ -443,6 +444,7 @@ class CensusCollector(Collector):
         yield from self._workspace_families(view.snapshots)
         if view.discoveries:
             yield from _discovery_families(view)
+        yield from data_freshness_families(view)
         per_sync = _PerSyncFamilies(self._help, self._exposition)
         for snapshot in view.snapshots:
             for state in snapshot.syncs.values():
@@ -530,3 +532,53 @@ def _discovery_families(view: FleetView) -> Iterator[Metric]:
         if status.workspaces is not None:
             found.add_metric([status.name], status.workspaces)
     yield from (up, found)
+
+
+def data_freshness_families(view: FleetView) -> Iterator[Metric]:
+    """When each sync's runs were last read: the request budget may leave a sync unread for a while.
+
+    A timestamp, not an age, so that it belongs to the view and its rendering is cached with the rest; an
+    age would have to be rendered anew on every scrape (about 30 ms and 400 KB at 5,000 syncs).
+    """
+    read = GaugeMetricFamily(
+        "census_sync_data_timestamp_seconds",
+        "Unix time at which this sync's runs were last read successfully; absent before the first read. "
+        "time() minus it is the age of the sync's data.",
+        labels=SYNC_LABELS,
+    )
+    for snapshot in view.snapshots:
+        for sync_id, state in snapshot.syncs.items():
+            if state.runs_read_timestamp is not None:
+                read.add_metric([snapshot.workspace, str(sync_id)], state.runs_read_timestamp)
+    yield read
+
+
+def budget_families(budget: BudgetUse | None) -> Iterator[Metric]:
+    """How the request budget is spent, rendered fresh on every scrape; without a budget its rate reads 0
+    and its counters stay 0."""
+    budget = budget or BudgetUse(requests_per_second=0.0)
+    yield GaugeMetricFamily(
+        "census_api_budget_requests_per_second",
+        "The request budget: Census API requests per second the process may send (burst of one); 0: none.",
+        value=budget.requests_per_second,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_granted",
+        "HTTP attempts to the Census API that got a token of the request budget (and were sent).",
+        value=budget.granted,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_waited",
+        "HTTP attempts that had to wait for their token of the request budget.",
+        value=budget.waited,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_wait_seconds",
+        "Total time HTTP attempts waited for their token of the request budget.",
+        value=budget.wait_seconds,
+    )
+    yield CounterMetricFamily(
+        "census_api_budget_refused",
+        "HTTP attempts not sent because no token of the request budget came before their deadline.",
+        value=budget.refused,
+    )

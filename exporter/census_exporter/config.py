@@ -211,6 +211,8 @@ class Config:
     concurrency: int = defaults.CONCURRENCY
     request_timeout_seconds: float = defaults.REQUEST_TIMEOUT_SECONDS
     refresh_timeout_seconds: float = defaults.REFRESH_TIMEOUT_SECONDS
+    #: The request budget of the whole process, every client's attempts included; 0: no budget.
+    max_requests_per_second: float = defaults.MAX_REQUESTS_PER_SECOND
     max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
     listen_host: str = ""
     listen_port: int = defaults.LISTEN_PORT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,9 +13,12 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
+from census_exporter.census.budget import RequestBudget
 from census_exporter.census.client import CensusClient
-from census_exporter.collector import CensusCollector
+from census_exporter.collector import CensusCollector, budget_families
 from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
@@ -37,6 +41,9 @@ class Exporter:
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
         self._api_metrics = ApiRequestMetrics(self.registry)
+        # One budget for every client of the process: workspaces, discovery, retries.
+        rate = config.max_requests_per_second
+        self.budget = RequestBudget(rate) if rate > 0 else None
         self.fleet = Fleet(self._watch, config.watched())
         self._stopping = threading.Event()
         self.discoverers = [
@@ -57,6 +64,7 @@ class Exporter:
             )
             for discovery in config.discoveries
         ]
+        self.registry.register(_BudgetUse(self))
         # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
         self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds, config.exposition)
         self.app = ExporterApp(
@@ -117,8 +125,10 @@ class Exporter:
                 duration_buckets=config.duration_buckets,
                 syncs=workspace.syncs,
                 api_url=workspace.api_url,
+                request_interval_seconds=self.budget.interval_seconds if self.budget else None,
             ),
             stopping=stopping,
+            workspaces=lambda: len(self.fleet.members()),
         )
 
         def release() -> None:
@@ -148,4 +158,21 @@ class Exporter:
             api_version=workspace.api_version if workspace else api_version,
             group_id=workspace.group_id if workspace else None,
             organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
+            budget=self.budget,
         )
+
+
+class _BudgetUse(Collector):
+    """The request budget's use, in the registry rendered fresh on each scrape."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self._exporter = exporter
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing: registering must not read the budget, which may not exist yet."""
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        """The budget families as they are now."""
+        budget = self._exporter.budget
+        return budget_families(budget.use() if budget else None)

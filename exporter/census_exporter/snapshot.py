@@ -29,6 +29,11 @@ class SyncState:
     missing_listings: int = 0
     #: Monotonic time of the first complete listing it was missing from (``None`` while it is listed).
     missing_since: float | None = None
+    #: Monotonic time at which its runs were last read successfully (``None``: never); a round the request
+    #: budget cannot cover leaves some syncs unread, and this says how old their data is.
+    runs_read_monotonic: float | None = None
+    #: The same moment as Unix time, for ``census_sync_data_timestamp_seconds``.
+    runs_read_timestamp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

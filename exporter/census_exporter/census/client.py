@@ -3,7 +3,9 @@
 It returns the envelope's ``data`` as plain JSON for :mod:`census_exporter.census.models` to parse; it knows
 nothing about metrics families, ledgers or snapshots. Every attempt is bounded as a whole, body included, by
 the request timeout and the caller's deadline, and every body by ``max_response_bytes`` (the streaming reader
-lives in :mod:`census_exporter.census._body`, paging hints in :mod:`census_exporter.census._paging`).
+lives in :mod:`census_exporter.census._body`, paging hints in :mod:`census_exporter.census._paging`). Given
+the process's :class:`~census_exporter.census.budget.RequestBudget`, every attempt, retries included, first
+waits for its token, and one that cannot get it before the deadline is not sent.
 Errors are raised as :class:`CensusAPIError` subclasses whose messages name the endpoint template, the host
 and the cause, never a URL with credentials or a query, and never the token.
 """
@@ -36,12 +38,16 @@ from census_exporter.census._body import (
     read_bounded_body,
 )
 from census_exporter.census._transport import DeadlineTransport, request_deadline
+from census_exporter.census.budget import RequestBudget
 from census_exporter.logs import RedactingFilter
 
 log = logging.getLogger(__name__)
 
 MAX_LIST_PAGES = 1000
 """Safety bound on pages of one list: 100,000 syncs is far beyond any real workspace."""
+
+LIST_PAGE_SIZE = 100
+"""Records asked for per page of a list (syncs, connections, workspaces)."""
 
 MAX_LIST_REREADS = 2
 """Whole re-reads of a list that shifted while it was paged, before it is returned marked incomplete."""
@@ -272,6 +278,7 @@ class CensusClient:
         api_version: ApiVersion = "v1",
         group_id: str | None = None,
         organization: bool = False,
+        budget: RequestBudget | None = None,
     ) -> None:
         validate_base_url(base_url)
         if api_version not in API_VERSIONS:
@@ -290,6 +297,8 @@ class CensusClient:
         self._request_timeout = request_timeout
         self._max_response_bytes = max_response_bytes
         self._retry = retry or RetryPolicy()
+        #: Shared by every client of the process; None: no limit.
+        self._budget = budget
         self._observer: RequestObserver = observer or _NoObserver()
         self._sleep = sleep
         self._clock = clock
@@ -455,7 +464,7 @@ class CensusClient:
         records: list[Any] = []
         seen_ids: set[object] = set()
         totals: set[int] = set()
-        per_page = 100
+        per_page = LIST_PAGE_SIZE
         for _ in range(MAX_LIST_PAGES):
             params: Mapping[str, str | int] = {"page": page, "per_page": per_page}
             body = self._get(
@@ -491,9 +500,7 @@ class CensusClient:
         attempt = 0
         while True:
             attempt += 1
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                raise TransientError(endpoint, "refresh deadline reached before the request")
+            remaining = self._remaining_after_budget(endpoint, deadline)
             try:
                 reply = self._attempt(path, endpoint, params, min(self._request_timeout, remaining))
             except TransientError as error:
@@ -526,6 +533,28 @@ class CensusClient:
             if self._clock() + delay >= deadline:
                 raise TransientError(endpoint, f"{failure.detail}; no time left to retry", failure.status)
             self._sleep(delay)
+
+    def _remaining_after_budget(self, endpoint: str, deadline: float) -> float:
+        """Wait for this attempt's token of the request budget; the time then left before ``deadline``.
+
+        An attempt that cannot get its token before the deadline is not sent: it fails like a timeout.
+        """
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise TransientError(endpoint, "refresh deadline reached before the request")
+        if self._budget is None:
+            return remaining
+        wait = self._budget.reserve(remaining)
+        if wait is None:
+            limit = f"{self._budget.requests_per_second:g}"
+            raise TransientError(endpoint, f"request budget ({limit}/s) has no room before the deadline")
+        if wait > 0:
+            if self._sleep(wait) is True:  # ``stopping.wait``: the exporter is closing
+                raise TransientError(endpoint, "stopped while waiting for the request budget")
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise TransientError(endpoint, "refresh deadline reached waiting for the request budget")
+        return remaining
 
     def _attempt(
         self,

@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +25,8 @@ from census_exporter.demo.workspace import JSON, SimulatedWorkspace
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
+#: Requests kept in ``SimulatorServer.request_log``.
+REQUEST_LOG_LENGTH = 100_000
 
 Query = dict[str, list[str]]
 # Answers every request itself, auth included: (path, query, Authorization header) -> (status, JSON body).
@@ -81,6 +83,9 @@ class SimulatorServer:
         self.after_answer = after_answer
         self.faults: list[Fault] = []
         self.requests: Counter[str] = Counter()
+        #: The newest requests as (``time.monotonic()`` at arrival, path), in arrival order; bounded, so a
+        #: long-running demo does not grow with it.
+        self.request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_LENGTH)
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"simulator": self})
         self._server = _QuietThreadingHTTPServer((host, port), handler)
@@ -135,9 +140,11 @@ class SimulatorServer:
             return None
 
     def record(self, path: str) -> None:
-        """Count one request."""
+        """Count one request, and log when it arrived."""
+        arrived = time.monotonic()
         with self._lock:
             self.requests[path] += 1
+            self.request_log.append((arrived, path))
 
     # ------------------------------------------------------------------ routing
 

@@ -7,7 +7,8 @@ workers and decides what to keep.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +55,9 @@ class RefreshSettings:
     syncs: SyncFilter = field(default_factory=SyncFilter)
     #: The API base URL, shown on the landing page (validated to hold no credentials).
     api_url: str | None = None
+    #: Seconds between two tokens of the process's request budget (None: no budget); each workspace plans
+    #: on its share of them (see :mod:`census_exporter.refresh.schedule`).
+    request_interval_seconds: float | None = None
 
 
 class SyncGone(Exception):
@@ -63,8 +67,17 @@ class SyncGone(Exception):
 class SyncRefresh:
     """Pages one sync's runs back to the last known one and advances its ledger."""
 
-    def __init__(self, api: CensusAPI, settings: RefreshSettings, logs: RefreshLog) -> None:
+    def __init__(
+        self,
+        api: CensusAPI,
+        settings: RefreshSettings,
+        logs: RefreshLog,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self._api = api
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._settings = settings
         self._logs = logs
 
@@ -157,6 +170,8 @@ class SyncRefresh:
             latest_run=latest,
             ledger=new_ledger,
             oldest_unfinished_created_at=min(unfinished, default=None),
+            runs_read_monotonic=self._clock(),
+            runs_read_timestamp=self._wall_clock(),
         )
         failed = tuple(run for run in counted if run.status == "failed")
         return SyncOutcome(state, failed, baseline=ledger is None)

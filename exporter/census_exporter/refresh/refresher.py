@@ -8,6 +8,10 @@
   (ledger included). Each refresh runs on its own threads, so a hung request cannot block the next one.
 * Partial failure: a sync whose requests failed keeps its previous state (and ledger); ``up`` is false until a
   refresh finishes without errors.
+* Budget: when the request budget cannot cover every sync within the TTL, a round reads the syncs
+  :mod:`~census_exporter.refresh.schedule` plans, most urgent first; the others keep their previous state.
+* First refresh: until it ends, the syncs read so far are swapped in every ``PARTIAL_PUBLISH_SECONDS``
+  (the snapshot stays not ``refreshed`` and stale, so scrapes keep sharing the one running refresh).
 * Absence: a sync missing from the sync list keeps its ledger and series until it is confirmed gone: its runs
   endpoint answers 404 while it is missing from the listing (it is probed every refresh while missing; a 404
   for a sync the listing still shows is an error for that sync, not proof), or it was missing from
@@ -22,14 +26,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
 
-from census_exporter.census.client import CensusAPIError
+from census_exporter.census.client import LIST_PAGE_SIZE, CensusAPIError
 from census_exporter.census.models import ConnectionId, Sync, bounded_text, parse_connection, parse_sync
 from census_exporter.logs import CURRENT_WORKSPACE
+from census_exporter.refresh import schedule
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
@@ -45,6 +50,9 @@ GONE_AFTER_MISSING_SECONDS = 600.0
 #: Abandoned refreshes whose threads may still be waiting on the API; beyond this no new refresh starts
 #: until one of them ends (the client's own timeouts end them), so a dead API cannot pile up threads.
 MAX_ABANDONED_REFRESHES = 4
+
+#: During the first refresh, the syncs read so far are published this often.
+PARTIAL_PUBLISH_SECONDS = 1.0
 
 LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
 
@@ -69,8 +77,11 @@ class Refresher:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         stopping: threading.Event | None = None,
+        workspaces: Callable[[], int] = lambda: 1,
     ) -> None:
         self._api = api
+        #: How many workspaces share the request budget now (this one's share of it is planned on).
+        self._workspaces = workspaces
         self._settings = settings
         self._clock = clock
         self._wall_clock = wall_clock
@@ -87,7 +98,7 @@ class Refresher:
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
         self._stopping = stopping or threading.Event()
         self._logs = RefreshLog()
-        self._one_sync = SyncRefresh(api, settings, self._logs)
+        self._one_sync = SyncRefresh(api, settings, self._logs, clock, wall_clock)
         self.refresh_count = 0
 
     # ------------------------------------------------------------------ public
@@ -181,8 +192,10 @@ class Refresher:
             self._pools.add(fetchers)
         built: _Built | None = None
         failure: BaseException | None = None
+        previous = self._snapshot
+        first = not previous.listed
         try:
-            built = self._build_guarded(self._snapshot, started, fetchers)
+            built = self._build_guarded(previous, started, fetchers, generation)
         except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the future
             failure = error
         finally:
@@ -197,7 +210,6 @@ class Refresher:
                 log.debug("discarded the late result of abandoned refresh %d", generation)
                 return
             self._unsettled = None
-            first = not self._snapshot.listed
             if built is not None:
                 self._snapshot = built.snapshot
                 self.refresh_count += 1
@@ -231,9 +243,11 @@ class Refresher:
             self._logs.abandoned(message, generation)
         future.set_result(snapshot)
 
-    def _build_guarded(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
+    def _build_guarded(
+        self, previous: Snapshot, started: float, fetchers: DaemonPool, generation: int
+    ) -> _Built:
         try:
-            return self._build(previous, started, fetchers)
+            return self._build(previous, started, fetchers, generation)
         except Exception as error:
             if self._stopping.is_set():
                 raise  # shutting down: the client was closed under this refresh; nobody reads the result
@@ -249,9 +263,10 @@ class Refresher:
             )
             return _Built(snapshot, (), ())
 
-    def _build(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
+    def _build(self, previous: Snapshot, started: float, fetchers: DaemonPool, generation: int) -> _Built:
         deadline = started + self._settings.refresh_timeout_seconds
         errors: list[CensusAPIError] = []
+        listing_requests = 0
 
         sources, destinations, connections_at = (
             previous.source_names,
@@ -264,6 +279,7 @@ class Refresher:
                 destinations = self._connection_names(
                     self._api.list_destinations(deadline).items, "destination"
                 )
+                listing_requests += _pages(len(sources)) + _pages(len(destinations))
                 connections_at = started
             except CensusAPIError as error:
                 errors.append(error)
@@ -277,6 +293,7 @@ class Refresher:
         else:
             if not listing.complete:
                 errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
+            listing_requests += _pages(len(listing.items))
             listed = self._parse_syncs(listing.items)
             watched = [sync for sync in listed if self._settings.syncs.admits(sync.label, sync.id)]
             syncs = self._refresh_syncs(
@@ -288,6 +305,8 @@ class Refresher:
                 errors=errors,
                 outcomes=outcomes,
                 fetchers=fetchers,
+                allowance=self._allowance(listing_requests, first=not previous.listed),
+                publish=self._publisher(previous, generation) if not previous.listed else None,
             )
 
         ok = not errors
@@ -349,6 +368,8 @@ class Refresher:
         errors: list[CensusAPIError],
         outcomes: list[tuple[Sync, SyncOutcome]],
         fetchers: DaemonPool,
+        allowance: int | None,
+        publish: Callable[[Mapping[int, SyncState]], None] | None,
     ) -> dict[int, SyncState]:
         # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
         awaited = self._still_awaited(listed_ids, complete, previous)
@@ -356,18 +377,29 @@ class Refresher:
         known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
         for state in awaited:
             known[state.sync.id] = state
-        jobs = [*listed, *(state.sync for state in awaited)]
+        jobs = {sync.id: sync for sync in [*listed, *(state.sync for state in awaited)]}
+        # Unread syncs are planned as they were (a new one: never read); the plan orders the reads too.
+        candidates = [replace(known[sync.id] or SyncState(sync=sync), sync=sync) for sync in jobs.values()]
+        planned = schedule.plan(candidates, allowance, self._wall_clock(), self._settings.cache_ttl_seconds)
         futures = {
-            sync.id: fetchers.submit(self._one_sync.run, sync, known[sync.id], deadline) for sync in jobs
+            sync_id: fetchers.submit(self._one_sync.run, jobs[sync_id], known[sync_id], deadline)
+            for sync_id in planned
         }
+        if publish is not None:
+            self._publish_while_reading(futures, known, jobs, publish)
         states: dict[int, SyncState] = {}
-        for sync in jobs:
+        for sync in jobs.values():
             kept = known[sync.id]
             # Listed syncs start over as present; missing ones carry their absence forward.
             absent_from = kept.missing_listings if kept and sync.id not in listed_ids else 0
             absent_since = kept.missing_since if kept and sync.id not in listed_ids else None
+            future = futures.get(sync.id)
             try:
-                outcome = futures[sync.id].result()
+                if future is None:
+                    raise _NotPlanned
+                outcome = future.result()
+            except _NotPlanned:
+                pass  # left for a later round by the plan
             except SyncGone:
                 if sync.id in listed_ids:
                     # Still listed: one 404 is a fault of this refresh, not proof that the sync is gone.
@@ -417,10 +449,12 @@ class Refresher:
             else:
                 outcomes.append((sync, outcome))
                 states[sync.id] = replace(
-                    outcome.state, missing_listings=absent_from, missing_since=absent_since
+                    outcome.state,
+                    missing_listings=absent_from,
+                    missing_since=absent_since,
                 )
                 continue
-            # Its requests failed: the sync keeps what the previous snapshot knew of it.
+            # Not read this round, or its requests failed: it keeps what the previous snapshot knew of it.
             states[sync.id] = replace(
                 kept or SyncState(sync=sync),
                 sync=sync,
@@ -428,6 +462,54 @@ class Refresher:
                 missing_since=absent_since,
             )
         return dict(sorted(states.items()))
+
+    def _allowance(self, listing_requests: int, *, first: bool) -> int | None:
+        """Sync reads this round may plan: the workspace's share of the budget over the round's time."""
+        interval = self._settings.request_interval_seconds
+        if interval is None:
+            return None
+        settings = self._settings
+        seconds = schedule.planning_seconds(
+            settings.cache_ttl_seconds, settings.refresh_timeout_seconds, first=first
+        )
+        return schedule.round_allowance(int(seconds / interval), self._workspaces(), listing_requests)
+
+    def _publisher(self, previous: Snapshot, generation: int) -> Callable[[Mapping[int, SyncState]], None]:
+        """Swaps in the syncs read so far while refresh ``generation`` (the first) is still the current one.
+
+        The partial snapshot is neither ``refreshed`` nor fresh: scrapes keep waiting on (and sharing) the one
+        running refresh, which replaces it whole at its end. Its ledgers are the baselines that refresh reads,
+        so if it is abandoned the next refresh counts on from them exactly as it would from its result.
+        """
+
+        def publish(syncs: Mapping[int, SyncState]) -> None:
+            with self._lock:
+                if self._unsettled != generation or self._snapshot.refreshed:
+                    return
+                self._snapshot = replace(previous, syncs=syncs, listed=True)
+
+        return publish
+
+    def _publish_while_reading(
+        self,
+        futures: Mapping[int, Future[SyncOutcome]],
+        known: Mapping[int, SyncState | None],
+        jobs: Mapping[int, Sync],
+        publish: Callable[[Mapping[int, SyncState]], None],
+    ) -> None:
+        """Every ``PARTIAL_PUBLISH_SECONDS`` until every read ended, publish the syncs read so far."""
+        pending = set(futures.values())
+        while pending and not self._stopping.is_set():
+            _, pending = wait(pending, timeout=PARTIAL_PUBLISH_SECONDS)
+            syncs: dict[int, SyncState] = {}
+            for sync_id, sync in sorted(jobs.items()):
+                future = futures.get(sync_id)
+                if future is not None and future.done() and future.exception() is None:
+                    syncs[sync_id] = future.result().state
+                else:
+                    syncs[sync_id] = known[sync_id] or SyncState(sync=sync)
+            if pending:
+                publish(syncs)
 
     def _parse_syncs(self, raw_syncs: list[Any]) -> list[Sync]:
         syncs: dict[int, Sync] = {}
@@ -437,3 +519,12 @@ class Refresher:
 
     def _connection_names(self, raw: list[Any], kind: str) -> dict[ConnectionId, str]:
         return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}
+
+
+class _NotPlanned(Exception):
+    """The sync was left out of this round by the request budget's plan."""
+
+
+def _pages(records: int) -> int:
+    """List pages read for ``records`` records (one even when the list is empty)."""
+    return max(1, -(-records // LIST_PAGE_SIZE))
