@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench sizing clean
+.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick sizing clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +52,14 @@ chart-files:
 docker-smoke:
 	scripts/docker-smoke-test
 
-# Scrape cost with and without the per-snapshot rendering cache (ratios; not part of make test).
+# Issue 9's benchmark at 100 / 1,000 / 5,000 syncs (about 10 min); writes benchmarks/results.md, explained in
+# docs/performance.md. Fails when the simulator's own latency is more than 10 % off. Not part of make test.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_scrape.py
+	$(BIN)/python benchmarks/bench.py --syncs 100 1000 5000
+
+# The same at 100 and 1,000 syncs only, for development (a few minutes).
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/bench.py --syncs 100 1000
 
 # Measures series, scrape size, memory and API requests at 100 / 1,000 / 5,000 syncs; rewrites docs/sizing.md's table.
 sizing: $(STAMP)
