@@ -118,8 +118,9 @@ class _ViewRendering:
         encoder: Callable[[Any], bytes],
         tail: bytes,
         compress: bool,
-    ) -> bytes:
-        """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``."""
+    ) -> list[bytes]:
+        """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``, as the chunks
+        to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs)."""
         with self._lock:
             if self._view is not view:
                 self._view, self._plain, self._gzip = view, {}, {}
@@ -139,11 +140,10 @@ class _ViewRendering:
         if fresh:
             self.render_seconds = time.monotonic() - started
         if not compress or packed is None:
-            return plain + tail
+            return [plain, tail]
         prefix, state = packed
         compressor = state.copy()
-        compressed: bytes = prefix + compressor.compress(tail) + compressor.flush()
-        return compressed
+        return [prefix, compressor.compress(tail) + compressor.flush()]
 
     def _store(self, view: FleetView, cache: dict[str, Any], key: str, value: Any) -> None:
         with self._lock:
@@ -206,13 +206,13 @@ class ExporterApp:
         encoder, content_type = choose_encoder(canonical_accept(environ.get("HTTP_ACCEPT", "")))
         compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
         # Census data from the per-view cache, then the exporter's own metrics, fresh each scrape.
-        body = self._census.body(view, content_type, encoder, encoder(self._registry), compress)
+        chunks = self._census.body(view, content_type, encoder, encoder(self._registry), compress)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))
-        headers.append(("Content-Length", str(len(body))))
+        headers.append(("Content-Length", str(sum(len(chunk) for chunk in chunks))))
         start_response("200 OK", headers)
-        return [body]
+        return chunks
 
 
 def _respond(
