@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -97,10 +98,13 @@ def test_each_setting_renders_exactly_its_families(
 def test_workspace_totals_are_the_sums_of_the_per_sync_totals(harness_factory: HarnessFactory) -> None:
     """The same view rendered both ways: every run counted per sync is counted once per workspace."""
     workspace = SimulatedWorkspace()
-    activity = DemoActivity(workspace, seed=3, syncs=12)
+    now = [time.time()]
+    activity = DemoActivity(workspace, seed=3, syncs=12, clock=lambda: now[0])
     h = harness_factory(workspace)
     h.scrape()
-    for _ in range(40):
+    # Six simulated hours pass between two refreshes: plenty of runs finish (the demo's clock, not a sleep).
+    for _ in range(36):
+        now[0] += 600
         activity.advance()
     h.refresh()
     view = h.exporter.fleet.view
