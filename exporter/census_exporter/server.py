@@ -104,6 +104,9 @@ class _ViewRendering:
     def __init__(self, collector: CensusCollector) -> None:
         self._collector = collector
         self._lock = threading.Lock()
+        #: One fresh rendering at a time: each builds every sample as objects (tens of MB at thousands of
+        #: syncs), and two formats rendered side by side would double the process's peak memory.
+        self._rendering = threading.Lock()
         self._view: FleetView | None = None
         self._plain: dict[str, bytes] = {}
         self._gzip: dict[str, tuple[bytes, Any]] = {}
@@ -126,6 +129,23 @@ class _ViewRendering:
                 self._view, self._plain, self._gzip = view, {}, {}
             plain = self._plain.get(content_type)
             packed = self._gzip.get(content_type)
+        if plain is None or (compress and packed is None):
+            with self._rendering:
+                return self._fresh(view, content_type, encoder, tail, compress)
+        return self._cached(plain, packed, tail, compress)
+
+    def _fresh(
+        self,
+        view: FleetView,
+        content_type: str,
+        encoder: Callable[[Any], bytes],
+        tail: bytes,
+        compress: bool,
+    ) -> list[bytes]:
+        """Render (and compress) what the cache lacks; another scrape may have done it meanwhile."""
+        with self._lock:
+            plain = self._plain.get(content_type) if self._view is view else None
+            packed = self._gzip.get(content_type) if self._view is view else None
         started = time.monotonic()
         fresh = plain is None or (compress and packed is None)
         if plain is None:
@@ -139,6 +159,10 @@ class _ViewRendering:
             self._store(view, self._gzip, content_type, packed)
         if fresh:
             self.render_seconds = time.monotonic() - started
+        return self._cached(plain, packed, tail, compress)
+
+    @staticmethod
+    def _cached(plain: bytes, packed: tuple[bytes, Any] | None, tail: bytes, compress: bool) -> list[bytes]:
         if not compress or packed is None:
             return [plain, tail]
         prefix, state = packed
