@@ -445,3 +445,14 @@ def test_a_hostile_token_file_is_refused_at_once_without_reading_it_whole(
     assert time.monotonic() - started < 5  # a FIFO with no writer must not block the start
     error = capsys.readouterr().err
     assert "field `token_file`" in error and expected in error, error
+
+
+def test_a_name_too_long_for_a_label_is_named_shortly_in_its_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(GOOD.format(token_file="/x").replace("name: marketing", "name: " + "m" * 100_000))
+    with pytest.raises(SystemExit):
+        parse_config(["--config.file", str(path)], {"MARKETING_KEY": "k" * 12})
+    error = capsys.readouterr().err
+    assert "field `name`" in error and len(error) < 400, error[:400]

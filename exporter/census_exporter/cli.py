@@ -36,7 +36,9 @@ from census_exporter.workspaces import (
     WorkspaceConfig,
     WorkspacesFile,
     WorkspacesFileError,
+    entry_error,
     load_workspaces_file,
+    workspace_title,
 )
 
 log = logging.getLogger("census_exporter")
@@ -706,14 +708,6 @@ def _from_workspaces_file(
     )
 
 
-def _entry_error(
-    path: str, entry: WorkspaceConfig | AutoDiscovery, title: str, field: str, problem: str
-) -> WorkspacesFileError:
-    line = entry.key_lines.get(field, entry.line)
-    where = f"{path}:{line}" if line is not None else path
-    return WorkspacesFileError(f"{where}: {title}: field `{field}` {problem}")
-
-
 def _entry_token(
     path: str, entry: WorkspaceConfig | AutoDiscovery, title: str, environ: Mapping[str, str]
 ) -> TokenSource:
@@ -724,20 +718,20 @@ def _entry_token(
         token = location.token_source(environ)
         value = token()
     except TokenError as error:
-        raise _entry_error(path, entry, title, field, str(error)) from None
+        raise entry_error(path, entry, title, field, str(error)) from None
     if not value:
         if location.file is not None:
-            raise _entry_error(path, entry, title, field, f"names an empty file ({location.file})")
-        raise _entry_error(path, entry, title, field, f"names {location.env}, which is not set or is empty")
+            raise entry_error(path, entry, title, field, f"names an empty file ({location.file})")
+        raise entry_error(path, entry, title, field, f"names {location.env}, which is not set or is empty")
     return token
 
 
 def _file_workspace(entry: WorkspaceConfig, path: str, environ: Mapping[str, str]) -> Workspace:
-    title = f"workspace {entry.name!r}"
+    title = workspace_title(entry.name)
     try:
         name = _workspace_label(entry.name)
     except ValueError as error:
-        raise _entry_error(path, entry, title, "name", str(error)) from None
+        raise entry_error(path, entry, title, "name", str(error)) from None
     return Workspace(
         name=name,
         api_url=entry.api_url,

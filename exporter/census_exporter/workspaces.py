@@ -211,10 +211,28 @@ def _auto_discovery(entry: _Entry) -> AutoDiscovery:
     )
 
 
+def entry_error(
+    path: str, entry: WorkspaceConfig | AutoDiscovery, title: str, field: str, problem: str
+) -> WorkspacesFileError:
+    """An error about ``field`` of a parsed entry found after parsing (a token variable that is not set),
+    phrased like the parser's own: file, the field's line, the entry and the field, in one line."""
+    return _field_error(path, entry.key_lines.get(field, entry.line), title, field, problem)
+
+
+def workspace_title(name: str) -> str:
+    """How errors name a named entry (bounded: a name may be any length until it is validated)."""
+    return f"workspace {_shown(name)}"
+
+
+def _field_error(path: str, line: int | None, title: str, field: str, problem: str) -> WorkspacesFileError:
+    where = f"{path}:{line}" if line is not None else path
+    return WorkspacesFileError(f"{where}: {title}: field `{field}` {problem}")
+
+
 def _entry_title(raw: _LineDict, index: int) -> str:
     name = raw.get("name")
     if isinstance(name, str) and name.strip():
-        return f"workspace {_shown(name)}"
+        return workspace_title(name)
     if "auto" in raw:
         return f"workspaces[{index}] (auto)"
     return f"workspaces[{index}]"
@@ -233,9 +251,7 @@ class _Entry:
         return self.raw.key_lines.get(field, self.line)
 
     def error(self, field: str, problem: str) -> WorkspacesFileError:
-        line = self.line_of(field)
-        where = f"{self.path}:{line}" if line is not None else self.path
-        return WorkspacesFileError(f"{where}: {self.title}: field `{field}` {problem}")
+        return _field_error(self.path, self.line_of(field), self.title, field, problem)
 
     def reject_unknown(self, known: frozenset[str]) -> None:
         for key in self.raw:
