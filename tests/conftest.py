@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,3 +172,30 @@ def harness_factory() -> Iterator[Callable[..., Harness]]:
         harness.http.close()
         harness.exporter.close()
         harness.simulator.close()
+
+
+def log_lines_until_listening(argv: list[str], env: Mapping[str, str]) -> list[str]:
+    """Start the real CLI with ``argv``, read its log until it says it listens, stop it with SIGTERM.
+
+    Returns the lines read (the start-up log); fails if the line does not come within 30 s.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "census_exporter", *argv],
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        stderr = process.stderr
+
+        def listening() -> bool:
+            lines.append(stderr.readline())
+            return "listening on" in lines[-1]
+
+        wait_for(listening, timeout=30, interval=0, what="the listening log line")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    return lines

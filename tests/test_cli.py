@@ -18,7 +18,7 @@ import pytest
 from census_exporter.cli import build_parser, parse_config
 from census_exporter.config import Config
 from census_exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter, setup_logging
-from tests.conftest import HarnessFactory, parse_scrape, require_tool, wait_for
+from tests.conftest import HarnessFactory, log_lines_until_listening, parse_scrape, require_tool, wait_for
 from tests.stack import REPO
 
 FLAGS = [
@@ -431,33 +431,9 @@ def test_credentials_in_the_api_url_are_refused_without_printing_them(url: str, 
 
 
 def test_the_api_base_url_is_logged_once_at_start() -> None:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "census_exporter",
-            "--census.api-url",
-            "http://127.0.0.1:9/api/v1",
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        env=os.environ | TOKEN_ENV,
-        stderr=subprocess.PIPE,
-        text=True,
+    lines = log_lines_until_listening(
+        ["--census.api-url", "http://127.0.0.1:9/api/v1", "--web.listen-address", "127.0.0.1:0"], TOKEN_ENV
     )
-    lines: list[str] = []
-    try:
-        assert process.stderr is not None
-        stderr = process.stderr
-
-        def listening() -> bool:
-            lines.append(stderr.readline())
-            return "listening on" in lines[-1]
-
-        wait_for(listening, timeout=30, interval=0, what="the listening log line")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
     started = [line for line in lines if "Census API at http://127.0.0.1:9/api/v1" in line]
     assert len(started) == 1, lines
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ from census_exporter.demo import Fault, SimulatedOrganization, SimulatedWorkspac
 from census_exporter.demo.organization import HostedWorkspace, base_url
 from census_exporter.exporter import Exporter
 from census_exporter.logs import WorkspaceField
-from tests.conftest import Scrape, parse_scrape, wait_for
+from tests.conftest import Scrape, log_lines_until_listening, parse_scrape, wait_for
 
 
 def workspace_with(labels: dict[int, str], runs: int = 1) -> SimulatedWorkspace:
@@ -338,33 +335,9 @@ def test_the_real_cli_runs_a_workspaces_file_and_names_the_v1_workspaces_to_move
     organization.serve()
     path = tmp_path / "workspaces.yaml"
     path.write_text(two_workspaces_file(organization, marketing, sales))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "census_exporter",
-            "--config.file",
-            str(path),
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        env=os.environ | env_for(organization, marketing),
-        stderr=subprocess.PIPE,
-        text=True,
+    lines = log_lines_until_listening(
+        ["--config.file", str(path), "--web.listen-address", "127.0.0.1:0"], env_for(organization, marketing)
     )
-    lines: list[str] = []
-    try:
-        assert process.stderr is not None
-        stderr = process.stderr
-
-        def listening() -> bool:
-            lines.append(stderr.readline())
-            return "listening on" in lines[-1]
-
-        wait_for(listening, timeout=30, interval=0, what="the listening log line")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=15)
     text = "".join(lines)
     assert "move workspace marketing to V2 (api_version: v2 in the workspaces file)" in text, text
     assert "workspace sales: Census API v2 at" in text
