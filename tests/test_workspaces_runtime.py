@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from census_exporter.cli import parse_config
-from census_exporter.demo import Fault, SimulatedOrganization, SimulatedWorkspace
+from census_exporter.demo import Fault, SimulatedOrganization, SimulatedWorkspace, SimulatorServer
 from census_exporter.demo.organization import HostedWorkspace, base_url
 from census_exporter.exporter import Exporter
 from census_exporter.logs import WorkspaceField
@@ -43,6 +43,10 @@ class Running:
 
     def get(self, path: str, **headers: str) -> httpx.Response:
         return self.http.get(f"http://127.0.0.1:{self.exporter.port}{path}", headers=headers)
+
+    def wait_ready(self) -> None:
+        """Until every workspace has finished its first refresh (bounded)."""
+        wait_for(lambda: self.get("/readyz").status_code == 200, what="the first refreshes")
 
     def scrape(self, **headers: str) -> Scrape:
         response = self.get("/metrics", **headers)
@@ -81,6 +85,17 @@ def organization() -> Iterator[SimulatedOrganization]:
     yield organization
     if organization.server is not None:
         organization.server.close()
+
+
+def host_marketing_and_sales(
+    organization: SimulatedOrganization,
+) -> tuple[HostedWorkspace, HostedWorkspace, SimulatorServer]:
+    """Marketing (sync 1 "leads", over V1) and sales (sync 1 "deals", group sales_group, V2), served."""
+    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
+    sales = organization.add_workspace(
+        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
+    )
+    return marketing, sales, organization.serve()
 
 
 def two_workspaces_file(
@@ -140,11 +155,7 @@ def test_two_workspaces_one_per_dialect_keep_the_same_sync_ids_apart(
 def test_one_workspaces_401_or_outage_leaves_the_others_data_and_counters_untouched(
     organization: SimulatedOrganization, start_exporter: StartExporter
 ) -> None:
-    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
-    sales = organization.add_workspace(
-        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
-    )
-    server = organization.serve()
+    marketing, sales, server = host_marketing_and_sales(organization)
     running = start_exporter(
         two_workspaces_file(organization, marketing, sales),
         env_for(organization, marketing),
@@ -153,7 +164,7 @@ def test_one_workspaces_401_or_outage_leaves_the_others_data_and_counters_untouc
         "--census.record-totals=sync",
         "--census.run-details",
     )
-    wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
+    running.wait_ready()
     before = running.scrape()
     assert before.value("census_up", workspace="marketing") == 1
     # marketing's key is revoked (401 on every V1 call) and its runs endpoint breaks; sales goes on running.
@@ -188,18 +199,14 @@ def test_one_workspaces_401_or_outage_leaves_the_others_data_and_counters_untouc
 def test_a_scrape_waits_for_stale_workspaces_in_parallel_within_one_budget(
     organization: SimulatedOrganization, start_exporter: StartExporter
 ) -> None:
-    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
-    sales = organization.add_workspace(
-        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
-    )
-    server = organization.serve()
+    marketing, sales, server = host_marketing_and_sales(organization)
     running = start_exporter(
         two_workspaces_file(organization, marketing, sales),
         env_for(organization, marketing),
         "--census.cache-ttl",
         "1",
     )
-    wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
+    running.wait_ready()
     # Every request now takes 0.8 s: a refresh (the sync list, then the sync's runs) takes 1.6 s, so two
     # refreshes fit in the 2.5 s budget of a 3 s scrape timeout only if they run side by side.
     organization.members[0].workspace.add_run(1, "completed", records=5)
@@ -244,11 +251,7 @@ workspaces:
 def test_every_log_line_of_a_refresh_names_its_workspace(
     organization: SimulatedOrganization, start_exporter: StartExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
-    sales = organization.add_workspace(
-        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
-    )
-    organization.serve()
+    marketing, sales, _ = host_marketing_and_sales(organization)
     marketing.api_key = "secret-token:revoked-key"
     caplog.handler.addFilter(WorkspaceField())
     with caplog.at_level(logging.INFO):
@@ -259,7 +262,7 @@ def test_every_log_line_of_a_refresh_names_its_workspace(
                 "CENSUS_PAT": organization.pat,
             },
         )
-        wait_for(lambda: running.get("/readyz").status_code == 200, what="the first refreshes")
+        running.wait_ready()
     rejected = [r for r in caplog.records if "rejected" in r.getMessage()]
     assert rejected and all(getattr(r, "workspace", None) == "marketing" for r in rejected), [
         (r.getMessage(), getattr(r, "workspace", None)) for r in rejected
@@ -328,11 +331,7 @@ def test_an_empty_token_file_stops_the_start_naming_it(
 def test_the_real_cli_runs_a_workspaces_file_and_names_the_v1_workspaces_to_move(
     organization: SimulatedOrganization, tmp_path: Path
 ) -> None:
-    marketing = organization.add_workspace("marketing", workspace=workspace_with({1: "leads"}))
-    sales = organization.add_workspace(
-        "sales", group_id="sales_group", workspace=workspace_with({1: "deals"})
-    )
-    organization.serve()
+    marketing, sales, _ = host_marketing_and_sales(organization)
     path = tmp_path / "workspaces.yaml"
     path.write_text(two_workspaces_file(organization, marketing, sales))
     lines = log_lines_until_listening(
