@@ -49,7 +49,7 @@ TOKEN_ENV = "CENSUS_API_TOKEN"  # noqa: S105 - the variable's name, not a token
 Converter = Callable[[str], Any]
 
 
-class _Number:
+class NumberRange:
     """A number of ``kind`` within ``low..high`` inclusive."""
 
     def __init__(self, kind: type[int] | type[float], low: float, high: float) -> None:
@@ -81,7 +81,7 @@ _BYTE_UNITS = {
 }
 
 
-class _Bytes(_Number):
+class _Bytes(NumberRange):
     """A size in bytes: ``16777216``, ``16MiB`` or ``16MB`` (case-insensitive)."""
 
     def __init__(self, low: int, high: int) -> None:
@@ -390,7 +390,7 @@ def build_parser() -> _Parser:
         "--census.cache-ttl",
         dest="cache_ttl",
         env="CENSUS_CACHE_TTL",
-        convert=_Number(float, 1, 86400),
+        convert=NumberRange(float, 1, 86400),
         default=defaults.CACHE_TTL_SECONDS,
         shown_default=f"{defaults.CACHE_TTL_SECONDS:g}",
         metavar="SECONDS",
@@ -401,7 +401,7 @@ def build_parser() -> _Parser:
         "--census.concurrency",
         dest="concurrency",
         env="CENSUS_CONCURRENCY",
-        convert=_Number(int, 1, 64),
+        convert=NumberRange(int, 1, 64),
         default=defaults.CONCURRENCY,
         metavar="N",
         help="API requests in flight at once during a refresh.",
@@ -410,7 +410,7 @@ def build_parser() -> _Parser:
         "--census.request-timeout",
         dest="request_timeout",
         env="CENSUS_REQUEST_TIMEOUT",
-        convert=_Number(float, 0.1, 300),
+        convert=NumberRange(float, 0.1, 300),
         default=defaults.REQUEST_TIMEOUT_SECONDS,
         shown_default=f"{defaults.REQUEST_TIMEOUT_SECONDS:g}",
         metavar="SECONDS",
@@ -420,7 +420,7 @@ def build_parser() -> _Parser:
         "--census.max-requests-per-second",
         dest="max_requests_per_second",
         env="CENSUS_MAX_REQUESTS_PER_SECOND",
-        convert=_Number(float, 0, 10000),
+        convert=NumberRange(float, 0, 10000),
         default=defaults.MAX_REQUESTS_PER_SECOND,
         shown_default=f"{defaults.MAX_REQUESTS_PER_SECOND:g}",
         metavar="N",
@@ -432,7 +432,7 @@ def build_parser() -> _Parser:
         "--census.refresh-timeout",
         dest="refresh_timeout",
         env="CENSUS_REFRESH_TIMEOUT",
-        convert=_Number(float, 1, 3600),
+        convert=NumberRange(float, 1, 3600),
         default=defaults.REFRESH_TIMEOUT_SECONDS,
         shown_default=f"{defaults.REFRESH_TIMEOUT_SECONDS:g}",
         metavar="SECONDS",
@@ -551,7 +551,7 @@ def build_parser() -> _Parser:
         "--demo.seed",
         dest="demo_seed",
         env="CENSUS_DEMO_SEED",
-        convert=_Number(int, 0, 2**32 - 1),
+        convert=NumberRange(int, 0, 2**32 - 1),
         default=defaults.DEMO_SEED,
         metavar="N",
         help="Seed of the demo workspace: the same seed gives the same syncs and run history.",
@@ -560,7 +560,7 @@ def build_parser() -> _Parser:
         "--demo.syncs",
         dest="demo_syncs",
         env="CENSUS_DEMO_SYNCS",
-        convert=_Number(int, 1, 20000),
+        convert=NumberRange(int, 1, 20000),
         default=defaults.DEMO_SYNCS,
         metavar="N",
         help="Number of syncs in the demo workspace.",

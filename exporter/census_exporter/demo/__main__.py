@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from census_exporter.cli import NumberRange
 from census_exporter.defaults import DEMO_SEED, DEMO_SYNCS
 from census_exporter.demo import (
     DEMO_MARKETING_API_KEY,
@@ -59,21 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--seed",
-        type=_Number(int, 0, 2**32 - 1),
+        type=_number(int, 0, 2**32 - 1),
         default=DEMO_SEED,
         metavar="N",
         help=f"seed of the simulated history: the same seed, the same syncs and runs (default {DEMO_SEED})",
     )
     parser.add_argument(
         "--syncs",
-        type=_Number(int, 1, 20000),
+        type=_number(int, 1, 20000),
         default=DEMO_SYNCS,
         metavar="N",
         help=f"syncs in each workspace (default {DEMO_SYNCS})",
     )
     parser.add_argument(
         "--latency",
-        type=_Number(float, 0, 60),
+        type=_number(float, 0, 60),
         default=0.0,
         metavar="SECONDS",
         help="delay added to every answer, up to 60 (default 0)",
@@ -170,27 +171,17 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host, port
 
 
-class _Number:
-    """An argparse type: a number of ``kind`` within ``low..high`` inclusive."""
+def _number(kind: type[int] | type[float], low: float, high: float) -> Callable[[str], int | float]:
+    """The exporter's own range check, as an argparse type: its message is shown as it is."""
+    check = NumberRange(kind, low, high)
 
-    def __init__(self, kind: type[int] | type[float], low: float, high: float) -> None:
-        self.kind = kind
-        self.low = low
-        self.high = high
-
-    def __call__(self, text: str) -> int | float:
+    def convert(text: str) -> int | float:
         try:
-            value = self.kind(text.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number from {self._range()}, got {text!r}"
-            ) from None
-        if not self.low <= value <= self.high:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"must be from {self._range()}, got {text!r}")
-        return value
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-    def _range(self) -> str:
-        return f"{self.low:g} to {self.high:g}"
+    return convert
 
 
 if __name__ == "__main__":
