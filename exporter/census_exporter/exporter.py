@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from census_exporter.census.budget import RequestBudget
 from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector, budget_families
-from census_exporter.config import ApiVersion, Config, TokenSource, Workspace
+from census_exporter.config import Config, Discovery, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.discovery import Discoverer
@@ -51,14 +51,7 @@ class Exporter:
                 discovery,
                 self.fleet,
                 # Its requests belong to no workspace: they are counted with an empty workspace label.
-                self._client(
-                    discovery.api_url,
-                    discovery.token,
-                    self._api_metrics.observer(""),
-                    self._stopping,
-                    None,
-                    discovery.api_version,
-                ),
+                self._client(discovery, self._api_metrics.observer(""), self._stopping),
                 timeout_seconds=config.refresh_timeout_seconds,
                 stopping=self._stopping,
             )
@@ -114,7 +107,7 @@ class Exporter:
         config = self.config
         stopping = threading.Event()  # set by refresher.close(): ends the client's retry backoff at once
         observer = self._api_metrics.observer(workspace.name)
-        client = self._client(workspace.api_url, workspace.token, observer, stopping, workspace)
+        client = self._client(workspace, observer, stopping)
         refresher = Refresher(
             client,
             RefreshSettings(
@@ -138,24 +131,20 @@ class Exporter:
 
         return WatchedWorkspace(workspace, refresher, release)
 
-    def _client(  # noqa: PLR0917 - private, and each argument is distinct
-        self,
-        api_url: str,
-        token: TokenSource,
-        observer: WorkspaceRequestObserver,
-        stopping: threading.Event,
-        workspace: Workspace | None,
-        api_version: ApiVersion = "v1",
+    def _client(
+        self, target: Workspace | Discovery, observer: WorkspaceRequestObserver, stopping: threading.Event
     ) -> CensusClient:
+        """A client for one workspace or, for a discovery entry, for its organization-wide listings."""
+        workspace = target if isinstance(target, Workspace) else None
         return CensusClient(
-            api_url,
-            token,
+            target.api_url,
+            target.token,
             request_timeout=self.config.request_timeout_seconds,
             observer=observer,
             max_connections=self.config.concurrency,
             max_response_bytes=self.config.max_response_bytes,
             sleep=stopping.wait,
-            api_version=workspace.api_version if workspace else api_version,
+            api_version=target.api_version,
             group_id=workspace.group_id if workspace else None,
             organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
             budget=self.budget,
