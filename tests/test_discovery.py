@@ -229,3 +229,32 @@ def test_generated_names_never_collide() -> None:
     unique = _unique_names({"1": named("a (3)"), "2": named("a"), "3": named("a")})
     names = [workspace.name for workspace in unique.values()]
     assert len(set(names)) == 3, names
+
+
+def test_a_new_workspace_under_a_gone_ones_name_starts_over_instead_of_inheriting_its_ledger() -> None:
+    from unittest.mock import MagicMock
+
+    from census_exporter.config import TokenSource, Workspace
+    from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
+    from census_exporter.snapshot import DiscoveryStatus
+
+    watched: list[WatchedWorkspace] = []
+    released: list[Workspace] = []
+
+    def watch(workspace: Workspace) -> WatchedWorkspace:
+        member = WatchedWorkspace(workspace, MagicMock(), lambda: released.append(workspace))
+        watched.append(member)
+        return member
+
+    fleet = Fleet(watch, [])
+    url = "https://app.getcensus.com/api/v1"
+    old = Workspace("marketing", url, TokenSource(value="secret-token:old-workspace"))
+    status = DiscoveryStatus("auto", up=True, attempted=True)
+    fleet.discovered("auto", [old], status)
+    fleet.discovered("auto", [old], status)  # the same workspace again: kept
+    assert len(watched) == 1 and not released
+    # deleted, and another workspace created with its name: its own key source, so a member of its own
+    new = Workspace("marketing", url, TokenSource(value="secret-token:new-workspace"))
+    fleet.discovered("auto", [new], status)
+    assert [member.workspace for member in watched] == [old, new]
+    assert released == [old]

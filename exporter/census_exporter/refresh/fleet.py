@@ -131,8 +131,6 @@ class Fleet:
             for workspace_name, workspace in wanted.items():
                 kept = current.get(workspace_name)
                 if kept is not None and _same_target(kept.workspace, workspace):
-                    if workspace.token() != kept.workspace.token():
-                        kept.workspace.token.replace(workspace.token())
                     continue
                 if kept is not None:
                     stopped.append(kept)
@@ -198,10 +196,16 @@ def _same(left: Sequence[object], right: Sequence[object]) -> bool:
 
 
 def _same_target(old: Workspace, new: Workspace) -> bool:
-    """Whether ``new`` watches what ``old`` does (a changed token alone is not a new workspace)."""
-    return (old.api_url, old.api_version, old.group_id, old.syncs) == (
+    """Whether ``new`` watches what ``old`` does.
+
+    Discovery keeps one token source per Census workspace and rotates its key in place, so a different
+    source under the same name is a different workspace (one deleted, another created with its name): it
+    starts over rather than inheriting the other's ledger.
+    """
+    same_place = (old.api_url, old.api_version, old.group_id, old.syncs) == (
         new.api_url,
         new.api_version,
         new.group_id,
         new.syncs,
     )
+    return same_place and old.token is new.token
