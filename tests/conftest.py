@@ -199,3 +199,17 @@ def log_lines_until_listening(argv: list[str], env: Mapping[str, str]) -> list[s
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=15)
     return lines
+
+
+class Recorder:
+    """Stands in for the self-metrics and for time.sleep."""
+
+    def __init__(self) -> None:
+        self.observed: list[tuple[str, str]] = []
+        self.slept: list[float] = []
+
+    def observe(self, endpoint: str, code: str, seconds: float) -> None:
+        self.observed.append((endpoint, code))
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)

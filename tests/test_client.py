@@ -19,24 +19,11 @@ from census_exporter.census.client import (
     TransientError,
     parse_retry_after,
 )
+from tests.conftest import Recorder
 
 BASE = "https://census.test/api/v1"
 TOKEN = "secret-token:abc123XYZsecret"
 FAR = 1e12  # a deadline that never arrives
-
-
-class Recorder:
-    """Stands in for the self-metrics and for time.sleep."""
-
-    def __init__(self) -> None:
-        self.observed: list[tuple[str, str]] = []
-        self.slept: list[float] = []
-
-    def observe(self, endpoint: str, code: str, seconds: float) -> None:
-        self.observed.append((endpoint, code))
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
 
 
 @pytest.fixture

@@ -38,26 +38,13 @@ from census_exporter.census.models import (
 from census_exporter.demo import SimulatedOrganization, SimulatorServer
 from census_exporter.demo.organization import GROUPS_ROUTE, HostedWorkspace, base_url
 from census_exporter.logs import REDACTED, RedactingFilter
+from tests.conftest import Recorder
 
 V1 = "https://census.test/api/v1"
 V2 = "https://census.test/api/v2"
 PAT = "secret-token:org-pat-7d2e9c41"
 KEY = "secret-token:workspace-key-5b8f3a90"
 FAR = 1e12  # a deadline that never arrives
-
-
-class Recorder:
-    """Stands in for the self-metrics and for time.sleep."""
-
-    def __init__(self) -> None:
-        self.observed: list[tuple[str, str]] = []
-        self.slept: list[float] = []
-
-    def observe(self, endpoint: str, code: str, seconds: float) -> None:
-        self.observed.append((endpoint, code))
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
 
 
 ClientFactory = Callable[..., CensusClient]
