@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from census_exporter.census.models import Skipped, parse_sync, parse_sync_run
 from census_exporter.cli import parse_config
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import DemoActivity, SimulatedWorkspace, reference_workspace
-from census_exporter.snapshot import FleetView, Snapshot, SyncState
+from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.state import SyncLedger
 from census_exporter.totals import WorkspaceTotals
 from tests.conftest import Harness, Scrape, parse_scrape, wait_for
@@ -108,8 +105,8 @@ def test_workspace_totals_are_the_sums_of_the_per_sync_totals(harness_factory: H
         activity.advance()
     h.refresh()
     view = h.exporter.fleet.view
-    per_workspace = render(CensusCollector(lambda: view, 0.0), view)
-    per_sync = render(CensusCollector(lambda: view, 0.0, Exposition.everything()), view)
+    per_workspace = parse_scrape(CensusCollector(0.0).render(view).text().decode())
+    per_sync = parse_scrape(CensusCollector(0.0, Exposition.everything()).render(view).text().decode())
     counted = sum(per_sync.all("census_sync_run_duration_seconds_count").values())
     assert counted > 0, "the demo finished no run: nothing was compared"
     assert per_workspace.value("census_workspace_run_duration_seconds_count") == counted
@@ -121,21 +118,6 @@ def test_workspace_totals_are_the_sums_of_the_per_sync_totals(harness_factory: H
         assert per_workspace.value(f"census_workspace_{name}_total") == sum(
             per_sync.all(f"census_sync_{name}_total").values()
         ), name
-
-
-def render(collector: CensusCollector, view: FleetView) -> Scrape:
-    """``view`` as ``collector`` renders it, in the classic text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_OneView(collector, view))
-    return parse_scrape(generate_latest(registry).decode())
-
-
-class _OneView(Collector):
-    def __init__(self, collector: CensusCollector, view: FleetView) -> None:
-        self._collector, self._view = collector, view
-
-    def collect(self) -> Iterator[Metric]:
-        return self._collector.families(self._view)
 
 
 def test_workspace_totals_keep_the_runs_of_a_sync_that_left(harness_factory: HarnessFactory) -> None:

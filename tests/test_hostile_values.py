@@ -9,14 +9,13 @@ from dataclasses import replace
 
 import pytest
 from cachetools import LRUCache
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from census_exporter import collector
 from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, Sync, SyncRun
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import reference_workspace
+from census_exporter.rendering import RenderedFamilies
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, SyncLedger
 from tests.conftest import Harness, parse_scrape
@@ -82,20 +81,22 @@ def hostile_snapshot() -> Snapshot:
     return Snapshot(workspace="default", syncs=syncs, up=True, refreshed=True, listed=True)
 
 
-@pytest.mark.parametrize("encode", [generate_latest, generate_openmetrics], ids=["text", "openmetrics"])
+FORMATS = [RenderedFamilies.text, RenderedFamilies.openmetrics]
+
+
+@pytest.mark.parametrize("encode", FORMATS, ids=["text", "openmetrics"])
 def test_a_sync_whose_values_cannot_render_loses_only_its_own_series(
-    encode: Callable[[CollectorRegistry], bytes],
+    encode: Callable[[RenderedFamilies], bytes],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The log-once memory is process-wide; start from a fresh one so that each encoder's test sees it.
     monkeypatch.setattr(collector, "_logged_unrenderable", LRUCache(maxsize=16))
-    registry = CollectorRegistry()
-    snapshot = hostile_snapshot()
-    registry.register(CensusCollector(lambda: FleetView((snapshot,)), 60.0, Exposition.everything()))
+    census = CensusCollector(60.0, Exposition.everything())
+    view = FleetView((hostile_snapshot(),))
     with caplog.at_level(logging.WARNING, logger="census_exporter.collector"):
-        text = encode(registry).decode()
-        encode(registry)  # every scrape renders again; the log says it once
+        text = encode(census.render(view)).decode()
+        census.render(view)  # every new view renders again; the log says it once
     assert 'census_sync_info{destination="",destination_object="Lead",label="ok"' in text
     assert 'census_sync_records_processed_total{sync_id="1",workspace="default"} 10.0' in text
     assert 'census_sync_last_run_records_processed{sync_id="1",workspace="default"} 10.0' in text
@@ -108,19 +109,18 @@ def test_a_sync_whose_values_cannot_render_loses_only_its_own_series(
     assert all(r.exc_info is None for r in lines)
 
 
-@pytest.mark.parametrize("encode", [generate_latest, generate_openmetrics], ids=["text", "openmetrics"])
+@pytest.mark.parametrize("encode", FORMATS, ids=["text", "openmetrics"])
 def test_workspace_totals_leave_out_only_the_counts_that_cannot_render(
-    encode: Callable[[CollectorRegistry], bytes],
+    encode: Callable[[RenderedFamilies], bytes],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(collector, "_logged_unrenderable", LRUCache(maxsize=16))
-    registry = CollectorRegistry()
-    snapshot = hostile_snapshot()
-    registry.register(CensusCollector(lambda: FleetView((snapshot,)), 60.0))  # the default: per workspace
+    census = CensusCollector(60.0)  # the default: per workspace
+    view = FleetView((hostile_snapshot(),))
     with caplog.at_level(logging.WARNING, logger="census_exporter.collector"):
-        text = encode(registry).decode()
-        encode(registry)
+        text = encode(census.render(view)).decode()
+        census.render(view)
     # Syncs 2 and 3 counted 10**400 records: the workspace totals are those of syncs 1 and 4.
     assert 'census_workspace_records_processed_total{workspace="default"} 20.0' in text
     assert 'census_sync_paused{sync_id="2",workspace="default"} 0.0' in text  # its own series render

@@ -165,15 +165,15 @@ APP_ERROR_SCRIPT = textwrap.dedent(
     exporter = Exporter(Config(api_url=simulator.url, token=TokenSource(value=secret),
                                listen_host="127.0.0.1", listen_port=0))
     calls = []
-    real_families = exporter.collector.families
+    real_render = exporter.collector.render
 
-    def families(view):
+    def render(view):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("collector broke near " + secret)
-        return real_families(view)
+        return real_render(view)
 
-    exporter.collector.families = families
+    exporter.collector.render = render
     exporter.http.start()
     print(exporter.port, flush=True)
     sys.stdin.read()

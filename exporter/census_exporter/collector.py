@@ -1,53 +1,53 @@
-"""CensusCollector: renders the current Snapshot as Prometheus metric families.
+"""CensusCollector: renders a FleetView's Census families straight to bytes (see census_exporter.rendering).
 
-Every ``census_`` metric except the two API self-metrics (see :mod:`census_exporter.instrumentation`) is
-built here, from the snapshot alone, fresh on every scrape: no series can outlive the sync it describes.
-The one exception are the per-workspace run totals, which also remember the counts of syncs that left
-(:mod:`census_exporter.totals`). ``describe()`` returns nothing, so registering the collector makes no API
-call. Which optional families exist is the :class:`~census_exporter.config.Exposition`'s choice.
+Every ``census_`` metric except the two API self-metrics (see :mod:`census_exporter.instrumentation`) and
+the request budget's (rendered fresh on each scrape, :func:`budget_families`) is rendered here, from the
+view alone: no series can outlive the sync it describes. The one exception are the per-workspace run
+totals, which also remember the counts of syncs that left (:mod:`census_exporter.totals`). Which optional
+families exist is the :class:`~census_exporter.config.Exposition`'s choice.
 
-Each sync's samples are built (every value converted to float, every label checked) before any is added,
-so a sync holding a value that cannot be rendered loses its series for that scrape, is logged once, and
-every other sync and family still renders.
+Each sync's lines are written (every value converted, every label encoded) before any is kept, so a sync
+holding a value that cannot be rendered loses its series for that view, is logged once, and every other
+sync and family still renders.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
 
 from cachetools import LRUCache
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from census_exporter import __version__
 from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models import SyncRun, bounded_text, clean_text
 from census_exporter.config import Exposition
+from census_exporter.rendering import (
+    Family,
+    FamilyBlocks,
+    MetricType,
+    RenderedFamilies,
+    label_text,
+    number,
+    sample,
+)
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import RunCounters, SyncLedger
 from census_exporter.totals import WorkspaceTotals
 
 log = logging.getLogger(__name__)
 
-SYNC_LABELS = ["workspace", "sync_id"]
-
 _Source = TypeVar("_Source")
 
 
 @dataclass(frozen=True, slots=True)
 class _Series(Generic[_Source]):
-    """One per-sync series: its metric name, HELP text, and how to read its value from ``_Source``."""
+    """One per-sync series of one value: its metric name, HELP text, and how to read it from ``_Source``."""
 
     name: str
     help: str
@@ -184,171 +184,160 @@ def _log_unrenderable_once(workspace: str, sync_id: int, error: Exception) -> No
     )
 
 
-def _number(value: float | int | bool) -> float:
-    """``value`` as the float the exposition will carry; raises when it has none (``10**400``)."""
-    number = float(value)
-    if not math.isfinite(number):
-        raise OverflowError("not a finite number")
-    return number
+class _FamilyList:
+    """Families in exposition order, each known by its index (under which FamilyBlocks files lines)."""
+
+    def __init__(self, help_text: Callable[[str], str]) -> None:
+        self.families: list[Family] = []
+        self._help_text = help_text
+
+    def add(self, name: str, kind: MetricType, help_text: str) -> int:
+        """Append a family (its HELP gets the cache note) and return its index."""
+        self.families.append(Family(name, kind, self._help_text(help_text)))
+        return len(self.families) - 1
+
+    def name(self, index: int) -> str:
+        """The name of the family at ``index``."""
+        return self.families[index].name
 
 
-def _label_values(values: Sequence[str]) -> list[str]:
-    """``values`` unchanged; raises when one cannot be encoded as UTF-8 (a lone surrogate)."""
-    for value in values:
-        value.encode("utf-8")
-    return list(values)
-
-
-_Add = Callable[[], None]
+_Line = tuple[int, str]
 
 
 class _PerSyncFamilies:
-    """Every per-sync family ``exposition`` asks for, empty, in exposition order; :meth:`stage` prepares
-    one sync's samples."""
+    """Every per-sync family ``exposition`` asks for, in exposition order; :meth:`lines` writes one sync's
+    samples."""
 
     def __init__(self, help_text: Callable[[str], str], exposition: Exposition) -> None:
-        self.exposition = exposition
-        self.info = GaugeMetricFamily(
-            "census_sync_info",
-            help_text("Descriptive attributes of a sync; always 1. Join on sync_id."),
-            labels=[
-                *SYNC_LABELS,
-                "label",
-                "operation",
-                "source",
-                "destination",
-                "destination_object",
-                "schedule",
-            ],
+        families = _FamilyList(help_text)
+        self.info = families.add(
+            "census_sync_info", "gauge", "Descriptive attributes of a sync; always 1. Join on sync_id."
         )
-        self.paused = GaugeMetricFamily(
-            "census_sync_paused", help_text("1 if the sync is paused, else 0."), labels=SYNC_LABELS
-        )
-        self.status = GaugeMetricFamily(
+        self.paused = families.add("census_sync_paused", "gauge", "1 if the sync is paused, else 0.")
+        self.status = families.add(
             "census_sync_last_run_status",
-            help_text("Status of the newest run: one series per sync, labelled with the status; always 1."),
-            labels=[*SYNC_LABELS, "status"],
+            "gauge",
+            "Status of the newest run: one series per sync, labelled with the status; always 1.",
         )
-        self.run_info = GaugeMetricFamily(
+        self.run_info = families.add(
             "census_sync_last_run_info",
-            help_text(
-                "Trigger (sync_trigger_reason.ui_tag), error code, full_sync and canceled of the newest "
-                "run; always 1."
-            ),
-            labels=[*SYNC_LABELS, "trigger", "error_code", "full_sync", "canceled"],
+            "gauge",
+            "Trigger (sync_trigger_reason.ui_tag), error code, full_sync and canceled of the newest run; "
+            "always 1.",
         )
-        self.last_run_specs = LAST_RUN_GAUGES + (LAST_RUN_DETAIL_GAUGES if exposition.run_details else ())
-        self.last_run = [self._gauge(spec, help_text) for spec in self.last_run_specs]
-        self.outcome_specs = (LAST_SUCCESS_GAUGE, *((LAST_FAILURE_GAUGE,) if exposition.run_details else ()))
-        self.outcome_times = [self._gauge(spec, help_text) for spec in self.outcome_specs]
-        self.oldest_unfinished = self._gauge(OLDEST_UNFINISHED_GAUGE, help_text)
-        self.runs = CounterMetricFamily(
+        last_run = LAST_RUN_GAUGES + (LAST_RUN_DETAIL_GAUGES if exposition.run_details else ())
+        self.last_run = [(families.add(spec.name, "gauge", spec.help), spec) for spec in last_run]
+        outcomes = (LAST_SUCCESS_GAUGE, *((LAST_FAILURE_GAUGE,) if exposition.run_details else ()))
+        self.outcome_times = [(families.add(spec.name, "gauge", spec.help), spec) for spec in outcomes]
+        self.oldest_unfinished = families.add(
+            OLDEST_UNFINISHED_GAUGE.name, "gauge", OLDEST_UNFINISHED_GAUGE.help
+        )
+        self.runs = families.add(
             "census_sync_runs_total",
-            help_text("Runs that finished since the exporter started, by final status."),
-            labels=[*SYNC_LABELS, "status"],
+            "counter",
+            "Runs that finished since the exporter started, by final status.",
         )
-        self.record_specs = RECORD_COUNTERS if exposition.record_totals == "sync" else ()
-        self.records = [
-            CounterMetricFamily(spec.name, help_text(spec.help), labels=SYNC_LABELS)
-            for spec in self.record_specs
-        ]
+        records = RECORD_COUNTERS if exposition.record_totals == "sync" else ()
+        self.records = [(families.add(spec.name, "counter", spec.help), spec) for spec in records]
         self.durations = (
-            HistogramMetricFamily(
+            families.add(
                 "census_sync_run_duration_seconds",
-                help_text("Durations of runs counted since the exporter started."),
-                labels=SYNC_LABELS,
+                "histogram",
+                "Durations of runs counted since the exporter started.",
             )
             if exposition.duration_histogram == "sync"
             else None
         )
+        self.families = families.families
 
-    @staticmethod
-    def _gauge(spec: _Series[_Source], help_text: Callable[[str], str]) -> GaugeMetricFamily:
-        return GaugeMetricFamily(spec.name, help_text(spec.help), labels=SYNC_LABELS)
-
-    def families(self) -> Iterator[Metric]:
-        """The families, in the order the exposition has always had."""
-        yield self.info
-        yield self.paused
-        yield self.status
-        yield self.run_info
-        yield from self.last_run
-        yield from self.outcome_times
-        yield self.oldest_unfinished
-        yield self.runs
-        yield from self.records
-        if self.durations is not None:
-            yield self.durations
-
-    def stage(self, snapshot: Snapshot, state: SyncState) -> list[_Add]:
-        """One sync's samples, every value and label already checked; raises if one cannot render."""
+    def lines(self, snapshot: Snapshot, state: SyncState) -> list[_Line]:
+        """One sync's sample lines, each with its family's index; raises if a value cannot render."""
         sync = state.sync
-        ids = _label_values([snapshot.workspace, str(sync.id)])
-        adds: list[_Add] = []
-        info_labels = _label_values(
-            [
-                sync.label,
-                sync.operation,
-                snapshot.source_name(sync),
-                snapshot.destination_name(sync),
-                sync.destination_object,
-                sync.schedule,
-            ]
-        )
-        adds.append(partial(self.info.add_metric, [*ids, *info_labels], 1.0))
+        ids = [("sync_id", str(sync.id)), ("workspace", snapshot.workspace)]
+        id_labels = label_text(ids)
+        info = [
+            ("label", sync.label),
+            ("operation", sync.operation),
+            ("source", snapshot.source_name(sync)),
+            ("destination", snapshot.destination_name(sync)),
+            ("destination_object", sync.destination_object),
+            ("schedule", sync.schedule),
+        ]
+        lines = [self._line(self.info, label_text(ids + info), 1)]
         if sync.paused is not None:
-            adds.append(partial(self.paused.add_metric, ids, _number(sync.paused)))
-        if state.latest_run is not None:
-            adds += self._stage_last_run(ids, state.latest_run)
+            lines.append(self._line(self.paused, id_labels, sync.paused))
+        run = state.latest_run
+        if run is not None:
+            lines += self._last_run_lines(ids, id_labels, run)
         if state.ledger is not None:
-            adds += self._stage_ledger(ids, state.ledger, snapshot.duration_buckets)
-        adds += self._stage_series(ids, [(OLDEST_UNFINISHED_GAUGE, self.oldest_unfinished)], state)
-        return adds
+            lines += self._ledger_lines(ids, id_labels, state.ledger, snapshot.duration_buckets)
+        if state.oldest_unfinished_created_at is not None:
+            lines.append(self._line(self.oldest_unfinished, id_labels, state.oldest_unfinished_created_at))
+        return lines
 
-    def _stage_last_run(self, ids: list[str], run: SyncRun) -> list[_Add]:
+    def _line(self, index: int, labels: str, value: float | int | bool, suffix: str = "") -> _Line:
+        return index, sample(self.families[index].name + suffix, labels, value)
+
+    def _last_run_lines(self, ids: list[tuple[str, str]], id_labels: str, run: SyncRun) -> list[_Line]:
         # One series per sync, not one per known status: an absent status series means "not this status".
-        status = _label_values([run.status])
-        adds: list[_Add] = [partial(self.status.add_metric, [*ids, *status], 1.0)]
-        run_labels = _label_values(
-            [run.trigger or "", run.error_code or "", _flag_label(run.full_sync), _flag_label(run.canceled)]
-        )
-        adds.append(partial(self.run_info.add_metric, [*ids, *run_labels], 1.0))
-        adds += self._stage_series(ids, zip(self.last_run_specs, self.last_run, strict=True), run)
-        return adds
+        run_labels = [
+            ("trigger", run.trigger or ""),
+            ("error_code", run.error_code or ""),
+            ("full_sync", _flag_label(run.full_sync)),
+            ("canceled", _flag_label(run.canceled)),
+        ]
+        lines = [
+            self._line(self.status, label_text([*ids, ("status", run.status)]), 1),
+            self._line(self.run_info, label_text(ids + run_labels), 1),
+        ]
+        return lines + self._value_lines(id_labels, self.last_run, run)
 
-    def _stage_ledger(self, ids: list[str], ledger: SyncLedger, bounds: Sequence[float]) -> list[_Add]:
-        adds = self._stage_series(ids, zip(self.outcome_specs, self.outcome_times, strict=True), ledger)
+    def _ledger_lines(
+        self, ids: list[tuple[str, str]], id_labels: str, ledger: SyncLedger, bounds: Sequence[float]
+    ) -> list[_Line]:
+        lines = self._value_lines(id_labels, self.outcome_times, ledger)
         counters = ledger.counters
         for status, total in sorted(counters.runs_by_status.items()):
-            status_label = _label_values([status])
-            adds.append(partial(self.runs.add_metric, [*ids, *status_label], _number(total)))
-        adds += self._stage_series(ids, zip(self.record_specs, self.records, strict=True), counters)
+            lines.append(self._line(self.runs, label_text([*ids, ("status", status)]), total))
+        lines += self._value_lines(id_labels, self.records, counters)
         if self.durations is not None:
-            buckets, total_seconds = _histogram(counters, bounds)
-            adds.append(partial(self.durations.add_metric, ids, buckets, total_seconds))
-        return adds
+            lines += self._histogram_lines(self.durations, ids, id_labels, counters, bounds)
+        return lines
 
-    @staticmethod
-    def _stage_series(
-        ids: list[str],
-        series: Iterable[tuple[_Series[_Source], GaugeMetricFamily | CounterMetricFamily]],
-        source: _Source,
-    ) -> list[_Add]:
-        adds: list[_Add] = []
-        for spec, family in series:
+    def _value_lines(
+        self, id_labels: str, series: Sequence[tuple[int, _Series[_Source]]], source: _Source
+    ) -> list[_Line]:
+        lines = []
+        for index, spec in series:
             value = spec.read(source)
             if value is not None:
-                adds.append(partial(family.add_metric, ids, _number(value)))
-        return adds
+                lines.append(self._line(index, id_labels, value))
+        return lines
+
+    def _histogram_lines(
+        self,
+        index: int,
+        ids: list[tuple[str, str]],
+        id_labels: str,
+        counters: RunCounters,
+        bounds: Sequence[float],
+    ) -> list[_Line]:
+        lines = histogram_lines(self.families[index].name, ids, id_labels, counters, bounds)
+        return [(index, line) for line in lines]
 
 
-def _histogram(counters: RunCounters, bounds: Sequence[float]) -> tuple[list[tuple[str, float]], float]:
-    """``counters``' durations as HistogramMetricFamily takes them: cumulative buckets, then the sum."""
-    buckets = [
-        (name, _number(count))
-        for name, count in zip(_bucket_names(bounds), counters.cumulative_duration_counts(), strict=True)
+def histogram_lines(
+    name: str, ids: list[tuple[str, str]], id_labels: str, counters: RunCounters, bounds: Sequence[float]
+) -> list[str]:
+    """``counters``' durations as histogram samples: cumulative buckets, then the count and the sum."""
+    cumulative = counters.cumulative_duration_counts()
+    lines = [
+        sample(f"{name}_bucket", label_text([*ids, ("le", le)]), count)
+        for le, count in zip(_bucket_names(bounds), cumulative, strict=True)
     ]
-    return buckets, _number(counters.duration_sum_seconds)
+    lines.append(sample(f"{name}_count", id_labels, cumulative[-1]))
+    lines.append(sample(f"{name}_sum", id_labels, counters.duration_sum_seconds))
+    return lines
 
 
 class _WorkspaceTotalFamilies:
@@ -356,49 +345,48 @@ class _WorkspaceTotalFamilies:
 
     def __init__(self, help_text: Callable[[str], str], exposition: Exposition) -> None:
         note = " All of the workspace's syncs, including syncs that have left it."
-        self.record_specs = RECORD_COUNTERS if exposition.record_totals == "workspace" else ()
+        families = _FamilyList(help_text)
+        records = RECORD_COUNTERS if exposition.record_totals == "workspace" else ()
         self.records = [
-            CounterMetricFamily(_workspace_name(spec.name), help_text(spec.help + note), labels=["workspace"])
-            for spec in self.record_specs
+            (families.add(_workspace_name(spec.name), "counter", spec.help + note), spec) for spec in records
         ]
         self.durations = (
-            HistogramMetricFamily(
+            families.add(
                 "census_workspace_run_duration_seconds",
-                help_text("Durations of runs counted since the exporter started." + note),
-                labels=["workspace"],
+                "histogram",
+                "Durations of runs counted since the exporter started." + note,
             )
             if exposition.duration_histogram == "workspace"
             else None
         )
+        self.families = families.families
 
     @property
     def wanted(self) -> bool:
         """Whether any family is rendered at all."""
-        return bool(self.records) or self.durations is not None
+        return bool(self.families)
 
-    def add(self, snapshot: Snapshot, totals: RunCounters) -> None:
-        """One workspace's totals, all or none; raises if one cannot render."""
-        workspace = _label_values([snapshot.workspace])
-        records = [_number(spec.read(totals) or 0) for spec in self.record_specs]
-        histogram = _histogram(totals, snapshot.duration_buckets) if self.durations is not None else None
-        for family, value in zip(self.records, records, strict=True):
-            family.add_metric(workspace, value)
-        if self.durations is not None and histogram is not None:
-            self.durations.add_metric(workspace, *histogram)
-
-    def families(self) -> Iterator[Metric]:
-        """The families, records first."""
-        yield from self.records
+    def lines(self, snapshot: Snapshot, totals: RunCounters) -> list[_Line]:
+        """One workspace's totals; raises if one cannot render."""
+        ids = [("workspace", snapshot.workspace)]
+        id_labels = label_text(ids)
+        lines = [
+            (index, sample(self.families[index].name, id_labels, spec.read(totals) or 0))
+            for index, spec in self.records
+        ]
         if self.durations is not None:
-            yield self.durations
+            name = self.families[self.durations].name
+            histogram = histogram_lines(name, ids, id_labels, totals, snapshot.duration_buckets)
+            lines += [(self.durations, line) for line in histogram]
+        return lines
 
 
 def _renders(snapshot: Snapshot, sync_id: int, counters: RunCounters) -> bool:
     """Whether a sync's counters can join its workspace's totals; logged once when they cannot."""
     try:
         for spec in RECORD_COUNTERS:
-            _number(spec.read(counters) or 0)
-        _number(counters.duration_sum_seconds)
+            number(spec.read(counters) or 0)
+        number(counters.duration_sum_seconds)
     except RENDERING_ERRORS as error:
         _log_unrenderable_once(snapshot.workspace, sync_id, error)
         return False
@@ -413,144 +401,135 @@ def _bucket_names(bounds: Sequence[float]) -> list[str]:
     return [*(f"{bound:g}" for bound in bounds), "+Inf"]
 
 
-class CensusCollector(Collector):
-    """Renders whatever view ``current`` returns; it never calls the API itself."""
+class CensusCollector:
+    """Renders a view's Census families; it never calls the API itself."""
 
-    def __init__(
-        self,
-        current: Callable[[], FleetView],
-        cache_ttl_seconds: float,
-        exposition: Exposition | None = None,
-    ) -> None:
-        self._current = current
+    def __init__(self, cache_ttl_seconds: float, exposition: Exposition | None = None) -> None:
         self._cached_note = f" Cached: up to {cache_ttl_seconds:g}s old."
         self._exposition = exposition or Exposition()
         self._workspace_totals = WorkspaceTotals()
 
-    def describe(self) -> Iterable[Metric]:
-        """Nothing: the families depend on the API, which must not be called at registration."""
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        """Every family for the current view."""
-        return self.families(self._current())
-
-    def families(self, view: FleetView) -> Iterator[Metric]:
-        """Every family for ``view``: the same for the same view, so its rendering can be reused.
+    def render(self, view: FleetView) -> RenderedFamilies:
+        """Every Census family of ``view``: the same for the same view, so its rendering can be reused.
 
         Only the workspace totals remember earlier views, to keep counting the runs of syncs that left.
         """
-        yield _build_info()
-        yield from self._workspace_families(view.snapshots)
-        if view.discoveries:
-            yield from _discovery_families(view)
-        yield from data_freshness_families(view)
-        per_sync = _PerSyncFamilies(self._help, self._exposition)
-        for snapshot in view.snapshots:
-            for state in snapshot.syncs.values():
-                try:
-                    adds = per_sync.stage(snapshot, state)
-                except RENDERING_ERRORS as error:
-                    _log_unrenderable_once(snapshot.workspace, state.sync.id, error)
-                    continue
-                for add in adds:
-                    add()
-        yield from per_sync.families()
-        totals = _WorkspaceTotalFamilies(self._help, self._exposition)
-        if totals.wanted:
-            self._workspace_totals.forget_except(snapshot.workspace for snapshot in view.snapshots)
-            for snapshot in view.snapshots:
-                if not snapshot.listed:
-                    continue
-                try:
-                    totals.add(snapshot, self._workspace_totals.total(snapshot, partial(_renders, snapshot)))
-                except RENDERING_ERRORS as error:  # only a sum of values each renderable on its own
-                    _log_unrenderable_once(snapshot.workspace, 0, error)
-            yield from totals.families()
+        return self._health(view) + self._per_sync(view) + self._totals(view)
 
     def _help(self, text: str) -> str:
         return text + self._cached_note
 
-    def _workspace_families(self, snapshots: Sequence[Snapshot]) -> Iterator[Metric]:
-        """Health of each workspace's refresh: one series per workspace in each family."""
-        up = GaugeMetricFamily(
+    def _health(self, view: FleetView) -> RenderedFamilies:
+        """Build info, each workspace's refresh health, discovery, and when each sync's runs were read."""
+        families = _FamilyList(lambda text: text)
+        build = families.add("census_exporter_build_info", "gauge", "Version of census-exporter; always 1.")
+        up = families.add(
             "census_up",
+            "gauge",
             "1 if the last refresh of Census API data finished without any error, else 0.",
-            labels=["workspace"],
         )
-        last = GaugeMetricFamily(
+        last = families.add(
             "census_last_refresh_timestamp_seconds",
+            "gauge",
             "Unix time at which the last error-free refresh finished.",
-            labels=["workspace"],
         )
-        duration = GaugeMetricFamily(
-            "census_refresh_duration_seconds",
-            "How long the last refresh of Census API data took.",
-            labels=["workspace"],
+        duration = families.add(
+            "census_refresh_duration_seconds", "gauge", "How long the last refresh of Census API data took."
         )
-        count = GaugeMetricFamily(
+        count = families.add(
             "census_syncs",
+            "gauge",
             self._help("Number of syncs watched in the workspace (after its include/exclude filter)."),
-            labels=["workspace"],
         )
-        for snapshot in snapshots:
-            workspace = [snapshot.workspace]
-            up.add_metric(workspace, int(snapshot.up))
+        discovery_up = discovered = -1
+        if view.discoveries:
+            discovery_up = families.add(
+                "census_discovery_up",
+                "gauge",
+                "1 if the last listing of workspaces (or groups) by this discovery entry had no error, "
+                "else 0.",
+            )
+            discovered = families.add(
+                "census_discovery_workspaces",
+                "gauge",
+                "Workspaces (or groups) this discovery entry watches; absent until a listing succeeded.",
+            )
+        # A timestamp, not an age, so that it belongs to the view and its rendering is cached with the
+        # rest; an age would have to be rendered anew on every scrape.
+        read = families.add(
+            "census_sync_data_timestamp_seconds",
+            "gauge",
+            "Unix time at which this sync's runs were last read successfully; absent before the first read. "
+            "time() minus it is the age of the sync's data.",
+        )
+        blocks = FamilyBlocks(families.families)
+        blocks.add([(build, sample("census_exporter_build_info", label_text([("version", __version__)]), 1))])
+        for snapshot in view.snapshots:
+            workspace = label_text([("workspace", snapshot.workspace)])
+            lines = [(up, sample("census_up", workspace, snapshot.up))]
             if snapshot.last_success_timestamp is not None:
-                last.add_metric(workspace, snapshot.last_success_timestamp)
+                lines.append((last, sample(families.name(last), workspace, snapshot.last_success_timestamp)))
             if snapshot.refresh_duration_seconds is not None:
-                duration.add_metric(workspace, snapshot.refresh_duration_seconds)
+                lines.append(
+                    (duration, sample(families.name(duration), workspace, snapshot.refresh_duration_seconds))
+                )
             if snapshot.listed:
-                count.add_metric(workspace, len(snapshot.syncs))
-        yield from (up, last, duration, count)
+                lines.append((count, sample("census_syncs", workspace, len(snapshot.syncs))))
+            _add_or_log(blocks, lines, snapshot.workspace, 0)
+        for status in view.discoveries:
+            name = label_text([("discovery", status.name)])
+            lines = [(discovery_up, sample("census_discovery_up", name, status.up))]
+            if status.workspaces is not None:
+                lines.append((discovered, sample("census_discovery_workspaces", name, status.workspaces)))
+            _add_or_log(blocks, lines, status.name, 0)
+        for snapshot in view.snapshots:
+            for sync_id, state in snapshot.syncs.items():
+                if state.runs_read_timestamp is not None:
+                    ids = label_text([("sync_id", str(sync_id)), ("workspace", snapshot.workspace)])
+                    line = sample(families.name(read), ids, state.runs_read_timestamp)
+                    _add_or_log(blocks, [(read, line)], snapshot.workspace, sync_id)
+        return blocks.rendered()
+
+    def _per_sync(self, view: FleetView) -> RenderedFamilies:
+        """Every sync's series, family by family; a sync that cannot render is left out whole."""
+        per_sync = _PerSyncFamilies(self._help, self._exposition)
+        blocks = FamilyBlocks(per_sync.families)
+        for snapshot in view.snapshots:
+            for state in snapshot.syncs.values():
+                try:
+                    lines = per_sync.lines(snapshot, state)
+                except RENDERING_ERRORS as error:
+                    _log_unrenderable_once(snapshot.workspace, state.sync.id, error)
+                    continue
+                _add_or_log(blocks, lines, snapshot.workspace, state.sync.id)
+        return blocks.rendered()
+
+    def _totals(self, view: FleetView) -> RenderedFamilies:
+        """The per-workspace run totals (the default; none when every total is per sync)."""
+        totals = _WorkspaceTotalFamilies(self._help, self._exposition)
+        if not totals.wanted:
+            return RenderedFamilies()
+        blocks = FamilyBlocks(totals.families)
+        self._workspace_totals.forget_except(snapshot.workspace for snapshot in view.snapshots)
+        for snapshot in view.snapshots:
+            if not snapshot.listed:
+                continue
+            counters = self._workspace_totals.total(snapshot, partial(_renders, snapshot))
+            try:
+                lines = totals.lines(snapshot, counters)
+            except RENDERING_ERRORS as error:  # only a sum of values each renderable on its own
+                _log_unrenderable_once(snapshot.workspace, 0, error)
+                continue
+            _add_or_log(blocks, lines, snapshot.workspace, 0)
+        return blocks.rendered()
 
 
-def _build_info() -> Metric:
-    build = GaugeMetricFamily(
-        "census_exporter_build_info",
-        "Version of census-exporter; always 1.",
-        labels=["version"],
-    )
-    build.add_metric([__version__], 1)
-    return build
-
-
-def _discovery_families(view: FleetView) -> Iterator[Metric]:
-    """Health of each discovery entry (only when the workspaces file has ``auto: true`` entries)."""
-    up = GaugeMetricFamily(
-        "census_discovery_up",
-        "1 if the last listing of workspaces (or groups) by this discovery entry had no error, else 0.",
-        labels=["discovery"],
-    )
-    found = GaugeMetricFamily(
-        "census_discovery_workspaces",
-        "Workspaces (or groups) this discovery entry watches; absent until a listing succeeded.",
-        labels=["discovery"],
-    )
-    for status in view.discoveries:
-        up.add_metric([status.name], int(status.up))
-        if status.workspaces is not None:
-            found.add_metric([status.name], status.workspaces)
-    yield from (up, found)
-
-
-def data_freshness_families(view: FleetView) -> Iterator[Metric]:
-    """When each sync's runs were last read: the request budget may leave a sync unread for a while.
-
-    A timestamp, not an age, so that it belongs to the view and its rendering is cached with the rest; an
-    age would have to be rendered anew on every scrape (about 30 ms and 400 KB at 5,000 syncs).
-    """
-    read = GaugeMetricFamily(
-        "census_sync_data_timestamp_seconds",
-        "Unix time at which this sync's runs were last read successfully; absent before the first read. "
-        "time() minus it is the age of the sync's data.",
-        labels=SYNC_LABELS,
-    )
-    for snapshot in view.snapshots:
-        for sync_id, state in snapshot.syncs.items():
-            if state.runs_read_timestamp is not None:
-                read.add_metric([snapshot.workspace, str(sync_id)], state.runs_read_timestamp)
-    yield read
+def _add_or_log(blocks: FamilyBlocks, lines: Sequence[_Line], workspace: str, sync_id: int) -> None:
+    """Keep ``lines``, or none of them (logged once) when one cannot be encoded (a lone surrogate)."""
+    try:
+        blocks.add(lines)
+    except RENDERING_ERRORS as error:
+        _log_unrenderable_once(workspace, sync_id, error)
 
 
 def budget_families(budget: BudgetUse | None) -> Iterator[Metric]:

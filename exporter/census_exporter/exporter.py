@@ -40,7 +40,7 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=True)
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
-        self._api_metrics = ApiRequestMetrics(self.registry)
+        self._api_metrics = ApiRequestMetrics()
         # One budget for every client of the process: workspaces, discovery, retries.
         rate = config.max_requests_per_second
         self.budget = RequestBudget(rate) if rate > 0 else None
@@ -59,13 +59,14 @@ class Exporter:
         ]
         self.registry.register(_BudgetUse(self))
         # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
-        self.collector = CensusCollector(lambda: self.fleet.view, config.cache_ttl_seconds, config.exposition)
+        self.collector = CensusCollector(config.cache_ttl_seconds, config.exposition)
         self.app = ExporterApp(
             self.fleet,
             self.collector,
             self.registry,
             config.telemetry_path,
             cache_ttl_seconds=config.cache_ttl_seconds,
+            api_requests=self._api_metrics.render,
         )
         web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
         self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)

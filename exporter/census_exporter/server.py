@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,11 +35,11 @@ import cheroot.ssl
 import cheroot.wsgi
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import Metric
 
 from census_exporter.collector import CensusCollector
 from census_exporter.landing import render_landing_page
 from census_exporter.refresh.fleet import Fleet
+from census_exporter.rendering import RenderedFamilies
 from census_exporter.snapshot import FleetView
 from census_exporter.web_config import BasicAuth, WebConfigSource
 
@@ -50,7 +50,6 @@ DEFAULT_SCRAPE_TIMEOUT_SECONDS = 10.0
 MIN_SCRAPE_MARGIN_SECONDS = 0.5
 SCRAPE_MARGIN_SHARE = 0.1
 GZIP_LEVEL = 5
-OPENMETRICS_EOF = b"# EOF\n"
 HEADERS_END = b"\r\n\r\n"
 REQUEST_ARRIVED_KEY = "census_exporter.request_arrived"
 REFUSED_LOG_INTERVAL_SECONDS = 60.0
@@ -80,96 +79,81 @@ def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
     return max(0.0, timeout - margin - max(0.0, elapsed_seconds))
 
 
-class _ViewFamilies:
-    """What prometheus_client's encoders need (``collect()``), bound to one view."""
-
-    def __init__(self, collector: CensusCollector, view: FleetView) -> None:
-        self._collector = collector
-        self._view = view
-
-    def collect(self) -> Iterator[Metric]:
-        return self._collector.families(self._view)
-
-
 class _ViewRendering:
-    """The Census part of /metrics, rendered once per view and format, and compressed once.
+    """The Census part of /metrics, rendered once per view for both formats, and compressed once per format.
 
     It changes only when a refresh swaps a workspace's snapshot, at most once per TTL each, while
     Prometheus servers may scrape far more often, and rendering thousands of series costs far more than
-    serving bytes. For gzip the cache keeps the compressed prefix and a copy of the compressor's state
-    after it, so each scrape compresses only the exporter's own metrics and still sends one ordinary gzip
-    stream (several clients, httpx among them, read only the first member of a multi-member stream).
+    serving bytes. Both formats share the rendered samples (only HELP and TYPE lines differ). For gzip the
+    cache keeps the compressed prefix and a copy of the compressor's state after it, so each scrape
+    compresses only the exporter's own metrics and still sends one ordinary gzip stream (several clients,
+    httpx among them, read only the first member of a multi-member stream).
     """
 
     def __init__(self, collector: CensusCollector) -> None:
         self._collector = collector
         self._lock = threading.Lock()
-        #: One fresh rendering at a time: each builds every sample as objects (tens of MB at thousands of
-        #: syncs), and two formats rendered side by side would double the process's peak memory.
+        #: One fresh rendering at a time: two side by side would double the process's peak memory.
         self._rendering = threading.Lock()
         self._view: FleetView | None = None
-        self._plain: dict[str, bytes] = {}
-        self._gzip: dict[str, tuple[bytes, Any]] = {}
+        self._rendered: RenderedFamilies | None = None
+        self._plain: dict[bool, list[bytes]] = {}
+        self._gzip: dict[bool, tuple[bytes, Any]] = {}
         #: How long the last fresh rendering (and compression) took: a scrape that waits for a refresh must
         #: leave that much of its budget to render the new view.
         self.render_seconds = 0.0
 
-    def body(
-        self,
-        view: FleetView,
-        content_type: str,
-        encoder: Callable[[Any], bytes],
-        tail: bytes,
-        compress: bool,
-    ) -> list[bytes]:
+    def body(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
         """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``, as the chunks
         to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs)."""
         with self._lock:
             if self._view is not view:
-                self._view, self._plain, self._gzip = view, {}, {}
-            plain = self._plain.get(content_type)
-            packed = self._gzip.get(content_type)
+                self._view, self._rendered, self._plain, self._gzip = view, None, {}, {}
+            plain = self._plain.get(openmetrics)
+            packed = self._gzip.get(openmetrics)
         if plain is None or (compress and packed is None):
             with self._rendering:
-                return self._fresh(view, content_type, encoder, tail, compress)
+                return self._fresh(view, openmetrics, tail, compress)
         return self._cached(plain, packed, tail, compress)
 
-    def _fresh(
-        self,
-        view: FleetView,
-        content_type: str,
-        encoder: Callable[[Any], bytes],
-        tail: bytes,
-        compress: bool,
-    ) -> list[bytes]:
+    def _fresh(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
         """Render (and compress) what the cache lacks; another scrape may have done it meanwhile."""
         with self._lock:
-            plain = self._plain.get(content_type) if self._view is view else None
-            packed = self._gzip.get(content_type) if self._view is view else None
+            current = self._view is view
+            rendered = self._rendered if current else None
+            plain = self._plain.get(openmetrics) if current else None
+            packed = self._gzip.get(openmetrics) if current else None
         started = time.monotonic()
-        fresh = plain is None or (compress and packed is None)
+        fresh = rendered is None or (compress and packed is None)
+        if rendered is None:
+            rendered = self._collector.render(view)
+            with self._lock:
+                if self._view is view:
+                    self._rendered = rendered
         if plain is None:
-            plain = encoder(_ViewFamilies(self._collector, view))
-            if plain.endswith(OPENMETRICS_EOF):
-                plain = plain[: -len(OPENMETRICS_EOF)]  # the tail ends the exposition
-            self._store(view, self._plain, content_type, plain)
+            plain = rendered.chunks(openmetrics)
+            self._store(view, self._plain, openmetrics, plain)
         if compress and packed is None:
             compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-            packed = (compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH), compressor)
-            self._store(view, self._gzip, content_type, packed)
+            pieces = [compressor.compress(chunk) for chunk in plain]
+            pieces.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+            packed = (b"".join(pieces), compressor)
+            self._store(view, self._gzip, openmetrics, packed)
         if fresh:
             self.render_seconds = time.monotonic() - started
         return self._cached(plain, packed, tail, compress)
 
     @staticmethod
-    def _cached(plain: bytes, packed: tuple[bytes, Any] | None, tail: bytes, compress: bool) -> list[bytes]:
+    def _cached(
+        plain: list[bytes], packed: tuple[bytes, Any] | None, tail: bytes, compress: bool
+    ) -> list[bytes]:
         if not compress or packed is None:
-            return [plain, tail]
+            return [*plain, tail]
         prefix, state = packed
         compressor = state.copy()
         return [prefix, compressor.compress(tail) + compressor.flush()]
 
-    def _store(self, view: FleetView, cache: dict[str, Any], key: str, value: Any) -> None:
+    def _store(self, view: FleetView, cache: dict[bool, Any], key: bool, value: Any) -> None:
         with self._lock:
             if self._view is view:
                 cache[key] = value
@@ -186,10 +170,12 @@ class ExporterApp:
         telemetry_path: str,
         *,
         cache_ttl_seconds: float | None = None,
+        api_requests: Callable[[], RenderedFamilies] = RenderedFamilies,
     ) -> None:
         self._fleet = fleet
         self._census = _ViewRendering(collector)
         self._registry = registry
+        self._api_requests = api_requests
         self._telemetry_path = telemetry_path
         self._cache_ttl_seconds = cache_ttl_seconds
 
@@ -227,10 +213,14 @@ class ExporterApp:
             environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
         )
         view = self._fleet.view_within(max(0.0, budget - self._census.render_seconds))
-        encoder, content_type = choose_encoder(canonical_accept(environ.get("HTTP_ACCEPT", "")))
+        accept = canonical_accept(environ.get("HTTP_ACCEPT", ""))
+        encoder, content_type = choose_encoder(accept)
         compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
-        # Census data from the per-view cache, then the exporter's own metrics, fresh each scrape.
-        chunks = self._census.body(view, content_type, encoder, encoder(self._registry), compress)
+        openmetrics = accept == OPENMETRICS_ACCEPT
+        # Census data from the per-view cache, then the exporter's own metrics: its API requests rendered
+        # when they changed, the process and the request budget fresh each scrape.
+        own = [*self._api_requests().chunks(openmetrics), encoder(self._registry)]
+        chunks = self._census.body(view, openmetrics, b"".join(own), compress)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))
