@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 
 from prometheus_client import (
     CollectorRegistry,
@@ -13,17 +12,16 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from census_exporter.census.budget import RequestBudget
 from census_exporter.census.client import CensusClient
-from census_exporter.collector import CensusCollector, budget_families
+from census_exporter.collector import CensusCollector, render_budget
 from census_exporter.config import Config, Discovery, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
+from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
 from census_exporter.web_config import WebConfigSource
 
@@ -57,7 +55,6 @@ class Exporter:
             )
             for discovery in config.discoveries
         ]
-        self.registry.register(_BudgetUse(self))
         # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
         self.collector = CensusCollector(config.cache_ttl_seconds, config.exposition)
         self.app = ExporterApp(
@@ -66,10 +63,14 @@ class Exporter:
             self.registry,
             config.telemetry_path,
             cache_ttl_seconds=config.cache_ttl_seconds,
-            api_requests=self._api_metrics.render,
+            own_metrics=self._own_metrics,
         )
         web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
         self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)
+
+    def _own_metrics(self) -> RenderedFamilies:
+        """The exporter's API requests and its request budget's use, as they are now."""
+        return self._api_metrics.render() + render_budget(self.budget.use() if self.budget else None)
 
     @property
     def port(self) -> int:
@@ -150,19 +151,3 @@ class Exporter:
             organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
             budget=self.budget,
         )
-
-
-class _BudgetUse(Collector):
-    """The request budget's use, in the registry rendered fresh on each scrape."""
-
-    def __init__(self, exporter: Exporter) -> None:
-        self._exporter = exporter
-
-    def describe(self) -> Iterator[Metric]:
-        """Nothing: registering must not read the budget, which may not exist yet."""
-        return iter(())
-
-    def collect(self) -> Iterator[Metric]:
-        """The budget families as they are now."""
-        budget = self._exporter.budget
-        return budget_families(budget.use() if budget else None)

@@ -170,12 +170,12 @@ class ExporterApp:
         telemetry_path: str,
         *,
         cache_ttl_seconds: float | None = None,
-        api_requests: Callable[[], RenderedFamilies] = RenderedFamilies,
+        own_metrics: Callable[[], RenderedFamilies] = RenderedFamilies,
     ) -> None:
         self._fleet = fleet
         self._census = _ViewRendering(collector)
         self._registry = registry
-        self._api_requests = api_requests
+        self._own_metrics = own_metrics
         self._telemetry_path = telemetry_path
         self._cache_ttl_seconds = cache_ttl_seconds
 
@@ -217,9 +217,9 @@ class ExporterApp:
         encoder, content_type = choose_encoder(accept)
         compress = accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", ""))
         openmetrics = accept == OPENMETRICS_ACCEPT
-        # Census data from the per-view cache, then the exporter's own metrics: its API requests rendered
-        # when they changed, the process and the request budget fresh each scrape.
-        own = [*self._api_requests().chunks(openmetrics), encoder(self._registry)]
+        # Census data from the per-view cache, then the exporter's own metrics (its API requests and request
+        # budget, then the process's from the registry), as they are now.
+        own = [*self._own_metrics().chunks(openmetrics), encoder(self._registry)]
         chunks = self._census.body(view, openmetrics, b"".join(own), compress)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
