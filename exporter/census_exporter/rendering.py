@@ -94,10 +94,14 @@ class FamilyBlocks:
             self._samples[index] += data
 
     def rendered(self) -> RenderedFamilies:
-        """The families with their samples, frozen."""
-        return RenderedFamilies(
-            tuple((family, bytes(data)) for family, data in zip(self.families, self._samples, strict=True))
-        )
+        """The families with their samples, frozen; the blocks are empty afterwards."""
+        blocks = []
+        for index, family in enumerate(self.families):
+            # Each buffer is released as soon as it is copied: the rendering never holds two whole copies.
+            data, self._samples[index] = self._samples[index], bytearray()
+            blocks.append((family, bytes(data)))
+            del data
+        return RenderedFamilies(tuple(blocks))
 
 
 @dataclass(frozen=True, slots=True)
