@@ -401,7 +401,14 @@ class _Families:
 
 
 def _bucket_names(bounds: Sequence[float]) -> list[str]:
-    return [*(f"{bound:g}" for bound in bounds), "+Inf"]
+    """The ``le`` label of each bucket: the bound's shortest exact form (``60``, ``59.9999999``, ``0.5``);
+    a rounded one (``:g``) could give two buckets one series identity."""
+    return [*(_bound_text(bound) for bound in bounds), "+Inf"]
+
+
+def _bound_text(bound: float) -> str:
+    text = repr(float(bound))
+    return text.removesuffix(".0")
 
 
 def _flag_label(value: bool | None) -> str:

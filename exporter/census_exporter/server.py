@@ -46,6 +46,7 @@ from census_exporter.web_config import BasicAuth, WebConfigSource
 log = logging.getLogger(__name__)
 
 DEFAULT_SCRAPE_TIMEOUT_SECONDS = 10.0
+MAX_SCRAPE_TIMEOUT_SECONDS = 3600.0
 # Left for rendering and sending, and for a loaded machine: 0.5 s, or 10% of long timeouts.
 MIN_SCRAPE_MARGIN_SECONDS = 0.5
 SCRAPE_MARGIN_SHARE = 0.1
@@ -64,7 +65,8 @@ def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
     """Seconds a scrape may still wait for fresh data.
 
     The scrape timeout is Prometheus's ``X-Prometheus-Scrape-Timeout-Seconds`` header (10 s without
-    one); the budget keeps a margin of max(0.5 s, 10%) of it and subtracts ``elapsed_seconds``, the time
+    one, and at most an hour: longer waits are no scrape, and past ``threading.TIMEOUT_MAX`` no wait at
+    all); the budget keeps a margin of max(0.5 s, 10%) of it and subtracts ``elapsed_seconds``, the time
     since the request arrived, so the answer leaves before Prometheus gives up.
     """
     timeout = DEFAULT_SCRAPE_TIMEOUT_SECONDS
@@ -74,7 +76,7 @@ def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
         except ValueError:
             value = math.nan
         if math.isfinite(value) and value > 0:
-            timeout = value
+            timeout = min(value, MAX_SCRAPE_TIMEOUT_SECONDS)
     margin = max(MIN_SCRAPE_MARGIN_SECONDS, SCRAPE_MARGIN_SHARE * timeout)
     return max(0.0, timeout - margin - max(0.0, elapsed_seconds))
 
@@ -275,7 +277,9 @@ class _SocketWriter(cheroot.makefile.StreamWriter):
     cheroot's writer appends each chunk to a buffer and then, for every ``send()``, copies what is left of
     the buffer into a new ``bytes``: a body of several megabytes, which the kernel takes a few hundred
     kilobytes at a time, was copied tens of times over (most of a warm scrape's time at thousands of syncs)
-    and held twice per scrape in flight. This one hands the caller's bytes to ``sendall()`` as they are.
+    and held twice per scrape in flight. This one sends slices of the caller's bytes as they are. Each
+    ``send()`` waits at most the socket's timeout for the client to take more, as cheroot's did: a client
+    that keeps reading, however slowly, gets the whole body.
     """
 
     def __init__(self, sock: socket.socket, mode: str = "wb", bufsize: int = 0) -> None:
@@ -287,9 +291,17 @@ class _SocketWriter(cheroot.makefile.StreamWriter):
         self._checkClosed()
         with self._write_lock:  # type: ignore[attr-defined]
             self._flush_unlocked()  # type: ignore[attr-defined]
-            self._socket.sendall(data)
+            with memoryview(data) as view:
+                sent = 0
+                while sent < len(view):
+                    # Sliced so that a TLS socket, which writes all it is given, also waits per slice.
+                    sent += self._socket.send(view[sent : sent + _SEND_SLICE_BYTES])
         self.bytes_written += len(data)
         return len(data)
+
+
+#: The most one ``send()`` is given: a TLS socket waits until all of it is written.
+_SEND_SLICE_BYTES = 1024 * 1024
 
 
 def _make_file(sock: socket.socket, mode: str = "r", bufsize: int = -1) -> Any:
@@ -538,6 +550,14 @@ class _Guard:
         self._basic_auth = BasicAuth()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body = self._answer(environ, start_response)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            # The headers a GET would get (Content-Length included), and no body: cheroot would send it,
+            # and a keep-alive client would read it as the start of its next response.
+            return []
+        return body
+
+    def _answer(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
             # No endpoint takes a body. Refuse it unread and close: a body dripped byte by byte would
             # otherwise hold a worker while cheroot drains it, before even the auth check.
@@ -585,31 +605,44 @@ OPENMETRICS_ACCEPT = "application/openmetrics-text; version=1.0.0; charset=utf-8
 
 
 def canonical_accept(accept: str) -> str:
-    """One of the two formats the exporter serves, whatever else the header holds.
+    """One of the two formats the exporter serves: OpenMetrics when ``Accept`` lists it with a q-value
+    above 0, else the text format.
 
-    prometheus_client copies the requested version into the content type, and the rendering cache is keyed by
-    it: without this a client sending ever new versions would make each scrape a fresh render, cached anew.
+    prometheus_client copies the requested version into the content type; a client sending ever new
+    versions must still get one of two answers, each rendered once per view.
     """
-    return OPENMETRICS_ACCEPT if "application/openmetrics-text" in accept.lower() else ""
+    qualities = _qualities(accept)
+    return OPENMETRICS_ACCEPT if qualities.get("application/openmetrics-text", 0.0) > 0 else ""
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """Whether ``Accept-Encoding`` admits gzip: a ``gzip`` (or ``*``) coding whose q-value is not 0."""
-    for part in accept_encoding.split(","):
-        coding, _, params = part.partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
+    """Whether ``Accept-Encoding`` admits gzip: named with a q-value above 0 or, when not named at all,
+    covered by a ``*`` above 0 (RFC 9110 12.5.3)."""
+    qualities = _qualities(accept_encoding)
+    return qualities.get("gzip", qualities.get("*", 0.0)) > 0
+
+
+def _qualities(header: str) -> dict[str, float]:
+    """Each media range or coding of an ``Accept``-style header with its q-value (the highest when one is
+    listed twice); a q-value that is not a number from 0 to 1 counts as 0."""
+    qualities: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, params = part.partition(";")
+        name = name.strip().lower()
+        if not name:
             continue
         quality = 1.0
         for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
                 try:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        if quality > 0:
-            return True
-    return False
+                if not 0.0 <= quality <= 1.0:  # also NaN
+                    quality = 0.0
+        qualities[name] = max(quality, qualities.get(name, 0.0))
+    return qualities
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
