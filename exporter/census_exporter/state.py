@@ -20,8 +20,10 @@ Counting rules (exactly once):
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from census_exporter import defaults
 from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun
@@ -63,11 +65,12 @@ class RunCounters:
 
     @classmethod
     def zero(cls, bucket_count: int) -> RunCounters:
-        """Counters for a sync nothing has been counted for yet."""
-        return cls(
-            runs_by_status=dict.fromkeys(PREINITIALISED_STATUSES, 0),
-            duration_bucket_counts=(0,) * (bucket_count + 1),
-        )
+        """Counters for a sync nothing has been counted for yet.
+
+        One shared, read-only instance per bucket count: most syncs of a large workspace are at zero for a
+        while, and :meth:`add` builds new counters rather than changing these.
+        """
+        return _zero_counters(bucket_count)
 
     @property
     def duration_count(self) -> int:
@@ -112,6 +115,14 @@ class RunCounters:
             duration_bucket_counts=tuple(bucket_counts),
             duration_sum_seconds=duration_sum,
         )
+
+
+@functools.cache
+def _zero_counters(bucket_count: int) -> RunCounters:
+    return RunCounters(
+        runs_by_status=MappingProxyType(dict.fromkeys(PREINITIALISED_STATUSES, 0)),
+        duration_bucket_counts=(0,) * (bucket_count + 1),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,8 +230,10 @@ class SyncLedger:
             if last_pending_lookup is None
             else last_pending_lookup,
         )
+        ledger = ledger._with_outcome_times(runs)
+        # Nothing new (the usual refresh): keep the old ledger, which the previous snapshot holds anyway.
         return LedgerUpdate(
-            ledger._with_outcome_times(runs), tuple(counted), tuple(implausible), tuple(dropped)
+            self if ledger == self else ledger, tuple(counted), tuple(implausible), tuple(dropped)
         )
 
     def _with_outcome_times(self, runs: Iterable[SyncRun]) -> SyncLedger:

@@ -287,19 +287,18 @@ class Refresher:
         syncs: dict[int, SyncState] | None = None
         outcomes: list[tuple[Sync, SyncOutcome]] = []
         try:
-            listing = self._api.list_syncs(deadline)
+            listed, complete, listed_records = self._read_sync_list(previous.syncs, deadline)
         except CensusAPIError as error:
             errors.append(error)
         else:
-            if not listing.complete:
+            if not complete:
                 errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
-            listing_requests += _pages(len(listing.items))
-            listed = self._parse_syncs(listing.items)
+            listing_requests += _pages(listed_records)
             watched = [sync for sync in listed if self._settings.syncs.admits(sync.label, sync.id)]
             syncs = self._refresh_syncs(
                 watched,
                 listed_ids={sync.id for sync in listed},
-                complete=listing.complete,
+                complete=complete,
                 previous=previous.syncs,
                 deadline=deadline,
                 errors=errors,
@@ -511,11 +510,22 @@ class Refresher:
             if pending:
                 publish(syncs)
 
-    def _parse_syncs(self, raw_syncs: list[Any]) -> list[Sync]:
+    def _read_sync_list(
+        self, previous: Mapping[int, SyncState], deadline: float
+    ) -> tuple[list[Sync], bool, int]:
+        """The listed syncs, whether the listing was consistent, and how many records it held.
+
+        The raw records end with this call, not with the refresh: at thousands of syncs they weigh more than
+        everything the snapshot keeps. A sync unchanged since the last refresh is the previous object, so
+        the old and the new snapshot share it instead of holding two copies.
+        """
+        listing = self._api.list_syncs(deadline)
         syncs: dict[int, Sync] = {}
-        for parsed in self._logs.usable(raw_syncs, parse_sync, "sync"):
-            syncs.setdefault(parsed.id, parsed)
-        return list(syncs.values())
+        for parsed in self._logs.usable(listing.items, parse_sync, "sync"):
+            if parsed.id not in syncs:
+                before = previous.get(parsed.id)
+                syncs[parsed.id] = before.sync if before is not None and before.sync == parsed else parsed
+        return list(syncs.values()), listing.complete, len(listing.items)
 
     def _connection_names(self, raw: list[Any], kind: str) -> dict[ConnectionId, str]:
         return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}
