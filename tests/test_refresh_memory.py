@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from census_exporter.census.client import CensusClient, Listing, RunsPage
 from census_exporter.census.models import Sync, SyncRun, parse_status, parse_sync, parse_sync_run
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings
+from census_exporter.refresh.refresher import QUEUED_READS_PER_WORKER
 from census_exporter.state import RunCounters
 from tests.conftest import TEST_TOKEN
 
@@ -28,6 +30,7 @@ class TrackingAPI:
         self.client = client
         self.records: list[weakref.ref[TrackedRecord]] = []
         self.alive_while_reading_runs: list[int] = []
+        self.futures_while_reading_runs: list[int] = []
 
     def list_syncs(self, deadline: float) -> Listing:
         listing = self.client.list_syncs(deadline)
@@ -44,6 +47,7 @@ class TrackingAPI:
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
         gc.collect()
         self.alive_while_reading_runs.append(sum(ref() is not None for ref in self.records))
+        self.futures_while_reading_runs.append(sum(isinstance(o, Future) for o in gc.get_objects()))
         return self.client.list_sync_runs(sync_id, page, per_page, deadline)
 
     def get_sync_run(self, run_id: int, deadline: float) -> Any:
@@ -82,6 +86,27 @@ def test_the_raw_sync_listing_is_released_before_the_runs_are_read(
         assert snapshot.up and sorted(snapshot.syncs) == [1, 2, 3]
     assert len(api.alive_while_reading_runs) == 6
     assert api.alive_while_reading_runs == [0] * 6
+
+
+def test_only_a_window_of_sync_reads_is_queued_at_a_time(workspace: SimulatedWorkspace) -> None:
+    for sync_id in range(4, 101):
+        workspace.add_sync(sync_id, label=f"s{sync_id}")
+        workspace.add_run(sync_id)
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    client = CensusClient(simulator.url, lambda: TEST_TOKEN)
+    api = TrackingAPI(client)
+    refresher = Refresher(api, RefreshSettings(cache_ttl_seconds=0, concurrency=2))
+    try:
+        for _ in range(2):
+            snapshot = refresher.trigger().result(timeout=30)
+            assert snapshot.up and len(snapshot.syncs) == 100
+    finally:
+        refresher.close()
+        client.close()
+        simulator.close()
+    assert len(api.futures_while_reading_runs) == 200
+    # The window, plus the refresh's own future and the caller's (a future per sync would be 100 more).
+    assert max(api.futures_while_reading_runs) <= 2 * QUEUED_READS_PER_WORKER + 4
 
 
 def test_consecutive_snapshots_share_what_did_not_change(
