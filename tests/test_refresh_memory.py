@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import tracemalloc
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -15,7 +16,7 @@ from census_exporter.census.models import Sync, SyncRun, parse_status, parse_syn
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.refresher import QUEUED_READS_PER_WORKER
-from census_exporter.state import RunCounters
+from census_exporter.state import REMEMBERED_RUN_IDS, RunCounters, RunIds, SyncLedger
 from tests.conftest import TEST_TOKEN
 
 
@@ -151,10 +152,10 @@ def test_words_every_sync_repeats_are_one_object() -> None:
     assert parse_status("Completed") is parse_status("COMPLETED")
 
 
-def _finished_run() -> SyncRun:
+def _finished_run(run_id: int = 7) -> SyncRun:
     run = parse_sync_run(
         {
-            "id": 7,
+            "id": run_id,
             "status": "completed",
             "created_at": "2024-01-01T00:00:00Z",
             "completed_at": "2024-01-01T00:00:01Z",
@@ -162,3 +163,35 @@ def _finished_run() -> SyncRun:
     )
     assert isinstance(run, SyncRun)
     return run
+
+
+def test_remembered_run_ids_take_about_eight_bytes_each() -> None:
+    _ledger_memory(10)  # warms what a first parse caches
+    fewer, more = _ledger_memory(REMEMBERED_RUN_IDS // 2), _ledger_memory(REMEMBERED_RUN_IDS)
+    # A tuple also keeps a 28-byte int object per id besides its 8-byte slot: 36 bytes an id.
+    assert (more - fewer) / (REMEMBERED_RUN_IDS // 2) < 12
+
+
+def _ledger_memory(run_count: int) -> int:
+    """Bytes still allocated after a ledger was made from ``run_count`` runs and the runs were dropped."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        # Made while traced: the ids are new int objects, freed with the runs unless the ledger keeps them.
+        runs = [_finished_run(run_id=10**12 + n) for n in range(run_count)]
+        ledger = SyncLedger.baseline(runs)
+        del runs
+        gc.collect()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(ledger.recent_run_ids) == run_count and ledger.knows(10**12 + run_count - 1)
+    return held
+
+
+def test_packed_run_ids_compare_like_the_tuple_they_hold() -> None:
+    ids = RunIds([2, 3, 5])
+    assert ids == (2, 3, 5) and ids == (2, 3, 5) and ids == RunIds((2, 3, 5))
+    assert ids != (2, 3) and ids != "235"
+    assert list(ids[1:]) == [3, 5] and ids[-1] == 5 and len(ids) == 3
+    assert hash(ids) == hash(RunIds([2, 3, 5]))

@@ -449,11 +449,10 @@ class Refresher:
                 )
             else:
                 outcomes.append((sync, outcome))
-                states[sync.id] = replace(
-                    outcome.state,
-                    missing_listings=absent_from,
-                    missing_since=absent_since,
-                )
+                state = outcome.state
+                if (state.missing_listings, state.missing_since) != (absent_from, absent_since):
+                    state = replace(state, missing_listings=absent_from, missing_since=absent_since)
+                states[sync.id] = state
                 continue
             # Not read this round, or its requests failed: it keeps what the previous snapshot knew of it.
             states[sync.id] = replace(
