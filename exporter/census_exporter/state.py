@@ -20,8 +20,12 @@ Counting rules (exactly once):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import overload
 
 from census_exporter import defaults
 from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun
@@ -63,11 +67,12 @@ class RunCounters:
 
     @classmethod
     def zero(cls, bucket_count: int) -> RunCounters:
-        """Counters for a sync nothing has been counted for yet."""
-        return cls(
-            runs_by_status=dict.fromkeys(PREINITIALISED_STATUSES, 0),
-            duration_bucket_counts=(0,) * (bucket_count + 1),
-        )
+        """Counters for a sync nothing has been counted for yet.
+
+        One shared, read-only instance per bucket count: most syncs of a large workspace are at zero for a
+        while, and :meth:`add` builds new counters rather than changing these.
+        """
+        return _zero_counters(bucket_count)
 
     @property
     def duration_count(self) -> int:
@@ -114,6 +119,14 @@ class RunCounters:
         )
 
 
+@functools.cache
+def _zero_counters(bucket_count: int) -> RunCounters:
+    return RunCounters(
+        runs_by_status=MappingProxyType(dict.fromkeys(PREINITIALISED_STATUSES, 0)),
+        duration_bucket_counts=(0,) * (bucket_count + 1),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerUpdate:
     """The next ledger, the runs it counted (oldest first), and what the refresh should log."""
@@ -130,8 +143,8 @@ class LedgerUpdate:
 class SyncLedger:
     """What one sync's runs have contributed so far."""
 
-    #: The newest run ids seen (ascending, at most :data:`REMEMBERED_RUN_IDS`).
-    recent_run_ids: tuple[int, ...]
+    #: The newest run ids seen (ascending, at most :data:`REMEMBERED_RUN_IDS`), packed (:class:`RunIds`).
+    recent_run_ids: Sequence[int]
     pending_run_ids: frozenset[int]
     counters: RunCounters
     last_success_at: float | None = None
@@ -211,7 +224,7 @@ class SyncLedger:
         evicted = seen[:-REMEMBERED_RUN_IDS]
         ledger = replace(
             self,
-            recent_run_ids=tuple(seen[-REMEMBERED_RUN_IDS:]),
+            recent_run_ids=RunIds(seen[-REMEMBERED_RUN_IDS:]),
             floor_run_id=max(self.floor_run_id, evicted[-1] + 1) if evicted else self.floor_run_id,
             pending_run_ids=frozenset(kept_pending[len(dropped) :]),
             counters=counters,
@@ -219,8 +232,10 @@ class SyncLedger:
             if last_pending_lookup is None
             else last_pending_lookup,
         )
+        ledger = ledger._with_outcome_times(runs)
+        # Nothing new (the usual refresh): keep the old ledger, which the previous snapshot holds anyway.
         return LedgerUpdate(
-            ledger._with_outcome_times(runs), tuple(counted), tuple(implausible), tuple(dropped)
+            self if ledger == self else ledger, tuple(counted), tuple(implausible), tuple(dropped)
         )
 
     def _with_outcome_times(self, runs: Iterable[SyncRun]) -> SyncLedger:
@@ -239,9 +254,50 @@ class SyncLedger:
         return replace(self, last_success_at=success, last_failure_at=failure)
 
 
-def _newest(run_ids: Iterable[int]) -> tuple[int, ...]:
+def _newest(run_ids: Iterable[int]) -> RunIds:
     """The newest :data:`REMEMBERED_RUN_IDS` of ``run_ids``, ascending."""
-    return tuple(sorted(run_ids)[-REMEMBERED_RUN_IDS:])
+    return RunIds(sorted(run_ids)[-REMEMBERED_RUN_IDS:])
+
+
+class RunIds(Sequence[int]):
+    """An immutable sequence of run ids packed as 64-bit integers (ids are at most ``2**63 - 1``).
+
+    A ledger remembers up to :data:`REMEMBERED_RUN_IDS` of them per sync: as a tuple each id would also be a
+    28-byte int object, about 36 bytes an id instead of 8 (some 70 MiB more at 5,000 syncs).
+    """
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, run_ids: Sequence[int] = ()) -> None:
+        self._ids = array("q", run_ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> RunIds: ...
+    def __getitem__(self, index: int | slice) -> int | RunIds:
+        if isinstance(index, slice):
+            return RunIds(self._ids[index])
+        return self._ids[index]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RunIds):
+            return self._ids == other._ids
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return tuple(self._ids) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._ids))
+
+    def __repr__(self) -> str:
+        return f"RunIds({list(self._ids)!r})"
 
 
 def _contains(ascending: Sequence[int], value: int) -> bool:

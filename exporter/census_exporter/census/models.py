@@ -14,6 +14,7 @@ surrogates become U+FFFD), loses its control characters, and is bounded to a doc
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -292,8 +293,9 @@ def parse_status(value: object) -> str:
         return UNREPORTED_STATUS
     if isinstance(checked, Unusable):
         return UNKNOWN_STATUS
-    # Bounded again: lower-casing can lengthen a text ("İ" becomes two characters).
-    return bounded_text(checked.lower(), WORD_LIMIT)
+    # Bounded again: lower-casing can lengthen a text ("İ" becomes two characters). Interned: every run
+    # holds one, and a few words cover them all.
+    return sys.intern(bounded_text(checked.lower(), WORD_LIMIT))
 
 
 class _Fields:
@@ -421,11 +423,12 @@ def parse_sync(raw: object) -> Sync | Skipped:
     return Sync(
         id=sync_id,
         label=label,
-        operation=bounded_text(operation.lower(), WORD_LIMIT) if operation else "",
+        # Words most syncs share are interned: one copy in the process rather than one per sync.
+        operation=sys.intern(bounded_text(operation.lower(), WORD_LIMIT)) if operation else "",
         source_connection_id=fields.connection_id(source),
         destination_connection_id=fields.connection_id(destination),
-        destination_object=_destination_object(destination.get("object")),
-        schedule=describe_schedule(record),
+        destination_object=sys.intern(_destination_object(destination.get("object"))),
+        schedule=sys.intern(describe_schedule(record)),
         paused=fields.flag("paused"),
         problems=tuple(fields.problems),
     )

@@ -152,6 +152,9 @@ class SyncRefresh:
         ):
             # A status that briefly reads null says nothing new either: keep the one last reported.
             latest = previous.latest_run
+        if previous is not None and latest is not None and latest == previous.latest_run:
+            # The same run as last time: share the old object rather than keep one copy per snapshot.
+            latest = previous.latest_run
         if ledger is None:
             new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets)
             counted: Iterable[SyncRun] = [latest] if latest and latest.status == "failed" else []

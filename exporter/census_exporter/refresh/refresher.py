@@ -25,8 +25,8 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, wait
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
@@ -53,6 +53,9 @@ MAX_ABANDONED_REFRESHES = 4
 
 #: During the first refresh, the syncs read so far are published this often.
 PARTIAL_PUBLISH_SECONDS = 1.0
+#: Reads queued per worker at a time: enough that no worker waits for the next, few enough that thousands
+#: of syncs do not each hold a future for the whole refresh.
+QUEUED_READS_PER_WORKER = 4
 
 LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
 
@@ -287,19 +290,18 @@ class Refresher:
         syncs: dict[int, SyncState] | None = None
         outcomes: list[tuple[Sync, SyncOutcome]] = []
         try:
-            listing = self._api.list_syncs(deadline)
+            listed, complete, listed_records = self._read_sync_list(previous.syncs, deadline)
         except CensusAPIError as error:
             errors.append(error)
         else:
-            if not listing.complete:
+            if not complete:
                 errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
-            listing_requests += _pages(len(listing.items))
-            listed = self._parse_syncs(listing.items)
+            listing_requests += _pages(listed_records)
             watched = [sync for sync in listed if self._settings.syncs.admits(sync.label, sync.id)]
             syncs = self._refresh_syncs(
                 watched,
                 listed_ids={sync.id for sync in listed},
-                complete=listing.complete,
+                complete=complete,
                 previous=previous.syncs,
                 deadline=deadline,
                 errors=errors,
@@ -379,25 +381,24 @@ class Refresher:
             known[state.sync.id] = state
         jobs = {sync.id: sync for sync in [*listed, *(state.sync for state in awaited)]}
         # Unread syncs are planned as they were (a new one: never read); the plan orders the reads too.
-        candidates = [replace(known[sync.id] or SyncState(sync=sync), sync=sync) for sync in jobs.values()]
+        candidates = [_planned_as(known[sync.id], sync) for sync in jobs.values()]
         planned = schedule.plan(candidates, allowance, self._wall_clock(), self._settings.cache_ttl_seconds)
-        futures = {
-            sync_id: fetchers.submit(self._one_sync.run, jobs[sync_id], known[sync_id], deadline)
-            for sync_id in planned
-        }
-        if publish is not None:
-            self._publish_while_reading(futures, known, jobs, publish)
+        results = self._read(
+            planned, jobs, known=known, deadline=deadline, fetchers=fetchers, publish=publish
+        )
         states: dict[int, SyncState] = {}
         for sync in jobs.values():
             kept = known[sync.id]
             # Listed syncs start over as present; missing ones carry their absence forward.
             absent_from = kept.missing_listings if kept and sync.id not in listed_ids else 0
             absent_since = kept.missing_since if kept and sync.id not in listed_ids else None
-            future = futures.get(sync.id)
+            result = results.pop(sync.id, None)
             try:
-                if future is None:
+                if result is None:
                     raise _NotPlanned
-                outcome = future.result()
+                if isinstance(result, BaseException):
+                    raise result
+                outcome = result
             except _NotPlanned:
                 pass  # left for a later round by the plan
             except SyncGone:
@@ -448,11 +449,10 @@ class Refresher:
                 )
             else:
                 outcomes.append((sync, outcome))
-                states[sync.id] = replace(
-                    outcome.state,
-                    missing_listings=absent_from,
-                    missing_since=absent_since,
-                )
+                state = outcome.state
+                if (state.missing_listings, state.missing_since) != (absent_from, absent_since):
+                    state = replace(state, missing_listings=absent_from, missing_since=absent_since)
+                states[sync.id] = state
                 continue
             # Not read this round, or its requests failed: it keeps what the previous snapshot knew of it.
             states[sync.id] = replace(
@@ -490,35 +490,87 @@ class Refresher:
 
         return publish
 
-    def _publish_while_reading(
+    def _read(
         self,
-        futures: Mapping[int, Future[SyncOutcome]],
+        planned: Iterable[int],
+        jobs: Mapping[int, Sync],
+        *,
+        known: Mapping[int, SyncState | None],
+        deadline: float,
+        fetchers: DaemonPool,
+        publish: Callable[[Mapping[int, SyncState]], None] | None,
+    ) -> dict[int, SyncOutcome | BaseException]:
+        """Each planned sync's outcome, or what its read raised, read on ``fetchers`` in plan order.
+
+        Only a window of reads is queued at a time: a future per sync of a large workspace, all alive at
+        once, weighed more than the snapshot. With ``publish`` (the first refresh), the syncs read so far
+        are published every ``PARTIAL_PUBLISH_SECONDS`` until every read ended.
+        """
+        results: dict[int, SyncOutcome | BaseException] = {}
+        waiting = iter(planned)
+        in_flight: dict[Future[SyncOutcome], int] = {}
+        window = max(1, self._settings.concurrency) * QUEUED_READS_PER_WORKER
+        published_at = time.monotonic()
+        while True:
+            while len(in_flight) < window and (sync_id := next(waiting, None)) is not None:
+                future = fetchers.submit(self._one_sync.run, jobs[sync_id], known[sync_id], deadline)
+                in_flight[future] = sync_id
+            if not in_flight:
+                return results
+            done, _ = wait(in_flight, timeout=PARTIAL_PUBLISH_SECONDS, return_when=FIRST_COMPLETED)
+            for future in done:
+                sync_id = in_flight.pop(future)
+                try:
+                    results[sync_id] = future.result()
+                except BaseException as error:  # noqa: BLE001 - raised again where the outcomes are read
+                    results[sync_id] = error
+            if publish is not None and time.monotonic() - published_at >= PARTIAL_PUBLISH_SECONDS:
+                published_at = time.monotonic()
+                if in_flight and not self._stopping.is_set():
+                    publish(self._read_so_far(results, known, jobs))
+
+    @staticmethod
+    def _read_so_far(
+        results: Mapping[int, SyncOutcome | BaseException],
         known: Mapping[int, SyncState | None],
         jobs: Mapping[int, Sync],
-        publish: Callable[[Mapping[int, SyncState]], None],
-    ) -> None:
-        """Every ``PARTIAL_PUBLISH_SECONDS`` until every read ended, publish the syncs read so far."""
-        pending = set(futures.values())
-        while pending and not self._stopping.is_set():
-            _, pending = wait(pending, timeout=PARTIAL_PUBLISH_SECONDS)
-            syncs: dict[int, SyncState] = {}
-            for sync_id, sync in sorted(jobs.items()):
-                future = futures.get(sync_id)
-                if future is not None and future.done() and future.exception() is None:
-                    syncs[sync_id] = future.result().state
-                else:
-                    syncs[sync_id] = known[sync_id] or SyncState(sync=sync)
-            if pending:
-                publish(syncs)
+    ) -> dict[int, SyncState]:
+        """Every sync as read so far this refresh, else as it was known before."""
+        syncs: dict[int, SyncState] = {}
+        for sync_id, sync in sorted(jobs.items()):
+            result = results.get(sync_id)
+            if isinstance(result, SyncOutcome):
+                syncs[sync_id] = result.state
+            else:
+                syncs[sync_id] = known[sync_id] or SyncState(sync=sync)
+        return syncs
 
-    def _parse_syncs(self, raw_syncs: list[Any]) -> list[Sync]:
+    def _read_sync_list(
+        self, previous: Mapping[int, SyncState], deadline: float
+    ) -> tuple[list[Sync], bool, int]:
+        """The listed syncs, whether the listing was consistent, and how many records it held.
+
+        The raw records end with this call, not with the refresh: at thousands of syncs they weigh more than
+        everything the snapshot keeps. A sync unchanged since the last refresh is the previous object, so
+        the old and the new snapshot share it instead of holding two copies.
+        """
+        listing = self._api.list_syncs(deadline)
         syncs: dict[int, Sync] = {}
-        for parsed in self._logs.usable(raw_syncs, parse_sync, "sync"):
-            syncs.setdefault(parsed.id, parsed)
-        return list(syncs.values())
+        for parsed in self._logs.usable(listing.items, parse_sync, "sync"):
+            if parsed.id not in syncs:
+                before = previous.get(parsed.id)
+                syncs[parsed.id] = before.sync if before is not None and before.sync == parsed else parsed
+        return list(syncs.values()), listing.complete, len(listing.items)
 
     def _connection_names(self, raw: list[Any], kind: str) -> dict[ConnectionId, str]:
         return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}
+
+
+def _planned_as(kept: SyncState | None, sync: Sync) -> SyncState:
+    """The state the plan orders ``sync`` by: as it was known, with the listing's definition."""
+    if kept is not None and kept.sync is sync:
+        return kept
+    return replace(kept or SyncState(sync=sync), sync=sync)
 
 
 class _NotPlanned(Exception):
