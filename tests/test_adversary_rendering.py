@@ -7,14 +7,18 @@ bound (clients that never read).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import httpx
+import pytest
 
+from census_exporter import server as server_module
 from census_exporter.demo import SimulatedWorkspace
 from census_exporter.server import HTTPServer, ServerLimits
 from tests.conftest import HarnessFactory, wait_for
@@ -114,6 +118,46 @@ def test_a_reader_that_keeps_reading_gets_a_chunk_that_takes_longer_than_the_soc
             elapsed = time.monotonic() - started
         assert size == _BIG_BODY_BYTES, f"the body ended after {size} bytes and {elapsed:.1f}s of reading"
     finally:
+        server.close()
+
+
+def test_a_trickle_reader_holds_a_worker_only_until_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each send() waiting the socket timeout for progress must not let a client that takes a few bytes
+    now and then hold a worker for ever: the whole chunk has a deadline (timeout + size at the minimum
+    rate; the rate is raised here so that the deadline is seconds, not minutes). One worker: while the
+    trickle holds it, nothing else is answered."""
+    monkeypatch.setattr(server_module, "MIN_SEND_BYTES_PER_SECOND", 8 * 1024 * 1024)
+    limits = ServerLimits(workers=1, idle_timeout_seconds=2.0)
+    deadline = limits.idle_timeout_seconds + _BIG_BODY_BYTES / (8 * 1024 * 1024)
+    server = HTTPServer(_big_or_small, "127.0.0.1", 0, limits=limits)
+    server.start()
+    stop = threading.Event()
+
+    def trickle(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set() and sock.recv(4096):
+                stop.wait(0.2)  # far less than the timeout: never idle for it, only slow
+
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: exporter\r\n\r\n")
+            sock.recv(1)  # the answer has begun: the one worker is writing it
+            reader = threading.Thread(target=trickle, args=(sock,), daemon=True)
+            reader.start()
+            started = time.monotonic()
+            response = httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=deadline + 20)
+            waited = time.monotonic() - started
+            stop.set()
+            reader.join(5)
+        assert response.status_code == 200
+        assert waited <= deadline + 3, f"/healthz waited {waited:.1f}s behind the trickle"
+    finally:
+        stop.set()
         server.close()
 
 
