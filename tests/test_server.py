@@ -310,3 +310,31 @@ def test_the_redaction_list_keeps_the_newest_secrets_within_its_bound(
     assert len(secrets) <= MAX_REDACTED_SECRETS
     assert f"secret-token:rotated-{MAX_REDACTED_SECRETS + 49:06d}" in secrets
     assert "secret-token:rotated-000000" not in secrets
+
+
+def test_a_scrape_holding_the_replaced_view_is_served_the_newer_one() -> None:
+    """A scrape that fetched its view just before a swap and asks for the rendering just after gets the newer
+    view's rendering: going back would render the old view again, then the new one again for the next scrape,
+    and show older data than the scrape before it."""
+    from census_exporter.collector import CensusCollector
+    from census_exporter.server import _ViewRendering
+    from census_exporter.snapshot import FleetView, Snapshot
+
+    renders: list[FleetView] = []
+    collector = CensusCollector(60.0)
+    original = collector.render
+
+    def counting(view: FleetView) -> Any:
+        renders.append(view)
+        return original(view)
+
+    collector.render = counting  # type: ignore[method-assign]
+    cache = _ViewRendering(collector)
+    older = FleetView((Snapshot(workspace="older", up=True, refreshed=True, listed=True),))
+    newer = FleetView((Snapshot(workspace="newer", up=True, refreshed=True, listed=True),))
+    cache.body(older, False, b"", False)
+    newest_text = b"".join(cache.body(newer, False, b"", False))
+    assert b"".join(cache.body(older, False, b"", False)) == newest_text
+    assert b"".join(cache.body(newer, True, b"", True)) != b""
+    assert renders == [older, newer]
+    assert b'workspace="newer"' in newest_text

@@ -24,6 +24,7 @@ import ssl
 import sys
 import threading
 import time
+import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class _ViewRendering:
         #: One fresh rendering at a time: two side by side would double the process's peak memory.
         self._rendering = threading.Lock()
         self._view: FleetView | None = None
+        #: The view the current one replaced (weakly: its snapshots must not outlive their last scrape); a
+        #: scrape that still holds it gets the newer one instead.
+        self._replaced: weakref.ref[FleetView] | None = None
         self._rendered: RenderedFamilies | None = None
         self._plain: dict[bool, list[bytes]] = {}
         self._gzip: dict[bool, tuple[bytes, Any]] = {}
@@ -109,7 +113,12 @@ class _ViewRendering:
         """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``, as the chunks
         to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs)."""
         with self._lock:
-            if self._view is not view:
+            if self._replaced is not None and view is self._replaced() and self._view is not None:
+                # Fetched just before a swap, asked for just after: the newer view is cached (or being
+                # rendered), and going back would render both again, one after the other.
+                view = self._view
+            elif self._view is not view:
+                self._replaced = weakref.ref(self._view) if self._view is not None else None
                 self._view, self._rendered, self._plain, self._gzip = view, None, {}, {}
             plain = self._plain.get(openmetrics)
             packed = self._gzip.get(openmetrics)

@@ -98,7 +98,7 @@ class DiscoveryStatus:
     last_success_timestamp: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class FleetView:
     """Every watched workspace's current snapshot, by name, and the state of discovery: what one scrape shows.
 
