@@ -5,6 +5,7 @@ read."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -186,3 +187,30 @@ def test_the_first_refresh_publishes_syncs_as_they_are_read(
                 assert final.syncs[sync_id].ledger is state.ledger
     finally:
         refresher.close()
+
+
+def test_a_first_refresh_the_budget_cannot_cover_says_how_many_syncs_it_read(
+    simulated: tuple[SimulatedWorkspace, SimulatorServer, CensusClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "first refresh: 4 syncs" for a workspace of 20: the others are read in later refreshes."""
+    workspace, _, client = simulated
+    for sync_id in range(1, 21):
+        workspace.add_sync(sync_id, label=f"s{sync_id}")
+        workspace.add_run(sync_id, "completed")
+    refresher = Refresher(
+        client,
+        RefreshSettings(
+            cache_ttl_seconds=10, refresh_timeout_seconds=4, concurrency=1, request_interval_seconds=0.5
+        ),
+    )
+    try:
+        with caplog.at_level(logging.INFO, logger="census_exporter.refresh"):
+            first = refresher.trigger().result(timeout=30)
+    finally:
+        refresher.close()
+    read = sum(state.ledger is not None for state in first.syncs.values())
+    assert 0 < read < 20
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("first refresh")]
+    assert lines == [
+        f"first refresh: {read} of 20 syncs read (the others in later refreshes), 0 whose newest run failed"
+    ]

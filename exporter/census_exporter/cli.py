@@ -384,7 +384,7 @@ def build_parser() -> _Parser:
         convert=_workspace_label,
         default=defaults.WORKSPACE,
         metavar="NAME",
-        help="Value of the workspace label. Run one exporter per workspace (one token covers one workspace).",
+        help="Value of the workspace label of the workspace these flags describe (--config.file: several).",
     )
     add(
         "--census.cache-ttl",
@@ -610,7 +610,9 @@ def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
         parser.error(f"{TOKEN_ENV}: {error}")
     if not args.demo and not token():
         if raw is None:
-            parser.error(f"no API token: set {TOKEN_ENV} or --census.token-file (or use --demo)")
+            parser.error(
+                f"no API token: set {TOKEN_ENV} or --census.token-file, or give --config.file (or use --demo)"
+            )
         parser.error(f"{TOKEN_ENV} is empty: set it to the workspace API token, or use --census.token-file")
     return token
 

@@ -315,16 +315,20 @@ class _SocketWriter(cheroot.makefile.StreamWriter):
             return
         deadline = time.monotonic() + timeout + len(view) / MIN_SEND_BYTES_PER_SECOND
         sent = 0
+        shortened = False
         try:
             while sent < len(view):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("the client took too long to read the answer")
-                self._socket.settimeout(min(timeout, remaining))
+                if remaining < timeout:  # only near the deadline: each settimeout() is a system call
+                    self._socket.settimeout(remaining)
+                    shortened = True
                 # Sliced so that a TLS socket, which writes all it is given, also waits per slice.
                 sent += self._socket.send(view[sent : sent + _SEND_SLICE_BYTES])
         finally:
-            self._socket.settimeout(timeout)
+            if shortened:
+                self._socket.settimeout(timeout)
 
 
 #: The slowest a client may read an answer on average, after one idle timeout of grace: 64 KiB/s reads a

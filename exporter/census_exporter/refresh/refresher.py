@@ -221,7 +221,9 @@ class Refresher:
             return
         if built.snapshot.up:
             self._logs.succeeded()
-        self._logs.failed_runs(built.outcomes, first_refresh=first and built.snapshot.listed)
+        self._logs.failed_runs(
+            built.outcomes, first_refresh=first and built.snapshot.listed, watched=len(built.snapshot.syncs)
+        )
         self._logs.outcome(list(built.errors), have_data=built.snapshot.listed)
         future.set_result(built.snapshot)
 

@@ -100,8 +100,11 @@ class RefreshLog:
                 )
         return usable
 
-    def failed_runs(self, outcomes: Iterable[tuple[Sync, SyncOutcome]], *, first_refresh: bool) -> None:
-        """Log failed runs of a refresh that was kept; the first refresh sums up old failures in one line."""
+    def failed_runs(
+        self, outcomes: Iterable[tuple[Sync, SyncOutcome]], *, first_refresh: bool, watched: int = 0
+    ) -> None:
+        """Log failed runs of a refresh that was kept; the first refresh sums up old failures in one line,
+        and says when the request budget left some of the ``watched`` syncs for later refreshes."""
         outcomes = list(outcomes)
         if first_refresh:
             failing = sorted(
@@ -112,10 +115,13 @@ class RefreshLog:
                 bounded_text(sync.label, LABEL_LOG_LIMIT) for sync in failing[:STARTUP_FAILURES_NAMED]
             )
             more = "…" if len(failing) > STARTUP_FAILURES_NAMED else ""
+            read = f"{len(outcomes)} syncs"
+            if watched > len(outcomes):
+                read = f"{len(outcomes)} of {watched} syncs read (the others in later refreshes)"
             log.log(
                 logging.WARNING if failing else logging.INFO,
-                "first refresh: %d syncs, %d whose newest run failed%s",
-                len(outcomes),
+                "first refresh: %s, %d whose newest run failed%s",
+                read,
                 len(failing),
                 f": {named}{more}" if failing else "",
             )
