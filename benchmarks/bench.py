@@ -123,6 +123,8 @@ class Result:
     peak_rss_bytes: int
     requests_per_refresh: int
     requests_per_hour: int
+    #: A bare socket server sending as many bytes as the text scrape, to the same client (median).
+    text_floor_seconds: float = 0.0
     budget: BudgetResult | None = None
 
     @property
@@ -166,6 +168,50 @@ def serve_simulator(conn: Connection, syncs: int, latency_seconds: float, seed: 
         if command == "times":
             conn.send(list(request_times))
     server.close()
+
+
+def serve_bytes(conn: Connection, size: int) -> None:
+    """Child process: a bare socket server answering every request on a keep-alive connection with ``size``
+    bytes, the least any HTTP server can take to send them; answers ``"stop"`` on ``conn``."""
+    body = b"x" * size
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % size
+    listener = socket.create_server(("127.0.0.1", 0))
+    conn.send(listener.getsockname()[1])
+
+    def answer() -> None:
+        client, _ = listener.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with client, client.makefile("rb") as requests:
+            while requests.readline():
+                while requests.readline() not in (b"\r\n", b""):
+                    pass
+                client.sendall(head)
+                client.sendall(body)
+
+    threading.Thread(target=answer, daemon=True).start()
+    conn.recv()  # "stop"
+
+
+def bare_socket_p50(size: int, scrapes: int) -> float:
+    """The median time the bench's scrape client takes to get ``size`` bytes from a bare socket server."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=serve_bytes, args=(child, size), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(60):
+            raise RuntimeError("the bare socket server did not start within 60 s")
+        connection = http.client.HTTPConnection("127.0.0.1", parent.recv(), timeout=60)
+        try:
+            scrape(connection, {})
+            return statistics.median(scrape(connection, {})[0] for _ in range(scrapes))
+        finally:
+            connection.close()
+    finally:
+        parent.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.terminate()
 
 
 class Simulator:
@@ -463,6 +509,7 @@ def measure_exporter(simulator: Simulator, settings: Settings) -> dict[str, obje
             series = len(samples(text_of(scrape(connection, FORMATS["text"])[1])))
         finally:
             connection.close()
+        floor = bare_socket_p50(sizes["text"], settings.warm_scrapes)
         scrapers = _Scrapers(port, settings.scrape_pause_seconds)
         scrapers.start()
         try:
@@ -477,6 +524,7 @@ def measure_exporter(simulator: Simulator, settings: Settings) -> dict[str, obje
         "cold_refresh_seconds": cold,
         "warm_p50_seconds": p50,
         "warm_p99_seconds": p99,
+        "text_floor_seconds": floor,
         "scrape_bytes": sizes,
         "series": series,
         "peak_rss_bytes": peak,
@@ -657,11 +705,17 @@ def report(results: list[Result], settings: Settings, *, budget_available: bool)
         "",
         "## Warm scrapes (p50 / p99) and scrape size",
         "",
-        "| Syncs | " + " | ".join(FORMATS) + " | " + " | ".join(f"bytes {name}" for name in FORMATS) + " |",
-        "|---:|" + "---:|" * (2 * len(FORMATS)),
+        "| Syncs | "
+        + " | ".join(FORMATS)
+        + " | bare socket, text's bytes | text / bare socket | "
+        + " | ".join(f"bytes {name}" for name in FORMATS)
+        + " |",
+        "|---:|" + "---:|" * (2 * len(FORMATS) + 2),
     ]
     for r in results:
         cells = [f"{_ms(r.warm_p50_seconds[n])} / {_ms(r.warm_p99_seconds[n])} ms" for n in FORMATS]
+        ratio = r.warm_p50_seconds["text"] / r.text_floor_seconds if r.text_floor_seconds else math.nan
+        cells += [f"{_ms(r.text_floor_seconds)} ms", f"{ratio:.2f}"]
         cells += [f"{r.scrape_bytes[n] / 1e6:.2f} MB" for n in FORMATS]
         out.append(f"| {r.syncs:,} | " + " | ".join(cells) + " |")
     out += ["", "## Under a request budget", ""]

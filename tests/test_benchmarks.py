@@ -37,6 +37,7 @@ def test_one_size_measures_every_column_and_the_writer_makes_a_table() -> None:
     assert result.scrape_bytes["text+gzip"] < result.scrape_bytes["text"], "the gzip scrape was gzipped"
     assert result.series > 20, "at least one series per sync"
     assert result.peak_rss_bytes > 0
+    assert result.text_floor_seconds > 0, "a bare socket sent the text scrape's bytes"
     assert result.cold_refresh_seconds > 0 and result.thread_pool_seconds > 0
     # A steady-state refresh lists the syncs and reads each one's runs.
     assert result.requests_per_refresh >= 21
@@ -52,6 +53,9 @@ def test_one_size_measures_every_column_and_the_writer_makes_a_table() -> None:
     assert "commit " in text and "Python " in text, "the machine and the exporter's version are stated"
     assert "no `--census.max-requests-per-second`" in text
     assert "## Issue 9's targets" in text
+    warm = next(line for line in lines if line.startswith("| Syncs | text |"))
+    warm_row = lines[lines.index(warm) + 2]
+    assert warm_row.startswith("| 20 |") and warm_row.count("|") == warm.count("|")
 
 
 def test_the_benchmark_fails_when_the_simulator_latency_is_off() -> None:
