@@ -17,6 +17,7 @@ from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.refresher import QUEUED_READS_PER_WORKER
 from census_exporter.state import REMEMBERED_RUN_IDS, RunCounters, RunIds, SyncLedger
+from census_exporter.workers import DaemonPool
 from tests.conftest import TEST_TOKEN
 
 
@@ -24,9 +25,14 @@ class TrackedRecord(dict[str, Any]):
     """A raw record that can be watched through a weak reference (a plain dict cannot)."""
 
 
+#: Futures the refreshers' worker pools handed out, held weakly (the pools' own, not other tests' leftovers).
+_submitted: weakref.WeakSet[Future[Any]] = weakref.WeakSet()
+
+
 def count_futures() -> int:
-    """Futures alive in the whole process (other tests' leftovers included)."""
-    return sum(isinstance(o, Future) for o in gc.get_objects())
+    """Futures handed out by a worker pool (:data:`_submitted`) and still alive."""
+    gc.collect()
+    return len(_submitted)
 
 
 class TrackingAPI:
@@ -94,16 +100,24 @@ def test_the_raw_sync_listing_is_released_before_the_runs_are_read(
     assert api.alive_while_reading_runs == [0] * 6
 
 
-def test_only_a_window_of_sync_reads_is_queued_at_a_time(workspace: SimulatedWorkspace) -> None:
+def test_only_a_window_of_sync_reads_is_queued_at_a_time(
+    workspace: SimulatedWorkspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for sync_id in range(4, 101):
         workspace.add_sync(sync_id, label=f"s{sync_id}")
         workspace.add_run(sync_id)
     simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
     client = CensusClient(simulator.url, lambda: TEST_TOKEN)
+    original_submit = DaemonPool.submit
+
+    def tracked_submit(pool: DaemonPool, function: Any, *args: Any) -> Future[Any]:
+        future = original_submit(pool, function, *args)
+        _submitted.add(future)
+        return future
+
+    monkeypatch.setattr(DaemonPool, "submit", tracked_submit)
     api = TrackingAPI(client)
     refresher = Refresher(api, RefreshSettings(cache_ttl_seconds=0, concurrency=2))
-    gc.collect()
-    before = count_futures()  # earlier tests' leftovers, in a whole-suite run
     try:
         for _ in range(2):
             snapshot = refresher.trigger().result(timeout=30)
@@ -114,7 +128,7 @@ def test_only_a_window_of_sync_reads_is_queued_at_a_time(workspace: SimulatedWor
         simulator.close()
     assert len(api.futures_while_reading_runs) == 200
     # The window, plus the refresh's own future and the caller's (a future per sync would be 100 more).
-    assert max(api.futures_while_reading_runs) - before <= 2 * QUEUED_READS_PER_WORKER + 4
+    assert max(api.futures_while_reading_runs) <= 2 * QUEUED_READS_PER_WORKER + 4
 
 
 def test_consecutive_snapshots_share_what_did_not_change(
