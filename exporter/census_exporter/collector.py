@@ -28,7 +28,15 @@ from census_exporter import __version__
 from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models import SyncRun, bounded_text, clean_text
 from census_exporter.config import Exposition
-from census_exporter.rendering import Family, FamilyBlocks, RenderedFamilies, label_text, number, sample
+from census_exporter.rendering import (
+    Family,
+    FamilyBlocks,
+    RenderedFamilies,
+    histogram,
+    label_text,
+    number,
+    sample,
+)
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from census_exporter.state import RunCounters, SyncLedger
 from census_exporter.totals import WorkspaceTotals
@@ -389,15 +397,9 @@ class _Families:
         self, index: int, ids: _Labels, counters: RunCounters, bounds: Sequence[float]
     ) -> list[_Line]:
         """``counters``' durations as histogram samples: cumulative buckets, then the count and the sum."""
-        cumulative = counters.cumulative_duration_counts()
-        lines = [
-            self.line(index, label_text([*ids, ("le", le)]), count, "_bucket")
-            for le, count in zip(_bucket_names(bounds), cumulative, strict=True)
-        ]
-        id_labels = label_text(ids)
-        lines.append(self.line(index, id_labels, cumulative[-1], "_count"))
-        lines.append(self.line(index, id_labels, counters.duration_sum_seconds, "_sum"))
-        return lines
+        buckets = list(zip(_bucket_names(bounds), counters.cumulative_duration_counts(), strict=True))
+        lines = histogram(self.families[index].name, ids, buckets, counters.duration_sum_seconds)
+        return [(index, line) for line in lines]
 
 
 def _bucket_names(bounds: Sequence[float]) -> list[str]:

@@ -79,6 +79,18 @@ def sample(name: str, labels: str, value: float | int | bool) -> str:
     return f"{name} {number(value)}\n"
 
 
+def histogram(
+    name: str, labels: Sequence[tuple[str, str]], buckets: Sequence[tuple[str, int]], total: float
+) -> list[str]:
+    """A classic histogram's sample lines: ``buckets`` as (``le``, cumulative count), then ``_count`` (the
+    last bucket's) and ``_sum`` (``total``), in prometheus_client's order."""
+    lines = [sample(f"{name}_bucket", label_text([*labels, ("le", le)]), count) for le, count in buckets]
+    plain = label_text(labels)
+    lines.append(sample(f"{name}_count", plain, buckets[-1][1]))
+    lines.append(sample(f"{name}_sum", plain, total))
+    return lines
+
+
 class FamilyBlocks:
     """The samples of several families, gathered in exposition order as bytes."""
 
