@@ -323,12 +323,16 @@ class TwoWorkspaceDemo:
 
     organization: SimulatedOrganization
     activities: list[DemoActivity]
+    # While paused the runs stand still, so a test can read a state that the next request would replace.
+    paused: bool = False
 
     @property
     def workspaces(self) -> dict[str, SimulatedWorkspace]:
         return {member.name: member.workspace for member in self.organization.members}
 
     def advance(self) -> None:
+        if self.paused:
+            return
         for activity in self.activities:
             activity.advance()
 
@@ -441,6 +445,24 @@ def test_every_panel_query_returns_data_for_two_workspaces(
             workspace.add_run(COLLIDING_SYNC_ID, "failed", error_code="INVALID_CREDENTIALS", records=None)
         for selection in TWO_WORKSPACE_SELECTIONS:
             assert_every_query_returns_data(prometheus, selection)
+        # The demo's own activity starts the next run of a sync within seconds: hold the runs still, fail the
+        # colliding sync once more and wait for Prometheus to see it, so the order is checked on a failure.
+        two_workspace_demo.paused = True
+        for workspace in workspaces.values():
+            workspace.add_run(COLLIDING_SYNC_ID, "failed", error_code="INVALID_CREDENTIALS", records=None)
+        failed_newest = {(name, str(COLLIDING_SYNC_ID)) for name in workspaces}
+        wait_for(
+            lambda: (
+                failed_newest
+                <= {
+                    (row["metric"]["workspace"], row["metric"]["sync_id"])
+                    for row in prometheus.query('census_sync_last_run_status{status="failed"} == 1')
+                }
+            ),
+            timeout=30,
+            what="the colliding sync's failed newest run in both workspaces in Prometheus",
+        )
+        for selection in TWO_WORKSPACE_SELECTIONS:
             assert_failures_sort_first(prometheus, selection)
         for name, workspace in workspaces.items():
             assert sync_choices(prometheus, name) == {sync["label"] for sync in workspace.syncs.values()}
