@@ -429,6 +429,47 @@ def build_parser() -> _Parser:
         "cache TTL, syncs are read by priority (docs/configuration.md).",
     )
     add(
+        "--census.max-syncs-per-workspace",
+        dest="max_syncs_per_workspace",
+        env="CENSUS_MAX_SYNCS_PER_WORKSPACE",
+        convert=NumberRange(int, 1, 1_000_000),
+        default=defaults.MAX_SYNCS_PER_WORKSPACE,
+        metavar="N",
+        help="Most syncs watched per workspace: the sync list is read up to this many (the first ones "
+        "listed) and the rest is left out, counted in census_syncs_left_out (docs/sizing.md).",
+    )
+    add(
+        "--census.max-workspaces-per-discovery",
+        dest="max_workspaces_per_discovery",
+        env="CENSUS_MAX_WORKSPACES_PER_DISCOVERY",
+        convert=NumberRange(int, 1, 100_000),
+        default=defaults.MAX_WORKSPACES_PER_DISCOVERY,
+        metavar="N",
+        help="Most workspaces or groups one `auto: true` entry watches (the first ones by Census id); the "
+        "rest is counted in census_discovery_workspaces_left_out.",
+    )
+    add(
+        "--census.max-workspaces",
+        dest="max_workspaces",
+        env="CENSUS_MAX_WORKSPACES",
+        convert=NumberRange(int, 1, 100_000),
+        default=defaults.MAX_WORKSPACES,
+        metavar="N",
+        help="Most workspaces watched in all, named ones first, then discovered ones in file order; "
+        "discovered ones beyond it are counted in census_discovery_workspaces_left_out.",
+    )
+    add(
+        "--census.refresh-workers",
+        dest="refresh_workers",
+        env="CENSUS_REFRESH_WORKERS",
+        convert=NumberRange(int, 1, 256),
+        default=defaults.REFRESH_WORKERS,
+        metavar="N",
+        help="Workspace refreshes running at once over the whole fleet; more wait for a free worker. Bounds "
+        "the threads (each refresh reads with up to --census.concurrency of its own), whatever the number "
+        "of slow or dead workspaces.",
+    )
+    add(
         "--census.refresh-timeout",
         dest="refresh_timeout",
         env="CENSUS_REFRESH_TIMEOUT",
@@ -637,6 +678,10 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "refresh_timeout_seconds": args.refresh_timeout,
         "max_requests_per_second": args.max_requests_per_second,
         "max_response_bytes": args.max_response_bytes,
+        "max_syncs_per_workspace": args.max_syncs_per_workspace,
+        "max_workspaces_per_discovery": args.max_workspaces_per_discovery,
+        "max_workspaces": args.max_workspaces,
+        "refresh_workers": args.refresh_workers,
         "listen_host": host,
         "listen_port": port,
         "telemetry_path": args.telemetry_path,

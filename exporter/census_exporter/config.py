@@ -184,6 +184,10 @@ class Workspace:
     #: The Fivetran group watched with V2; ``None`` with V1.
     group_id: str | None = None
     syncs: SyncFilter = field(default_factory=SyncFilter)
+    #: The Census workspace id of a V1 workspace found by discovery (its identity beside its API key).
+    workspace_id: int | None = None
+    #: The discovery entry that found it; None for a workspace named in the file or by the flags.
+    discovered_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,14 @@ class Config:
     #: The request budget of the whole process, every client's attempts included; 0: no budget.
     max_requests_per_second: float = defaults.MAX_REQUESTS_PER_SECOND
     max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
+    #: Syncs kept of one workspace's listing (pages beyond it are not read).
+    max_syncs_per_workspace: int = defaults.MAX_SYNCS_PER_WORKSPACE
+    #: Workspaces or groups kept of one discovery entry's listing.
+    max_workspaces_per_discovery: int = defaults.MAX_WORKSPACES_PER_DISCOVERY
+    #: Workspaces watched in all, named and discovered.
+    max_workspaces: int = defaults.MAX_WORKSPACES
+    #: Refreshes running at once over the fleet; the others wait for one of these threads.
+    refresh_workers: int = defaults.REFRESH_WORKERS
     listen_host: str = ""
     listen_port: int = defaults.LISTEN_PORT
     telemetry_path: str = defaults.TELEMETRY_PATH

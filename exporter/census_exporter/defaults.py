@@ -22,6 +22,15 @@ DURATION_HISTOGRAM: Final = "workspace"
 RECORD_TOTALS: Final = "workspace"
 #: The newest run's id, completed and scheduled times and the last failure time: nothing reads them.
 RUN_DETAILS = False
+#: Bounds on what one API answer or discovery result may make the process hold (docs/sizing.md measures
+#: the chart's 256 MiB memory limit against them): syncs kept of one workspace's listing, workspaces kept of
+#: one discovery entry's listing, and workspaces watched in all, named ones included.
+MAX_SYNCS_PER_WORKSPACE = 20_000
+MAX_WORKSPACES_PER_DISCOVERY = 200
+MAX_WORKSPACES = 250
+#: Refreshes running at once over the whole fleet (more wait for a free one); each uses up to
+#: --census.concurrency threads of its own for its reads.
+REFRESH_WORKERS = 8
 API_VERSION: Final = "v1"
 WORKSPACE = "default"
 LISTEN_ADDRESS = ":10049"

@@ -13,10 +13,11 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from census_exporter.census.budget import RequestBudget
+from census_exporter.census.budget import DISCOVERED_LANE, NAMED_LANE, RequestBudget
 from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector, render_budget
 from census_exporter.config import Config, Discovery, Workspace
+from census_exporter.fleet_metrics import render_fleet
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.discovery import Discoverer
@@ -24,6 +25,7 @@ from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
 from census_exporter.web_config import WebConfigSource
+from census_exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,15 @@ class Exporter:
         # One budget for every client of the process: workspaces, discovery, retries.
         rate = config.max_requests_per_second
         self.budget = RequestBudget(rate) if rate > 0 else None
-        self.fleet = Fleet(self._watch, config.watched())
+        # Fair shares: the named workspaces keep their lane whatever discovery adds (census/budget.py).
+        self._lanes = (
+            self.budget.lanes(named=bool(config.watched()), discovered=bool(config.discoveries))
+            if self.budget
+            else {}
+        )
+        # Every refresh of the fleet runs on these threads: their number is configured, not the fleet's.
+        self._runners = DaemonPool(config.refresh_workers, "census-refresh")
+        self.fleet = Fleet(self._watch, config.watched(), max_workspaces=config.max_workspaces)
         self._stopping = threading.Event()
         self.discoverers = [
             Discoverer(
@@ -52,6 +62,7 @@ class Exporter:
                 self._client(discovery, self._api_metrics.observer(""), self._stopping),
                 timeout_seconds=config.refresh_timeout_seconds,
                 stopping=self._stopping,
+                max_workspaces=config.max_workspaces_per_discovery,
             )
             for discovery in config.discoveries
         ]
@@ -70,7 +81,11 @@ class Exporter:
 
     def _own_metrics(self) -> RenderedFamilies:
         """The exporter's API requests and its request budget's use, as they are now."""
-        return self._api_metrics.render() + render_budget(self.budget.use() if self.budget else None)
+        return (
+            self._api_metrics.render()
+            + render_budget(self.budget.use() if self.budget else None)
+            + render_fleet(self.fleet, self.config.cache_ttl_seconds)
+        )
 
     @property
     def port(self) -> int:
@@ -100,6 +115,7 @@ class Exporter:
         for discoverer in self.discoverers:
             discoverer.close()
         self.fleet.close()
+        self._runners.shutdown()
         return stopped
 
     # ------------------------------------------------------------------ one workspace
@@ -110,6 +126,8 @@ class Exporter:
         stopping = threading.Event()  # set by refresher.close(): ends the client's retry backoff at once
         observer = self._api_metrics.observer(workspace.name)
         client = self._client(workspace, observer, stopping)
+        discovered = workspace.discovered_by is not None
+        lane = self._lanes.get(DISCOVERED_LANE if discovered else NAMED_LANE)
         refresher = Refresher(
             client,
             RefreshSettings(
@@ -120,10 +138,12 @@ class Exporter:
                 duration_buckets=config.duration_buckets,
                 syncs=workspace.syncs,
                 api_url=workspace.api_url,
-                request_interval_seconds=self.budget.interval_seconds if self.budget else None,
+                request_interval_seconds=lane.interval_seconds if lane else None,
             ),
             stopping=stopping,
-            workspaces=lambda: len(self.fleet.members()),
+            # Its share is planned on among the workspaces of its lane.
+            workspaces=lambda: self.fleet.count(discovered=discovered),
+            runners=self._runners,
         )
 
         def release() -> None:
@@ -138,6 +158,7 @@ class Exporter:
     ) -> CensusClient:
         """A client for one workspace or, for a discovery entry, for its organization-wide listings."""
         workspace = target if isinstance(target, Workspace) else None
+        discovered = workspace is None or workspace.discovered_by is not None
         return CensusClient(
             target.api_url,
             target.token,
@@ -149,5 +170,8 @@ class Exporter:
             api_version=target.api_version,
             group_id=workspace.group_id if workspace else None,
             organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
-            budget=self.budget,
+            budget=self._lanes.get(DISCOVERED_LANE if discovered else NAMED_LANE, self.budget),
+            max_listed=(
+                self.config.max_syncs_per_workspace if workspace else self.config.max_workspaces_per_discovery
+            ),
         )

@@ -106,6 +106,12 @@ class WorkspacesFile:
     discoveries: tuple[AutoDiscovery, ...]
 
 
+def name_key(name: str) -> str:
+    """``name`` as workspace names are compared: two that differ only by case or Unicode form would look
+    the same on a dashboard, so they count as one (in the file, and between the file and discovery)."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def default_api_url(api_version: ApiVersion, region: str = DEFAULT_REGION) -> str:
     """The public API base URL for a version and region."""
     return f"{REGION_HOSTS[region]}/api/{api_version}"
@@ -155,8 +161,7 @@ def parse_workspaces_file(text: str, path: str) -> WorkspacesFile:
             discoveries.append(_auto_discovery(entry))
             continue
         workspace = _workspace(entry)
-        # Names that differ only by case or Unicode form would look the same on a dashboard.
-        key = unicodedata.normalize("NFKC", workspace.name).casefold()
+        key = name_key(workspace.name)
         if key in names:
             first = names[key]
             raise entry.error(

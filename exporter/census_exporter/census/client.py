@@ -180,6 +180,9 @@ class Listing:
 
     items: list[Any]
     complete: bool = True
+    #: Records the list held beyond the client's ``max_listed`` bound, left unread (0: none). From the API's
+    #: ``pagination.total_records`` when it gives one, else a lower bound (the records seen beyond it).
+    left_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +282,7 @@ class CensusClient:
         group_id: str | None = None,
         organization: bool = False,
         budget: RequestBudget | None = None,
+        max_listed: int | None = None,
     ) -> None:
         validate_base_url(base_url)
         if api_version not in API_VERSIONS:
@@ -299,6 +303,9 @@ class CensusClient:
         self._retry = retry or RetryPolicy()
         #: Shared by every client of the process; None: no limit.
         self._budget = budget
+        #: Most records kept of the syncs (or, for an organization client, workspaces or groups) listing:
+        #: pages beyond it are not read, so one huge listing cannot exhaust memory. None: no bound.
+        self._max_listed = max_listed
         self._observer: RequestObserver = observer or _NoObserver()
         self._sleep = sleep
         self._clock = clock
@@ -327,7 +334,7 @@ class CensusClient:
 
     def list_syncs(self, deadline: float) -> Listing:
         """Every sync in the workspace, across all pages; re-read when the list shifts while paged."""
-        return self._consistent_listing("syncs", deadline)
+        return self._consistent_listing("syncs", deadline, bounded=True)
 
     def list_sources(self, deadline: float) -> Listing:
         """Every source connection, across all pages."""
@@ -356,7 +363,7 @@ class CensusClient:
     def list_workspaces(self, deadline: float) -> Listing:
         """V1: every workspace of the organization the personal access token can see, across all pages."""
         self._require_dialect("v1", "/workspaces", "V2 lists Fivetran groups instead (list_groups)")
-        return self._consistent_listing("workspaces", deadline)
+        return self._consistent_listing("workspaces", deadline, bounded=True)
 
     def workspace_api_key(self, workspace_id: int, deadline: float) -> str:
         """V1: one workspace's API key, read with the personal access token; redacted from logs from now on.
@@ -387,7 +394,7 @@ class CensusClient:
     def list_groups(self, deadline: float) -> Listing:
         """V2: every Fivetran group the personal access token can see, across all pages (no group named)."""
         self._require_dialect("v2", "/groups", "V1 lists workspaces instead (list_workspaces)")
-        return self._consistent_listing(GROUPS_PATH, deadline, grouped=False)
+        return self._consistent_listing(GROUPS_PATH, deadline, grouped=False, bounded=True)
 
     def get_sync_run(self, run_id: int, deadline: float) -> Any:
         """One run by its global id (V2 too needs no group here: ids are unique across groups)."""
@@ -423,24 +430,29 @@ class CensusClient:
 
     # ------------------------------------------------------------------ paging
 
-    def _consistent_listing(self, path: str, deadline: float, *, grouped: bool = True) -> Listing:
+    def _consistent_listing(
+        self, path: str, deadline: float, *, grouped: bool = True, bounded: bool = False
+    ) -> Listing:
         """The whole list, re-read up to MAX_LIST_REREADS times while it visibly shifts under paging.
 
         A re-read that fails for lack of time or a transient error ends the attempts: the records seen so far
-        come back marked incomplete rather than as an error. ``grouped`` lists name the V2 group.
+        come back marked incomplete rather than as an error. ``grouped`` lists name the V2 group; ``bounded``
+        ones keep at most ``max_listed`` records (the first ones listed).
         """
         endpoint = self._template("/" + path)
+        limit = self._max_listed if bounded else None
         seen: dict[int | str, Any] = {}
         unkeyed: list[Any] = []
+        left_out = 0
         for reread in range(MAX_LIST_REREADS + 1):
             try:
-                items, consistent = self._read_all_pages(path, endpoint, deadline, grouped)
+                items, consistent, left_out = self._read_all_pages(path, endpoint, deadline, grouped, limit)
             except TransientError:
                 if reread == 0:
                     raise
                 break
             if consistent:
-                return Listing(items)
+                return Listing(items, left_out=left_out)
             unkeyed = []  # without an id, a record of an earlier read cannot be told from this read's copy
             for item in items:
                 key = _paging.record_id(item)
@@ -448,12 +460,17 @@ class CensusClient:
                     unkeyed.append(item)
                 else:
                     seen.setdefault(key, item)
-        return Listing([*seen.values(), *unkeyed], complete=False)
+        merged = [*seen.values(), *unkeyed]
+        if limit is not None and len(merged) > limit:
+            left_out = max(left_out, len(merged) - limit)
+            del merged[limit:]
+        return Listing(merged, complete=False, left_out=left_out)
 
     def _read_all_pages(
-        self, path: str, endpoint: str, deadline: float, grouped: bool
-    ) -> tuple[list[Any], bool]:
-        """Every record of one pass over the pages, and whether the pass saw a list that held still.
+        self, path: str, endpoint: str, deadline: float, grouped: bool, limit: int | None = None
+    ) -> tuple[list[Any], bool, int]:
+        """Every record of one pass over the pages, whether the pass saw a list that held still, and how many
+        records it left out beyond ``limit`` (no page after the one that reaches it is read).
 
         Page-number paging over a list that changes while it is read shifts records between pages: one can
         repeat (dropped here by id) or be skipped. ``pagination.total_records`` that differs between pages, or
@@ -465,6 +482,7 @@ class CensusClient:
         seen_ids: set[object] = set()
         totals: set[int] = set()
         per_page = LIST_PAGE_SIZE
+        beyond = 0
         for _ in range(MAX_LIST_PAGES):
             params: Mapping[str, str | int] = {"page": page, "per_page": per_page}
             body = self._get(
@@ -480,11 +498,20 @@ class CensusClient:
                     continue
                 if key is not None:
                     seen_ids.add(key)
+                if limit is not None and len(records) >= limit:
+                    beyond += 1
+                    continue
                 records.append(item)
             next_page = _paging.next_page(body, page)
+            last = not items or next_page is None or next_page <= page
+            if limit is not None and len(records) >= limit and (beyond or not last):
+                # The bound is reached: the rest of the list stays unread.
+                counted = max(beyond, 1 if not last else 0)
+                left_out = max(counted, total - len(records)) if total is not None else counted
+                return records, len(totals) <= 1, left_out
             if not items or next_page is None or next_page <= page:
                 consistent = len(totals) <= 1 and all(total == len(records) for total in totals)
-                return records, consistent
+                return records, consistent, 0
             page = next_page
         raise MalformedResponseError(endpoint, f"more than {MAX_LIST_PAGES} pages")
 

@@ -4,6 +4,10 @@ It lists them at start and every ``relist_interval_seconds``: a new workspace jo
 refresh starts at once), one no longer listed leaves it with its series. A V1 workspace whose API key the
 token may not read (403: its user is not an admin there) is skipped with one log line. A failed or
 inconsistent listing removes nothing: absence from it proves nothing.
+
+At most ``max_workspaces`` of a listing are kept (the client stops reading pages there; the first ones by
+Census id are watched); how many were left out reaches the fleet, which says so in a metric and one log line.
+Names are made unique the way the workspaces file compares them (up to case and Unicode form).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from census_exporter.refresh.fleet import Fleet
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.snapshot import DiscoveryStatus
 from census_exporter.workers import DaemonPool
+from census_exporter.workspaces import name_key
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +65,13 @@ class Discoverer:
         stopping: threading.Event,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        max_workspaces: int | None = None,
     ) -> None:
         self._discovery = discovery
+        #: Most workspaces of one listing watched (the client's bound too); None: no bound.
+        self._max_workspaces = max_workspaces
+        #: Workspaces the last listing held beyond the bound.
+        self._left_out = 0
         self._fleet = fleet
         self._api = api
         self._timeout_seconds = timeout_seconds
@@ -124,7 +134,9 @@ class Discoverer:
             self._fleet.discovery_failed(self._status)
             return
         self._known = found
-        self._fleet.discovered(self._discovery.name, list(found.values()), self._status)
+        self._fleet.discovered(
+            self._discovery.name, list(found.values()), self._status, left_out=self._left_out
+        )
 
     # ------------------------------------------------------------------ listing
 
@@ -142,13 +154,21 @@ class Discoverer:
         else:
             listing = self._api.list_workspaces(deadline)
             workspaces = self._logs.usable(listing.items, parse_organization_workspace, "workspace")
+            if self._max_workspaces is not None:
+                del workspaces[self._max_workspaces :]  # no key is read for a workspace left out
             found = self._with_keys(workspaces, deadline, errors)
+        left_out = listing.left_out
         if not listing.complete:
             errors.append(
                 "the workspace list changed while it was being read; a workspace may be missing from it"
             )
             for key, known in self._known.items():
                 found.setdefault(key, known)
+        if self._max_workspaces is not None and len(found) > self._max_workspaces:
+            ordered = sorted(found, key=_id_order)
+            left_out += len(ordered) - self._max_workspaces
+            found = {key: found[key] for key in ordered[: self._max_workspaces]}
+        self._left_out = left_out
         return _unique_names(found)
 
     def _with_keys(
@@ -206,6 +226,8 @@ class Discoverer:
                 token=token,
                 api_version="v1",
                 syncs=self._discovery.syncs,
+                workspace_id=workspace.id,
+                discovered_by=self._discovery.name,
             )
         return found
 
@@ -242,6 +264,7 @@ class Discoverer:
             api_version="v2",
             group_id=group.id,
             syncs=self._discovery.syncs,
+            discovered_by=self._discovery.name,
         )
 
 
@@ -254,10 +277,10 @@ def _unique_names(found: dict[str, Workspace]) -> dict[str, Workspace]:
         workspace = found[key]
         name = workspace.name
         suffix = 1
-        while name in seen:
+        while name_key(name) in seen:
             name = f"{workspace.name} ({key})" if suffix == 1 else f"{workspace.name} ({key}) #{suffix}"
             suffix += 1
-        seen.add(name)
+        seen.add(name_key(name))
         unique[key] = replace(workspace, name=name) if name != workspace.name else workspace
     return unique
 

@@ -2,22 +2,37 @@
 
 Each workspace refreshes on its own (its own client, TTL, single flight and deadline), so one workspace's
 401 or outage never touches another's data. A scrape starts the refreshes of every stale workspace at once
-and waits for all of them within its one budget. Workspaces found by discovery join and leave here.
+and waits, within its one budget, for those that can be expected to finish in it (learnt from how long each
+workspace's last refresh took): a workspace slower than the budget is served from its previous snapshot
+without holding the scrape. Workspaces found by discovery join and leave here: one that a named entry or an
+earlier discovery entry already watches (same V2 group, V1 workspace id or V1 API key at the same API, or a
+name equal up to case and Unicode form) is skipped, and at most ``max_workspaces`` are watched in all.
+
+Locks: ``_lock`` guards the membership dictionaries for a few lines at a time and is never held across I/O
+or client construction, so scrapes and ``/readyz`` never wait on discovery; ``_changing`` serializes the
+membership changes themselves (building the clients of new workspaces happens under it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
-from census_exporter.config import Workspace
+from census_exporter.config import TokenError, Workspace
 from census_exporter.refresh.refresher import Refresher
 from census_exporter.snapshot import DiscoveryStatus, FleetView, Snapshot
+from census_exporter.workspaces import name_key
 
 log = logging.getLogger(__name__)
+
+#: What identifies the Census workspace or group a workspace watches (see :func:`identities`).
+Identity = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -36,13 +51,28 @@ WatchFactory = Callable[[Workspace], WatchedWorkspace]
 class Fleet:
     """The watched workspaces: named ones for the process's life, discovered ones as discovery says."""
 
-    def __init__(self, watch: WatchFactory, named: Sequence[Workspace]) -> None:
+    def __init__(
+        self,
+        watch: WatchFactory,
+        named: Sequence[Workspace],
+        *,
+        max_workspaces: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._watch = watch
+        self._clock = clock
+        #: Most workspaces watched in all, named ones included (None: no bound).
+        self._max_workspaces = max_workspaces
         self._lock = threading.Lock()
+        self._changing = threading.Lock()
         self._named: dict[str, WatchedWorkspace] = {w.name: watch(w) for w in named}
         #: Per discovery entry (by its name), the workspaces it currently watches, by workspace name.
         self._discovered: dict[str, dict[str, WatchedWorkspace]] = {}
+        #: The identities of each discovered member, by discovery entry and workspace name.
+        self._identities: dict[str, dict[str, frozenset[Identity]]] = {}
         self._discoveries: dict[str, DiscoveryStatus] = {}
+        #: Per discovery entry, the workspaces it listed that the bounds left out.
+        self._left_out: dict[str, int] = {}
         self._view = FleetView()
         self._closed = False
         self._logged_conflicts: set[tuple[str, str]] = set()
@@ -83,21 +113,52 @@ class Fleet:
     def view_within(self, budget_seconds: float) -> FleetView:
         """The view after waiting, at most ``budget_seconds`` in all, for the refreshes of stale workspaces.
 
-        They run in parallel; a workspace whose refresh is not done in time shows its previous snapshot.
+        They run in parallel. Only refreshes that can be expected to end within the budget are waited for
+        (:meth:`Refresher.expected_finish`; a workspace's first refresh, with nothing to learn from, is waited
+        for up to the budget); a workspace whose refresh is not done in time shows its previous snapshot.
         """
-        running = self.trigger()
-        if running:
-            _, late = wait(running, timeout=max(0.0, budget_seconds))
+        budget = max(0.0, budget_seconds)
+        deadline = self._clock() + budget
+        awaited: list[Future[Snapshot]] = []
+        slow = 0
+        for member in self.members():
+            refresher = member.refresher
+            if not refresher.is_stale():
+                continue
+            running = refresher.trigger()
+            if running.done():
+                continue
+            expected = refresher.expected_finish()
+            if expected is not None and expected > deadline:
+                slow += 1
+                continue
+            awaited.append(running)
+        if awaited:
+            _, late = wait(awaited, timeout=max(0.0, deadline - self._clock()))
             if late:
                 log.debug(
                     "%d refreshes still running after the scrape budget; serving previous data", len(late)
                 )
+        if slow:
+            log.debug("%d refreshes expected to outlast the scrape budget; serving previous data", slow)
         return self.view
 
     def members(self) -> list[WatchedWorkspace]:
         """Every watched workspace, ordered by name."""
         with self._lock:
             return self._members()
+
+    def count(self, *, discovered: bool) -> int:
+        """How many workspaces are watched now, of those found by discovery or of the named ones."""
+        with self._lock:
+            if discovered:
+                return sum(len(found) for found in self._discovered.values())
+            return len(self._named)
+
+    def left_out(self) -> dict[str, int]:
+        """Per discovery entry that has listed, the workspaces it found that the bounds left out."""
+        with self._lock:
+            return dict(self._left_out)
 
     # ------------------------------------------------------------------ discovery
 
@@ -106,39 +167,91 @@ class Fleet:
         with self._lock:
             self._discoveries.setdefault(name, DiscoveryStatus(name))
             self._discovered.setdefault(name, {})
+            self._identities.setdefault(name, {})
 
-    def discovered(self, name: str, workspaces: Iterable[Workspace], status: DiscoveryStatus) -> None:
+    def discovered(
+        self, name: str, workspaces: Iterable[Workspace], status: DiscoveryStatus, *, left_out: int = 0
+    ) -> None:
         """What discovery ``name`` now sees: new workspaces start, vanished ones stop and lose their series.
 
-        A workspace whose name is already watched (named in the file, or found by another entry) is skipped,
-        with one log line.
+        ``workspaces`` come in the discovery's order (by Census id); ``left_out`` more were listed beyond its
+        own bound. A workspace already watched (named in the file, or found by another entry: the same
+        group, workspace id or API key at the same API, or an equal name) is skipped with one log line. Those
+        beyond ``max_workspaces`` are left out too, counted with ``left_out``; workspaces already watched
+        keep their place before new ones.
         """
-        started: list[WatchedWorkspace] = []
-        stopped: list[WatchedWorkspace] = []
-        with self._lock:
-            if self._closed:
-                return
-            current = self._discovered.setdefault(name, {})
-            wanted: dict[str, Workspace] = {}
-            for workspace in workspaces:
-                if self._taken_elsewhere(workspace.name, name):
-                    self._log_conflict_once(name, workspace.name)
+        with self._changing:
+            with self._lock:
+                if self._closed:
+                    return
+                current = dict(self._discovered.get(name, {}))
+                others = [(entry, dict(found)) for entry, found in self._discovered.items() if entry != name]
+                other_identities = [
+                    ids
+                    for entry, known in self._identities.items()
+                    if entry != name
+                    for ids in known.values()
+                ]
+                named = list(self._named.values())
+                watched_elsewhere = len(named) + sum(len(found) for _, found in others)
+            taken_ids: set[Identity] = set().union(*other_identities) if other_identities else set()
+            for member in named:
+                taken_ids |= identities(member.workspace)
+            taken_names = {name_key(member.workspace.name) for member in named}
+            taken_names |= {name_key(workspace_name) for _, found in others for workspace_name in found}
+            room = None if self._max_workspaces is None else max(0, self._max_workspaces - watched_elsewhere)
+            listed = list(workspaces)
+            # Already watched first: a new workspace listed before them cannot push them out at the bound.
+            listed.sort(key=lambda workspace: workspace.name not in current)
+            wanted: dict[str, tuple[Workspace, frozenset[Identity]]] = {}
+            beyond = 0
+            for workspace in listed:
+                ids = identities(workspace)
+                key = name_key(workspace.name)
+                if ids & taken_ids:
+                    self._log_conflict_once(name, workspace, "it is already watched (same Census id or key)")
                     continue
-                wanted.setdefault(workspace.name, workspace)
-            for workspace_name in list(current):
-                if workspace_name not in wanted:
-                    stopped.append(current.pop(workspace_name))
-            for workspace_name, workspace in wanted.items():
-                kept = current.get(workspace_name)
-                if kept is not None and _same_target(kept.workspace, workspace):
+                if key in taken_names:
+                    self._log_conflict_once(
+                        name, workspace, "a workspace of that name (up to case) is already watched"
+                    )
                     continue
-                if kept is not None:
-                    stopped.append(kept)
+                if room is not None and len(wanted) >= room:
+                    beyond += 1
+                    continue
+                wanted[workspace.name] = (workspace, ids)
+                taken_ids |= ids
+                taken_names.add(key)
+            stopped = [member for workspace_name, member in current.items() if workspace_name not in wanted]
+            kept: dict[str, WatchedWorkspace] = {}
+            started: list[WatchedWorkspace] = []
+            for workspace_name, (workspace, _) in wanted.items():
+                before = current.get(workspace_name)
+                if before is not None and _same_target(before.workspace, workspace):
+                    kept[workspace_name] = before
+                    continue
+                if before is not None:
+                    stopped.append(before)
+                # Built without the state lock: a client takes tens of milliseconds to construct.
                 member = self._watch(workspace)
-                current[workspace_name] = member
+                kept[workspace_name] = member
                 started.append(member)
-            # What it watches, not what it listed: a workspace named in the file is not counted twice.
-            self._discoveries[name] = replace(status, workspaces=len(current))
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._discovered[name] = kept
+                    self._identities[name] = {
+                        workspace_name: ids for workspace_name, (_, ids) in wanted.items()
+                    }
+                    # What it watches, not what it listed: a workspace named in the file is not counted twice.
+                    self._discoveries[name] = replace(status, workspaces=len(kept))
+                    before_left_out = self._left_out.get(name, 0)
+                    self._left_out[name] = left_out + beyond
+        if closed:
+            for member in started:
+                member.release()
+            return
+        self._log_left_out(name, before_left_out, left_out, beyond)
         for member in stopped:
             log.info(
                 "workspace %s is no longer visible to discovery %s; dropping its series",
@@ -165,30 +278,66 @@ class Fleet:
         for member in members:
             member.release()
 
-    # ------------------------------------------------------------------ helpers (lock held)
+    # ------------------------------------------------------------------ helpers
 
     def _members(self) -> list[WatchedWorkspace]:
+        """Lock held."""
         everyone = dict(self._named)
         for found in self._discovered.values():
             for workspace_name, member in found.items():
                 everyone.setdefault(workspace_name, member)
         return [everyone[workspace_name] for workspace_name in sorted(everyone)]
 
-    def _taken_elsewhere(self, workspace_name: str, discovery: str) -> bool:
-        if workspace_name in self._named:
-            return True
-        return any(workspace_name in found for other, found in self._discovered.items() if other != discovery)
-
-    def _log_conflict_once(self, discovery: str, workspace_name: str) -> None:
-        if (discovery, workspace_name) in self._logged_conflicts:
+    def _log_conflict_once(self, discovery: str, workspace: Workspace, reason: str) -> None:
+        census_id = "" if workspace.workspace_id is None else str(workspace.workspace_id)
+        key = (discovery, f"{workspace.group_id or census_id}/{workspace.name}")
+        if key in self._logged_conflicts:
             return
-        self._logged_conflicts.add((discovery, workspace_name))
+        self._logged_conflicts.add(key)
+        what = f"group {workspace.group_id}" if workspace.group_id else "a workspace"
         log.info(
-            "discovery %s found a workspace named %s, which is already watched under that name; "
-            "the entry watching it already wins",
+            "discovery %s: skipping %s named %s: %s; the entry watching it already wins",
             discovery,
-            workspace_name,
+            what,
+            workspace.name,
+            reason,
         )
+
+    def _log_left_out(self, name: str, before: int, listed_beyond: int, beyond: int) -> None:
+        now = listed_beyond + beyond
+        if now and not before:
+            log.warning(
+                "discovery %s: %d workspaces left out by --census.max-workspaces-per-discovery (%d) and "
+                "--census.max-workspaces (%d); watching the ones that fit "
+                "(census_discovery_workspaces_left_out)",
+                name,
+                now,
+                listed_beyond,
+                beyond,
+            )
+        elif before and not now:
+            log.info("discovery %s: every workspace it lists fits the bounds again", name)
+
+
+def identities(workspace: Workspace) -> frozenset[Identity]:
+    """What says two entries watch the same Census workspace or group: at the same API (scheme, host and
+    path, case-insensitive where URLs are), the same V2 group id, the same V1 workspace id, or the same V1
+    API key (kept as a digest: the token never sits in another structure)."""
+    parts = urlsplit(workspace.api_url)
+    api = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
+    found: set[Identity] = set()
+    if workspace.group_id is not None:
+        found.add(("group", api, workspace.group_id))
+    if workspace.workspace_id is not None:
+        found.add(("workspace", api, str(workspace.workspace_id)))
+    if workspace.api_version == "v1":
+        try:
+            token = workspace.token()
+        except TokenError:
+            token = ""
+        if token:
+            found.add(("key", api, hashlib.sha256(token.encode()).hexdigest()))
+    return frozenset(found)
 
 
 def _same(left: Sequence[object], right: Sequence[object]) -> bool:

@@ -57,6 +57,10 @@ PARTIAL_PUBLISH_SECONDS = 1.0
 #: of syncs do not each hold a future for the whole refresh.
 QUEUED_READS_PER_WORKER = 4
 
+#: A sync whose runs were not read for this many TTLs is behind (``census_data_within_bound`` turns 0): its
+#: workspace's share of the request budget does not cover it.
+DATA_AGE_BOUND_TTLS = 3
+
 LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
 
 
@@ -67,6 +71,9 @@ class _Built:
     snapshot: Snapshot
     errors: tuple[CensusAPIError, ...]
     outcomes: tuple[tuple[Sync, SyncOutcome], ...]
+    #: Syncs the listing held beyond the bound, and syncs the budget's plan left unread (None: not listed).
+    left_out: int | None = None
+    unread: int | None = None
 
 
 class Refresher:
@@ -81,8 +88,20 @@ class Refresher:
         wall_clock: Callable[[], float] = time.time,
         stopping: threading.Event | None = None,
         workspaces: Callable[[], int] = lambda: 1,
+        runners: DaemonPool | None = None,
     ) -> None:
         self._api = api
+        #: Where refreshes run: the fleet's fixed set of refresh threads (queued while all are busy), or,
+        #: without one, a thread of its own per refresh.
+        self._runners = runners
+        #: Monotonic time the running refresh started (None while it waits for a refresh thread).
+        self._inflight_started: float | None = None
+        #: Syncs the last listing held beyond the client's bound (0: none; None: not listed yet).
+        self.syncs_left_out: int | None = None
+        #: Syncs the last refresh left unread because its share of the request budget could not cover them.
+        self.syncs_unread: int | None = None
+        #: Syncs whose runs were not read within ``DATA_AGE_BOUND_TTLS`` TTLs, as of the last refresh.
+        self.syncs_behind: int | None = None
         #: How many workspaces share the request budget now (this one's share of it is planned on).
         self._workspaces = workspaces
         self._settings = settings
@@ -141,22 +160,39 @@ class Refresher:
             generation = self._generation
             self._unsettled = generation
             self._inflight = future
-        started = self._clock()
-        abandon = threading.Timer(
-            self._settings.refresh_timeout_seconds,
-            self._in_workspace().run,
-            args=(self._abandon, generation, future, started),
-        )
-        abandon.daemon = True
-        runner = threading.Thread(
-            target=self._in_workspace().run,
-            args=(self._refresh_and_swap, generation, future, started, abandon),
-            name=f"census-refresh-{generation}",
-            daemon=True,
-        )
-        abandon.start()
-        runner.start()
+            self._inflight_started = None
+        if self._runners is None:
+            runner = threading.Thread(
+                target=self._in_workspace().run,
+                args=(self._start, generation, future),
+                name=f"census-refresh-{generation}",
+                daemon=True,
+            )
+            runner.start()
+        elif self._runners.submit(self._in_workspace().run, self._start, generation, future).cancelled():
+            self._settle_unstarted(generation, future)  # the fleet is closing: no refresh thread is left
         return future
+
+    def expected_finish(self) -> float | None:
+        """When the running refresh can be expected to end (monotonic), from how long the last one took.
+
+        None when no refresh is running, or none has finished yet (nothing to learn from). One still queued
+        for a refresh thread is expected to take as long as the last one from now; one already running
+        longer than the last one took, as long again as it has run so far.
+        """
+        with self._lock:
+            if self._inflight is None or self._inflight.done():
+                return None
+            started = self._inflight_started
+        last = self._snapshot.refresh_duration_seconds
+        if last is None:
+            return None
+        now = self._clock()
+        if started is None:
+            return now + last
+        if started + last >= now:
+            return started + last
+        return now + (now - started)
 
     def snapshot_within(self, budget_seconds: float) -> Snapshot:
         """A snapshot no older than the TTL if one can be had within the budget, else the newest one."""
@@ -180,6 +216,35 @@ class Refresher:
             pool.shutdown()
 
     # ------------------------------------------------------------------ refresh
+
+    def _start(self, generation: int, future: Future[Snapshot]) -> None:
+        """Run refresh ``generation`` now that it has a thread; its deadline counts from here."""
+        started = self._clock()
+        with self._lock:
+            current = self._unsettled == generation
+            run = current and not self._stopping.is_set()
+            if run:
+                self._inflight_started = started
+        if not run:
+            if current:
+                self._settle_unstarted(generation, future)
+            return
+        abandon = threading.Timer(
+            self._settings.refresh_timeout_seconds,
+            self._in_workspace().run,
+            args=(self._abandon, generation, future, started),
+        )
+        abandon.daemon = True
+        abandon.start()
+        self._refresh_and_swap(generation, future, started, abandon)
+
+    def _settle_unstarted(self, generation: int, future: Future[Snapshot]) -> None:
+        """A refresh that never got a thread (shutting down) ends with the snapshot as it is."""
+        with self._lock:
+            if self._unsettled == generation:
+                self._unsettled = None
+        if not future.done():
+            future.set_result(self._snapshot)
 
     def _in_workspace(self) -> contextvars.Context:
         """A context whose log lines carry this workspace; one per thread (a context runs in one at once)."""
@@ -216,6 +281,10 @@ class Refresher:
             if built is not None:
                 self._snapshot = built.snapshot
                 self.refresh_count += 1
+                if built.left_out is not None:
+                    self._note_left_out(built.left_out)
+                    self.syncs_unread = built.unread
+                    self.syncs_behind = self._behind(built.snapshot)
         if built is None:
             future.set_exception(failure or RuntimeError("refresh ended without a result"))
             return
@@ -291,8 +360,10 @@ class Refresher:
 
         syncs: dict[int, SyncState] | None = None
         outcomes: list[tuple[Sync, SyncOutcome]] = []
+        left_out: int | None = None
+        unread: list[int] = []
         try:
-            listed, complete, listed_records = self._read_sync_list(previous.syncs, deadline)
+            listed, complete, listed_records, left_out = self._read_sync_list(previous.syncs, deadline)
         except CensusAPIError as error:
             errors.append(error)
         else:
@@ -304,6 +375,8 @@ class Refresher:
                 watched,
                 listed_ids={sync.id for sync in listed},
                 complete=complete,
+                truncated=left_out > 0,
+                unread=unread,
                 previous=previous.syncs,
                 deadline=deadline,
                 errors=errors,
@@ -330,16 +403,41 @@ class Refresher:
             duration_buckets=previous.duration_buckets,
             api_url=previous.api_url,
         )
-        return _Built(snapshot, tuple(errors), tuple(outcomes))
+        return _Built(snapshot, tuple(errors), tuple(outcomes), left_out, unread[0] if unread else None)
+
+    def _behind(self, snapshot: Snapshot) -> int:
+        """Syncs of ``snapshot`` whose runs were last read (or never) more than the data-age bound ago."""
+        oldest = self._clock() - DATA_AGE_BOUND_TTLS * self._settings.cache_ttl_seconds
+        return sum(
+            1
+            for state in snapshot.syncs.values()
+            if state.runs_read_monotonic is None or state.runs_read_monotonic < oldest
+        )
+
+    def _note_left_out(self, left_out: int) -> None:
+        """Keep how many syncs the bound left out, and say once when that starts and when it ends."""
+        before = self.syncs_left_out or 0
+        self.syncs_left_out = left_out
+        if left_out and not before:
+            log.warning(
+                "the sync list holds more syncs than --census.max-syncs-per-workspace: the first ones up to "
+                "it are watched, %d are left out (census_syncs_left_out)",
+                left_out,
+            )
+        elif before and not left_out:
+            log.info("every listed sync fits --census.max-syncs-per-workspace again")
 
     def _still_awaited(
-        self, listed_ids: set[int], complete: bool, previous: Mapping[int, SyncState]
+        self, listed_ids: set[int], complete: bool, previous: Mapping[int, SyncState], truncated: bool = False
     ) -> list[SyncState]:
         """Syncs known before but missing from this listing that are not yet confirmed gone.
 
         Their counts stay with them: each is probed (its runs fetched as usual) until its runs endpoint
-        answers 404 or it has been missing from complete listings for the grace period.
+        answers 404 or it has been missing from complete listings for the grace period. A listing cut at the
+        syncs bound awaits none: a sync beyond the bound is left out, not missing.
         """
+        if truncated:
+            return []
         now = self._clock()
         awaited: list[SyncState] = []
         for sync_id, state in previous.items():
@@ -367,6 +465,8 @@ class Refresher:
         *,
         listed_ids: set[int],
         complete: bool,
+        truncated: bool,
+        unread: list[int],
         previous: Mapping[int, SyncState],
         deadline: float,
         errors: list[CensusAPIError],
@@ -376,7 +476,7 @@ class Refresher:
         publish: Callable[[Mapping[int, SyncState]], None] | None,
     ) -> dict[int, SyncState]:
         # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
-        awaited = self._still_awaited(listed_ids, complete, previous)
+        awaited = self._still_awaited(listed_ids, complete, previous, truncated)
         listed_ids = {sync.id for sync in listed}
         known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
         for state in awaited:
@@ -385,6 +485,7 @@ class Refresher:
         # Unread syncs are planned as they were (a new one: never read); the plan orders the reads too.
         candidates = [_planned_as(known[sync.id], sync) for sync in jobs.values()]
         planned = schedule.plan(candidates, allowance, self._wall_clock(), self._settings.cache_ttl_seconds)
+        unread.append(len(candidates) - len(planned))
         results = self._read(
             planned, jobs, known=known, deadline=deadline, fetchers=fetchers, publish=publish
         )
@@ -549,8 +650,9 @@ class Refresher:
 
     def _read_sync_list(
         self, previous: Mapping[int, SyncState], deadline: float
-    ) -> tuple[list[Sync], bool, int]:
-        """The listed syncs, whether the listing was consistent, and how many records it held.
+    ) -> tuple[list[Sync], bool, int, int]:
+        """The listed syncs, whether the listing was consistent, how many records it held, and how many it
+        left out beyond the client's bound.
 
         The raw records end with this call, not with the refresh: at thousands of syncs they weigh more than
         everything the snapshot keeps. A sync unchanged since the last refresh is the previous object, so
@@ -562,7 +664,7 @@ class Refresher:
             if parsed.id not in syncs:
                 before = previous.get(parsed.id)
                 syncs[parsed.id] = before.sync if before is not None and before.sync == parsed else parsed
-        return list(syncs.values()), listing.complete, len(listing.items)
+        return list(syncs.values()), listing.complete, len(listing.items), listing.left_out
 
     def _connection_names(self, raw: list[Any], kind: str) -> dict[ConnectionId, str]:
         return {parsed.id: parsed.name for parsed in self._logs.usable(raw, parse_connection, kind)}
