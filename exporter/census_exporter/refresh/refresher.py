@@ -235,6 +235,7 @@ class Refresher:
             args=(self._abandon, generation, future, started),
         )
         abandon.daemon = True
+        abandon.name = f"census-deadline-{generation}"
         abandon.start()
         self._refresh_and_swap(generation, future, started, abandon)
 
