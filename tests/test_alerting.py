@@ -26,6 +26,7 @@ ALERTS = [
     "CensusExporterApiDown",
     "CensusExporterDataStale",
     "CensusExporterDown",
+    "CensusExporterTruncated",
 ]
 
 
@@ -166,7 +167,7 @@ def test_failed_sync_reaches_alertmanager(alerting_stack: tuple[Harness, Prometh
         for group in yaml.safe_load((REPO / "prometheus" / name).read_text())["groups"]
         for rule in group["rules"]
     ]
-    assert len(rules) == len(shipped) == 16
+    assert len(rules) == len(shipped) == 17
     assert {rule["name"]: rule["health"] for rule in rules} == {rule["name"]: "ok" for rule in rules}
     assert {rule["name"] for rule in rules if rule["type"] == "alerting"} == set(ALERTS)
 
