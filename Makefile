@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick sizing clean
+.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-fleet sizing clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ bench: $(STAMP)
 # The same at 100 and 1,000 syncs only, for development (a few minutes).
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --syncs 100 1000
+
+# Issue 18's fleet benchmark: 200 / 300 discovered groups, a 200,000-sync listing, one 8 s workspace
+# (about 5 min); writes benchmarks/fleet-results.md. Not part of make test.
+bench-fleet: $(STAMP)
+	$(BIN)/python benchmarks/fleet.py
 
 # Measures series, scrape size, memory and API requests at 100 / 1,000 / 5,000 syncs; rewrites docs/sizing.md's table.
 sizing: $(STAMP)

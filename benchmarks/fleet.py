@@ -1,0 +1,279 @@
+"""Issue 18's fleet benchmark: scrapes, /readyz, memory and threads of one exporter over a large fleet.
+
+Scenarios (each against the project's simulator on loopback, the exporter in its own process at its
+default bounds): 200 and 300 discovered V2 groups of one sync each, one V1 workspace listing 200,000 syncs,
+and one workspace whose API answers every request in 8 s beside five fast ones. While each runs, a scraper
+sends ``X-Prometheus-Scrape-Timeout-Seconds: 10`` every second and a prober asks ``/readyz`` every 100 ms;
+the exporter's peak RSS (VmHWM) and thread count come from /proc. Writes benchmarks/fleet-results.md.
+
+    make bench-fleet        # about 5 minutes on two cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from census_exporter.demo import SimulatedOrganization, SimulatedWorkspace, SimulatorServer
+from census_exporter.demo.organization import base_url
+
+REPO = Path(__file__).resolve().parent.parent
+PAT = "secret-token:bench-pat"
+KEY = "secret-token:bench-key"
+SCRAPE_TIMEOUT = 10.0
+CHART_MEMORY_LIMIT_MIB = 256
+
+
+@dataclass
+class Result:
+    name: str
+    scrapes: list[float] = field(default_factory=list)
+    overruns: int = 0
+    readyz: list[float] = field(default_factory=list)
+    peak_rss_mib: float = 0.0
+    peak_threads: int = 0
+    workspaces: int = 0
+    syncs: int = 0
+    left_out: float = 0.0
+    ready_after: float | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    status: dict[str, str] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.strip()
+    return status
+
+
+def one_sync() -> SimulatedWorkspace:
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(1, label="only sync")
+    workspace.add_run(1, "completed", records=5)
+    return workspace
+
+
+def run(name: str, workspaces_file: str, env: dict[str, str], seconds: float) -> Result:
+    result = Result(name)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "workspaces.yaml"
+        path.write_text(workspaces_file)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "census_exporter",
+                "--config.file",
+                str(path),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                "--census.cache-ttl",
+                "10",
+                "--log.level",
+                "warn",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def scraper() -> None:
+            with httpx.Client(timeout=SCRAPE_TIMEOUT + 5) as http:
+                while not stop.is_set():
+                    begun = time.monotonic()
+                    try:
+                        http.get(
+                            url + "/metrics",
+                            headers={"X-Prometheus-Scrape-Timeout-Seconds": str(SCRAPE_TIMEOUT)},
+                        )
+                        result.scrapes.append(time.monotonic() - begun)
+                    except httpx.TransportError:
+                        if time.monotonic() - started > 5:
+                            result.overruns += 1
+                    stop.wait(max(0.0, 1.0 - (time.monotonic() - begun)))
+
+        def prober() -> None:
+            with httpx.Client(timeout=5) as http:
+                while not stop.is_set():
+                    begun = time.monotonic()
+                    try:
+                        answer = http.get(url + "/readyz")
+                        result.readyz.append(time.monotonic() - begun)
+                        if answer.status_code == 200 and result.ready_after is None:
+                            result.ready_after = time.monotonic() - started
+                    except httpx.TransportError:
+                        pass
+                    stop.wait(0.1)
+
+        try:
+            # until it listens
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    httpx.get(url + "/healthz", timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            threads = [threading.Thread(target=scraper), threading.Thread(target=prober)]
+            for thread in threads:
+                thread.start()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                status = proc_status(process.pid)
+                result.peak_threads = max(result.peak_threads, int(status["Threads"]))
+                time.sleep(0.5)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            status = proc_status(process.pid)
+            result.peak_rss_mib = int(status["VmHWM"].split()[0]) / 1024
+            text = httpx.get(url + "/metrics", timeout=30).text
+            for family in text_string_to_metric_families(text):
+                if family.name == "census_up":
+                    result.workspaces = len(family.samples)
+                if family.name == "census_syncs":
+                    result.syncs = int(sum(sample.value for sample in family.samples))
+                if family.name in ("census_syncs_left_out", "census_discovery_workspaces_left_out"):
+                    result.left_out += sum(sample.value for sample in family.samples)
+        finally:
+            process.terminate()
+            process.wait(10)
+    return result
+
+
+def groups(count: int, seconds: float) -> Result:
+    organization = SimulatedOrganization(pat=PAT)
+    for number in range(count):
+        organization.add_workspace(f"group {number}", workspace=one_sync())
+    server = organization.serve()
+    try:
+        text = f"""workspaces:
+  - auto: true
+    api_version: v2
+    api_url: {base_url(server, "v2")}
+    token_env: CENSUS_PAT
+"""
+        return run(f"{count} discovered groups", text, {"CENSUS_PAT": PAT}, seconds)
+    finally:
+        server.close()
+
+
+def huge_listing(syncs: int, seconds: float) -> Result:
+    workspace = SimulatedWorkspace()
+    for sync_id in range(1, syncs + 1):
+        workspace.add_sync(sync_id, label=f"sync {sync_id}")
+    server = SimulatorServer(workspace, token=KEY).start()
+    try:
+        text = f"""workspaces:
+  - name: huge
+    api_version: v1
+    api_url: {server.url}
+    token_env: KEY
+"""
+        return run(f"one workspace listing {syncs:,} syncs", text, {"KEY": KEY}, seconds)
+    finally:
+        server.close()
+
+
+def one_slow(seconds: float) -> Result:
+    organization = SimulatedOrganization(pat=PAT)
+    members = [organization.add_workspace(f"fast {n}", workspace=one_sync()) for n in range(5)]
+    server = organization.serve()
+    slow = SimulatorServer(one_sync(), token=KEY, latency_seconds=8.0).start()
+    try:
+        entries = "".join(
+            f"""  - name: {member.name}
+    api_version: v1
+    api_url: {base_url(server, "v1")}
+    token_env: KEY_{n}
+"""
+            for n, member in enumerate(members)
+        )
+        text = f"""workspaces:
+{entries}  - name: slow
+    api_version: v1
+    api_url: {slow.url}
+    token_env: SLOW_KEY
+"""
+        env = {f"KEY_{n}": member.api_key for n, member in enumerate(members)} | {"SLOW_KEY": KEY}
+        return run("one workspace answering in 8 s beside five fast ones", text, env, seconds)
+    finally:
+        slow.close()
+        server.close()
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def report(results: list[Result], commit: str) -> str:
+    lines = [
+        "# Fleet benchmark (issue 18)",
+        "",
+        f"Measured at commit `{commit}` by `make bench-fleet` (benchmarks/fleet.py) on a shared 2-core machine,",
+        "the exporter at its default bounds, scraped every second with a 10 s scrape-timeout header and",
+        "probed on /readyz every 100 ms. Peak RSS is the exporter process's VmHWM; the chart's limit is",
+        f"{CHART_MEMORY_LIMIT_MIB} MiB.",
+        "",
+        "| Scenario | Scrapes | p50 s | p100 s | overruns | /readyz p100 ms | peak RSS MiB | peak threads "
+        "| watched | syncs | left out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {len(r.scrapes)} | {statistics.median(r.scrapes) if r.scrapes else float('nan'):.2f} "
+            f"| {max(r.scrapes, default=float('nan')):.2f} | {r.overruns} | {1000 * max(r.readyz, default=0):.0f} "
+            f"| {r.peak_rss_mib:.0f} | {r.peak_threads} | {r.workspaces} | {r.syncs:,} | {r.left_out:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=45.0, help="how long each scenario is measured")
+    args = parser.parse_args()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
+    ).stdout.strip()
+    results = []
+    for scenario in (
+        lambda: groups(200, args.seconds),
+        lambda: groups(300, args.seconds),
+        lambda: huge_listing(200_000, args.seconds),
+        lambda: one_slow(args.seconds),
+    ):
+        result = scenario()
+        print(report([result], commit).splitlines()[-1], flush=True)
+        results.append(result)
+    text = report(results, commit)
+    (REPO / "benchmarks" / "fleet-results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
