@@ -235,7 +235,8 @@ def report(results: list[Result], commit: str) -> str:
     lines = [
         "# Fleet benchmark (issue 18)",
         "",
-        f"Measured at commit `{commit}` by `make bench-fleet` (benchmarks/fleet.py) on a shared 2-core machine,",
+        f"Measured at commit `{commit}` by `make bench-fleet` (benchmarks/fleet.py) on a shared 2-core",
+        "machine,"
         "the exporter at its default bounds, scraped every second with a 10 s scrape-timeout header and",
         "probed on /readyz every 100 ms. Peak RSS is the exporter process's VmHWM; the chart's limit is",
         f"{CHART_MEMORY_LIMIT_MIB} MiB.",
@@ -245,9 +246,11 @@ def report(results: list[Result], commit: str) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        median = statistics.median(r.scrapes) if r.scrapes else float("nan")
+        slowest = max(r.scrapes, default=float("nan"))
+        readyz_ms = 1000 * max(r.readyz, default=0)
         lines.append(
-            f"| {r.name} | {len(r.scrapes)} | {statistics.median(r.scrapes) if r.scrapes else float('nan'):.2f} "
-            f"| {max(r.scrapes, default=float('nan')):.2f} | {r.overruns} | {1000 * max(r.readyz, default=0):.0f} "
+            f"| {r.name} | {len(r.scrapes)} | {median:.2f} | {slowest:.2f} | {r.overruns} | {readyz_ms:.0f} "
             f"| {r.peak_rss_mib:.0f} | {r.peak_threads} | {r.workspaces} | {r.syncs:,} | {r.left_out:,.0f} |"
         )
     return "\n".join(lines) + "\n"
