@@ -36,6 +36,8 @@ class SimulatedWorkspace:
         self.destinations: dict[int, JSON] = {}
         self._next_run_id = 1
         self._next_sync_id = 1
+        #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs as Census's does.
+        self._derived_health: set[int] = set()
 
     # ------------------------------------------------------------------ connections
 
@@ -92,7 +94,7 @@ class SimulatedWorkspace:
                     "id": sync_id,
                     "label": label,
                     "resource_identifier": f"sync_{sync_id}",
-                    "status": "up to date",
+                    "status": "ready",
                     "created_at": now,
                     "updated_at": now,
                     "operation": operation,
@@ -111,7 +113,23 @@ class SimulatedWorkspace:
             )
             self.syncs[sync_id] = record
             self.runs.setdefault(sync_id, [])
+            if raw is None:
+                self._derived_health.add(sync_id)
+                self._derive_health(sync_id)
             return record
+
+    def _derive_health(self, sync_id: int) -> None:
+        """The sync's ``status`` as Census reports it: ``ready`` until a run finished, then ``failing`` when
+        the newest completed or failed run failed, else ``up to date``; ``updated_at`` moves with it."""
+        sync = self.syncs.get(sync_id)
+        if sync is None or sync_id not in self._derived_health:
+            return
+        outcomes = [run for run in self.runs.get(sync_id, []) if run.get("status") in ("completed", "failed")]
+        newest = max(outcomes, key=lambda run: int(run["id"]), default=None)
+        health = "ready" if newest is None else ("failing" if newest["status"] == "failed" else "up to date")
+        if sync.get("status") != health:
+            sync["status"] = health
+            sync["updated_at"] = iso(self.clock())
 
     def update_sync(self, sync_id: int, **fields: Any) -> None:
         """Change fields of a sync (``paused=True``, ``label=...``)."""
@@ -189,6 +207,7 @@ class SimulatedWorkspace:
             self._next_run_id = max(self._next_run_id, int(record["id"]) + 1)
             self.runs.setdefault(sync_id, []).append(record)
             self.runs_by_id[int(record["id"])] = record
+            self._derive_health(sync_id)
             return record
 
     def update_run(self, run_id: int, **fields: Any) -> JSON:
@@ -196,6 +215,8 @@ class SimulatedWorkspace:
         with self.lock:
             record = self.runs_by_id[run_id]
             record.update(fields)
+            if isinstance(record.get("sync_id"), int):
+                self._derive_health(record["sync_id"])
             return record
 
     def finish_run(
