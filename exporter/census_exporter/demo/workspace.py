@@ -36,7 +36,7 @@ class SimulatedWorkspace:
         self.destinations: dict[int, JSON] = {}
         self._next_run_id = 1
         self._next_sync_id = 1
-        #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs as Census's does.
+        #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs, as in Census.
         self._derived_health: set[int] = set()
 
     # ------------------------------------------------------------------ connections
