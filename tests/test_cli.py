@@ -287,6 +287,7 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--web.listen-address": ("localhost", [("127.0.0.1:0", ("127.0.0.1", 0))]),
     "--web.telemetry-path": ("metrics", [("/m", "/m")]),
     "--web.config.file": ("/nonexistent/web-config.yml", []),
+    "--web.config.settle-period": ("0", [("1", 1.0), ("30", 30.0)]),
     "--log.level": ("verbose", [("INFO", "info"), ("warning", "warn"), ("Debug", "debug")]),
     "--log.format": ("xml", [("JSON", "json"), ("logfmt", "logfmt")]),
     "--demo": ("maybe", [("yes", True), ("TRUE", True), ("on", True), ("1", True), ("no", False)]),
@@ -374,6 +375,7 @@ def test_every_numeric_flag_has_a_range() -> None:
         "--census.refresh-timeout",
         "--census.max-requests-per-second",
         "--census.max-response-bytes",
+        "--web.config.settle-period",
         "--demo.seed",
         "--demo.syncs",
     }

@@ -520,6 +520,18 @@ def build_parser() -> _Parser:
         "(see docs/security.md).",
     )
     add(
+        "--web.config.settle-period",
+        dest="web_config_settle",
+        env="CENSUS_EXPORTER_WEB_CONFIG_SETTLE_PERIOD",
+        convert=NumberRange(float, 1, 86400),
+        default=defaults.WEB_CONFIG_SETTLE_SECONDS,
+        shown_default=f"{defaults.WEB_CONFIG_SETTLE_SECONDS:g}",
+        metavar="SECONDS",
+        help="A --web.config.file change that drops basic auth or TLS, or relaxes client_auth_type or "
+        "min_version, applies only once the file has stayed unchanged this long (a file rewritten in place "
+        "passes through such states); until then the running config stays in force.",
+    )
+    add(
         "--log.level",
         dest="log_level",
         env="LOG_LEVEL",
@@ -652,6 +664,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "demo_seed": args.demo_seed,
         "demo_syncs": args.demo_syncs,
         "web_config_file": args.web_config_file,
+        "web_config_settle_seconds": args.web_config_settle,
     }
     if args.config_file is not None:
         return _from_workspaces_file(parser, args, environ, common)

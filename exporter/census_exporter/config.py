@@ -228,6 +228,8 @@ class Config:
     demo_seed: int = defaults.DEMO_SEED
     demo_syncs: int = defaults.DEMO_SYNCS
     web_config_file: str | None = None
+    #: How long a web config change that weakens protection must stay unchanged before it applies.
+    web_config_settle_seconds: float = defaults.WEB_CONFIG_SETTLE_SECONDS
     #: The Census API dialect: ``v1`` (workspace API key) or ``v2`` (Activations PAT and ``group_id``).
     api_version: Literal["v1", "v2"] = defaults.API_VERSION
     #: The Fivetran group watched with V2; ``None`` with V1.
