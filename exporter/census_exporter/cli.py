@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
@@ -161,10 +162,16 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 
 def _buckets(text: str) -> tuple[float, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in parts)
     except ValueError:
         raise ValueError(f"expected comma-separated seconds, got {text!r}") from None
+    for part, value in zip(parts, values, strict=True):
+        if not math.isfinite(value):
+            # +Inf is always the last bucket: an "inf" bound would be written le="inf" beside it, which
+            # OpenMetrics parsers reject, and NaN sorts nowhere.
+            raise ValueError(f"buckets must be finite seconds (+Inf is always added), got {part!r}")
     if not values or any(not b > 0 for b in values) or list(values) != sorted(set(values)):
         raise ValueError("buckets must be positive and strictly increasing")
     return values
@@ -458,7 +465,8 @@ def build_parser() -> _Parser:
         default=defaults.DURATION_BUCKETS,
         shown_default=",".join(f"{b:g}" for b in defaults.DURATION_BUCKETS),
         metavar="S,S,...",
-        help="Buckets of the run duration histogram, in seconds, strictly increasing.",
+        help="Buckets of the run duration histogram, in seconds: finite, positive and strictly increasing "
+        "(the +Inf bucket is always added).",
     )
     add(
         "--census.duration-histogram",
