@@ -28,7 +28,15 @@ from census_exporter.census.client import (
     default_api_url,
     validate_base_url,
 )
-from census_exporter.config import Config, Discovery, Exposition, TokenError, TokenSource, Workspace
+from census_exporter.config import (
+    Config,
+    Discovery,
+    EmptyTokenError,
+    Exposition,
+    TokenError,
+    TokenSource,
+    Workspace,
+)
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.web_config import WebConfigError, load_web_config
@@ -617,11 +625,12 @@ def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
     if args.token_file:
         token = TokenSource(path=args.token_file)
         try:
-            value = token()
+            token()
+        except EmptyTokenError:
+            if not args.demo:
+                parser.error(f"token file {args.token_file} is empty (--census.token-file)")
         except TokenError as error:
             parser.error(f"argument --census.token-file (env CENSUS_API_TOKEN_FILE): {error}")
-        if not value and not args.demo:
-            parser.error(f"token file {args.token_file} is empty (--census.token-file)")
         return token
     raw = environ.get(TOKEN_ENV)
     try:
@@ -740,6 +749,8 @@ def _entry_token(
     try:
         token = location.token_source(environ)
         value = token()
+    except EmptyTokenError:
+        raise entry_error(path, entry, title, field, f"names an empty file ({location.file})") from None
     except TokenError as error:
         raise entry_error(path, entry, title, field, str(error)) from None
     if not value:

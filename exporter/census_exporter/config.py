@@ -53,6 +53,10 @@ class TokenError(Exception):
     """The token cannot be read; the message never contains the token."""
 
 
+class EmptyTokenError(TokenError):
+    """The token file holds nothing but whitespace (emptied, or caught mid-rewrite): nothing to send."""
+
+
 class TokenSource:
     """The Census API token, from a value or from a file re-read when it changes (secret rotation).
 
@@ -110,6 +114,10 @@ class TokenSource:
                 self._file_stamp = stamp
                 self._value = token
                 RedactingFilter.register(token)
+            if not self._value:
+                # An empty Bearer header fails inside the HTTP client as a protocol error after retries;
+                # say what is wrong instead, and send nothing.
+                raise EmptyTokenError(f"token file {self._path} is empty")
             return self._value
 
 
