@@ -87,6 +87,18 @@ class TokenSource:
         with self._lock:
             self._value = token
 
+    def reload(self) -> str | None:
+        """Read the token file now, changed or not (SIGHUP); what is wrong with it, or None."""
+        if self._path is None:
+            return None
+        with self._lock:
+            self._file_stamp = None
+        try:
+            self()
+        except TokenError as error:
+            return str(error)
+        return None
+
     def __call__(self) -> str:
         """The current token; a changed file is read again."""
         if self._path is None:
