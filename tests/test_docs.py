@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import yaml
 
@@ -70,6 +72,16 @@ def discovery_metric_names(directory: Path) -> set[str]:
         server.close()
 
 
+def web_config_metric_names(harness_factory: HarnessFactory, directory: Path) -> set[str]:
+    """The metrics a --web.config.file with basic auth adds."""
+    hashed = bcrypt.hashpw(b"docs", bcrypt.gensalt(rounds=4)).decode()
+    path = directory / "web.yml"
+    path.write_text(yaml.safe_dump({"basic_auth_users": {"docs": hashed}}))
+    harness = harness_factory(web_config_file=str(path))
+    authorization = "Basic " + base64.b64encode(b"docs:docs").decode()
+    return {name for name, _ in harness.scrape(Authorization=authorization).samples}
+
+
 def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_path: Path) -> None:
     # Every documented series present: finished runs (52), a scheduled one (53), one still running (54);
     # with the default exposition settings and with every optional series.
@@ -82,6 +94,7 @@ def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_
         workspace.add_run(54, "working")
         exposed |= {name for name, _ in harness_factory(workspace, exposition=exposition).scrape().samples}
     exposed |= discovery_metric_names(tmp_path)
+    exposed |= web_config_metric_names(harness_factory, tmp_path)
     exposed |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in exposed}
     not_metrics = {"census_exporter"}  # the Python package
     for path in DOCS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import re
 import signal
@@ -16,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from census_exporter import __version__, defaults
 from census_exporter.census.client import (
@@ -27,7 +28,15 @@ from census_exporter.census.client import (
     default_api_url,
     validate_base_url,
 )
-from census_exporter.config import Config, Discovery, Exposition, TokenError, TokenSource, Workspace
+from census_exporter.config import (
+    Config,
+    Discovery,
+    EmptyTokenError,
+    Exposition,
+    TokenError,
+    TokenSource,
+    Workspace,
+)
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.web_config import WebConfigError, load_web_config
@@ -40,6 +49,9 @@ from census_exporter.workspaces import (
     load_workspaces_file,
     workspace_title,
 )
+
+if TYPE_CHECKING:
+    from census_exporter.exporter import Exporter
 
 log = logging.getLogger("census_exporter")
 
@@ -161,10 +173,16 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 
 def _buckets(text: str) -> tuple[float, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in parts)
     except ValueError:
         raise ValueError(f"expected comma-separated seconds, got {text!r}") from None
+    for part, value in zip(parts, values, strict=True):
+        if not math.isfinite(value):
+            # +Inf is always the last bucket: an "inf" bound would be written le="inf" beside it, which
+            # OpenMetrics parsers reject, and NaN sorts nowhere.
+            raise ValueError(f"buckets must be finite seconds (+Inf is always added), got {part!r}")
     if not values or any(not b > 0 for b in values) or list(values) != sorted(set(values)):
         raise ValueError("buckets must be positive and strictly increasing")
     return values
@@ -458,7 +476,8 @@ def build_parser() -> _Parser:
         default=defaults.DURATION_BUCKETS,
         shown_default=",".join(f"{b:g}" for b in defaults.DURATION_BUCKETS),
         metavar="S,S,...",
-        help="Buckets of the run duration histogram, in seconds, strictly increasing.",
+        help="Buckets of the run duration histogram, in seconds: finite, positive and strictly increasing "
+        "(the +Inf bucket is always added).",
     )
     add(
         "--census.duration-histogram",
@@ -518,6 +537,18 @@ def build_parser() -> _Parser:
         metavar="PATH",
         help="TLS and basic-auth settings in the exporter-toolkit format, re-read when they change "
         "(see docs/security.md).",
+    )
+    add(
+        "--web.config.settle-period",
+        dest="web_config_settle",
+        env="CENSUS_EXPORTER_WEB_CONFIG_SETTLE_PERIOD",
+        convert=NumberRange(float, 1, 86400),
+        default=defaults.WEB_CONFIG_SETTLE_SECONDS,
+        shown_default=f"{defaults.WEB_CONFIG_SETTLE_SECONDS:g}",
+        metavar="SECONDS",
+        help="A --web.config.file change that drops basic auth or TLS, or relaxes client_auth_type or "
+        "min_version, applies only once the file has stayed unchanged this long (a file rewritten in place "
+        "passes through such states); until then the running config stays in force.",
     )
     add(
         "--log.level",
@@ -597,11 +628,12 @@ def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
     if args.token_file:
         token = TokenSource(path=args.token_file)
         try:
-            value = token()
+            token()
+        except EmptyTokenError:
+            if not args.demo:
+                parser.error(f"token file {args.token_file} is empty (--census.token-file)")
         except TokenError as error:
             parser.error(f"argument --census.token-file (env CENSUS_API_TOKEN_FILE): {error}")
-        if not value and not args.demo:
-            parser.error(f"token file {args.token_file} is empty (--census.token-file)")
         return token
     raw = environ.get(TOKEN_ENV)
     try:
@@ -652,6 +684,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "demo_seed": args.demo_seed,
         "demo_syncs": args.demo_syncs,
         "web_config_file": args.web_config_file,
+        "web_config_settle_seconds": args.web_config_settle,
     }
     if args.config_file is not None:
         return _from_workspaces_file(parser, args, environ, common)
@@ -719,6 +752,8 @@ def _entry_token(
     try:
         token = location.token_source(environ)
         value = token()
+    except EmptyTokenError:
+        raise entry_error(path, entry, title, field, f"names an empty file ({location.file})") from None
     except TokenError as error:
         raise entry_error(path, entry, title, field, str(error)) from None
     if not value:
@@ -807,10 +842,80 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class Reloader:
+    """SIGHUP: read the web config, every token file and the workspaces file again, each validated first.
+
+    A file that is not usable keeps what is running, with one warning line per distinct problem (a reload
+    manager may send SIGHUP every few seconds); the named workspaces of a valid workspaces file replace the
+    running ones, and unchanged entries keep their state.
+    """
+
+    def __init__(self, exporter: Exporter, config: Config, environ: Mapping[str, str]) -> None:
+        self._exporter = exporter
+        self._config = config
+        self._environ = environ
+        self._logged: set[str] = set()
+
+    def reload(self) -> None:
+        """One reload: the web config, then the token files, then the workspaces file."""
+        log.info("SIGHUP: reading the web config, token files and workspaces file again")
+        exporter, config = self._exporter, self._config
+        if exporter.http.web_config is not None:
+            exporter.http.web_config.reload()  # logs its own problems, once each
+        tokens = [member.workspace.token for member in exporter.fleet.members()]
+        tokens += [discovery.token for discovery in config.discoveries]
+        for token in {id(token): token for token in tokens}.values():
+            problem = token.reload()
+            if problem is not None:
+                self._warn(problem)
+        if config.config_file is None:
+            return
+        try:
+            parsed = load_workspaces_file(config.config_file)
+            workspaces = tuple(
+                _file_workspace(entry, parsed.path, self._environ) for entry in parsed.workspaces
+            )
+        except WorkspacesFileError as error:
+            self._warn(f"{error}; keeping the running workspaces")
+            return
+        running = [(d.api_url, d.api_version, d.syncs, d.relist_interval_seconds) for d in config.discoveries]
+        listed = [(d.api_url, d.api_version, d.syncs, d.relist_interval_seconds) for d in parsed.discoveries]
+        if running != listed:
+            self._warn(f"{parsed.path}: changed auto: true entries take effect at the next start")
+        added, removed, changed = exporter.fleet.replace_named(workspaces)
+        self._logged.clear()
+        log.info(
+            "workspaces file %s reloaded: added %s; removed %s; changed %s",
+            parsed.path,
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+            ", ".join(changed) or "none",
+        )
+
+    def _warn(self, problem: str) -> None:
+        if problem not in self._logged:
+            if len(self._logged) >= MAX_LOGGED_RELOAD_PROBLEMS:
+                self._logged.clear()
+            self._logged.add(problem)
+            log.warning("SIGHUP: %s", problem)
+
+
+MAX_LOGGED_RELOAD_PROBLEMS = 64
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the exporter until SIGINT or SIGTERM."""
+    """Run the exporter until SIGINT or SIGTERM; SIGHUP reloads its files (:class:`Reloader`)."""
     from census_exporter.exporter import Exporter  # noqa: PLC0415 - keep --help fast
 
+    # Before anything else: SIGHUP's default action ends the process (under systemd's Restart=on-failure
+    # it would stay down), and a reload manager may send one at any moment.
+    stop, reload_requested, wake = threading.Event(), threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        (reload_requested if signum == signal.SIGHUP else stop).set()
+        wake.set()
+
+    signal.signal(signal.SIGHUP, on_signal)
     config = parse_config(argv)
     setup_logging(config.log_level, config.log_format)
     log_api_version_notice(config)
@@ -869,9 +974,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 discovery.api_url,
                 discovery.relist_interval_seconds,
             )
-    stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
+    reloader = Reloader(exporter, config, os.environ)
     exporter.start()
     host = config.listen_host or "0.0.0.0"  # noqa: S104 - only for the log line
     log.info(
@@ -884,8 +989,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # A signal may be delivered to any thread; Python runs its handler in the main thread only once that
     # thread is back in the interpreter, which a wait without timeout may never be. So wait in slices.
-    while not stop.wait(0.5):
-        pass
+    while not stop.is_set():
+        wake.wait(0.5)
+        wake.clear()
+        if reload_requested.is_set() and not stop.is_set():
+            reload_requested.clear()
+            try:
+                reloader.reload()
+            except Exception as error:  # noqa: BLE001 - a reload must never end the process
+                log.error("SIGHUP: reload failed: %s: %s", type(error).__name__, error)
     log.info("shutting down")
     stopped = exporter.close()
     if simulator is not None:

@@ -27,6 +27,8 @@ WORKSPACE = "default"
 LISTEN_ADDRESS = ":10049"
 LISTEN_PORT = 10049
 TELEMETRY_PATH = "/metrics"
+#: How long a web config change that drops basic auth or TLS must stay unchanged before it applies.
+WEB_CONFIG_SETTLE_SECONDS = 30.0
 LOG_LEVEL = "info"
 LOG_FORMAT = "logfmt"
 DEMO_SEED = 0

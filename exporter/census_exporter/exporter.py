@@ -23,7 +23,7 @@ from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
-from census_exporter.web_config import WebConfigSource
+from census_exporter.web_config import WebConfigSource, WebSecurityCollector
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,14 @@ class Exporter:
             cache_ttl_seconds=config.cache_ttl_seconds,
             own_metrics=self._own_metrics,
         )
-        web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
+        web_config = (
+            WebConfigSource(config.web_config_file, config.web_config_settle_seconds)
+            if config.web_config_file
+            else None
+        )
         self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)
+        if web_config is not None:
+            self.registry.register(WebSecurityCollector(web_config, self.http.basic_auth))
 
     def _own_metrics(self) -> RenderedFamilies:
         """The exporter's API requests and its request budget's use, as they are now."""

@@ -57,6 +57,7 @@ REQUEST_ARRIVED_KEY = "census_exporter.request_arrived"
 REFUSED_LOG_INTERVAL_SECONDS = 60.0
 ERROR_BODY = b"internal error\n"
 UNAUTHORIZED_BODY = b"unauthorized\n"
+BUSY_BODY = b"too many password checks in progress, retry\n"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -625,10 +626,10 @@ BODY_REFUSED = b"request bodies are not accepted\n"
 class _Guard:
     """Basic auth in front of the app, and a short 500 (one log line) when the app fails."""
 
-    def __init__(self, app: WSGIApp, web_config: WebConfigSource | None) -> None:
+    def __init__(self, app: WSGIApp, web_config: WebConfigSource | None, basic_auth: BasicAuth) -> None:
         self._app = app
         self._web_config = web_config
-        self._basic_auth = BasicAuth()
+        self._basic_auth = basic_auth
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         body = self._answer(environ, start_response)
@@ -653,7 +654,23 @@ class _Guard:
             return [BODY_REFUSED]
         if self._web_config is not None:
             users = self._web_config.current().users
-            if users and not self._basic_auth.allows(users, environ.get("HTTP_AUTHORIZATION")):
+            generation = self._web_config.generation
+            result = (
+                self._basic_auth.check(users, environ.get("HTTP_AUTHORIZATION"), generation)
+                if users
+                else "allowed"
+            )
+            if result == "busy":
+                start_response(
+                    "429 Too Many Requests",
+                    [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Retry-After", "1"),
+                        ("Content-Length", str(len(BUSY_BODY))),
+                    ],
+                )
+                return [BUSY_BODY]
+            if result == "denied":
                 start_response(
                     "401 Unauthorized",
                     [
@@ -758,8 +775,9 @@ class HTTPServer:
     ) -> None:
         limits = limits or ServerLimits()
         self.web_config = web_config
+        self.basic_auth = BasicAuth()
         self._server = _CherootServer(
-            _Guard(app, web_config),
+            _Guard(app, web_config, self.basic_auth),
             host or "0.0.0.0",  # noqa: S104 - listening on every interface is the documented default
             port,
             limits,

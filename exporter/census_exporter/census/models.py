@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from census_exporter.redaction import redact
+
 _Value = TypeVar("_Value")
 
 #: Run statuses that mean "not finished yet". ``preparing`` and ``new`` were replaced by ``queued`` and
@@ -168,11 +170,12 @@ def clean_text(value: str) -> str:
     """``value`` as valid UTF-8 without control characters: what a label, a log line or a terminal can take.
 
     Lone surrogates (which JSON can carry but UTF-8 cannot encode) become U+FFFD; tabs and line breaks
-    become spaces; every other control character is dropped.
+    become spaces; every other control character is dropped. A configured token or workspace key the API
+    echoes back becomes ``[REDACTED]``, once here rather than on every scrape.
     """
     value = _LONE_SURROGATE.sub("\ufffd", value)
     value = _LINE_BREAKS.sub(" ", value)
-    return _CONTROL_CHARACTERS.sub("", value)
+    return redact(_CONTROL_CHARACTERS.sub("", value))
 
 
 @dataclass(frozen=True, slots=True)
