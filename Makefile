@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
+DEMO_WEBHOOK_ADDRESS ?= 127.0.0.1:10050
 
 .PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick sizing clean
 
@@ -21,7 +22,8 @@ $(STAMP): $(RUNTIME_STAMP)
 
 demo: $(RUNTIME_STAMP)
 	@echo "census-exporter demo: open http://$(DEMO_ADDRESS)/ (metrics at http://$(DEMO_ADDRESS)/metrics); Ctrl-C stops it."
-	$(BIN)/census-exporter --demo --web.listen-address $(DEMO_ADDRESS)
+	$(BIN)/census-exporter --demo --web.listen-address $(DEMO_ADDRESS) \
+		--web.webhook-listen-address $(DEMO_WEBHOOK_ADDRESS)
 
 test: lint typecheck pytest
 

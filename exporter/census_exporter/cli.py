@@ -976,6 +976,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             token=TokenSource(value=DEMO_TOKEN),
             group_id=group_id,
         )
+        if config.webhook_listen is not None:
+            from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET  # noqa: PLC0415
+
+            config = replace(config, webhook_secrets=(TokenSource(value=DEMO_WEBHOOK_SECRET),))
     try:
         exporter = Exporter(config)
     except OSError as error:
@@ -1019,16 +1023,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.telemetry_path,
         f"workspaces from {config.config_file}" if config.config_file else f"workspace {config.workspace}",
     )
+    sender = None
     if exporter.webhooks is not None and config.webhook_listen is not None:
+        hooks_host = config.webhook_listen[0] or "0.0.0.0"  # noqa: S104 - only for the log line
         log.info(
             "webhook receiver listening on http://%s/webhooks/census/<workspace>",
-            _address(config.webhook_listen[0] or "0.0.0.0", exporter.webhooks.port),  # noqa: S104
+            _address(hooks_host, exporter.webhooks.port),
         )
+        if simulator is not None:
+            from census_exporter.demo.webhooks import WebhookSender  # noqa: PLC0415
+
+            loopback = "127.0.0.1" if hooks_host in ("0.0.0.0", "") else hooks_host  # noqa: S104
+            url = f"http://{_address(loopback, exporter.webhooks.port)}/webhooks/census/{config.workspace}"
+            sender = WebhookSender(url).start()
+            simulator.workspace.run_listeners.append(sender)
+            log.info("demo workspace: the simulator posts signed webhooks for its runs to %s", url)
     # A signal may be delivered to any thread; Python runs its handler in the main thread only once that
     # thread is back in the interpreter, which a wait without timeout may never be. So wait in slices.
     while not stop.wait(0.5):
         pass
     log.info("shutting down")
+    if sender is not None:
+        sender.close()
     stopped = exporter.close()
     if simulator is not None:
         simulator.close()

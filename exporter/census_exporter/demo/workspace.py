@@ -36,6 +36,13 @@ class SimulatedWorkspace:
         self.destinations: dict[int, JSON] = {}
         self._next_run_id = 1
         self._next_sync_id = 1
+        #: Called with a run each time one is added or changes (the webhook sender listens here).
+        self.run_listeners: list[Callable[[JSON], None]] = []
+
+    def announce_run(self, record: JSON) -> None:
+        """Tell the listeners that ``record`` was added or changed."""
+        for listener in self.run_listeners:
+            listener(dict(record))
 
     # ------------------------------------------------------------------ connections
 
@@ -189,14 +196,16 @@ class SimulatedWorkspace:
             self._next_run_id = max(self._next_run_id, int(record["id"]) + 1)
             self.runs.setdefault(sync_id, []).append(record)
             self.runs_by_id[int(record["id"])] = record
-            return record
+        self.announce_run(record)
+        return record
 
     def update_run(self, run_id: int, **fields: Any) -> JSON:
         """Change fields of a run in place (finish it, fail it)."""
         with self.lock:
             record = self.runs_by_id[run_id]
             record.update(fields)
-            return record
+        self.announce_run(record)
+        return record
 
     def finish_run(
         self,
@@ -228,7 +237,8 @@ class SimulatedWorkspace:
                 error_message="Simulated failure" if failed else None,
                 current_step=None,
             )
-            return record
+        self.announce_run(record)
+        return record
 
     def runs_newest_first(self, sync_id: int) -> list[JSON] | None:
         """The sync's runs, newest first; ``None`` if the sync's runs endpoint would 404."""
