@@ -45,8 +45,8 @@ from census_exporter.demo import SimulatedWorkspace, SimulatorServer  # noqa: E4
 from census_exporter.demo.webhooks import WebhookSender  # noqa: E402
 from census_exporter.exporter import Exporter  # noqa: E402
 
-TOKEN = "secret-token:bench"  # noqa: S105 - the simulator's
-SECRET = "bench-webhook-secret"  # noqa: S105
+TOKEN = "secret-token:bench"
+SECRET = "bench-webhook-secret"
 
 
 class Activity:
@@ -55,7 +55,7 @@ class Activity:
     def __init__(self, workspace: SimulatedWorkspace, syncs: int, hour: float, seed: int = 20) -> None:
         self.workspace = workspace
         self.hour = hour
-        rng = random.Random(seed)  # noqa: S311 - simulation
+        rng = random.Random(seed)
         self.offsets = {sync_id: rng.uniform(0, hour) for sync_id in range(1, syncs + 1)}
         self.rng = rng
         self.started = time.monotonic()
@@ -227,7 +227,8 @@ def main() -> int:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
     ).stdout.strip()
     print(
-        f"Webhook benchmark at {commit}, {platform.python_version()}, {args.syncs} syncs, 1 h = {args.hour:g} s"
+        f"Webhook benchmark at {commit}, {platform.python_version()}, {args.syncs} syncs, "
+        f"1 h = {args.hour:g} s"
     )
     print()
     print("| measure | value |")
@@ -237,14 +238,16 @@ def main() -> int:
     print(f"| webhooks: requests per hour (measured over one hour) | {webhook_per_hour:.0f} |")
     print(f"| webhooks / polling | {ratio:.3f} (1/{1 / ratio:.1f}) |")
     print(
-        f"| webhook deliveries accepted / refused / dropped by the sender | {sender.sent} / {sender.refused} / "
+        f"| webhook deliveries accepted / refused / dropped by the sender | "
+        f"{sender.sent} / {sender.refused} / "
         f"{sender.dropped} |"
     )
     print(f"| accepted (receiver's count) | {accepted} |")
     print(f"| runs found by polling that no event announced | {unannounced} |")
     print(
         f"| event -> /metrics over {len(latencies)} failures: p50 / p99 / p100 | "
-        f"{statistics.median(latencies) * 1000:.0f} ms / {p99 * 1000:.0f} ms / {latencies[-1] * 1000:.0f} ms |"
+        f"{statistics.median(latencies) * 1000:.0f} ms / {p99 * 1000:.0f} ms / "
+        f"{latencies[-1] * 1000:.0f} ms |"
     )
     return 0 if ratio <= 0.1 and latencies[-1] <= 2.0 else 1
 
