@@ -27,6 +27,7 @@ ALERTS = [
     "CensusExporterApiDown",
     "CensusExporterDataStale",
     "CensusExporterDown",
+    "CensusWebhooksSilentOrRejected",
 ]
 
 

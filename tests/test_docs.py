@@ -82,6 +82,29 @@ def web_config_metric_names(harness_factory: HarnessFactory, directory: Path) ->
     return {name for name, _ in harness.scrape(Authorization=authorization).samples}
 
 
+def webhook_metric_names(harness_factory: HarnessFactory) -> set[str]:
+    """The metric names an exporter with the webhook receiver exposes once it took an event."""
+    from census_exporter.config import TokenSource
+    from census_exporter.webhooks.signature import sign
+
+    harness = harness_factory(
+        reference_workspace(),
+        webhook_listen=("127.0.0.1", 0),
+        webhook_secrets=(TokenSource(value="docs-secret"),),
+    )
+    assert harness.exporter.webhooks is not None
+    harness.exporter.webhooks.start()
+    harness.refresh()
+    body = b'{"workspace_id": 1, "sync_id": 52, "sync_run_id": 94, "event": "sync.success"}'
+    answer = httpx.post(
+        f"http://127.0.0.1:{harness.exporter.webhooks.port}/webhooks/census/default",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Signature": sign(body, "docs-secret")},
+    )
+    assert answer.status_code == 202
+    return {name for name, _ in harness.scrape().samples}
+
+
 def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_path: Path) -> None:
     # Every documented series present: finished runs (52), a scheduled one (53), one still running (54);
     # with the default exposition settings and with every optional series.
@@ -95,6 +118,7 @@ def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_
         exposed |= {name for name, _ in harness_factory(workspace, exposition=exposition).scrape().samples}
     exposed |= discovery_metric_names(tmp_path)
     exposed |= web_config_metric_names(harness_factory, tmp_path)
+    exposed |= webhook_metric_names(harness_factory)
     exposed |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in exposed}
     not_metrics = {"census_exporter"}  # the Python package
     for path in DOCS:

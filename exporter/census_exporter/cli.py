@@ -57,6 +57,10 @@ log = logging.getLogger("census_exporter")
 
 EXIT_USAGE = 2
 TOKEN_ENV = "CENSUS_API_TOKEN"  # noqa: S105 - the variable's name, not a token
+#: The single workspace's webhook secret, when it does not come from a file (never a flag: argv is public).
+WEBHOOK_SECRET_ENV = "CENSUS_EXPORTER_WEBHOOK_SECRET"  # noqa: S105 - the variable's name
+WEBHOOKS_DOC = "docs/webhooks.md"
+SECRET_FILE_FLAG = "argument --web.webhook-secret-file (env CENSUS_EXPORTER_WEB_WEBHOOK_SECRET_FILE)"  # noqa: S105
 
 Converter = Callable[[str], Any]
 
@@ -170,6 +174,19 @@ def _group_id(text: str) -> str:
 
 def _listen_address(text: str) -> tuple[str, int]:
     return parse_listen_address(text)
+
+
+def _optional_listen_address(text: str) -> tuple[str, int] | None:
+    if text.strip().lower() in ("", "off", "none"):
+        return None
+    return parse_listen_address(text)
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    paths = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not paths:
+        raise ValueError("expected one or more comma-separated paths")
+    return paths
 
 
 def _buckets(text: str) -> tuple[float, ...]:
@@ -551,6 +568,48 @@ def build_parser() -> _Parser:
         "passes through such states); until then the running config stays in force.",
     )
     add(
+        "--web.webhook-listen-address",
+        dest="webhook_listen_address",
+        env="CENSUS_EXPORTER_WEB_WEBHOOK_LISTEN_ADDRESS",
+        convert=_optional_listen_address,
+        shown_default="off",
+        metavar="[HOST]:PORT",
+        help="Serve the Census webhook receiver (POST /webhooks/census/<workspace>) on this separate "
+        "listener, e.g. :10050; off by default. Needs a webhook secret per workspace (docs/webhooks.md).",
+    )
+    add(
+        "--web.webhook-secret-file",
+        dest="webhook_secret_files",
+        env="CENSUS_EXPORTER_WEB_WEBHOOK_SECRET_FILE",
+        convert=_paths,
+        metavar="PATH[,PATH]",
+        help="The webhook secret(s) of the workspace the flags describe, one file each, read again when "
+        f"they change; several during a rotation. {WEBHOOK_SECRET_ENV} may hold one instead. With "
+        "--config.file: webhook_secret_file / webhook_secret_env per workspace.",
+    )
+    add(
+        "--census.webhook-reconcile-interval",
+        dest="webhook_reconcile_interval",
+        env="CENSUS_WEBHOOK_RECONCILE_INTERVAL",
+        convert=NumberRange(float, 1, 86400),
+        default=defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS,
+        shown_default=f"{defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS:g}",
+        metavar="SECONDS",
+        help="While a workspace's webhooks are healthy, a sync no event announced is read only this often "
+        "(events are read at once); when a run goes unannounced, every sync is polled again for as long.",
+    )
+    add(
+        "--web.webhook-max-requests-per-second",
+        dest="webhook_max_requests_per_second",
+        env="CENSUS_EXPORTER_WEB_WEBHOOK_MAX_REQUESTS_PER_SECOND",
+        convert=NumberRange(float, 1, 100000),
+        default=defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND,
+        shown_default=f"{defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND:g}",
+        metavar="N",
+        help="Webhook deliveries a second one source address may make (bursts of twice that); more are "
+        "answered 429. Behind an Ingress every delivery comes from its address.",
+    )
+    add(
         "--log.level",
         dest="log_level",
         env="LOG_LEVEL",
@@ -685,22 +744,78 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "demo_syncs": args.demo_syncs,
         "web_config_file": args.web_config_file,
         "web_config_settle_seconds": args.web_config_settle,
+        "webhook_listen": args.webhook_listen_address,
+        "webhook_reconcile_interval_seconds": args.webhook_reconcile_interval,
+        "webhook_max_requests_per_second": args.webhook_max_requests_per_second,
     }
     if args.config_file is not None:
-        return _from_workspaces_file(parser, args, environ, common)
+        if "webhook_secret_files" in parser.given:
+            parser.error(
+                f"{SECRET_FILE_FLAG}: not allowed together with --config.file (each "
+                "workspace names its webhook_secret_file)"
+            )
+        config = _from_workspaces_file(parser, args, environ, common)
+        return _checked_webhooks(parser, config)
     if args.api_url and args.region:
         parser.error("argument --census.api-url: not allowed together with --census.region")
     _check_dialect(parser, args)
     api_url = args.api_url or default_api_url(args.api_version, args.region)
     token = _token(parser, args, environ)
-    return Config(
+    config = Config(
         api_url=api_url,
         token=token,
         workspace=args.workspace,
         api_version=args.api_version,
         group_id=args.group_id,
+        webhook_secrets=_flag_webhook_secrets(parser, args, environ),
         **common,
     )
+    return _checked_webhooks(parser, config)
+
+
+def _flag_webhook_secrets(
+    parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[TokenSource, ...]:
+    """The single workspace's webhook secrets, read now, so a missing one stops the start (exit 2)."""
+    sources: list[TokenSource] = []
+    for path in args.webhook_secret_files or ():
+        source = TokenSource(path=path)
+        try:
+            value = source()
+        except TokenError as error:
+            message = str(error).replace("token file", "webhook secret file")
+            parser.error(f"{SECRET_FILE_FLAG}: {message}", WEBHOOKS_DOC)
+        if not value:
+            parser.error(f"{SECRET_FILE_FLAG}: {path} is empty", WEBHOOKS_DOC)
+        sources.append(source)
+    raw = environ.get(WEBHOOK_SECRET_ENV, "")
+    if raw.strip():
+        try:
+            sources.append(TokenSource(value=raw))
+        except TokenError:
+            parser.error(f"{WEBHOOK_SECRET_ENV}: the secret contains characters that are not printable ASCII")
+    return tuple(sources)
+
+
+def _checked_webhooks(parser: _Parser, config: Config) -> Config:
+    """Exit 2 when the receiver is asked for without any secret; a note when secrets go unused."""
+    with_secrets = [w.name for w in config.watched() if w.webhook_secrets]
+    if config.webhook_listen is not None and not with_secrets and not config.demo:
+        parser.error(
+            "argument --web.webhook-listen-address (env CENSUS_EXPORTER_WEB_WEBHOOK_LISTEN_ADDRESS): no "
+            "workspace has a webhook secret "
+            f"(--web.webhook-secret-file, {WEBHOOK_SECRET_ENV} or webhook_secret_file in --config.file)",
+            WEBHOOKS_DOC,
+        )
+    if config.webhook_listen is None and with_secrets:
+        from dataclasses import replace  # noqa: PLC0415
+
+        note = (
+            f"webhook secrets are set for {', '.join(with_secrets)} but --web.webhook-listen-address is "
+            "off: no webhook is received"
+        )
+        return replace(config, notices=(*config.notices, note))
+    return config
 
 
 def _from_workspaces_file(
@@ -776,7 +891,28 @@ def _file_workspace(entry: WorkspaceConfig, path: str, environ: Mapping[str, str
         api_version=entry.api_version,
         group_id=entry.group_id,
         syncs=entry.syncs,
+        webhook_secrets=_entry_webhook_secrets(path, entry, title, environ),
     )
+
+
+def _entry_webhook_secrets(
+    path: str, entry: WorkspaceConfig, title: str, environ: Mapping[str, str]
+) -> tuple[TokenSource, ...]:
+    """The entry's webhook secrets, read now: a missing or empty one stops the start (exit 2)."""
+    sources: list[TokenSource] = []
+    for location in entry.webhook_secrets:
+        field = "webhook_secret_file" if location.file is not None else "webhook_secret_env"
+        try:
+            source = location.token_source(environ)
+            value = source()
+        except TokenError as error:
+            message = str(error).replace("token", "webhook secret").replace("API webhook secret", "secret")
+            raise entry_error(path, entry, title, field, message) from None
+        if not value:
+            where = f"an empty file ({location.file})" if location.file else f"{location.env}, which is unset"
+            raise entry_error(path, entry, title, field, f"names {where}")
+        sources.append(source)
+    return tuple(sources)
 
 
 def _file_discoveries(parsed: WorkspacesFile, environ: Mapping[str, str]) -> tuple[Discovery, ...]:
@@ -945,15 +1081,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             token=TokenSource(value=DEMO_TOKEN),
             group_id=group_id,
         )
+        if config.webhook_listen is not None:
+            from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET  # noqa: PLC0415
+
+            config = replace(config, webhook_secrets=(TokenSource(value=DEMO_WEBHOOK_SECRET),))
     try:
         exporter = Exporter(config)
     except OSError as error:
+        from census_exporter.exporter import WebhookListenError  # noqa: PLC0415
+
         reason = (error.strerror or type(error).__name__).lower()
-        print(
-            f"census-exporter: error: cannot listen on {_address(config.listen_host, config.listen_port)} "
-            f"(--web.listen-address): {reason}",
-            file=sys.stderr,
-        )
+        address, flag = _address(config.listen_host, config.listen_port), "--web.listen-address"
+        if isinstance(error, WebhookListenError) and config.webhook_listen is not None:
+            address, flag = _address(*config.webhook_listen), "--web.webhook-listen-address"
+        print(f"census-exporter: error: cannot listen on {address} ({flag}): {reason}", file=sys.stderr)
         if simulator is not None:
             simulator.close()
         return EXIT_USAGE
@@ -987,6 +1128,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.telemetry_path,
         f"workspaces from {config.config_file}" if config.config_file else f"workspace {config.workspace}",
     )
+    sender = None
+    if exporter.webhooks is not None and config.webhook_listen is not None:
+        hooks_host = config.webhook_listen[0] or "0.0.0.0"  # noqa: S104 - only for the log line
+        log.info(
+            "webhook receiver listening on http://%s/webhooks/census/<workspace>",
+            _address(hooks_host, exporter.webhooks.port),
+        )
+        if simulator is not None:
+            from census_exporter.demo.webhooks import WebhookSender  # noqa: PLC0415
+
+            loopback = "127.0.0.1" if hooks_host in ("0.0.0.0", "") else hooks_host  # noqa: S104
+            url = f"http://{_address(loopback, exporter.webhooks.port)}/webhooks/census/{config.workspace}"
+            sender = WebhookSender(url).start()
+            simulator.workspace.run_listeners.append(sender)
+            log.info("demo workspace: the simulator posts signed webhooks for its runs to %s", url)
     # A signal may be delivered to any thread; Python runs its handler in the main thread only once that
     # thread is back in the interpreter, which a wait without timeout may never be. So wait in slices.
     while not stop.is_set():
@@ -999,6 +1155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as error:  # noqa: BLE001 - a reload must never end the process
                 log.error("SIGHUP: reload failed: %s: %s", type(error).__name__, error)
     log.info("shutting down")
+    if sender is not None:
+        sender.close()
     stopped = exporter.close()
     if simulator is not None:
         simulator.close()

@@ -204,6 +204,8 @@ class Workspace:
     #: The Fivetran group watched with V2; ``None`` with V1.
     group_id: str | None = None
     syncs: SyncFilter = field(default_factory=SyncFilter)
+    #: The secrets its webhooks may be signed with (several during a rotation); none: it takes none.
+    webhook_secrets: tuple[TokenSource, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +262,25 @@ class Config:
     discoveries: tuple[Discovery, ...] = ()
     #: Warnings about the configuration to log once at start (a setting that is set but not used).
     notices: tuple[str, ...] = ()
+    #: Where the webhook receiver listens (``None``: no receiver; docs/webhooks.md).
+    webhook_listen: tuple[str, int] | None = None
+    #: The single workspace's webhook secrets (without a workspaces file).
+    webhook_secrets: tuple[TokenSource, ...] = ()
+    #: While webhooks are healthy, syncs no event announced are read this often.
+    webhook_reconcile_interval_seconds: float = defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS
+    #: Deliveries a second one source address may make to the receiver.
+    webhook_max_requests_per_second: float = defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""
         if self.config_file is not None:
             return self.workspaces
-        single = Workspace(self.workspace, self.api_url, self.token, self.api_version, self.group_id)
+        single = Workspace(
+            self.workspace,
+            self.api_url,
+            self.token,
+            self.api_version,
+            self.group_id,
+            webhook_secrets=self.webhook_secrets,
+        )
         return (single,)

@@ -38,6 +38,13 @@ class SimulatedWorkspace:
         self._next_sync_id = 1
         #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs, as in Census.
         self._derived_health: set[int] = set()
+        #: Called with a run each time one is added or changes (the webhook sender listens here).
+        self.run_listeners: list[Callable[[JSON], None]] = []
+
+    def announce_run(self, record: JSON) -> None:
+        """Tell the listeners that ``record`` was added or changed."""
+        for listener in self.run_listeners:
+            listener(dict(record))
 
     # ------------------------------------------------------------------ connections
 
@@ -208,7 +215,8 @@ class SimulatedWorkspace:
             self.runs.setdefault(sync_id, []).append(record)
             self.runs_by_id[int(record["id"])] = record
             self._derive_health(sync_id)
-            return record
+        self.announce_run(record)
+        return record
 
     def update_run(self, run_id: int, **fields: Any) -> JSON:
         """Change fields of a run in place (finish it, fail it)."""
@@ -217,7 +225,8 @@ class SimulatedWorkspace:
             record.update(fields)
             if isinstance(record.get("sync_id"), int):
                 self._derive_health(record["sync_id"])
-            return record
+        self.announce_run(record)
+        return record
 
     def finish_run(
         self,
@@ -249,7 +258,8 @@ class SimulatedWorkspace:
                 error_message="Simulated failure" if failed else None,
                 current_step=None,
             )
-            return record
+        self.announce_run(record)
+        return record
 
     def runs_newest_first(self, sync_id: int) -> list[JSON] | None:
         """The sync's runs, newest first; ``None`` if the sync's runs endpoint would 404."""
