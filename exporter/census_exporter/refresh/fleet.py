@@ -160,6 +160,58 @@ class Fleet:
         with self._lock:
             return dict(self._left_out)
 
+    def replace_named(self, workspaces: Sequence[Workspace]) -> tuple[list[str], list[str], list[str]]:
+        """Watch ``workspaces`` as the named ones (a re-read workspaces file); (added, removed, changed).
+
+        An unchanged entry keeps its refresher, ledger and token source; a removed one stops and loses its
+        series; a changed one (URL, dialect, group, filter, or where its token comes from) starts over.
+        Clients are built outside the state lock, as for discovery: scrapes never wait on a reload.
+        """
+
+        def same(old: Workspace, new: Workspace) -> bool:
+            where = (old.api_url, old.api_version, old.group_id, old.syncs)
+            if where != (new.api_url, new.api_version, new.group_id, new.syncs):
+                return False
+            if old.token.path is not None or new.token.path is not None:
+                return old.token.path == new.token.path
+            return old.token() == new.token()
+
+        started: list[WatchedWorkspace] = []
+        added: list[str] = []
+        changed: list[str] = []
+        with self._changing:
+            with self._lock:
+                if self._closed:
+                    return [], [], []
+                current = dict(self._named)
+            wanted = {workspace.name: workspace for workspace in workspaces}
+            removed = sorted(name for name in current if name not in wanted)
+            stopped = [current[name] for name in removed]
+            kept: dict[str, WatchedWorkspace] = {}
+            for name, workspace in wanted.items():
+                before = current.get(name)
+                if before is not None and same(before.workspace, workspace):
+                    kept[name] = before
+                    continue
+                if before is not None:
+                    stopped.append(before)
+                (changed if before is not None else added).append(name)
+                kept[name] = self._watch(workspace)
+                started.append(kept[name])
+            with self._lock:
+                closed = self._closed
+                if not closed:
+                    self._named = kept
+        if closed:
+            for member in started:
+                member.release()
+            return [], [], []
+        for member in stopped:
+            member.release()
+        for member in started:
+            member.refresher.trigger()
+        return added, removed, changed
+
     # ------------------------------------------------------------------ discovery
 
     def declare_discovery(self, name: str) -> None:
