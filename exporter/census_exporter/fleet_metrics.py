@@ -60,4 +60,5 @@ def render_fleet(fleet: Fleet, cache_ttl_seconds: float) -> RenderedFamilies:
             blocks.add([(3, sample(DISCOVERY_LEFT_OUT.name, labels, left_out))])
         except UnicodeEncodeError:
             continue
-    return blocks.rendered()
+    # A family with no sample is left out: no discovery configured means no discovery family at all.
+    return RenderedFamilies(tuple((family, data) for family, data in blocks.rendered().blocks if data))

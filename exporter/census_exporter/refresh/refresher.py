@@ -494,8 +494,11 @@ class Refresher:
         return _Built(snapshot, tuple(errors), tuple(outcomes), left_out, unread[0] if unread else None)
 
     def _behind(self, snapshot: Snapshot) -> int:
-        """Syncs of ``snapshot`` whose runs were last read (or never) more than the data-age bound ago."""
-        oldest = self._clock() - DATA_AGE_BOUND_TTLS * self._settings.cache_ttl_seconds
+        """Syncs of ``snapshot`` whose runs were last read (or never) more than the data-age bound before it
+        started: a read of this refresh always counts as within (a TTL of 0 would otherwise make every sync
+        behind)."""
+        started = self._clock() if snapshot.started_monotonic is None else snapshot.started_monotonic
+        oldest = started - DATA_AGE_BOUND_TTLS * self._settings.cache_ttl_seconds
         return sum(
             1
             for state in snapshot.syncs.values()
