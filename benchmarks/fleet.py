@@ -2,11 +2,13 @@
 
 Scenarios (each against the project's simulator on loopback, the exporter in its own process at its
 default bounds): 200 and 300 discovered V2 groups of one sync each, one V1 workspace listing 200,000 syncs,
-and one workspace whose API answers every request in 8 s beside five fast ones. While each runs, a scraper
+the same bound filled with data (20,000 syncs of 3 runs each, the request budget off so that every sync is
+read: the most one workspace's answers can make the process hold), and one workspace whose API answers
+every request in 8 s beside five fast ones. While each runs, a scraper
 sends ``X-Prometheus-Scrape-Timeout-Seconds: 10`` every second and a prober asks ``/readyz`` every 100 ms;
 the exporter's peak RSS (VmHWM) and thread count come from /proc. Writes benchmarks/fleet-results.md.
 
-    make bench-fleet        # about 5 minutes on two cores
+    make bench-fleet        # about 8 minutes on two cores
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class Result:
     peak_threads: int = 0
     workspaces: int = 0
     syncs: int = 0
+    #: Syncs whose runs were read (they have census_sync_data_timestamp_seconds).
+    read: int = 0
     left_out: float = 0.0
     ready_after: float | None = None
 
@@ -64,6 +68,15 @@ def proc_status(pid: int) -> dict[str, str]:
     return status
 
 
+def with_runs(syncs: int, runs: int) -> SimulatedWorkspace:
+    workspace = SimulatedWorkspace()
+    for sync_id in range(1, syncs + 1):
+        workspace.add_sync(sync_id, label=f"sync {sync_id}")
+        for _ in range(runs):
+            workspace.add_run(sync_id, "completed", records=5)
+    return workspace
+
+
 def one_sync() -> SimulatedWorkspace:
     workspace = SimulatedWorkspace()
     workspace.add_sync(1, label="only sync")
@@ -71,7 +84,9 @@ def one_sync() -> SimulatedWorkspace:
     return workspace
 
 
-def run(name: str, workspaces_file: str, env: dict[str, str], seconds: float) -> Result:
+def run(
+    name: str, workspaces_file: str, env: dict[str, str], seconds: float, flags: tuple[str, ...] = ()
+) -> Result:
     result = Result(name)
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
@@ -90,6 +105,7 @@ def run(name: str, workspaces_file: str, env: dict[str, str], seconds: float) ->
                 "10",
                 "--log.level",
                 "warn",
+                *flags,
             ],
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
@@ -155,6 +171,8 @@ def run(name: str, workspaces_file: str, env: dict[str, str], seconds: float) ->
                     result.workspaces = len(family.samples)
                 if family.name == "census_syncs":
                     result.syncs = int(sum(sample.value for sample in family.samples))
+                if family.name == "census_sync_data_timestamp_seconds":
+                    result.read = len(family.samples)
                 if family.name in ("census_syncs_left_out", "census_discovery_workspaces_left_out"):
                     result.left_out += sum(sample.value for sample in family.samples)
         finally:
@@ -193,6 +211,22 @@ def huge_listing(syncs: int, seconds: float) -> Result:
     token_env: KEY
 """
         return run(f"one workspace listing {syncs:,} syncs", text, {"KEY": KEY}, seconds)
+    finally:
+        server.close()
+
+
+def bound_filled(syncs: int, seconds: float) -> Result:
+    server = SimulatorServer(with_runs(syncs, 3), token=KEY).start()
+    try:
+        text = f"""workspaces:
+  - name: full
+    api_version: v1
+    api_url: {server.url}
+    token_env: KEY
+"""
+        flags = ("--census.max-requests-per-second", "0", "--census.refresh-timeout", "300")
+        name = f"{syncs:,} syncs of 3 runs, every one read (no budget)"
+        return run(name, text, {"KEY": KEY}, seconds, flags)
     finally:
         server.close()
 
@@ -236,14 +270,14 @@ def report(results: list[Result], commit: str) -> str:
         "# Fleet benchmark (issue 18)",
         "",
         f"Measured at commit `{commit}` by `make bench-fleet` (benchmarks/fleet.py) on a shared 2-core",
-        "machine,"
+        "machine, "
         "the exporter at its default bounds, scraped every second with a 10 s scrape-timeout header and",
         "probed on /readyz every 100 ms. Peak RSS is the exporter process's VmHWM; the chart's limit is",
         f"{CHART_MEMORY_LIMIT_MIB} MiB.",
         "",
         "| Scenario | Scrapes | p50 s | p100 s | overruns | /readyz p100 ms | peak RSS MiB | peak threads "
-        "| watched | syncs | left out |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| watched | syncs | read | left out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         median = statistics.median(r.scrapes) if r.scrapes else float("nan")
@@ -251,7 +285,8 @@ def report(results: list[Result], commit: str) -> str:
         readyz_ms = 1000 * max(r.readyz, default=0)
         lines.append(
             f"| {r.name} | {len(r.scrapes)} | {median:.2f} | {slowest:.2f} | {r.overruns} | {readyz_ms:.0f} "
-            f"| {r.peak_rss_mib:.0f} | {r.peak_threads} | {r.workspaces} | {r.syncs:,} | {r.left_out:,.0f} |"
+            f"| {r.peak_rss_mib:.0f} | {r.peak_threads} | {r.workspaces} | {r.syncs:,} | {r.read:,} "
+            f"| {r.left_out:,.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -259,17 +294,22 @@ def report(results: list[Result], commit: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=45.0, help="how long each scenario is measured")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these scenarios (1-based)")
     args = parser.parse_args()
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
     ).stdout.strip()
     results = []
-    for scenario in (
+    scenarios = (
         lambda: groups(200, args.seconds),
         lambda: groups(300, args.seconds),
         lambda: huge_listing(200_000, args.seconds),
+        lambda: bound_filled(20_000, max(args.seconds, 150.0)),
         lambda: one_slow(args.seconds),
-    ):
+    )
+    for number, scenario in enumerate(scenarios, 1):
+        if args.only and number not in args.only:
+            continue
         result = scenario()
         print(report([result], commit).splitlines()[-1], flush=True)
         results.append(result)

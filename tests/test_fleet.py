@@ -236,6 +236,41 @@ workspaces:
         slow.close()
 
 
+def test_a_first_refresh_that_outlasted_one_scrape_budget_does_not_hold_the_next_scrapes(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    # every answer takes 2 s: the first refresh (at least 4 requests one after the other) lasts 8 s or more,
+    # and nothing has been learnt about it yet
+    simulator = SimulatorServer(workspace_with_syncs(1), token=TEST_TOKEN, latency_seconds=2.0).start()
+    try:
+        text = f"""\
+workspaces:
+  - name: slow
+    api_version: v1
+    api_url: {simulator.url}
+    token_env: KEY
+"""
+        running = start(text, {"KEY": TEST_TOKEN})
+        refresher = running.refresher("slow")
+        header = {"X-Prometheus-Scrape-Timeout-Seconds": "3"}
+        with caplog.at_level(logging.DEBUG, logger="census_exporter.refresh.fleet"):
+            # the first scrape waits its budget (2.5 s) for the first refresh, which is still running after it
+            first = running.get("/metrics", **header)
+            assert refresher.refresh_count == 0
+            waited = [r for r in caplog.records if "still running after the scrape budget" in r.getMessage()]
+            assert len(waited) == 1
+            # the next one does not wait for it again: it has been running longer than a budget already
+            second = running.get("/metrics", **header)
+            assert refresher.refresh_count == 0
+        assert first.status_code == second.status_code == 200
+        skipped = [r for r in caplog.records if "expected to outlast the scrape budget" in r.getMessage()]
+        assert len(skipped) == 1
+        assert len([r for r in caplog.records if "still running after" in r.getMessage()]) == 1
+        wait_for(running.ready, timeout=60, what="the slow first refresh")
+    finally:
+        simulator.close()
+
+
 def test_scrapes_and_readyz_are_answered_while_discovery_builds_its_clients(
     organization: SimulatedOrganization, tmp_path: Path
 ) -> None:
@@ -311,6 +346,51 @@ workspaces:
         assert len(said) == 1
     finally:
         simulator.close()
+
+
+def test_the_fleet_wide_sync_bound_splits_first_come_first_served_and_counts_the_rest(
+    organization: SimulatedOrganization, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = organization.add_workspace("first", workspace=workspace_with_syncs(30))
+    second = organization.add_workspace("second", workspace=workspace_with_syncs(30))
+    server = organization.serve()
+    text = "workspaces:\n" + "".join(
+        f"""\
+  - name: {member.name}
+    api_version: v1
+    api_url: {base_url(server, "v1")}
+    token_env: KEY_{member.name.upper()}
+"""
+        for member in (first, second)
+    )
+    env = {"KEY_FIRST": first.api_key, "KEY_SECOND": second.api_key}
+    with caplog.at_level(logging.INFO):
+        running = start(text, env, "--census.max-syncs", "40", "--census.cache-ttl", "1")
+        wait_for(running.ready, what="the first refreshes")
+        before = running.scrape()
+        counts = {name: running.refresher(name).refresh_count for name in ("first", "second")}
+
+        def refreshed_twice() -> bool:
+            running.scrape()  # a scrape starts the refreshes of stale workspaces
+            return all(running.refresher(name).refresh_count > counts[name] + 1 for name in counts)
+
+        wait_for(refreshed_twice, interval=0.3, what="two more refreshes of each workspace")
+        after = running.scrape()
+    for scrape in (before, after):
+        watched = {name: scrape.value("census_syncs", workspace=name) for name in ("first", "second")}
+        left_out = {
+            name: scrape.value("census_syncs_left_out", workspace=name) for name in ("first", "second")
+        }
+        assert sum(watched.values()) == 40
+        assert sorted(watched.values()) == [10, 30]
+        assert {name: watched[name] + left_out[name] for name in watched} == {"first": 30, "second": 30}
+        assert all(scrape.value("census_up", workspace=name) == 1 for name in watched)
+    # a workspace keeps what it was granted: the split does not flip between refreshes
+    assert {n: before.value("census_syncs", workspace=n) for n in ("first", "second")} == {
+        n: after.value("census_syncs", workspace=n) for n in ("first", "second")
+    }
+    said = [r for r in caplog.records if "--census.max-syncs leave room" in r.getMessage()]
+    assert len(said) == 1
 
 
 def test_discovery_beyond_its_bounds_watches_what_fits_and_counts_the_rest(

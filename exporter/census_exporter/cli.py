@@ -474,6 +474,17 @@ def build_parser() -> _Parser:
         "listed) and the rest is left out, counted in census_syncs_left_out (docs/sizing.md).",
     )
     add(
+        "--census.max-syncs",
+        dest="max_syncs",
+        env="CENSUS_MAX_SYNCS",
+        convert=NumberRange(int, 1, 10_000_000),
+        default=defaults.MAX_SYNCS,
+        metavar="N",
+        help="Most syncs watched in all, over every workspace: each workspace's listing gets what the "
+        "others' leave (first come, first served; a workspace keeps what it has); the rest is left out, "
+        "counted in census_syncs_left_out (docs/sizing.md).",
+    )
+    add(
         "--census.max-workspaces-per-discovery",
         dest="max_workspaces_per_discovery",
         env="CENSUS_MAX_WORKSPACES_PER_DISCOVERY",
@@ -490,8 +501,8 @@ def build_parser() -> _Parser:
         convert=NumberRange(int, 1, 100_000),
         default=defaults.MAX_WORKSPACES,
         metavar="N",
-        help="Most workspaces watched in all, named ones first, then discovered ones in file order; "
-        "discovered ones beyond it are counted in census_discovery_workspaces_left_out.",
+        help="Most workspaces watched in all: named ones first, then discovered ones as their entries list "
+        "them; discovered ones beyond it are counted in census_discovery_workspaces_left_out.",
     )
     add(
         "--census.refresh-workers",
@@ -770,6 +781,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "max_requests_per_second": args.max_requests_per_second,
         "max_response_bytes": args.max_response_bytes,
         "max_syncs_per_workspace": args.max_syncs_per_workspace,
+        "max_syncs": args.max_syncs,
         "max_workspaces_per_discovery": args.max_workspaces_per_discovery,
         "max_workspaces": args.max_workspaces,
         "refresh_workers": args.refresh_workers,

@@ -245,6 +245,8 @@ class Config:
     max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
     #: Syncs kept of one workspace's listing (pages beyond it are not read).
     max_syncs_per_workspace: int = defaults.MAX_SYNCS_PER_WORKSPACE
+    #: Syncs watched in all, over every workspace (first come, first served).
+    max_syncs: int = defaults.MAX_SYNCS
     #: Workspaces or groups kept of one discovery entry's listing.
     max_workspaces_per_discovery: int = defaults.MAX_WORKSPACES_PER_DISCOVERY
     #: Workspaces watched in all, named and discovered.

@@ -23,9 +23,11 @@ RECORD_TOTALS: Final = "workspace"
 #: The newest run's id, completed and scheduled times and the last failure time: nothing reads them.
 RUN_DETAILS = False
 #: Bounds on what one API answer or discovery result may make the process hold (docs/sizing.md measures
-#: the chart's 256 MiB memory limit against them): syncs kept of one workspace's listing, workspaces kept of
-#: one discovery entry's listing, and workspaces watched in all, named ones included.
-MAX_SYNCS_PER_WORKSPACE = 20_000
+#: the chart's 256 MiB memory limit against them): syncs kept of one workspace's listing, syncs watched in
+#: all, workspaces kept of one discovery entry's listing, and workspaces watched in all, named ones included.
+#: 20,000 syncs of data peaked at 220 MiB, too close to 256 MiB; 10,000 leave room for 250 workspaces.
+MAX_SYNCS_PER_WORKSPACE = 10_000
+MAX_SYNCS = 10_000
 MAX_WORKSPACES_PER_DISCOVERY = 200
 MAX_WORKSPACES = 250
 #: Refreshes running at once over the whole fleet (more wait for a free one); each uses up to

@@ -23,6 +23,7 @@ from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.announcements import Announcements
 from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
+from census_exporter.refresh.quota import SyncQuota
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
 from census_exporter.web_config import WebConfigSource, WebSecurityCollector
@@ -60,6 +61,9 @@ class Exporter:
         )
         # Every refresh of the fleet runs on these threads: their number is configured, not the fleet's.
         self._runners = DaemonPool(config.refresh_workers, "census-refresh")
+        #: The fleet-wide bound on watched syncs (docs/sizing.md): the per-workspace bound times 250
+        #: workspaces would not fit any memory limit.
+        self._quota = SyncQuota(config.max_syncs)
         #: Per workspace that takes webhooks, what they announce (read by its refresher).
         self._announcements: dict[str, Announcements] = {}
         if config.webhook_listen is not None:
@@ -199,10 +203,12 @@ class Exporter:
             workspaces=lambda: self.fleet.count(discovered=discovered),
             runners=self._runners,
             announcements=self._announcements.get(workspace.name),
+            quota=self._quota,
         )
 
         def release() -> None:
             refresher.close()
+            self._quota.release(refresher)
             client.close()
             observer.close()  # its request series go with it
 

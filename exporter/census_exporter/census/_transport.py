@@ -21,6 +21,19 @@ import httpx
 
 _deadline = threading.local()
 
+_context_lock = threading.Lock()
+_context: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The one TLS client context of the process: loading the CA bundle costs ~0.8 MiB and ~25 ms of CPU
+    (holding the GIL), which a context per workspace would pay again for each of hundreds of workspaces."""
+    global _context  # noqa: PLW0603 - built once, on first use
+    with _context_lock:
+        if _context is None:
+            _context = httpx.create_ssl_context()
+        return _context
+
 
 @contextlib.contextmanager
 def request_deadline(ends_at: float) -> Iterator[None]:
@@ -102,7 +115,7 @@ class DeadlineTransport(httpx.HTTPTransport):
         # Not super().__init__(): httpx 0.28 builds its pool without a way to pass a network backend, and the
         # pool is all the parent's methods use.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=shared_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -114,8 +114,9 @@ class Fleet:
         """The view after waiting, at most ``budget_seconds`` in all, for the refreshes of stale workspaces.
 
         They run in parallel. Only refreshes that can be expected to end within the budget are waited for
-        (:meth:`Refresher.expected_finish`; a workspace's first refresh, with nothing to learn from, is waited
-        for up to the budget); a workspace whose refresh is not done in time shows its previous snapshot.
+        (:meth:`Refresher.expected_finish`; a workspace's first refresh, with nothing to learn from, only
+        while it has been asked for less than the budget ago); a workspace whose refresh is not done in time
+        shows its previous snapshot.
         """
         budget = max(0.0, budget_seconds)
         deadline = self._clock() + budget

@@ -37,6 +37,7 @@ from census_exporter.logs import CURRENT_WORKSPACE
 from census_exporter.refresh import schedule
 from census_exporter.refresh.announcements import Announcements, counted_runs, known_ids
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
+from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.workers import DaemonPool
@@ -93,8 +94,11 @@ class Refresher:
         workspaces: Callable[[], int] = lambda: 1,
         runners: DaemonPool | None = None,
         announcements: Announcements | None = None,
+        quota: SyncQuota | None = None,
     ) -> None:
         self._api = api
+        #: The fleet-wide bound on watched syncs this workspace claims its syncs from (None: no bound).
+        self._quota = quota
         #: What webhooks announced (None: no receiver for this workspace); see :mod:`.announcements`.
         self._announcements = announcements
         #: Whether the running refresh is an announced read, and whether a full one was asked for meanwhile.
@@ -105,6 +109,8 @@ class Refresher:
         self._runners = runners
         #: Monotonic time the running refresh started (None while it waits for a refresh thread).
         self._inflight_started: float | None = None
+        #: Monotonic time the running refresh was asked for (queued or not).
+        self._inflight_triggered = 0.0
         #: Syncs the last listing held beyond the client's bound (0: none; None: not listed yet).
         self.syncs_left_out: int | None = None
         #: Syncs the last refresh left unread because its share of the request budget could not cover them.
@@ -174,6 +180,7 @@ class Refresher:
             self._unsettled = generation
             self._inflight = future
             self._inflight_started = None
+            self._inflight_triggered = self._clock()
             self._inflight_announced = announced
         if self._runners is None:
             runner = threading.Thread(
@@ -192,18 +199,21 @@ class Refresher:
     def expected_finish(self) -> float | None:
         """When the running refresh can be expected to end (monotonic), from how long the last one took.
 
-        None when no refresh is running, or none has finished yet (nothing to learn from). One still queued
-        for a refresh thread is expected to take as long as the last one from now; one already running
-        longer than the last one took, as long again as it has run so far.
+        None when no refresh is running. One still queued for a refresh thread is expected to take as long
+        as the last one from now; one already running longer than the last one took, as long again as it
+        has run so far. With nothing to learn from (no refresh has finished yet), as long again as it has
+        been asked for so far, queued or running: a first refresh that outlasted one scrape's budget is not
+        waited for by every later scrape.
         """
         with self._lock:
             if self._inflight is None or self._inflight.done():
                 return None
             started = self._inflight_started
+            triggered = self._inflight_triggered
         last = self._snapshot.refresh_duration_seconds
-        if last is None:
-            return None
         now = self._clock()
+        if last is None:
+            return now + (now - triggered)
         if started is None:
             return now + last
         if started + last >= now:
@@ -459,6 +469,12 @@ class Refresher:
                 errors.append(CensusAPIError("/syncs", LIST_CHANGED_ERROR))
             listing_requests += _pages(listed_records)
             watched = [sync for sync in listed if self._settings.syncs.admits(sync.label, sync.id)]
+            if self._quota is not None:
+                granted = self._quota.claim(self, len(watched))
+                if granted < len(watched):
+                    # Beyond the fleet's --census.max-syncs: left out like syncs beyond the workspace's bound.
+                    left_out += len(watched) - granted
+                    del watched[granted:]
             syncs = self._refresh_syncs(
                 watched,
                 listed_ids={sync.id for sync in listed},
@@ -511,12 +527,13 @@ class Refresher:
         self.syncs_left_out = left_out
         if left_out and not before:
             log.warning(
-                "the sync list holds more syncs than --census.max-syncs-per-workspace: the first ones up to "
-                "it are watched, %d are left out (census_syncs_left_out)",
+                "the sync list holds more syncs than --census.max-syncs-per-workspace or the fleet's "
+                "--census.max-syncs leave room for: the first ones listed are watched, %d are left out "
+                "(census_syncs_left_out)",
                 left_out,
             )
         elif before and not left_out:
-            log.info("every listed sync fits --census.max-syncs-per-workspace again")
+            log.info("every listed sync fits --census.max-syncs-per-workspace and --census.max-syncs again")
 
     def _still_awaited(
         self, listed_ids: set[int], complete: bool, previous: Mapping[int, SyncState], truncated: bool = False
