@@ -2,8 +2,8 @@
 
 Scenarios (each against the project's simulator on loopback, the exporter in its own process at its
 default bounds): 200 and 300 discovered V2 groups of one sync each, one V1 workspace listing 200,000 syncs,
-the same bound filled with data (20,000 syncs of 3 runs each, the request budget off so that every sync is
-read: the most one workspace's answers can make the process hold), and one workspace whose API answers
+the bound filled with data (20,000 syncs of 3 runs each listed, the request budget off so that every sync
+within --census.max-syncs is read: the most the syncs of the fleet can make the process hold), and one workspace whose API answers
 every request in 8 s beside five fast ones. While each runs, a scraper
 sends ``X-Prometheus-Scrape-Timeout-Seconds: 10`` every second and a prober asks ``/readyz`` every 100 ms;
 the exporter's peak RSS (VmHWM) and thread count come from /proc. Writes benchmarks/fleet-results.md.
@@ -216,6 +216,7 @@ def huge_listing(syncs: int, seconds: float) -> Result:
 
 
 def bound_filled(syncs: int, seconds: float) -> Result:
+    """Twice the default --census.max-syncs listed, each sync with 3 runs: the bound filled with data."""
     server = SimulatorServer(with_runs(syncs, 3), token=KEY).start()
     try:
         text = f"""workspaces:
@@ -225,7 +226,7 @@ def bound_filled(syncs: int, seconds: float) -> Result:
     token_env: KEY
 """
         flags = ("--census.max-requests-per-second", "0", "--census.refresh-timeout", "300")
-        name = f"{syncs:,} syncs of 3 runs, every one read (no budget)"
+        name = f"{syncs:,} syncs of 3 runs listed, those within the bound all read (no budget)"
         return run(name, text, {"KEY": KEY}, seconds, flags)
     finally:
         server.close()
