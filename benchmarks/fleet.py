@@ -3,8 +3,8 @@
 Scenarios (each against the project's simulator on loopback, the exporter in its own process at its
 default bounds): 200 and 300 discovered V2 groups of one sync each, one V1 workspace listing 200,000 syncs,
 the bound filled with data (20,000 syncs of 3 runs each listed, the request budget off so that every sync
-within --census.max-syncs is read: the most the syncs of the fleet can make the process hold), and one workspace whose API answers
-every request in 8 s beside five fast ones. While each runs, a scraper
+within --census.max-syncs is read: the most the syncs of the fleet can make the process hold), and one
+workspace whose API answers every request in 8 s beside five fast ones. While each runs, a scraper
 sends ``X-Prometheus-Scrape-Timeout-Seconds: 10`` every second and a prober asks ``/readyz`` every 100 ms;
 the exporter's peak RSS (VmHWM) and thread count come from /proc. Writes benchmarks/fleet-results.md.
 
