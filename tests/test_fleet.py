@@ -271,6 +271,55 @@ workspaces:
         simulator.close()
 
 
+def test_refreshes_queued_behind_the_refresh_threads_are_not_waited_for(
+    organization: SimulatedOrganization, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    members = [organization.add_workspace(f"w{n}", workspace=workspace_with_syncs(1)) for n in range(6)]
+    server = organization.serve()
+    text = "workspaces:\n" + "".join(
+        f"""\
+  - name: {member.name}
+    api_version: v1
+    api_url: {base_url(server, "v1")}
+    token_env: KEY_{n}
+"""
+        for n, member in enumerate(members)
+    )
+    env = {f"KEY_{n}": member.api_key for n, member in enumerate(members)}
+    running = start(
+        text,
+        env,
+        "--census.refresh-workers",
+        "1",
+        "--census.cache-ttl",
+        "1",
+        "--census.max-requests-per-second",
+        "0",
+    )
+    wait_for(running.ready, timeout=60, what="the first refreshes")
+    # every answer now takes 0.6 s: a refresh (the list, then the runs) about 1.2 s, and six of them one
+    # after the other on the one refresh thread far more than the 2.5 s budget of a 3 s scrape
+    server.latency_seconds = 0.6
+    refreshers = [running.refresher(member.name) for member in members]
+    for refresher in refreshers:
+        wait_for(refresher.is_stale, what="the data to go stale")
+        refresher.trigger()
+    wait_for(
+        lambda: all(r.snapshot.refresh_duration_seconds > 1.0 for r in refreshers),
+        timeout=60,
+        what="one slow refresh of each, to learn from",
+    )
+    for refresher in refreshers:
+        wait_for(refresher.is_stale, what="the data to go stale again")
+    with caplog.at_level(logging.DEBUG, logger="census_exporter.refresh.fleet"):
+        scrape = running.scrape(**{"X-Prometheus-Scrape-Timeout-Seconds": "3"})
+    # the ones queued behind the others were served from their previous snapshot without being waited for
+    skipped = [r.getMessage() for r in caplog.records if "expected to outlast" in r.getMessage()]
+    assert len(skipped) == 1
+    assert int(skipped[0].split()[0]) >= 3, skipped
+    assert len(scrape.all("census_up")) == 6
+
+
 def test_scrapes_and_readyz_are_answered_while_discovery_builds_its_clients(
     organization: SimulatedOrganization, tmp_path: Path
 ) -> None:

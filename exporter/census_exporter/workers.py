@@ -47,6 +47,15 @@ class DaemonPool:
             self._tasks.put((lambda: context.run(function, *args), future))
         return future
 
+    @property
+    def workers(self) -> int:
+        """How many threads run the tasks."""
+        return len(self._threads)
+
+    def backlog(self) -> int:
+        """Tasks queued that no worker has taken yet (approximate while tasks come and go)."""
+        return self._tasks.qsize()
+
     def shutdown(self) -> None:
         """Let the workers finish their current task and stop; queued tasks are cancelled."""
         self._closed = True

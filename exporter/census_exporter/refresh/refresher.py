@@ -199,11 +199,12 @@ class Refresher:
     def expected_finish(self) -> float | None:
         """When the running refresh can be expected to end (monotonic), from how long the last one took.
 
-        None when no refresh is running. One still queued for a refresh thread is expected to take as long
-        as the last one from now; one already running longer than the last one took, as long again as it
-        has run so far. With nothing to learn from (no refresh has finished yet), as long again as it has
-        been asked for so far, queued or running: a first refresh that outlasted one scrape's budget is not
-        waited for by every later scrape.
+        None when no refresh is running. One still queued for a refresh thread is expected to wait for the
+        refreshes queued before it (at most the whole backlog, shared by the fleet's refresh threads, each
+        taking about as long as this workspace's last one) and then take as long as its last one; one
+        already running longer than the last one took, as long again as it has run so far. With nothing to
+        learn from (no refresh has finished yet), as long again as it has been asked for so far, queued or
+        running: a first refresh that outlasted one scrape's budget is not waited for by every later scrape.
         """
         with self._lock:
             if self._inflight is None or self._inflight.done():
@@ -215,7 +216,10 @@ class Refresher:
         if last is None:
             return now + (now - triggered)
         if started is None:
-            return now + last
+            queued = 0.0
+            if self._runners is not None:
+                queued = self._runners.backlog() / self._runners.workers * last
+            return now + queued + last
         if started + last >= now:
             return started + last
         return now + (now - started)
@@ -475,6 +479,8 @@ class Refresher:
                     # Beyond the fleet's --census.max-syncs: left out like syncs beyond the workspace's bound.
                     left_out += len(watched) - granted
                     del watched[granted:]
+            # Known from the listing: shown at once, not only once a long first refresh has ended.
+            self._note_left_out(left_out)
             syncs = self._refresh_syncs(
                 watched,
                 listed_ids={sync.id for sync in listed},
