@@ -254,7 +254,7 @@ workspaces:
         refresher = running.refresher("slow")
         header = {"X-Prometheus-Scrape-Timeout-Seconds": "3"}
         with caplog.at_level(logging.DEBUG, logger="census_exporter.refresh.fleet"):
-            # the first scrape waits its budget (2.5 s) for the first refresh, which is still running after it
+            # the first scrape waits half its budget (1.25 s) for the first refresh, still running after it
             first = running.get("/metrics", **header)
             assert refresher.refresh_count == 0
             waited = [r for r in caplog.records if "still running after the scrape budget" in r.getMessage()]

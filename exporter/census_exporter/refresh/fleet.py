@@ -31,6 +31,10 @@ from census_exporter.workspaces import name_key
 
 log = logging.getLogger(__name__)
 
+#: Share of a scrape's budget it may wait for first refreshes: their view's size is unknown, and rendering
+#: 10,000 first-read syncs took over a second on a loaded machine (benchmarks/fleet.py).
+FIRST_REFRESH_SHARE = 0.5
+
 #: What identifies the Census workspace or group a workspace watches (see :func:`identities`).
 Identity = tuple[str, str, str]
 
@@ -114,13 +118,17 @@ class Fleet:
         """The view after waiting, at most ``budget_seconds`` in all, for the refreshes of stale workspaces.
 
         They run in parallel. Only refreshes that can be expected to end within the budget are waited for
-        (:meth:`Refresher.expected_finish`; a workspace's first refresh, with nothing to learn from, only
-        while it has been asked for less than the budget ago); a workspace whose refresh is not done in time
-        shows its previous snapshot.
+        (:meth:`Refresher.expected_finish`). A workspace's first refresh, with nothing to learn from, is
+        waited for at most ``FIRST_REFRESH_SHARE`` of the budget, and only while it has been asked for less
+        than that ago: the rest is room to render a first view of unknown size. A
+        workspace whose refresh is not done in time shows its previous snapshot.
         """
         budget = max(0.0, budget_seconds)
-        deadline = self._clock() + budget
+        began = self._clock()
+        deadline = began + budget
+        first_deadline = began + FIRST_REFRESH_SHARE * budget
         awaited: list[Future[Snapshot]] = []
+        first: list[Future[Snapshot]] = []
         slow = 0
         for member in self.members():
             refresher = member.refresher
@@ -129,17 +137,19 @@ class Fleet:
             running = refresher.trigger()
             if running.done():
                 continue
+            learnt = refresher.snapshot.refresh_duration_seconds is not None
             expected = refresher.expected_finish()
-            if expected is not None and expected > deadline:
+            if expected is not None and expected > (deadline if learnt else first_deadline):
                 slow += 1
                 continue
-            awaited.append(running)
+            (awaited if learnt else first).append(running)
+        late: set[Future[Snapshot]] = set()
+        if first:
+            late |= wait(first, timeout=max(0.0, first_deadline - self._clock()))[1]
         if awaited:
-            _, late = wait(awaited, timeout=max(0.0, deadline - self._clock()))
-            if late:
-                log.debug(
-                    "%d refreshes still running after the scrape budget; serving previous data", len(late)
-                )
+            late |= wait(awaited, timeout=max(0.0, deadline - self._clock()))[1]
+        if late:
+            log.debug("%d refreshes still running after the scrape budget; serving previous data", len(late))
         if slow:
             log.debug("%d refreshes expected to outlast the scrape budget; serving previous data", slow)
         return self.view
