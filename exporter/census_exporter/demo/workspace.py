@@ -37,6 +37,11 @@ class SimulatedWorkspace:
         self._next_run_id = 1
         self._next_sync_id = 1
 
+    def number_runs_from(self, first_run_id: int) -> None:
+        """Give runs added without an id ids from ``first_run_id`` on (run ids are unique across groups)."""
+        with self.lock:
+            self._next_run_id = max(self._next_run_id, first_run_id)
+
     # ------------------------------------------------------------------ connections
 
     def add_source(self, source_id: int, name: str, kind: str = "snowflake") -> JSON:
