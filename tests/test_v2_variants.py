@@ -247,3 +247,39 @@ def test_a_pat_whose_records_name_no_group_and_no_groups_route_is_watched_as_one
         assert_each_sync_once_with_every_run_once(served, served.scrape(exporter))
     finally:
         served.close()
+
+
+PROBE_FAMILIES = ("census_api_info", "census_v2_group_overlap_syncs")
+
+
+def probe_lines(text: str) -> list[str]:
+    """Every exposition line (HELP and TYPE included) of the probe's two families."""
+    return [line for line in text.splitlines() if any(name in line for name in PROBE_FAMILIES)]
+
+
+def test_a_v1_workspace_has_no_probe_and_renders_neither_probe_family(
+    harness_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        h = harness_factory()
+        h.refresh()
+        text = h.get("/metrics").text
+        openmetrics = h.get("/metrics", Accept="application/openmetrics-text; version=1.0.0").text
+    assert "census_up" in text
+    # V1's shape is published: no probe runs, and a family with no samples is not rendered at all.
+    assert probe_lines(text) == [] and probe_lines(openmetrics) == []
+    assert not [r for r in caplog.records if r.getMessage().startswith("Census API probe")]
+
+
+def test_a_v2_client_renders_the_probe_only_once_it_has_listed(served: Served) -> None:
+    served.server.inject(Fault(r"^/api/v2/syncs$", status=503, times=-1))
+    exporter = configured_groups(served)
+    wait_for(
+        lambda: served.scrape(exporter).value("census_up", workspace="marketing") == 0,
+        what="the first refresh to fail",
+    )
+    # Nothing was listed yet: what the API does with the group is unknown, so both families are absent.
+    assert probe_lines(served.http.get(f"http://127.0.0.1:{exporter.port}/metrics").text) == []
+    served.server.clear_faults()
+    m = wait_for(all_syncs_seen(served, exporter), what="every sync once the list answers")
+    assert len(m.all("census_api_info")) == 2

@@ -72,9 +72,7 @@ class Exporter:
                     discovery,
                     self._api_metrics.observer(""),
                     self._stopping,
-                    self._probes.probe(
-                        "", discovery.api_version, f"discovery {discovery.name}", claims=False
-                    ),
+                    self._probe(discovery, "", f"discovery {discovery.name}", claims=False),
                 ),
                 timeout_seconds=config.refresh_timeout_seconds,
                 stopping=self._stopping,
@@ -177,7 +175,7 @@ class Exporter:
         config = self.config
         stopping = threading.Event()  # set by refresher.close(): ends the client's retry backoff at once
         observer = self._api_metrics.observer(workspace.name)
-        probe = self._probes.probe(workspace.name, workspace.api_version, f"workspace {workspace.name}")
+        probe = self._probe(workspace, workspace.name, f"workspace {workspace.name}")
         client = self._client(workspace, observer, stopping, probe)
         refresher = Refresher(
             client,
@@ -200,16 +198,25 @@ class Exporter:
             refresher.close()
             client.close()
             observer.close()  # its request series go with it
-            probe.close()  # and its probe series and claims
+            if probe is not None:
+                probe.close()  # and its probe series and claims
 
         return WatchedWorkspace(workspace, refresher, release)
+
+    def _probe(
+        self, target: Workspace | Discovery, workspace: str, title: str, *, claims: bool = True
+    ) -> ApiProbe | None:
+        """The start-up probe of a V2 client; None for V1, whose shape is published (no census_api_info)."""
+        if target.api_version != "v2":
+            return None
+        return self._probes.probe(workspace, target.api_version, title, claims=claims)
 
     def _client(
         self,
         target: Workspace | Discovery,
         observer: WorkspaceRequestObserver,
         stopping: threading.Event,
-        probe: ApiProbe,
+        probe: ApiProbe | None,
     ) -> CensusClient:
         """A client for one workspace or, for a discovery entry, for its organization-wide listings."""
         workspace = target if isinstance(target, Workspace) else None
