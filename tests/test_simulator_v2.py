@@ -239,6 +239,7 @@ def _two_groups(variant: Any) -> tuple[SimulatedOrganization, SimulatorServer, h
         ("param-required", [52], 400, 200, True),
         ("param-ignored", [52, 70], [52, 70], 200, True),
         ("param-ignored-untagged", [52, 70], [52, 70], 200, False),
+        ("param-ignored-connections-tagged", [52, 70], [52, 70], 200, False),
         ("param-refused", 400, [52, 70], 200, True),
         ("no-groups-route", [52], [52, 70], 404, True),
     ],
@@ -266,6 +267,31 @@ def test_each_v2_variant_lists_as_it_says(
     finally:
         v2.close()
         server.close()
+
+
+def test_connections_tagged_names_the_group_on_sources_and_activations_only() -> None:
+    org = SimulatedOrganization(PAT, id_form="int", variant="param-ignored-connections-tagged")
+    for number, (name, group_id) in enumerate((("marketing", "glad_otter"), ("sales", "warm_heron"))):
+        member = org.add_workspace(name, group_id=group_id)
+        member.workspace.add_source(12 + number, f"{name} warehouse")
+        member.workspace.add_destination(40 + number, f"{name} CRM")
+        member.workspace.add_sync(52 + number, label=name, source_id=12 + number, destination_id=40 + number)
+        member.workspace.add_run(52 + number, "completed")
+    server = org.serve()
+    try:
+        with httpx.Client(
+            base_url=base_url(server, "v2"), headers={"Authorization": f"Bearer {PAT}"}, timeout=5
+        ) as v2:
+            groups = {
+                path: {str(r["id"]): r.get("group_id") for r in v2.get(path).json()["data"]}
+                for path in ("/sources", "/activations", "/syncs", "/syncs/53/sync_runs")
+            }
+    finally:
+        server.close()
+    assert groups["/sources"] == {"12": "glad_otter", "13": "warm_heron"}
+    assert sorted(groups["/activations"].values()) == ["glad_otter", "warm_heron"]
+    assert groups["/syncs"] == {"52": None, "53": None}
+    assert set(groups["/syncs/53/sync_runs"].values()) == {None}
 
 
 def test_an_unknown_v2_variant_is_refused() -> None:

@@ -31,6 +31,7 @@ RUNS_PER_SYNC = 3
 PROBE = {
     "param-required": "objects_carry_group_id=yes group_parameter=honoured",
     "param-ignored": "objects_carry_group_id=yes group_parameter=ignored",
+    "param-ignored-connections-tagged": "objects_carry_group_id=yes group_parameter=ignored",
     "param-refused": "objects_carry_group_id=yes group_parameter=refused",
     "no-groups-route": "objects_carry_group_id=yes group_parameter=honoured",
 }
@@ -47,14 +48,12 @@ class Served:
         for name, (group_id, sync_ids) in GROUPS.items():
             workspace = SimulatedWorkspace()
             member = self.org.add_workspace(name, group_id=group_id, workspace=workspace)
-            workspace.add_source(12 + len(self.syncs), f"{name} warehouse")
-            workspace.add_destination(40 + len(self.syncs), f"{name} CRM")
+            offset = len(self.syncs)  # connection ids, like sync ids, are unique across groups
+            workspace.add_source(12 + offset, f"{name} warehouse")
+            workspace.add_destination(40 + offset, f"{name} CRM")
             for sync_id in sync_ids:
                 workspace.add_sync(
-                    sync_id,
-                    label=f"{name} sync {sync_id}",
-                    source_id=12 + len(self.syncs),
-                    destination_id=40 + len(self.syncs),
+                    sync_id, label=f"{name} sync {sync_id}", source_id=12 + offset, destination_id=40 + offset
                 )
                 workspace.add_run(sync_id, "completed", records=10)  # history: the baseline, never counted
             self.syncs[name] = sync_ids
@@ -160,7 +159,7 @@ def test_two_configured_groups_never_share_a_sync_and_count_every_run_once(
     for name, sync_ids in served.syncs.items():
         assert {sync_id: owners(m)[str(sync_id)] for sync_id in sync_ids} == {s: [name] for s in sync_ids}
         assert m.value("census_v2_group_overlap_syncs", workspace=name) in (None, 0)
-    if served.variant in ("param-ignored", "param-refused"):
+    if served.variant in ("param-ignored", "param-ignored-connections-tagged", "param-refused"):
         foreign = [r.getMessage() for r in caplog.records if "other groups" in r.getMessage()]
         assert len([line for line in foreign if "/v2/syncs for group glad_otter" in line]) == 1, foreign
     if served.variant == "param-refused":

@@ -42,12 +42,19 @@ IdForm = Literal["int", "string"]
 
 #: How V2 list calls treat the group: each is a way V2 may turn out to behave (docs/census-api-versions.md).
 V2Variant = Literal[
-    "param-required", "param-ignored", "param-ignored-untagged", "param-refused", "no-groups-route"
+    "param-required",
+    "param-ignored",
+    "param-ignored-untagged",
+    "param-ignored-connections-tagged",
+    "param-refused",
+    "no-groups-route",
 ]
 V2_VARIANTS: dict[V2Variant, str] = {
     "param-required": "lists need ?group_id= and answer only that group; objects carry group_id",
     "param-ignored": "lists ignore ?group_id= and answer every group; objects carry group_id",
     "param-ignored-untagged": "lists ignore ?group_id= and answer every group; objects carry no group_id",
+    "param-ignored-connections-tagged": "lists ignore ?group_id= and answer every group; syncs and runs "
+    "carry no group_id, sources and activations do",
     "param-refused": "any call naming ?group_id= is answered 400; lists answer every group; objects carry "
     "group_id",
     "no-groups-route": "no groups listing (404); ?group_id= optional and honoured; objects carry group_id",
@@ -241,7 +248,10 @@ class SimulatedOrganization:
 
     def _object_as_v2(self, record: JSON, route: str, member: HostedWorkspace) -> JSON:
         converted = dict(record)
-        if self.variant == "param-ignored-untagged":
+        if self.variant == "param-ignored-untagged" or (
+            self.variant == "param-ignored-connections-tagged"
+            and not route.startswith(("/sources", "/activations"))
+        ):
             converted.pop("group_id", None)
         else:
             converted["group_id"] = member.group_id
