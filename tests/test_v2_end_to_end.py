@@ -362,3 +362,26 @@ def test_the_real_process_warns_about_v1_once_at_start(extra: list[str], notices
     assert result.returncode == 2
     assert result.stderr.count("retired on 2027-01-15") == notices, result.stderr
     assert PAT not in result.stderr
+
+
+def test_the_real_process_says_once_at_start_that_the_eu_v2_host_is_unconfirmed() -> None:
+    import socket
+
+    from tests.test_cli import run_cli
+
+    eu = ["--census.api-version", "v2", "--census.region", "eu"]
+    with socket.socket() as taken:  # a taken port ends the run right after the start lines
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with_group = run_cli(
+            "--web.listen-address", f"127.0.0.1:{port}", *eu, "--census.group-id", GROUP, env=TOKEN_ENV
+        )
+        pat_only = run_cli("--web.listen-address", f"127.0.0.1:{port}", *eu, env=TOKEN_ENV)
+    for result in (with_group, pat_only):
+        assert result.returncode == 2
+        assert result.stderr.count("has not confirmed that API V2 is served on the EU host") == 1, (
+            result.stderr
+        )
+        assert "https://app-eu.getcensus.com/api/v2" in result.stderr and "--census.api-url" in result.stderr
+        assert PAT not in result.stderr

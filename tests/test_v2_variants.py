@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from census_exporter.cli import parse_config
 from census_exporter.config import Config, Discovery, Exposition, TokenSource, Workspace
 from census_exporter.demo import Fault, SimulatedOrganization
 from census_exporter.demo.organization import V2_VARIANTS, base_url
@@ -40,9 +41,9 @@ PROBE = {
 class Served:
     """An organization of two groups with distinct sync and run ids, served in one variant."""
 
-    def __init__(self, variant: str) -> None:
+    def __init__(self, variant: str, **organization: Any) -> None:
         self.variant = variant
-        self.org = SimulatedOrganization(pat=PAT, id_form="int", variant=variant)  # type: ignore[arg-type]
+        self.org = SimulatedOrganization(pat=PAT, id_form="int", variant=variant, **organization)  # type: ignore[arg-type]
         self.syncs: dict[str, tuple[int, ...]] = {}
         self.workspaces: dict[str, SimulatedWorkspace] = {}
         for name, (group_id, sync_ids) in GROUPS.items():
@@ -284,5 +285,65 @@ def test_a_v2_client_renders_the_probe_only_once_it_has_listed() -> None:
         served.server.clear_faults()
         m = wait_for(all_syncs_seen(served, exporter), what="every sync once the list answers")
         assert len(m.all("census_api_info")) == 2
+    finally:
+        served.close()
+
+
+def test_a_pat_only_command_line_works_on_day_one(served: Served) -> None:
+    # Exactly what a user types with nothing but the PAT: no group, no workspaces file.
+    config = parse_config(
+        [
+            "--census.api-version=v2",
+            f"--census.api-url={served.url}",
+            "--census.cache-ttl=1",
+            "--census.max-requests-per-second=0",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        {"CENSUS_API_TOKEN": PAT},
+    )
+    exporter = Exporter(config)
+    exporter.start()
+    served.exporters.append(exporter)
+    m = wait_for(all_syncs_seen(served, exporter), what=f"every sync in {served.variant}")
+    if served.variant != "param-ignored-untagged":  # nothing there tells the groups apart
+        for name, (group_id, sync_ids) in GROUPS.items():
+            label = group_id if served.variant == "no-groups-route" else name
+            assert {sync_id: owners(m)[str(sync_id)] for sync_id in sync_ids} == {
+                s: [label] for s in sync_ids
+            }
+    served.add_runs()
+
+    def counted() -> Scrape | None:
+        scrape = served.scrape(exporter)
+        total = sum(scrape.all("census_sync_runs_total", status="completed").values())
+        return scrape if total >= RUNS_PER_SYNC * 5 else None
+
+    wait_for(counted, what="every new run counted")
+    for member in exporter.fleet.members():  # one more refresh each: nothing may be counted again
+        member.refresher.trigger().result(timeout=30)
+    assert_each_sync_once_with_every_run_once(served, served.scrape(exporter))
+
+
+def test_a_group_parameter_refused_with_422_is_dropped_once_per_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    served = Served("param-refused", refused_status=422)
+    try:
+        with caplog.at_level(logging.INFO):
+            exporter = configured_groups(served)
+            wait_for(all_syncs_seen(served, exporter), what="every sync")
+            served.add_runs()
+            served.scrape(exporter)
+            m = served.scrape(exporter)
+        assert_each_sync_once_with_every_run_once(served, m)
+        for name, sync_ids in served.syncs.items():
+            assert {owners(m)[str(s)][0] for s in sync_ids} == {name}
+        refused = [
+            r.getMessage() for r in caplog.records if "refused the group_id parameter" in r.getMessage()
+        ]
+        assert len(refused) == 2 and all("HTTP 422" in line for line in refused), refused
+        # One refused request per client, whatever the number of lists, pages and refreshes since.
+        assert sum(m.all("census_api_requests_total", code="422").values()) == 2
+        assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"refused"}
     finally:
         served.close()

@@ -99,9 +99,13 @@ class SimulatedOrganization:
         *,
         id_form: IdForm = "string",
         variant: V2Variant = "param-required",
+        refused_status: int = REFUSED_PARAMETER_STATUS,
     ) -> None:
+        """``refused_status``: the answer to ``?group_id=`` in ``param-refused`` (400, or 422 as Rails APIs
+        often answer an unpermitted parameter)."""
         if variant not in V2_VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(V2_VARIANTS)}")
+        self.refused_status = refused_status
         self.pat = pat
         self.id_form: IdForm = id_form
         self.variant: V2Variant = variant
@@ -197,7 +201,7 @@ class SimulatedOrganization:
         group_ids = query.get(GROUP_PARAMETER)
         if group_ids and variant == "param-refused":
             message = f"found unpermitted parameter: :{GROUP_PARAMETER}"
-            return REFUSED_PARAMETER_STATUS, _error(REFUSED_PARAMETER_STATUS, message)
+            return self.refused_status, _error(self.refused_status, message)
         listing = any(re.fullmatch(pattern, route) for pattern in V2_LIST_ROUTES)
         honoured = variant in ("param-required", "no-groups-route")
         if group_ids and honoured:
