@@ -347,3 +347,36 @@ def test_a_group_parameter_refused_with_422_is_dropped_once_per_client(
         assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"refused"}
     finally:
         served.close()
+
+
+def test_a_named_group_beside_a_pat_watched_as_one_never_shares_a_sync() -> None:
+    # No groups route and no record naming a group: the discovery entry watches everything as one
+    # workspace, beside a group named in the file. Each sync must still be watched, and counted, once.
+    served = Served("param-ignored-untagged")
+    try:
+        served.server.inject(Fault(r"^/api/v2/groups$", status=404, times=-1))
+        discovery = Discovery(
+            name=served.url,
+            api_url=served.url,
+            token=TokenSource(value=PAT),
+            api_version="v2",
+            unscoped_name="everything",
+        )
+        named = Workspace("marketing", served.url, TokenSource(value=PAT), "v2", GROUPS["marketing"][0])
+        exporter = served.exporter(
+            config_file="workspaces.yaml", workspaces=(named,), discoveries=(discovery,)
+        )
+        wait_for(all_syncs_seen(served, exporter), what="every sync")
+        both = ("marketing", "everything")
+        wait_for(
+            lambda: all(served.scrape(exporter).value("census_up", workspace=w) == 1 for w in both),
+            what="both workspaces listed",
+        )
+        served.add_runs()
+        served.scrape(exporter)
+        m = served.scrape(exporter)
+        assert_each_sync_once_with_every_run_once(served, m)
+        assert {w for shown in owners(m).values() for w in shown} <= {"marketing", "everything"}
+        assert sorted(m.all("census_v2_group_overlap_syncs").values()) == [0, 5]
+    finally:
+        served.close()

@@ -493,7 +493,12 @@ class CensusClient:
             return listing
         if what != "syncs":
             self._connection_groups.learn("source" if what == "sources" else "destination", items)
+        observer = self._scope_observer
         if self._group_id is None:
+            if what == "syncs" and observer is not None and observer.claims is not None:
+                # Everything the token lists, watched as one: still never a sync another group watches.
+                kept, _ = self._claim_untagged(listing.items, listing.complete, observer, observer.claims)
+                listing = Listing(kept, listing.complete)
             self._report(what == "syncs")
             return listing
         outcome = _scope.scope(items, self._group_id, self._connection_groups if what == "syncs" else None)
@@ -513,7 +518,6 @@ class CensusClient:
                 self._group_id,
             )
         shared = False
-        observer = self._scope_observer
         if what == "syncs" and observer is not None and observer.claims is not None:
             kept, shared = self._claim_untagged(kept, listing.complete, observer, observer.claims)
         if self._parameter_seen != "refused":
@@ -542,10 +546,10 @@ class CensusClient:
         self._once(
             ("shared",),
             logging.WARNING,
-            "GET %s for group %s listed %d syncs without a group_id that %s also lists; they are watched "
+            "GET %s for %s listed %d syncs without a group_id that %s also lists; they are watched "
             "there only, so no run is counted twice (census_v2_group_overlap_syncs)",
             self._template("/syncs"),
-            self._group_id,
+            f"group {self._group_id}" if self._group_id else f"workspace {observer.name} (no group)",
             len(elsewhere),
             ", ".join(sorted(owners)),
         )
