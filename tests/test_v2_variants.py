@@ -81,6 +81,16 @@ class Served:
         self.exporters.append(exporter)
         return exporter
 
+    def discovery(self) -> Discovery:
+        """The PAT as a discovery entry; "everything" labels what cannot be split by group."""
+        return Discovery(
+            name=self.url,
+            api_url=self.url,
+            token=TokenSource(value=PAT),
+            api_version="v2",
+            unscoped_name="everything",
+        )
+
     def add_runs(self) -> None:
         """RUNS_PER_SYNC new finished runs on every sync (after the exporter has seen the history)."""
         for name, sync_ids in self.syncs.items():
@@ -197,13 +207,7 @@ def test_the_probe_line_names_what_the_api_did(served: Served, caplog: pytest.Lo
 def test_a_pat_without_a_group_watches_each_group_apart(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    discovery = Discovery(
-        name=served.url,
-        api_url=served.url,
-        token=TokenSource(value=PAT),
-        api_version="v2",
-        unscoped_name="everything",
-    )
+    discovery = served.discovery()
     with caplog.at_level(logging.INFO):
         exporter = served.exporter(discoveries=(discovery,), workspace="everything")
         wait_for(all_syncs_seen(served, exporter), what=f"every sync in {served.variant}")
@@ -231,13 +235,7 @@ def test_a_pat_whose_records_name_no_group_and_no_groups_route_is_watched_as_one
 ) -> None:
     served = Served("param-ignored-untagged")
     try:
-        discovery = Discovery(
-            name=served.url,
-            api_url=served.url,
-            token=TokenSource(value=PAT),
-            api_version="v2",
-            unscoped_name="everything",
-        )
+        discovery = served.discovery()
         served.server.inject(Fault(r"^/api/v2/groups$", status=404))
         exporter = served.exporter(discoveries=(discovery,))
         m = wait_for(all_syncs_seen(served, exporter), what="every sync")
@@ -355,13 +353,7 @@ def test_a_named_group_beside_a_pat_watched_as_one_never_shares_a_sync() -> None
     served = Served("param-ignored-untagged")
     try:
         served.server.inject(Fault(r"^/api/v2/groups$", status=404, times=-1))
-        discovery = Discovery(
-            name=served.url,
-            api_url=served.url,
-            token=TokenSource(value=PAT),
-            api_version="v2",
-            unscoped_name="everything",
-        )
+        discovery = served.discovery()
         named = Workspace("marketing", served.url, TokenSource(value=PAT), "v2", GROUPS["marketing"][0])
         exporter = served.exporter(
             config_file="workspaces.yaml", workspaces=(named,), discoveries=(discovery,)
