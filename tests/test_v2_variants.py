@@ -9,6 +9,7 @@ apart, discovery finds the groups, and the start-up probe's line says which beha
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,9 +33,24 @@ RUNS_PER_SYNC = 3
 PROBE = {
     "param-required": "objects_carry_group_id=yes group_parameter=honoured",
     "param-ignored": "objects_carry_group_id=yes group_parameter=ignored",
-    "param-ignored-connections-tagged": "objects_carry_group_id=yes group_parameter=ignored",
+    "param-ignored-connections-tagged": "objects_carry_group_id=connections group_parameter=ignored",
     "param-refused": "objects_carry_group_id=yes group_parameter=refused",
     "no-groups-route": "objects_carry_group_id=yes group_parameter=honoured",
+}
+
+#: With the PAT alone (discovery and the groups it finds), the probe lines of each variant, as
+#: "objects_carry_group_id group_parameter groups_route": no two variants show the same set.
+DISCOVERY_PROBES = {
+    "param-required": {"unknown not_sent listed", "yes honoured not_asked"},
+    "param-ignored": {"unknown not_sent listed", "yes ignored not_asked"},
+    "param-ignored-untagged": {
+        "unknown not_sent listed",
+        "no unverifiable not_asked",
+        "no ignored not_asked",
+    },
+    "param-ignored-connections-tagged": {"unknown not_sent listed", "connections ignored not_asked"},
+    "param-refused": {"unknown not_sent listed", "yes refused not_asked"},
+    "no-groups-route": {"yes not_sent absent", "yes honoured not_asked"},
 }
 
 
@@ -228,6 +244,18 @@ def test_a_pat_without_a_group_watches_each_group_apart(
     ]
     route = "groups_route=absent" if served.variant == "no-groups-route" else "groups_route=listed"
     assert len(probes) == 1 and route in probes[0], probes
+    # The probe lines name the variant: each variant's set is its own.
+    shown = {
+        " ".join(
+            re.search(rf"{key}=(\S+)", r.getMessage()).group(1)  # type: ignore[union-attr]
+            for key in ("objects_carry_group_id", "group_parameter", "groups_route")
+        )
+        for r in caplog.records
+        if r.getMessage().startswith("Census API probe")
+    }
+    assert shown == DISCOVERY_PROBES[served.variant], (served.variant, shown)
+    others = [variant for variant, lines in DISCOVERY_PROBES.items() if lines == shown]
+    assert others == [served.variant]
 
 
 def test_a_pat_whose_records_name_no_group_and_no_groups_route_is_watched_as_one(

@@ -13,7 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 
-from census_exporter.census._scope import GroupParameter, GroupsRoute, Pagination, SyncClaims
+from census_exporter.census._scope import (
+    GroupCarriers,
+    GroupParameter,
+    GroupsRoute,
+    Pagination,
+    SyncClaims,
+)
 from census_exporter.rendering import Family, FamilyBlocks, RenderedFamilies, label_text, sample
 
 log = logging.getLogger(__name__)
@@ -24,8 +30,8 @@ INFO = Family(
     "census_api_info",
     "gauge",
     "What the Census API showed this workspace's client (1): api_version, objects_carry_group_id "
-    "(yes/no/unknown), group_parameter (honoured/ignored/refused/unverifiable/not_sent), groups_route "
-    "(listed/absent/not_asked) and pagination (pagination_block/next_link/none).",
+    "(yes/connections/no/unknown), group_parameter (honoured/ignored/refused/unverifiable/not_sent), "
+    "groups_route (listed/absent/not_asked) and pagination (pagination_block/next_link/none).",
 )
 OVERLAP = Family(
     "census_v2_group_overlap_syncs",
@@ -106,7 +112,7 @@ class ApiProbe:
         self.claims = claims
         self._pagination: Pagination | None = None
         self._groups_route: GroupsRoute = "not_asked"
-        self._carried: bool | None = None
+        self._carried: GroupCarriers = "unknown"
         self._parameter: GroupParameter = "not_sent"
         self._complete = False
         self._logged: set[tuple[tuple[str, str], ...]] = set()
@@ -129,7 +135,7 @@ class ApiProbe:
             self._complete = self._complete or route == "listed"
         self._update()
 
-    def shape(self, carried: bool | None, parameter: GroupParameter, complete: bool) -> None:
+    def shape(self, carried: GroupCarriers, parameter: GroupParameter, complete: bool) -> None:
         """What the client's lists showed so far."""
         with self._lock:
             self._carried = carried
@@ -153,10 +159,9 @@ class ApiProbe:
         with self._lock:
             if not self._complete:
                 return
-            carried = "unknown" if self._carried is None else ("yes" if self._carried else "no")
             labels = (
                 ("api_version", self.api_version),
-                ("objects_carry_group_id", carried),
+                ("objects_carry_group_id", self._carried),
                 ("group_parameter", self._parameter),
                 ("groups_route", self._groups_route),
                 ("pagination", self._pagination or "none"),

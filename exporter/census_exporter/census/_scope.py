@@ -26,6 +26,9 @@ LONGEST_GROUP_ID = 128
 
 #: What a V2 list call did with the group parameter, as far as the records show.
 GroupParameter = Literal["honoured", "ignored", "refused", "unverifiable", "not_sent"]
+#: Which listed records name their group: syncs (``yes``), only sources or activations (``connections``),
+#: none (``no``), or nothing listed yet (``unknown``).
+GroupCarriers = Literal["yes", "connections", "no", "unknown"]
 #: How the API described further pages.
 Pagination = Literal["pagination_block", "next_link", "none"]
 #: Whether the groups listing answered: ``listed``, ``absent`` (404 or similar), or never asked.
@@ -46,9 +49,9 @@ class ScopeObserver(Protocol):
     def groups_route(self, route: GroupsRoute) -> None:
         """Whether the groups listing answered."""
 
-    def shape(self, carried: bool | None, parameter: GroupParameter, complete: bool) -> None:
-        """Whether records carry ``group_id`` (None: none seen yet) and what the group parameter did;
-        ``complete`` once the syncs were listed."""
+    def shape(self, carried: GroupCarriers, parameter: GroupParameter, complete: bool) -> None:
+        """Which records carry ``group_id`` and what the group parameter did; ``complete`` once the syncs
+        were listed."""
 
     def shared_syncs(self, count: int) -> None:
         """How many listed syncs without a group another group already watches (left out here)."""

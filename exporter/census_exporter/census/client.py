@@ -314,7 +314,8 @@ class CensusClient:
         self._connection_groups = _scope.ConnectionGroups()
         #: What the group parameter did, as the lists so far showed it (the probe's ``group_parameter``).
         self._parameter_seen: _scope.GroupParameter = "not_sent" if group_id is None else "unverifiable"
-        self._carried: bool | None = None
+        #: Per kind of list ("syncs", "connections"): whether any record listed so far named its group.
+        self._carried: dict[str, bool] = {}
         self._logged: set[object] = set()
         self._once_lock = threading.Lock()
         self._realm = base_url.rstrip("/")
@@ -486,8 +487,9 @@ class CensusClient:
         Either way the probe hears what the records showed."""
         items = listing.items
         if items:
+            kind = "syncs" if what == "syncs" else "connections"
             carried = any(_scope.record_group(item) is not None for item in items)
-            self._carried = carried or bool(self._carried)
+            self._carried[kind] = carried or self._carried.get(kind, False)
         if self.api_version != "v2":
             self._report(what == "syncs")
             return listing
@@ -558,7 +560,14 @@ class CensusClient:
     def _report(self, complete: bool = False) -> None:
         """Tell the probe what the API has shown so far; ``complete`` once the syncs were listed."""
         if self._scope_observer is not None:
-            self._scope_observer.shape(self._carried, self._parameter_seen, complete)
+            self._scope_observer.shape(self._carriers(), self._parameter_seen, complete)
+
+    def _carriers(self) -> _scope.GroupCarriers:
+        if self._carried.get("syncs"):
+            return "yes"
+        if self._carried.get("connections"):
+            return "connections"
+        return "no" if self._carried else "unknown"
 
     def _once(self, key: object, level: int, message: str, *args: object) -> None:
         with self._once_lock:
