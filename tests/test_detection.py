@@ -192,16 +192,26 @@ def test_the_budget_reads_first_a_sync_whose_listing_changed_since_its_last_read
         runs_read_monotonic=10.0,
         read_sync=sync(10),
     )
-    assert priority(states[9], 0.0, 60.0) == Priority.LISTING_CHANGED
+    assert priority(states[9], 0.0, 60.0) == Priority.HEALTH_CHANGED
     assert plan(states, 2, 0.0, 60.0) == [10, 1]
-    # A changed update time alone is a change too.
+    # A changed update time alone is a change too, ranked below a run already waited on: a sync whose
+    # updated_at moves on every listing must not crowd out the syncs with a working run.
     states[8] = SyncState(
         sync=sync(9, updated_at=5.0),
         ledger=SyncLedger.baseline([]),
         runs_read_monotonic=9.0,
         read_sync=sync(9),
     )
-    assert priority(states[8], 0.0, 60.0) == Priority.LISTING_CHANGED
+    assert priority(states[8], 0.0, 60.0) == Priority.LISTING_UPDATED
+    working = SyncState(
+        sync=sync(3),
+        ledger=SyncLedger.baseline([run(30, "working")]),
+        runs_read_monotonic=3.0,
+        read_sync=sync(3),
+    )
+    states[2] = working
+    assert priority(working, 0.0, 60.0) == Priority.UNFINISHED_RUN
+    assert plan(states, 4, 0.0, 60.0)[:2] == [10, 3], "health change, then the working run"
 
 
 def run(run_id: int, status: str, created_at: float | None = None, error_code: str | None = None) -> SyncRun:
