@@ -62,7 +62,8 @@ def test_dockerfile_follows_the_contract() -> None:
     assert "EXPOSE 10049" in text
     assert 'ENTRYPOINT ["census-exporter"]' in text
     instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    assert "HEALTHCHECK" in instructions and "/healthz" in instructions and "curl" not in instructions
+    assert 'CMD ["python", "-m", "census_exporter.healthcheck"]' in instructions
+    assert "curl" not in instructions
     assert "org.opencontainers.image.source" in text
     assert (REPO / ".dockerignore").exists()
 
