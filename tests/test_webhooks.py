@@ -358,3 +358,22 @@ def test_neither_a_body_nor_a_secret_reaches_the_log(
     for secret in (SECRET, OTHER_SECRET, sign(json.dumps(alert).encode(), SECRET)):
         assert secret not in logged
     assert marker not in logged
+
+
+def test_the_rate_limit_is_per_source_address(harness_factory: Callable[..., Harness]) -> None:
+    workspace = _workspace_with_syncs(2)
+    harness = _start(harness_factory, workspace, webhook_max_requests_per_second=5.0)
+    flood = [_post(harness, _event(1, 5000 + n), secret=OTHER_SECRET).status_code for n in range(150)]
+    assert flood.count(429) >= 100
+    # Another source address (loopback has the whole of 127/8) still gets through during the flood.
+    run = workspace.add_run(2, "failed")
+    body = json.dumps(_event(2, int(run["id"]))).encode()
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=transport, timeout=10) as other:
+        answer = other.post(
+            _url(harness),
+            content=body,
+            headers={"Content-Type": "application/json", "X-Signature": sign(body, SECRET)},
+        )
+    assert answer.status_code == 202
+    wait_for(lambda: _failed(harness.scrape(), 2) == 1)
