@@ -62,7 +62,8 @@ def test_dockerfile_follows_the_contract() -> None:
     assert "EXPOSE 10049" in text
     assert 'ENTRYPOINT ["census-exporter"]' in text
     instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    assert "HEALTHCHECK" in instructions and "/healthz" in instructions and "curl" not in instructions
+    assert 'CMD ["python", "-m", "census_exporter.healthcheck"]' in instructions
+    assert "curl" not in instructions
     assert "org.opencontainers.image.source" in text
     assert (REPO / ".dockerignore").exists()
 
@@ -271,7 +272,9 @@ def test_service_monitor_and_network_policy() -> None:
     assert endpoint["port"] == "http" and endpoint["interval"] == "30s" and endpoint["scrapeTimeout"] == "20s"
     assert endpoint["relabelings"][0]["targetLabel"] == "node"
     assert endpoint["metricRelabelings"][0]["action"] == "drop"
-    service = by_kind(documents, "Service")
+    service = next(
+        doc for doc in documents if doc["kind"] == "Service" and "webhooks" not in doc["metadata"]["name"]
+    )
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     policy = by_kind(documents, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
