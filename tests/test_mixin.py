@@ -3,12 +3,14 @@ _config (selector, thresholds, Grafana URL) reaches every expression and link it
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import _gojsonnet
 import yaml
 
 from tests.conftest import require_tool
@@ -62,6 +64,18 @@ def test_committed_files_are_what_the_mixin_renders() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_mixin_entry_points_render_the_committed_rules() -> None:
+    """`jsonnet -S mixin/alerts.jsonnet` (what a mixin user runs) gives the committed files, header aside."""
+    for name in ("alerts", "rules"):
+        committed = (REPO / "prometheus" / f"{name}.yaml").read_text().split("\n", 1)[1]
+        text = json.loads(_gojsonnet.evaluate_file(str(REPO / "mixin" / f"{name}.jsonnet")))
+        assert text + "\n" == committed, name
+    dashboards = json.loads(_gojsonnet.evaluate_file(str(REPO / "mixin" / "dashboards.jsonnet")))
+    assert dashboards["census-sync-runs.json"] == json.loads(
+        (REPO / "grafana" / "census-sync-runs.json").read_text()
+    )
 
 
 def test_the_committed_files_name_their_source() -> None:
