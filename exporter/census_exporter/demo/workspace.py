@@ -138,6 +138,12 @@ class SimulatedWorkspace:
             sync["status"] = health
             sync["updated_at"] = iso(self.clock())
 
+    def hold_listing(self, sync_id: int) -> None:
+        """Stop the sync's listed ``status`` and ``updated_at`` following its runs, as when Census's sync
+        list lags its runs: the exporter then learns of a run only by reading the sync's runs."""
+        with self.lock:
+            self._derived_health.discard(sync_id)
+
     def update_sync(self, sync_id: int, **fields: Any) -> None:
         """Change fields of a sync (``paused=True``, ``label=...``)."""
         with self.lock:
