@@ -174,6 +174,7 @@ def test_values_schema_rejects_wrong_values() -> None:
         "census.recordTotals=off",
         "census.runDetails=maybe",
         "census.apiUrl=http://user:secret@census.example/api/v1",
+        "prometheusRule.grafanaUrl=grafana.acme.test",
     ):
         result = helm("template", "census", str(CHART), "--set", bad)
         assert result.returncode != 0, f"accepted {bad}"
