@@ -46,6 +46,11 @@ class SimulatedWorkspace:
         for listener in self.run_listeners:
             listener(dict(record))
 
+    def number_runs_from(self, first_run_id: int) -> None:
+        """Give runs added without an id ids from ``first_run_id`` on (run ids are unique across groups)."""
+        with self.lock:
+            self._next_run_id = max(self._next_run_id, first_run_id)
+
     # ------------------------------------------------------------------ connections
 
     def add_source(self, source_id: int, name: str, kind: str = "snowflake") -> JSON:
