@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from census_exporter.cli import build_parser
+from tests import mixin
 from tests.conftest import require_tool
 from tests.stack import REPO, promtool_check_groups, run_tool
 
@@ -174,6 +175,7 @@ def test_values_schema_rejects_wrong_values() -> None:
         "census.recordTotals=off",
         "census.runDetails=maybe",
         "census.apiUrl=http://user:secret@census.example/api/v1",
+        "prometheusRule.grafanaUrl=grafana.acme.test",
     ):
         result = helm("template", "census", str(CHART), "--set", bad)
         assert result.returncode != 0, f"accepted {bad}"
@@ -242,6 +244,23 @@ def test_prometheus_rule_matches_the_project_rules_by_default() -> None:
         REPO / "prometheus" / "alerts.yaml"
     )
     assert rendered == expected
+    # No prometheusRule.grafanaUrl: no dashboard_url (the chart's __GRAFANA_URL__ placeholder is dropped).
+    assert "dashboard_url" not in json.dumps(rendered) and "__GRAFANA_URL__" not in json.dumps(rendered)
+
+
+def test_prometheus_rule_links_as_the_mixin_does() -> None:
+    """prometheusRule.grafanaUrl gives each alert the dashboard_url the mixin gives it for that URL."""
+    documents = render(
+        "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.grafanaUrl=https://g.acme.test/"
+    )
+    rendered = {
+        r["alert"]: r
+        for g in by_kind(documents, "PrometheusRule")["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    expected = mixin.alert_rules(mixin.render(grafanaUrl="https://g.acme.test")["alerts"])
+    assert rendered == expected
 
 
 def test_prometheus_rule_overrides(tmp_path: Path) -> None:
@@ -299,13 +318,13 @@ def test_dashboard_configmap_matches_the_dashboard() -> None:
 @pytest.mark.parametrize(
     ("copy", "original"),
     [
-        ("files/alerts.yaml", "prometheus/alerts.yaml"),
         ("files/rules.yaml", "prometheus/rules.yaml"),
         ("files/census-sync-runs.json", "grafana/census-sync-runs.json"),
     ],
 )
 def test_chart_copies_have_not_drifted(copy: str, original: str) -> None:
-    assert (CHART / copy).read_bytes() == (REPO / original).read_bytes(), f"run `make chart-files` ({copy})"
+    """files/alerts.yaml differs by its __GRAFANA_URL__ links: tests/test_mixin.py checks every copy."""
+    assert (CHART / copy).read_bytes() == (REPO / original).read_bytes(), f"run `make mixin` ({copy})"
 
 
 def leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:
