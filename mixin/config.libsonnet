@@ -19,6 +19,11 @@
     // Where docs/runbook.md lives for your team (an internal wiki or a fork); each alert appends #alertname.
     runbookUrl: 'https://github.com/census-exporter/census-exporter/blob/main/docs/runbook.md',
 
+    // How long the per-sync failure alerts keep firing after their expression stops selecting a sync: one
+    // missed scrape (an exporter restart) must not send a false "resolved" and a second page. Two scrape
+    // intervals of the recommended 60 s; a real resolve arrives this much later.
+    syncAlertKeepFiringFor: '2m',
+
     // Thresholds; docs/runbook.md explains each alert.
     // CensusSyncNotSucceededRecently: seconds without a successful run (per sync: see docs/runbook.md,
     // census:sync_success_age_threshold_seconds).

@@ -17,6 +17,22 @@ REPO = Path(__file__).resolve().parent.parent
 RULE_FILES = [REPO / "prometheus" / "rules.yaml", REPO / "prometheus" / "alerts.yaml"]
 
 
+def rules_resolving_in(seconds: int, directory: Path) -> list[Path]:
+    """Copies of the shipped rule files with ``keep_firing_for`` set to ``seconds``: an end-to-end test that
+    watches an alert resolve need not wait the 2 minutes the shipped rules hold it through a missed scrape."""
+    copies = []
+    for path in RULE_FILES:
+        groups = yaml.safe_load(path.read_text())
+        for group in groups["groups"]:
+            for rule in group["rules"]:
+                if "keep_firing_for" in rule:
+                    rule["keep_firing_for"] = f"{seconds}s"
+        copy = directory / f"resolving-{path.name}"
+        copy.write_text(yaml.safe_dump(groups))
+        copies.append(copy)
+    return copies
+
+
 def run_tool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run a real command-line tool with its output captured (at most 120 s)."""
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120, check=False, cwd=cwd)

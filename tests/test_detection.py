@@ -16,7 +16,11 @@ from collections.abc import Callable
 from census_exporter.census.models import Sync, SyncRun
 from census_exporter.demo.server import Fault
 from census_exporter.demo.workspace import SimulatedWorkspace, iso
-from census_exporter.refresh.one_sync import FIRST_READ_PAGES_WITHOUT_SUCCESS, newest_run
+from census_exporter.refresh.one_sync import (
+    FIRST_READ_LOOKBACK_SECONDS,
+    FIRST_READ_PAGES_WITHOUT_SUCCESS,
+    newest_run,
+)
 from census_exporter.refresh.schedule import Priority, plan, priority
 from census_exporter.snapshot import SyncState
 from census_exporter.state import IMPLAUSIBLE_RUN_ID_JUMP, SyncLedger
@@ -91,14 +95,15 @@ def test_the_listed_health_is_exported_lower_cased_and_follows_the_runs(
 def test_a_sync_that_never_succeeded_says_since_when_from_its_first_read(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    """The first read pages back while no run completed, so a long failing streak shows its full length."""
+    """The first read pages back while no run completed, so a long failing streak shows its full length:
+    here a run every 4 minutes, so the 12 pages read hold 20 hours of failures."""
     workspace = SimulatedWorkspace()
     workspace.add_sync(SYNC, label="Always failing")
     now = time.time()
     runs = 25 * FIRST_READ_PAGES_WITHOUT_SUCCESS
-    oldest = now - 3600.0 * runs
+    oldest = now - 240.0 * runs
     for k in range(runs):
-        workspace.add_run(SYNC, "failed", created_at=oldest + 3600.0 * k, error_code="E")
+        workspace.add_run(SYNC, "failed", created_at=oldest + 240.0 * k, error_code="E")
     harness = harness_factory(workspace)
     harness.refresh()
     scrape = harness.scrape()
@@ -332,3 +337,20 @@ def test_a_run_time_from_before_the_sync_existed_is_unknown(harness_factory: Cal
         "census_sync_oldest_unfinished_run_created_timestamp_seconds", sync_id=str(SYNC)
     )
     assert unfinished is not None and unfinished >= now - 5.0, "the working run counts from when it was seen"
+
+
+def test_the_first_read_stops_paging_back_once_its_runs_span_the_alert_threshold(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    """A sync failing hourly for 10 days: the first read stops once the runs it read go back 25 hours."""
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(SYNC, label="Failing for days")
+    now = time.time()
+    for k in range(240):
+        workspace.add_run(SYNC, "failed", created_at=now - 3600.0 * (240 - k), error_code="E")
+    harness = harness_factory(workspace)
+    harness.refresh()
+    since = harness.scrape().value("census_sync_no_success_since_timestamp_seconds", sync_id=str(SYNC))
+    assert since is not None and since <= now - FIRST_READ_LOOKBACK_SECONDS
+    assert since > now - 3600.0 * 240, "it did not read all ten days"
+    assert harness.simulator.count(f"/syncs/{SYNC}/sync_runs") < FIRST_READ_PAGES_WITHOUT_SUCCESS

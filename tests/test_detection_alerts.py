@@ -15,7 +15,7 @@ from pathlib import Path
 
 from census_exporter.demo.workspace import SimulatedWorkspace
 from tests.conftest import Harness, wait_for
-from tests.stack import Prometheus
+from tests.stack import Prometheus, rules_resolving_in
 
 STREAK, REPLACED, NEVER, FUTURE, PAUSED = 11, 12, 13, 14, 15
 
@@ -67,7 +67,7 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
     bogus = workspace.add_run(FUTURE, "failed", error_code="E")
     workspace.update_run(bogus["id"], created_at="2098-01-01T00:00:00.000Z")
     harness = harness_factory(workspace, start=True, cache_ttl=1.0)
-    prometheus = Prometheus(tmp_path, harness.exporter.port)
+    prometheus = Prometheus(tmp_path, harness.exporter.port, rule_files=rules_resolving_in(2, tmp_path))
     try:
         wait_for(lambda: prometheus.query("census_up == 1"), timeout=30, what="census_up in Prometheus")
         for _ in range(5):
@@ -97,6 +97,7 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
         )
         gaps = firing_gaps(prometheus, STREAK, began, last_firing)
         assert gaps and max(gaps) <= 3.0, f"the alert resolved during the streak: gaps {gaps}"
+        # (keep_firing_for is 2 s here, far below the streak's retries, so a gap would still show.)
 
         # A failure fixed between two refreshes: CensusSyncFailed cannot see it; CensusSyncRunFailed can.
         with workspace.lock:

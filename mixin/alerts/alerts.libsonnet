@@ -49,6 +49,8 @@ local utils = import '../lib/utils.libsonnet';
       } + dashboardLink(scope),
     },
 
+    local keepFiring = { keep_firing_for: c.syncAlertKeepFiringFor },
+
     groups+: [
       {
         name: 'census-syncs',
@@ -78,7 +80,7 @@ local utils = import '../lib/utils.libsonnet';
               since. The streak began with error code "{{ $labels.error_code }}".
             |||,
             'sync',
-          ),
+          ) + keepFiring,
 
           // A run failed in the last 15 minutes but was never seen as the sync's newest outcome: a later run
           // completed before a refresh read the failure. CensusSyncFailed covers every failure that was
@@ -102,10 +104,10 @@ local utils = import '../lib/utils.libsonnet';
               before it was seen as the newest. The exporter's log has the run's error.
             |||,
             'sync',
-          ),
+          ) + keepFiring,
 
           // The age of the last success, or, for a sync with no known success, of the oldest run seen (the
-          // first read pages back up to 100 runs for it), so a sync that never succeeded pages too.
+          // first read pages back up to 25 hours, 300 runs, for it), so a sync that never succeeded pages too.
           // census:sync_success_age_threshold_seconds is yours to record (docs/runbook.md): it carries no
           // selector, and joins on (workspace, sync_id) only.
           alert(
@@ -144,7 +146,7 @@ local utils = import '../lib/utils.libsonnet';
               success is known).
             |||,
             'sync',
-          ),
+          ) + keepFiring,
 
           alert(
             'CensusSyncRecordsFailing',

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -33,8 +33,12 @@ log = logging.getLogger(__name__)
 #: run created "in 2098" must not stay the newest run, or pin a success, for decades.
 CLOCK_SKEW_SECONDS = 300.0
 #: Pages of runs the first read of a sync goes back, at most, while none of them completed: how far back a
-#: sync that has been failing for a long time shows that nothing succeeded (``no_success_since``).
-FIRST_READ_PAGES_WITHOUT_SUCCESS = 4
+#: sync that has been failing for a long time shows that nothing succeeded (``no_success_since``). 12 pages
+#: of 25 cover a day of runs every 5 minutes.
+FIRST_READ_PAGES_WITHOUT_SUCCESS = 12
+#: ... and it stops once the runs read go back this far: CensusSyncNotSucceededRecently's default threshold
+#: (24 h) and its ``for:`` (15 m) with a margin, so a sync failing for days pages within ``for:`` of a start.
+FIRST_READ_LOOKBACK_SECONDS = 25 * 3600.0
 
 
 class CensusAPI(Protocol):
@@ -140,7 +144,7 @@ class SyncRefresh:
                     reached_known = True
                 else:
                     new_runs += 1
-            if ledger is None and self._first_read_goes_back(fetched.values(), page, result.has_more):
+            if ledger is None and self._first_read_goes_back(fetched.values(), page, result.has_more, now):
                 page += 1
                 continue
             if ledger is None or reached_known or not result.has_more:
@@ -204,11 +208,14 @@ class SyncRefresh:
         failed = tuple(run for run in counted if run.status == "failed")
         return SyncOutcome(state, failed, baseline=ledger is None)
 
-    def _first_read_goes_back(self, runs: Iterable[SyncRun], page: int, has_more: bool) -> bool:
+    def _first_read_goes_back(self, runs: Collection[SyncRun], page: int, has_more: bool, now: float) -> bool:
         """At a sync's first read: whether to read one more page to find how long nothing has succeeded."""
         if not has_more or page >= FIRST_READ_PAGES_WITHOUT_SUCCESS:
             return False
-        return not any(run.status == "completed" for run in runs)
+        if any(run.status == "completed" for run in runs):
+            return False
+        times = [run.created_at for run in runs if run.created_at is not None]
+        return not times or min(times) > now - FIRST_READ_LOOKBACK_SECONDS
 
     def _plausible(self, sync: Sync, run: SyncRun, now: float) -> SyncRun:
         """``run`` with every time further ahead of ``now`` than :data:`CLOCK_SKEW_SECONDS`, or that far
