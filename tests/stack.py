@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,22 @@ from tests.conftest import require_tool, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 RULE_FILES = [REPO / "prometheus" / "rules.yaml", REPO / "prometheus" / "alerts.yaml"]
+
+
+def rules_resolving_in(seconds: int, directory: Path) -> list[Path]:
+    """Copies of the shipped rule files with ``keep_firing_for`` set to ``seconds``: an end-to-end test that
+    watches an alert resolve need not wait the 2 minutes the shipped rules hold it through a missed scrape."""
+    copies = []
+    for path in RULE_FILES:
+        groups = yaml.safe_load(path.read_text())
+        for group in groups["groups"]:
+            for rule in group["rules"]:
+                if "keep_firing_for" in rule:
+                    rule["keep_firing_for"] = f"{seconds}s"
+        copy = directory / f"resolving-{path.name}"
+        copy.write_text(yaml.safe_dump(groups))
+        copies.append(copy)
+    return copies
 
 
 def run_tool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
@@ -52,10 +69,10 @@ def ready(url: str) -> bool:
 class Process:
     """A started binary whose output goes to a log file, shown when a wait fails."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.log = log
         self._handle = log.open("w")
-        self.process = subprocess.Popen(args, stdout=self._handle, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=self._handle, stderr=subprocess.STDOUT, env=env)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

@@ -2,8 +2,8 @@
 
 Each sync plays one episode: a failing streak with retries (one firing, no resolve when a retry starts), a
 failure replaced by a success before a refresh saw it (``CensusSyncRunFailed``), a sync that never
-succeeded (``CensusSyncNotSucceededRecently`` selects it), and a run created "in 2098" that must not pin a
-failure over newer completed runs.
+succeeded (``CensusSyncNotSucceededRecently`` selects it), a run created "in 2098" that must not pin a
+failure over newer completed runs, and a failing sync paused (silenced while it stays failing).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from census_exporter.demo.workspace import SimulatedWorkspace
 from tests.conftest import Harness, wait_for
-from tests.stack import Prometheus
+from tests.stack import Prometheus, rules_resolving_in
 
-STREAK, REPLACED, NEVER, FUTURE = 11, 12, 13, 14
+STREAK, REPLACED, NEVER, FUTURE, PAUSED = 11, 12, 13, 14, 15
 
 
 def alert_states(prometheus: Prometheus, alert: str, sync_id: int) -> set[str]:
@@ -55,9 +55,10 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
         (REPLACED, "Replaced"),
         (NEVER, "Never Succeeded"),
         (FUTURE, "Future Run"),
+        (PAUSED, "Paused While Failing"),
     ):
         workspace.add_sync(sync_id, label=label)
-    for sync_id in (STREAK, REPLACED):
+    for sync_id in (STREAK, REPLACED, PAUSED):
         workspace.add_run(sync_id, "completed")
     # Never succeeded: a failed run every hour for the last 30 hours.
     for k in range(30):
@@ -66,7 +67,7 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
     bogus = workspace.add_run(FUTURE, "failed", error_code="E")
     workspace.update_run(bogus["id"], created_at="2098-01-01T00:00:00.000Z")
     harness = harness_factory(workspace, start=True, cache_ttl=1.0)
-    prometheus = Prometheus(tmp_path, harness.exporter.port)
+    prometheus = Prometheus(tmp_path, harness.exporter.port, rule_files=rules_resolving_in(2, tmp_path))
     try:
         wait_for(lambda: prometheus.query("census_up == 1"), timeout=30, what="census_up in Prometheus")
         for _ in range(5):
@@ -96,6 +97,7 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
         )
         gaps = firing_gaps(prometheus, STREAK, began, last_firing)
         assert gaps and max(gaps) <= 3.0, f"the alert resolved during the streak: gaps {gaps}"
+        # (keep_firing_for is 2 s here, far below the streak's retries, so a gap would still show.)
 
         # A failure fixed between two refreshes: CensusSyncFailed cannot see it; CensusSyncRunFailed can.
         with workspace.lock:
@@ -111,6 +113,23 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
         # Never succeeded: selected at once (pending for its 15 minutes' for:).
         assert alert_states(prometheus, "CensusSyncNotSucceededRecently", NEVER) == {"pending"}
         assert alert_states(prometheus, "CensusSyncFailed", NEVER) == {"firing"}
+
+        # Paused while failing: the alert fires, then the pause silences it though no run completed.
+        workspace.add_run(PAUSED, "failed", error_code="DESTINATION_UNAVAILABLE")
+        wait_for(
+            lambda: alert_states(prometheus, "CensusSyncFailed", PAUSED) == {"firing"},
+            timeout=30,
+            what="CensusSyncFailed for the sync about to be paused",
+        )
+        workspace.update_sync(PAUSED, paused=True)
+        wait_for(
+            lambda: not alert_states(prometheus, "CensusSyncFailed", PAUSED),
+            timeout=30,
+            what="CensusSyncFailed silenced by the pause",
+        )
+        streak = prometheus.query(f'census_sync_last_finished_run_failed{{sync_id="{PAUSED}"}}')
+        assert [row["value"][1] for row in streak] == ["1"], "the streak itself still says failing"
+        assert not alert_states(prometheus, "CensusSyncRunFailed", PAUSED), "a paused sync pages nobody"
 
         # The 2098 run pins nothing.
         assert newest_status(prometheus, FUTURE) == {"completed"}

@@ -223,6 +223,9 @@ class Discovery:
     api_version: ApiVersion = defaults.API_VERSION
     syncs: SyncFilter = field(default_factory=SyncFilter)
     relist_interval_seconds: float = 300.0
+    #: V2: the ``workspace`` label of everything the token lists when no group can be told apart (no groups
+    #: listing, and no record names a group).
+    unscoped_name: str = defaults.WORKSPACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,13 +285,16 @@ class Config:
     webhook_secrets: tuple[TokenSource, ...] = ()
     #: While webhooks are healthy, syncs no event announced are read this often.
     webhook_reconcile_interval_seconds: float = defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS
+    #: How long a run polling found may wait for its event before it counts as unannounced (no flag:
+    #: Census delivers within seconds and retries for minutes; tests shorten it with the reconcile interval).
+    webhook_announcement_grace_seconds: float = defaults.WEBHOOK_ANNOUNCEMENT_GRACE_SECONDS
     #: Deliveries a second one source address may make to the receiver.
     webhook_max_requests_per_second: float = defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""
-        if self.config_file is not None:
-            return self.workspaces
+        if self.config_file is not None or self.discoveries:
+            return self.workspaces  # V2 flags without a group: every group is found by discovery
         single = Workspace(
             self.workspace,
             self.api_url,

@@ -7,23 +7,24 @@ workers and decides what to keep.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from census_exporter import defaults
-from census_exporter.census.client import Listing, NotFoundError, RunsPage
+from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
 from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
 from census_exporter.config import SyncFilter
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import SyncState
 from census_exporter.state import (
     DEFAULT_DURATION_BUCKETS,
-    IMPLAUSIBLE_RUN_ID_JUMP,
     MAX_PENDING_RUNS_PER_SYNC,
     LedgerUpdate,
     SyncLedger,
+    plausible_runs,
 )
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,12 @@ log = logging.getLogger(__name__)
 #: run created "in 2098" must not stay the newest run, or pin a success, for decades.
 CLOCK_SKEW_SECONDS = 300.0
 #: Pages of runs the first read of a sync goes back, at most, while none of them completed: how far back a
-#: sync that has been failing for a long time shows that nothing succeeded (``no_success_since``).
-FIRST_READ_PAGES_WITHOUT_SUCCESS = 4
+#: sync that has been failing for a long time shows that nothing succeeded (``no_success_since``). 12 pages
+#: of 25 cover a day of runs every 5 minutes.
+FIRST_READ_PAGES_WITHOUT_SUCCESS = 12
+#: ... and it stops once the runs read go back this far: CensusSyncNotSucceededRecently's default threshold
+#: (24 h) and its ``for:`` (15 m) with a margin, so a sync failing for days pages within ``for:`` of a start.
+FIRST_READ_LOOKBACK_SECONDS = 25 * 3600.0
 
 
 class CensusAPI(Protocol):
@@ -109,6 +114,21 @@ class SyncRefresh:
                 result = self._api.list_sync_runs(sync.id, page, self._settings.runs_page_size, deadline)
             except NotFoundError:
                 raise SyncGone from None
+            except CensusAPIError as error:
+                if ledger is None and page > 1 and not isinstance(error, AuthError):
+                    # Paging back at a first read is a bonus: the pages already read make a baseline, and
+                    # failing the whole read would leave the sync without any run data, every round.
+                    self._logs.once(
+                        ("first read paging", sync.id),
+                        "sync %s (%s): runs page %d failed (%s) while paging back at the first read; "
+                        "the newer pages make the baseline",
+                        sync.id,
+                        label,
+                        page,
+                        type(error).__name__,
+                    )
+                    break
+                raise
             runs = self._own_runs(sync, self._logs.usable(result.items, parse_sync_run, "run", sync.id))
             runs = [self._plausible(sync, run, now) for run in runs]
             if page == 1:
@@ -124,7 +144,7 @@ class SyncRefresh:
                     reached_known = True
                 else:
                     new_runs += 1
-            if ledger is None and self._first_read_goes_back(fetched.values(), page, result.has_more):
+            if ledger is None and self._first_read_goes_back(fetched.values(), page, result.has_more, now):
                 page += 1
                 continue
             if ledger is None or reached_known or not result.has_more:
@@ -188,29 +208,44 @@ class SyncRefresh:
         failed = tuple(run for run in counted if run.status == "failed")
         return SyncOutcome(state, failed, baseline=ledger is None)
 
-    def _first_read_goes_back(self, runs: Iterable[SyncRun], page: int, has_more: bool) -> bool:
+    def _first_read_goes_back(self, runs: Collection[SyncRun], page: int, has_more: bool, now: float) -> bool:
         """At a sync's first read: whether to read one more page to find how long nothing has succeeded."""
         if not has_more or page >= FIRST_READ_PAGES_WITHOUT_SUCCESS:
             return False
-        return not any(run.status == "completed" for run in runs)
+        if any(run.status == "completed" for run in runs):
+            return False
+        times = [run.created_at for run in runs if run.created_at is not None]
+        return not times or min(times) > now - FIRST_READ_LOOKBACK_SECONDS
 
     def _plausible(self, sync: Sync, run: SyncRun, now: float) -> SyncRun:
-        """``run`` with every time further ahead of ``now`` than :data:`CLOCK_SKEW_SECONDS` made unknown."""
+        """``run`` with every time further ahead of ``now`` than :data:`CLOCK_SKEW_SECONDS`, or that far
+        before the sync was created, made unknown: one such time must not pin a status or fake an age."""
         late = now + CLOCK_SKEW_SECONDS
+        early = -math.inf if sync.created_at is None else sync.created_at - CLOCK_SKEW_SECONDS
         names = ("created_at", "updated_at", "completed_at", "scheduled_execution_time")
         future = [name for name in names if (getattr(run, name) or 0.0) > late]
-        if not future:
+        past = [name for name in names if getattr(run, name) is not None and getattr(run, name) < early]
+        if not future and not past:
             return run
         self._logs.once(
-            ("future time", sync.id),
-            "sync %s (%s): run %s has %s in the future; treated as unknown",
+            ("implausible time", sync.id),
+            "sync %s (%s): run %s has %s; treated as unknown",
             sync.id,
             bounded_text(sync.label, LABEL_LOG_LIMIT),
             run.id,
-            ", ".join(future),
+            ", ".join(
+                [
+                    *(f"{name} in the future" for name in future),
+                    *(f"{name} before the sync existed" for name in past),
+                ]
+            ),
         )
-        problems = (*run.problems, *(f"{name} in the future" for name in future))
-        return replace(run, **dict.fromkeys(future), problems=problems)  # type: ignore[arg-type]
+        problems = (
+            *run.problems,
+            *(f"{name} in the future" for name in future),
+            *(f"{name} before the sync existed" for name in past),
+        )
+        return replace(run, **dict.fromkeys([*future, *past]), problems=problems)  # type: ignore[arg-type]
 
     def _fetch_missing_pending(
         self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float, now: float
@@ -272,9 +307,7 @@ class SyncRefresh:
 def newest_run(runs: Iterable[SyncRun]) -> SyncRun | None:
     """The newest of ``runs``: the highest run id (ids grow with creation; a timestamp can lie), leaving out
     an id implausibly far above the next lower one, unless no other is left."""
-    ordered = sorted(runs, key=lambda run: run.id)
-    while len(ordered) > 1 and ordered[-1].id > ordered[-2].id + IMPLAUSIBLE_RUN_ID_JUMP:
-        ordered.pop()
+    ordered = plausible_runs(runs)
     return ordered[-1] if ordered else None
 
 
