@@ -278,7 +278,7 @@ local utils = import '../lib/utils.libsonnet';
               (--census.max-workspaces-per-discovery or --census.max-workspaces){{ end }}: they are not
               monitored.
             |||,
-            'none',
+            'workspace',
           ),
         ],
       },
