@@ -263,4 +263,6 @@ class Exporter:
             max_listed=(
                 self.config.max_syncs_per_workspace if workspace else self.config.max_workspaces_per_discovery
             ),
+            # Discovery may derive V2 groups from the syncs listing: bounded as syncs, not as groups.
+            max_listed_syncs=self.config.max_syncs_per_workspace,
         )

@@ -299,6 +299,7 @@ class CensusClient:
         organization: bool = False,
         budget: RequestBudget | None = None,
         max_listed: int | None = None,
+        max_listed_syncs: int | None = None,
         scope: _scope.ScopeObserver | None = None,
     ) -> None:
         validate_base_url(base_url)
@@ -333,6 +334,8 @@ class CensusClient:
         #: Most records kept of the syncs (or, for an organization client, workspaces or groups) listing:
         #: pages beyond it are not read, so one huge listing cannot exhaust memory. None: no bound.
         self._max_listed = max_listed
+        #: The bound of a syncs listing, when it differs (an organization client derives groups from one).
+        self._max_listed_syncs = max_listed if max_listed_syncs is None else max_listed_syncs
         self._observer: RequestObserver = observer or _NoObserver()
         self._sleep = sleep
         self._clock = clock
@@ -361,7 +364,7 @@ class CensusClient:
 
     def list_syncs(self, deadline: float) -> Listing:
         """Every sync in the workspace, across all pages; re-read when the list shifts while paged."""
-        return self._scoped(self._consistent_listing("syncs", deadline, bounded=True), "syncs")
+        return self._scoped(self._consistent_listing("syncs", deadline, bounded=True, syncs=True), "syncs")
 
     def list_sources(self, deadline: float) -> Listing:
         """Every source connection, across all pages."""
@@ -592,7 +595,7 @@ class CensusClient:
     # ------------------------------------------------------------------ paging
 
     def _consistent_listing(
-        self, path: str, deadline: float, *, grouped: bool = True, bounded: bool = False
+        self, path: str, deadline: float, *, grouped: bool = True, bounded: bool = False, syncs: bool = False
     ) -> Listing:
         """The whole list, re-read up to MAX_LIST_REREADS times while it visibly shifts under paging.
 
@@ -601,7 +604,7 @@ class CensusClient:
         ones keep at most ``max_listed`` records (the first ones listed).
         """
         endpoint = self._template("/" + path)
-        limit = self._max_listed if bounded else None
+        limit = (self._max_listed_syncs if syncs else self._max_listed) if bounded else None
         seen: dict[int | str, Any] = {}
         unkeyed: list[Any] = []
         left_out = 0

@@ -153,7 +153,7 @@ class Discoverer:
         if self._discovery.api_version == "v2":
             # The groups listing where it answers, else the group_id of the listed records.
             groups = find_groups(self._api, deadline, self._logs)
-            listing = Listing([], groups.complete)
+            listing = Listing([], groups.complete, left_out=groups.left_out)
             found = {group.id: self._group(group) for group in groups.groups}
             if groups.unscoped:
                 found = {"": self._group(Group(id="", name=self._discovery.unscoped_name))}

@@ -36,6 +36,8 @@ class FoundGroups:
     complete: bool
     #: True when the groups listing is absent and no record names a group: nothing to split by.
     unscoped: bool = False
+    #: Groups the listing held beyond the client's bound (derived groups are bounded by the caller).
+    left_out: int = 0
 
 
 def find_groups(api: GroupsAPI, deadline: float, logs: RefreshLog) -> FoundGroups:
@@ -46,7 +48,8 @@ def find_groups(api: GroupsAPI, deadline: float, logs: RefreshLog) -> FoundGroup
         if error.status not in GROUPS_ROUTE_ABSENT_STATUSES:
             raise  # a rejected token or an outage: not a sign that the route is missing
     else:
-        return FoundGroups(logs.usable(listing.items, parse_group, "group"), "listed", listing.complete)
+        groups = logs.usable(listing.items, parse_group, "group")
+        return FoundGroups(groups, "listed", listing.complete, left_out=listing.left_out)
     return derive_groups(api, deadline)
 
 
