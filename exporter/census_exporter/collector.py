@@ -482,17 +482,17 @@ class _PerSyncFamilies(_Families):
         if sync.health is not None:
             lines.append(self.line(self.health, label_text([*ids, ("health", sync.health)]), 1))
         if state.latest_run is not None:
-            lines += self._last_run(ids, id_labels, state.latest_run)
+            lines += self._last_run(ids, id_labels, state.latest_run, state)
         if state.ledger is not None:
-            lines += self._ledger(ids, id_labels, state.ledger, snapshot.duration_buckets)
+            lines += self._ledger(ids, id_labels, state.ledger, snapshot.duration_buckets, state)
         lines += self.values(id_labels, self.oldest_unfinished, state)
         return lines
 
-    def _last_run(self, ids: _Labels, id_labels: str, run: SyncRun) -> list[_Line]:
+    def _last_run(self, ids: _Labels, id_labels: str, run: SyncRun, state: SyncState) -> list[_Line]:
         # One series per sync, not one per known status: an absent status series means "not this status".
         run_labels = [
             ("trigger", run.trigger or ""),
-            ("error_code", run.error_code or ""),
+            ("error_code", state.error_code_label(run.error_code)),
             ("full_sync", _flag_label(run.full_sync)),
             ("canceled", _flag_label(run.canceled)),
         ]
@@ -503,11 +503,11 @@ class _PerSyncFamilies(_Families):
         return lines + self.values(id_labels, self.last_run, run)
 
     def _ledger(
-        self, ids: _Labels, id_labels: str, ledger: SyncLedger, bounds: Sequence[float]
+        self, ids: _Labels, id_labels: str, ledger: SyncLedger, bounds: Sequence[float], state: SyncState
     ) -> list[_Line]:
         lines = []
         if ledger.failing is not None:
-            code = (ledger.failing_error_code or "") if ledger.failing else ""
+            code = state.error_code_label(ledger.failing_error_code) if ledger.failing else ""
             labels = label_text([*ids, ("error_code", code)])
             lines.append(self.line(self.finished_failed, labels, ledger.failing))
         lines += self.values(id_labels, self.outcome_times, ledger)
