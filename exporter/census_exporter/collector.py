@@ -569,6 +569,10 @@ class CensusCollector:
         self._exposition = exposition or Exposition()
         self._workspace_totals = WorkspaceTotals()
 
+    def seed_totals(self, workspace: str, departed: RunCounters) -> None:
+        """Start ``workspace``'s run totals from the counts of syncs that left before a restart."""
+        self._workspace_totals.seed(workspace, departed)
+
     def render(self, view: FleetView) -> RenderedFamilies:
         """Every Census family of ``view``: the same for the same view, so its rendering can be reused.
 

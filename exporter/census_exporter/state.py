@@ -171,6 +171,9 @@ class SyncLedger:
     #: When each pending run whose creation time is unknown was first seen, by run id (bounded like the
     #: pending runs), so that a run hanging without ``created_at`` still shows as unfinished.
     pending_seen_at: Mapping[int, float] = field(default_factory=lambda: _NOTHING_SEEN)
+    #: Unix time of the baseline (the sync's first read): a run below ``floor_run_id`` created after it
+    #: breaks the increasing ids counting relies on (``None``: unknown, as for ledgers stored before it).
+    watched_since: float | None = None
 
     @classmethod
     def baseline(
@@ -192,6 +195,7 @@ class SyncLedger:
             pending_run_ids=frozenset(pending),
             counters=RunCounters.zero(len(buckets)),
             buckets=tuple(buckets),
+            watched_since=now,
         )
         return ledger._with_outcome_times(run_list)._with_streak(run_list)._with_seen(run_list, now)
 

@@ -44,7 +44,7 @@ def sum_counters(counters: Iterable[RunCounters], bucket_count: int) -> RunCount
     )
 
 
-def _covers(now: RunCounters, before: RunCounters) -> bool:
+def covers(now: RunCounters, before: RunCounters) -> bool:
     """True when ``now`` can have grown from ``before``: no total and no bucket is smaller."""
     return (
         now.records_processed >= before.records_processed
@@ -75,6 +75,13 @@ class WorkspaceTotals:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
+        #: Counters of syncs that left a workspace before this process started (from ``--storage.path``).
+        self._seeds: dict[str, RunCounters] = {}
+
+    def seed(self, workspace: str, departed: RunCounters) -> None:
+        """Start ``workspace``'s totals from ``departed``: the counts of syncs that left before a restart."""
+        with self._lock:
+            self._seeds[workspace] = departed
 
     def total(
         self, snapshot: Snapshot, admit: Callable[[int, RunCounters], bool] = lambda _id, _counters: True
@@ -92,7 +99,10 @@ class WorkspaceTotals:
         with self._lock:
             account = self._accounts.get(snapshot.workspace)
             if account is None or len(account.departed.duration_bucket_counts) != bucket_count + 1:
-                account = _Account(None, {}, sum_counters((), bucket_count))
+                seed = self._seeds.pop(snapshot.workspace, None)
+                if seed is None or len(seed.duration_bucket_counts) != bucket_count + 1:
+                    seed = sum_counters((), bucket_count)
+                account = _Account(None, {}, seed)
                 account.total = account.departed
                 self._accounts[snapshot.workspace] = account
             elif _older(snapshot.started_monotonic, account.started_monotonic):
@@ -102,7 +112,7 @@ class WorkspaceTotals:
             gone = [
                 before
                 for sync_id, before in account.seen.items()
-                if (now := current.get(sync_id)) is None or (now is not before and not _covers(now, before))
+                if (now := current.get(sync_id)) is None or (now is not before and not covers(now, before))
             ]
             if gone:
                 account.departed = sum_counters([account.departed, *gone], bucket_count)
@@ -117,6 +127,7 @@ class WorkspaceTotals:
         with self._lock:
             for name in [name for name in self._accounts if name not in keep]:
                 del self._accounts[name]
+                self._seeds.pop(name, None)
 
 
 def _older(started: float | None, last_started: float | None) -> bool:
