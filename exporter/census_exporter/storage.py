@@ -38,6 +38,7 @@ from census_exporter.snapshot import Snapshot
 from census_exporter.state import (
     MAX_PENDING_RUNS_PER_SYNC,
     MAX_UNDOCUMENTED_STATUSES,
+    REMEMBERED_FINGERPRINTS,
     REMEMBERED_RUN_IDS,
     RunCounters,
     RunIds,
@@ -238,6 +239,15 @@ class LedgerFile:
             earliest_run_at=_optional_float(value.get("earliest_run_at"), "earliest_run_at"),
             pending_seen_at=MappingProxyType(seen),
             watched_since=_optional_float(value.get("watched_since"), "watched_since"),
+            counted_fingerprints=RunIds(
+                _ints(
+                    value.get("counted_fingerprints", []),
+                    "counted_fingerprints",
+                    REMEMBERED_FINGERPRINTS,
+                    -(2**63),
+                    _MAX_ID,
+                )
+            ),
         )
 
     def _counters(self, value: Any, stored_buckets: int, same_buckets: bool) -> RunCounters:
@@ -358,6 +368,7 @@ def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
         "failing_error_code": ledger.failing_error_code,
         "earliest_run_at": ledger.earliest_run_at,
         "watched_since": ledger.watched_since,
+        "counted_fingerprints": list(ledger.counted_fingerprints),
     }
 
 

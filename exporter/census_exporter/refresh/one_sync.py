@@ -294,6 +294,24 @@ class SyncRefresh:
                 label,
                 update.implausible_run_ids[0],
             )
+        if update.relisted_run_ids:
+            self._logs.once(
+                ("relisted run", sync.id),
+                "sync %s (%s): run %s repeats a counted run under a new id (the same creation and finish "
+                "time, status and record counts); not counted again",
+                sync.id,
+                label,
+                update.relisted_run_ids[0],
+            )
+        if update.out_of_order_run_ids:
+            self._logs.once(
+                ("out of order run id", sync.id),
+                "sync %s (%s): run %s was created after the exporter began watching the sync, yet its id is "
+                "below every run id remembered; not counted (counting relies on ids growing with creation)",
+                sync.id,
+                label,
+                update.out_of_order_run_ids[0],
+            )
         if update.dropped_pending_run_ids:
             self._logs.once(
                 ("pending cap", sync.id),
