@@ -342,3 +342,19 @@ def test_the_cli_refuses_a_directory_another_exporter_holds_in_one_line(tmp_path
     assert error == [
         f"census-exporter: error: argument --storage.path: {tmp_path} is in use by another census-exporter"
     ]
+
+
+def test_a_leftover_or_planted_temporary_file_is_never_written_through(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    workspace = workspace_with_history()
+    harness = harness_factory(workspace, storage_path=str(tmp_path / "state"))
+    harness.refresh()
+    (path,) = state_files(tmp_path / "state")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (path.parent / f".{path.name}.tmp").symlink_to(victim)
+    workspace.add_run(11, "completed")
+    harness.refresh()
+    assert victim.read_text() == "untouched"
+    assert json.loads(path.read_bytes())["syncs"]["11"]["counters"]["runs"]["completed"] == 1
