@@ -92,6 +92,37 @@ class RunCounters:
         """
         return _zero_counters(bucket_count)
 
+    @classmethod
+    def of(
+        cls,
+        runs_by_status: Mapping[str, int],
+        records: Sequence[int],
+        duration_bucket_counts: Sequence[int],
+        duration_sum_seconds: float,
+    ) -> RunCounters:
+        """Counters from their parts; ``records`` in the order of :meth:`record_totals`."""
+        processed, updated, failed, invalid, source = records
+        return cls(
+            runs_by_status=runs_by_status,
+            records_processed=processed,
+            records_updated=updated,
+            records_failed=failed,
+            records_invalid=invalid,
+            source_records=source,
+            duration_bucket_counts=tuple(duration_bucket_counts),
+            duration_sum_seconds=duration_sum_seconds,
+        )
+
+    def record_totals(self) -> tuple[int, int, int, int, int]:
+        """Records processed, updated, failed, invalid, and source records, in that order."""
+        return (
+            self.records_processed,
+            self.records_updated,
+            self.records_failed,
+            self.records_invalid,
+            self.source_records,
+        )
+
     @property
     def duration_count(self) -> int:
         """How many counted runs had a known duration."""

@@ -270,16 +270,7 @@ class LedgerFile:
             raise _Unusable("duration_sum")
         if not same_buckets:
             durations, duration_sum = [0] * (len(self._buckets) + 1), 0.0
-        return RunCounters(
-            runs_by_status=by_status,
-            records_processed=records[0],
-            records_updated=records[1],
-            records_failed=records[2],
-            records_invalid=records[3],
-            source_records=records[4],
-            duration_bucket_counts=tuple(durations),
-            duration_sum_seconds=duration_sum,
-        )
+        return RunCounters.of(by_status, records, durations, duration_sum)
 
     # ------------------------------------------------------------------ writing
 
@@ -375,13 +366,7 @@ def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
 def _counters_json(counters: RunCounters) -> dict[str, Any]:
     return {
         "runs": dict(sorted(counters.runs_by_status.items())),
-        "records": [
-            counters.records_processed,
-            counters.records_updated,
-            counters.records_failed,
-            counters.records_invalid,
-            counters.source_records,
-        ],
+        "records": list(counters.record_totals()),
         "durations": list(counters.duration_bucket_counts),
         "duration_sum": counters.duration_sum_seconds,
     }

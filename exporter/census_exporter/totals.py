@@ -24,24 +24,12 @@ def sum_counters(counters: Iterable[RunCounters], bucket_count: int) -> RunCount
     buckets = [0] * (bucket_count + 1)
     duration_sum = 0.0
     for each in counters:
-        records[0] += each.records_processed
-        records[1] += each.records_updated
-        records[2] += each.records_failed
-        records[3] += each.records_invalid
-        records[4] += each.source_records
+        for index, total in enumerate(each.record_totals()):
+            records[index] += total
         for index, count in enumerate(each.duration_bucket_counts):
             buckets[index] += count
         duration_sum += each.duration_sum_seconds
-    return RunCounters(
-        runs_by_status={},
-        records_processed=records[0],
-        records_updated=records[1],
-        records_failed=records[2],
-        records_invalid=records[3],
-        source_records=records[4],
-        duration_bucket_counts=tuple(buckets),
-        duration_sum_seconds=duration_sum,
-    )
+    return RunCounters.of({}, records, buckets, duration_sum)
 
 
 def covers(now: RunCounters, before: RunCounters) -> bool:
