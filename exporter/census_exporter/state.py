@@ -69,6 +69,19 @@ OUT_OF_ORDER_TOLERANCE_SECONDS = 300.0
 IMPLAUSIBLE_RUN_ID_JUMP = 10**9
 
 
+def plausible_runs(runs: Iterable[SyncRun], anchor_run_id: int = 0) -> list[SyncRun]:
+    """``runs`` by ascending id, leaving out the highest ids while each is implausibly far (more than
+    :data:`IMPLAUSIBLE_RUN_ID_JUMP`) above the next lower id, or above ``anchor_run_id`` (a run id already
+    trusted, 0 for none) when it is the only one left: one bogus id must never become "the newest run"."""
+    ordered = sorted(runs, key=lambda run: run.id)
+    while ordered:
+        below = ordered[-2].id if len(ordered) > 1 else anchor_run_id
+        if below <= 0 or ordered[-1].id <= below + IMPLAUSIBLE_RUN_ID_JUMP:
+            break
+        ordered.pop()
+    return ordered
+
+
 @dataclass(frozen=True, slots=True)
 class RunCounters:
     """Monotonic totals over counted runs of one sync."""
@@ -365,10 +378,11 @@ class SyncLedger:
         outcome starts or continues it, a ``completed`` one ends it; every other status leaves it as it is.
 
         Ordered by id, never by a timestamp: ids grow with creation, while one bogus ``created_at`` could
-        otherwise pin an old outcome as the newest.
+        otherwise pin an old outcome as the newest; an implausibly high id is left out
+        (:func:`plausible_runs`), or it would pin its outcome over every later run.
         """
         newest, failing, code = self.newest_outcome_run_id, self.failing, self.failing_error_code
-        for run in runs:
+        for run in plausible_runs(runs, newest):
             if run.id <= newest or run.status not in ("completed", "failed"):
                 continue
             newest = run.id
