@@ -27,6 +27,7 @@ from tests.conftest import TEST_TOKEN, Harness, Scrape, parse_scrape, wait_for
 from tests.stack import Process, free_port
 
 SYNCS = (11, 12, 13)
+RECORDS = 0  # in the kill test's samples: census_workspace_records_processed_total
 
 
 def runs_total(scrape: Scrape, sync_id: int) -> float:
@@ -234,7 +235,7 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
         f"--census.token-file={token}",
         f"--storage.path={tmp_path / 'state'}",
     ]
-    expected = dict.fromkeys(SYNCS, 0)
+    expected = dict.fromkeys((*SYNCS, RECORDS), 0)
     expected_lock = threading.Lock()
     seen: list[dict[int, float]] = []
     stop_burst, stop_scraping = threading.Event(), threading.Event()
@@ -249,7 +250,9 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
         parsed = parse_scrape(response.text)
         if not all(parsed.all("census_sync_runs_total", sync_id=str(s)) for s in SYNCS):
             return None
-        return {s: runs_total(parsed, s) for s in SYNCS}
+        values = {s: runs_total(parsed, s) for s in SYNCS}
+        values[RECORDS] = parsed.value("census_workspace_records_processed_total") or 0.0
+        return values
 
     def scraper() -> None:
         while not stop_scraping.is_set():
@@ -261,12 +264,18 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
         k = 0
         while not stop_burst.is_set():
             sync_id = SYNCS[k % len(SYNCS)]
+            records = 0
             if k < len(SYNCS) * 20 and k % 20 == 0:
-                workspace.finish_run(working[sync_id])  # the runs pending at the baseline finish
+                workspace.finish_run(working[sync_id], records=100)  # pending at the baseline
+                records = 100
+            elif k % 7 == 0:
+                workspace.add_run(sync_id, "failed")
             else:
-                workspace.add_run(sync_id, "failed" if k % 7 == 0 else "completed", records=k)
+                workspace.add_run(sync_id, "completed", records=k)
+                records = k
             with expected_lock:
                 expected[sync_id] += 1
+                expected[RECORDS] += records
             k += 1
             stop_burst.wait(0.01)
 
@@ -276,14 +285,14 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
         wait_for(scrape, timeout=30, what=process.output)  # the baseline is read: counting starts here
         for thread in threads:
             thread.start()
-        wait_for(lambda: seen and sum(seen[-1].values()) >= 60, timeout=30, what=process.output)
+        wait_for(lambda: seen and sum(seen[-1][s] for s in SYNCS) >= 60, timeout=30, what=process.output)
         process.process.send_signal(signal.SIGKILL)
         process.process.wait(timeout=10)
         last_seen = dict(seen[-1])
         stop_scraping.set()
         threads[0].join(timeout=15)
         # The burst goes on while the exporter is down.
-        wait_for(lambda: sum(expected.values()) >= sum(last_seen.values()) + 60, timeout=30)
+        wait_for(lambda: sum(expected[s] for s in SYNCS) >= sum(last_seen[s] for s in SYNCS) + 60, timeout=30)
         seen.clear()
         stop_scraping.clear()
         restarted = Process(argv, tmp_path / "second.log")
@@ -293,16 +302,16 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
             wait_for(lambda: seen, timeout=30, what=restarted.output)
             assert "restored the ledgers of 3 syncs" in restarted.log.read_text()
             first_after = seen[0]
-            assert all(first_after[s] >= last_seen[s] for s in SYNCS), (first_after, last_seen)
+            assert all(first_after[s] >= last_seen[s] for s in (*SYNCS, RECORDS)), (first_after, last_seen)
             stop_burst.set()
             threads[1].join(timeout=15)
             with expected_lock:
                 final = dict(expected)
-            assert sum(final.values()) >= sum(last_seen.values()) + 60  # many finished while it was down
+            assert sum(final[s] for s in SYNCS) >= sum(last_seen[s] for s in SYNCS) + 60  # while it was down
             wait_for(lambda: seen[-1] == final, timeout=30, what=lambda: f"{seen[-1]} != {final}")
             # Counters never went down after the restart, and another refresh counts nothing more.
             for earlier, later in itertools.pairwise(seen):
-                assert all(later[s] >= earlier[s] for s in SYNCS)
+                assert all(later[s] >= earlier[s] for s in (*SYNCS, RECORDS))
             assert wait_for(scrape) == final
         finally:
             stop_scraping.set()
