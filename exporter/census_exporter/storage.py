@@ -119,6 +119,8 @@ class LedgerFile:
         self._generation = -1
         #: The ledgers last saved (or restored): a save with the same objects writes nothing.
         self._saved: dict[int, SyncLedger] = {}
+        #: Each saved ledger's JSON, by sync: a ledger object that did not change is not encoded again.
+        self._encoded: dict[int, tuple[SyncLedger, bytes]] = {}
         self._departed = sum_counters((), len(self._buckets))
         self._failed_logged_at = -math.inf
 
@@ -330,16 +332,28 @@ class LedgerFile:
             )
 
     def _encode(self, ledgers: Mapping[int, SyncLedger], departed: RunCounters) -> bytes:
-        document = {
+        header = {
             "format": FORMAT,
             "version": VERSION,
             "workspace": self._workspace,
             "saved_at": time.time(),
             "buckets": list(self._buckets),
             "departed": _counters_json(departed),
-            "syncs": {str(sync_id): _ledger_json(ledger) for sync_id, ledger in sorted(ledgers.items())},
         }
-        return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+        encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        parts = []
+        for sync_id, ledger in sorted(ledgers.items()):
+            cached = self._encoded.get(sync_id)
+            if cached is None or cached[0] is not ledger:
+                cached = (ledger, _json(_ledger_json(ledger)))
+            encoded[sync_id] = cached
+            parts.append(b'"%d":%s' % (sync_id, cached[1]))
+        self._encoded = encoded
+        return _json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
