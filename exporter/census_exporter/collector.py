@@ -231,7 +231,9 @@ OLDEST_UNFINISHED_GAUGE: _Series[SyncState] = _Series(
     lambda state: state.oldest_unfinished_created_at,
 )
 RUNS = Family(
-    "census_sync_runs_total", "counter", "Runs that finished since the exporter started, by final status."
+    "census_sync_runs_total",
+    "counter",
+    "Runs that finished since the exporter began counting, by final status.",
 )
 #: Per sync with ``--census.record-totals=sync``; per workspace (``census_workspace_...``) by default.
 RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
@@ -239,7 +241,7 @@ RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
         Family(
             "census_sync_records_processed_total",
             "counter",
-            "Records processed, summed over runs counted since the exporter started.",
+            "Records processed, summed over runs counted since the exporter began counting.",
         ),
         lambda c: c.records_processed,
     ),
@@ -278,7 +280,9 @@ RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
 )
 #: Per sync with ``--census.duration-histogram=sync``; per workspace (``census_workspace_...``) by default.
 RUN_DURATIONS = Family(
-    "census_sync_run_duration_seconds", "histogram", "Durations of runs counted since the exporter started."
+    "census_sync_run_duration_seconds",
+    "histogram",
+    "Durations of runs counted since the exporter began counting.",
 )
 
 # ----------------------------------------------------------------------------- per workspace
