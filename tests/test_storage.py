@@ -7,6 +7,7 @@ Over real HTTP against the simulator, and with real processes killed with SIGKIL
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -16,12 +17,16 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 
 import httpx
 import pytest
 
 from census_exporter import storage
+from census_exporter.census.models import Sync
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, RunIds, SyncLedger
 from census_exporter.storage import FORMAT, VERSION, Storage, StorageError
 from tests.conftest import TEST_TOKEN, Harness, Scrape, parse_scrape, wait_for
 from tests.stack import Process, free_port
@@ -367,3 +372,47 @@ def test_a_leftover_or_planted_temporary_file_is_never_written_through(
     harness.refresh()
     assert victim.read_text() == "untouched"
     assert json.loads(path.read_bytes())["syncs"]["11"]["counters"]["runs"]["completed"] == 1
+
+
+def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None:
+    # A field added to the ledger or its counters must be stored too: this sets every one off its default.
+    counters = RunCounters.of(
+        {"completed": 3, "failed": 2, "skipped": 1, "weird": 1},
+        [10, 9, 1, 2, 40],
+        [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+        1234.5,
+        superseded_failures=2,
+    )
+    ledger = SyncLedger(
+        recent_run_ids=RunIds([100, 105, 230]),
+        pending_run_ids=frozenset({231, 232}),
+        counters=counters,
+        last_success_at=1.7e9,
+        last_failure_at=1.7e9 + 1,
+        buckets=DEFAULT_DURATION_BUCKETS,
+        last_pending_lookup=231,
+        floor_run_id=90,
+        newest_outcome_run_id=230,
+        failing=True,
+        failing_error_code="E_QUOTA",
+        earliest_run_at=1.6e9,
+        pending_seen_at=MappingProxyType({232: 1.7e9 + 5}),
+        watched_since=1.69e9,
+        counted_fingerprints=RunIds([-5, 7, 2**62]),
+    )
+    defaults = SyncLedger(recent_run_ids=RunIds(), pending_run_ids=frozenset(), counters=RunCounters.zero(12))
+    for each in dataclasses.fields(SyncLedger):
+        if each.name != "buckets":
+            assert getattr(ledger, each.name) != getattr(defaults, each.name), f"set {each.name} here"
+    zero = RunCounters.zero(12)
+    for each in dataclasses.fields(RunCounters):
+        assert getattr(counters, each.name) != getattr(zero, each.name), f"set {each.name} here"
+    sync = Sync(7, "s", "update", None, None, "Contact", "hourly", False)
+    snapshot = Snapshot(workspace="w", syncs={7: SyncState(sync=sync, ledger=ledger)}, listed=True)
+    held = Storage(tmp_path)
+    try:
+        held.workspace("w", DEFAULT_DURATION_BUCKETS).save(snapshot, 1)
+        restored = held.workspace("w", DEFAULT_DURATION_BUCKETS).load()
+    finally:
+        held.close()
+    assert restored.ledgers[7] == ledger

@@ -95,6 +95,9 @@ class RunCounters:
     #: Per-bucket (not cumulative) counts of run durations; the last slot is +Inf.
     duration_bucket_counts: tuple[int, ...] = ()
     duration_sum_seconds: float = 0.0
+    #: Failed runs that a later completed run already followed when they were first read: no failing
+    #: streak ever showed them, so only this counter (and ``runs_by_status``) says they happened.
+    superseded_failures: int = 0
 
     @classmethod
     def zero(cls, bucket_count: int) -> RunCounters:
@@ -112,6 +115,7 @@ class RunCounters:
         records: Sequence[int],
         duration_bucket_counts: Sequence[int],
         duration_sum_seconds: float,
+        superseded_failures: int = 0,
     ) -> RunCounters:
         """Counters from their parts; ``records`` in the order of :meth:`record_totals`."""
         processed, updated, failed, invalid, source = records
@@ -124,6 +128,7 @@ class RunCounters:
             source_records=source,
             duration_bucket_counts=tuple(duration_bucket_counts),
             duration_sum_seconds=duration_sum_seconds,
+            superseded_failures=superseded_failures,
         )
 
     def record_totals(self) -> tuple[int, int, int, int, int]:
@@ -178,7 +183,12 @@ class RunCounters:
             source_records=self.source_records + (run.source_record_count or 0),
             duration_bucket_counts=tuple(bucket_counts),
             duration_sum_seconds=duration_sum,
+            superseded_failures=self.superseded_failures,
         )
+
+    def with_superseded_failures(self, count: int) -> RunCounters:
+        """These counters with ``count`` more failed runs that no streak showed."""
+        return self if count == 0 else replace(self, superseded_failures=self.superseded_failures + count)
 
 
 @functools.cache
@@ -320,6 +330,14 @@ class SyncLedger:
                     fingerprints.append(fingerprint)
             else:
                 pending.add(run.id)
+        newest_completed = max(
+            (run.id for run in plausible_runs(runs, self.newest_outcome_run_id) if run.status == "completed"),
+            default=None,
+        )
+        if newest_completed is not None:
+            counters = counters.with_superseded_failures(
+                sum(1 for run in counted if run.status == "failed" and run.id < newest_completed)
+            )
         kept_pending = sorted(pending)
         dropped = (
             kept_pending[:-MAX_PENDING_RUNS_PER_SYNC] if len(kept_pending) > MAX_PENDING_RUNS_PER_SYNC else []

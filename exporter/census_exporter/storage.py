@@ -272,7 +272,8 @@ class LedgerFile:
             raise _Unusable("duration_sum")
         if not same_buckets:
             durations, duration_sum = [0] * (len(self._buckets) + 1), 0.0
-        return RunCounters.of(by_status, records, durations, duration_sum)
+        superseded = _int(value.get("superseded_failures", 0), "superseded_failures", 0, _MAX_COUNT)
+        return RunCounters.of(by_status, records, durations, duration_sum, superseded)
 
     # ------------------------------------------------------------------ writing
 
@@ -383,6 +384,7 @@ def _counters_json(counters: RunCounters) -> dict[str, Any]:
         "records": list(counters.record_totals()),
         "durations": list(counters.duration_bucket_counts),
         "duration_sum": counters.duration_sum_seconds,
+        "superseded_failures": counters.superseded_failures,
     }
 
 
