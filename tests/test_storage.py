@@ -416,3 +416,33 @@ def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None
     finally:
         held.close()
     assert restored.ledgers[7] == ledger
+
+
+def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspace_totals(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    workspace.add_run(11, "completed", records=5)
+    workspace.add_run(13, "completed", records=700)
+    first.refresh()
+    assert first.scrape().value("census_workspace_records_processed_total") == 705
+    first.exporter.close()
+    workspace.remove_sync(13)  # deleted while the exporter is down
+    second = harness_factory(workspace, storage_path=str(tmp_path))
+    second.refresh()
+    scrape = second.scrape()
+    assert scrape.value("census_workspace_records_processed_total") == 705  # no drop, no reset
+    assert scrape.all("census_sync_runs_total", sync_id="13") == {}
+    # It comes back: a baseline, so its old runs are not counted again, and its old counts stay in the totals.
+    workspace.add_sync(13, label="sync 13")
+    workspace.add_run(13, "completed", records=1)
+    second.refresh()
+    workspace.add_run(13, "completed", records=2)
+    second.refresh()
+    assert second.scrape().value("census_workspace_records_processed_total") == 707
+    second.exporter.close()
+    third = harness_factory(workspace, storage_path=str(tmp_path))
+    third.refresh()
+    assert third.scrape().value("census_workspace_records_processed_total") == 707

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
@@ -581,9 +581,10 @@ class CensusCollector:
         self._exposition = exposition or Exposition()
         self._workspace_totals = WorkspaceTotals()
 
-    def seed_totals(self, workspace: str, departed: RunCounters) -> None:
-        """Start ``workspace``'s run totals from the counts of syncs that left before a restart."""
-        self._workspace_totals.seed(workspace, departed)
+    def seed_totals(self, workspace: str, departed: RunCounters, restored: Mapping[int, RunCounters]) -> None:
+        """Start ``workspace``'s run totals after a restart: the counts of syncs that had left, and the
+        counters of the restored syncs."""
+        self._workspace_totals.seed(workspace, departed, restored)
 
     def render(self, view: FleetView) -> RenderedFamilies:
         """Every Census family of ``view``: the same for the same view, so its rendering can be reused.

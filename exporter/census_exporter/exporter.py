@@ -190,7 +190,8 @@ class Exporter:
             ledger_file = self.storage.workspace(workspace.name, config.duration_buckets)
             restored = ledger_file.load()
             if restored.departed is not None:
-                self.collector.seed_totals(workspace.name, restored.departed)
+                restored_counters = {sync_id: ledger.counters for sync_id, ledger in restored.ledgers.items()}
+                self.collector.seed_totals(workspace.name, restored.departed, restored_counters)
         refresher = Refresher(
             client,
             RefreshSettings(

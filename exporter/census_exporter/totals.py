@@ -11,7 +11,7 @@ that comes back starts a new ledger (a baseline that counts nothing), so no run 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from census_exporter.snapshot import Snapshot
@@ -63,13 +63,16 @@ class WorkspaceTotals:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
-        #: Counters of syncs that left a workspace before this process started (from ``--storage.path``).
-        self._seeds: dict[str, RunCounters] = {}
+        #: What a workspace's totals start from after a restart (``--storage.path``): the counts of syncs
+        #: that had left, and each restored sync's counters (a restored sync the listing no longer shows
+        #: then leaves like any other, its counts kept).
+        self._seeds: dict[str, tuple[RunCounters, dict[int, RunCounters]]] = {}
 
-    def seed(self, workspace: str, departed: RunCounters) -> None:
-        """Start ``workspace``'s totals from ``departed``: the counts of syncs that left before a restart."""
+    def seed(self, workspace: str, departed: RunCounters, restored: Mapping[int, RunCounters]) -> None:
+        """Start ``workspace``'s totals from the counts of syncs that left before a restart and the counters
+        of the syncs restored."""
         with self._lock:
-            self._seeds[workspace] = departed
+            self._seeds[workspace] = (departed, dict(restored))
 
     def total(
         self, snapshot: Snapshot, admit: Callable[[int, RunCounters], bool] = lambda _id, _counters: True
@@ -87,10 +90,10 @@ class WorkspaceTotals:
         with self._lock:
             account = self._accounts.get(snapshot.workspace)
             if account is None or len(account.departed.duration_bucket_counts) != bucket_count + 1:
-                seed = self._seeds.pop(snapshot.workspace, None)
-                if seed is None or len(seed.duration_bucket_counts) != bucket_count + 1:
-                    seed = sum_counters((), bucket_count)
-                account = _Account(None, {}, seed)
+                departed, seen = self._seeds.pop(snapshot.workspace, (None, {}))
+                if departed is None or len(departed.duration_bucket_counts) != bucket_count + 1:
+                    departed, seen = sum_counters((), bucket_count), {}
+                account = _Account(None, seen, departed)
                 account.total = account.departed
                 self._accounts[snapshot.workspace] = account
             elif _older(snapshot.started_monotonic, account.started_monotonic):
