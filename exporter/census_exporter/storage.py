@@ -314,12 +314,6 @@ class LedgerFile:
                 return
             self._saved, self._departed = ledgers, departed
 
-    @property
-    def departed(self) -> RunCounters:
-        """The counters of syncs that left the workspace, as last saved or restored."""
-        with self._lock:
-            return self._departed
-
     def _failed(self, reason: str) -> None:
         now = time.monotonic()
         if now - self._failed_logged_at >= 600:
