@@ -292,6 +292,7 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--web.webhook-secret-file": ("/nonexistent/webhook-secret", [("/a, /b", ("/a", "/b"))]),
     "--census.webhook-reconcile-interval": ("0", [("600", 600.0), ("86400", 86400.0)]),
     "--web.webhook-max-requests-per-second": ("0", [("50", 50.0), ("1", 1.0)]),
+    "--storage.path": (__file__, [("/var/lib/census-exporter", "/var/lib/census-exporter")]),
     "--log.level": ("verbose", [("INFO", "info"), ("warning", "warn"), ("Debug", "debug")]),
     "--log.format": ("xml", [("JSON", "json"), ("logfmt", "logfmt")]),
     "--demo": ("maybe", [("yes", True), ("TRUE", True), ("on", True), ("1", True), ("no", False)]),

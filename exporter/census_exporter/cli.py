@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -247,6 +248,13 @@ def _workspaces_file(text: str) -> WorkspacesFile:
         return load_workspaces_file(text)
     except WorkspacesFileError as error:
         raise ValueError(str(error)) from None
+
+
+def _storage_path(text: str) -> str:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{text} is not a directory")
+    return text
 
 
 def _web_config_file(text: str) -> str:
@@ -613,6 +621,17 @@ def build_parser() -> _Parser:
         "answered 429. Behind an Ingress every delivery comes from its address.",
     )
     add(
+        "--storage.path",
+        dest="storage_path",
+        env="CENSUS_EXPORTER_STORAGE_PATH",
+        convert=_storage_path,
+        metavar="DIR",
+        help="Keep each workspace's run ledgers (the runs counted and the counters) in this directory, "
+        "written before each refresh is served: after a restart the exporter counts every run that "
+        "finished meanwhile, once, and its counters continue. Without it counters start at 0 on every start. "
+        "One exporter per directory (docs/metrics.md, Counting across restarts).",
+    )
+    add(
         "--log.level",
         dest="log_level",
         env="LOG_LEVEL",
@@ -750,6 +769,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "webhook_listen": args.webhook_listen_address,
         "webhook_reconcile_interval_seconds": args.webhook_reconcile_interval,
         "webhook_max_requests_per_second": args.webhook_max_requests_per_second,
+        "storage_path": args.storage_path,
     }
     if args.config_file is not None:
         if "webhook_secret_files" in parser.given:
@@ -1115,8 +1135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET  # noqa: PLC0415
 
             config = replace(config, webhook_secrets=(TokenSource(value=DEMO_WEBHOOK_SECRET),))
+    from census_exporter.storage import StorageError  # noqa: PLC0415
+
     try:
         exporter = Exporter(config)
+    except StorageError as error:
+        print(f"census-exporter: error: argument --storage.path: {error}", file=sys.stderr)
+        if simulator is not None:
+            simulator.close()
+        return EXIT_USAGE
     except OSError as error:
         from census_exporter.exporter import WebhookListenError  # noqa: PLC0415
 

@@ -276,6 +276,8 @@ class Config:
     webhook_announcement_grace_seconds: float = defaults.WEBHOOK_ANNOUNCEMENT_GRACE_SECONDS
     #: Deliveries a second one source address may make to the receiver.
     webhook_max_requests_per_second: float = defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND
+    #: Where the run ledgers are stored so that a restart counts on (``None``: not stored; docs/metrics.md).
+    storage_path: str | None = None
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""

@@ -25,6 +25,7 @@ from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
+from census_exporter.storage import Restored, Storage
 from census_exporter.web_config import WebConfigSource, WebSecurityCollector
 from census_exporter.webhooks.intake import WebhookTarget
 from census_exporter.webhooks.receiver import WebhookReceiver
@@ -64,6 +65,10 @@ class Exporter:
                 for workspace in config.watched()
                 if workspace.webhook_secrets
             }
+        # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
+        self.collector = CensusCollector(config.cache_ttl_seconds, config.exposition)
+        #: The locked storage directory (raises StorageError when it cannot be used).
+        self.storage = Storage(config.storage_path) if config.storage_path else None
         self.fleet = Fleet(self._watch, config.watched())
         self._stopping = threading.Event()
         self.discoverers = [
@@ -82,8 +87,6 @@ class Exporter:
             )
             for discovery in config.discoveries
         ]
-        # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
-        self.collector = CensusCollector(config.cache_ttl_seconds, config.exposition)
         self.app = ExporterApp(
             self.fleet,
             self.collector,
@@ -169,6 +172,8 @@ class Exporter:
         for discoverer in self.discoverers:
             discoverer.close()
         self.fleet.close()
+        if self.storage is not None:
+            self.storage.close()
         return stopped
 
     # ------------------------------------------------------------------ one workspace
@@ -180,6 +185,13 @@ class Exporter:
         observer = self._api_metrics.observer(workspace.name)
         probe = self._probe(workspace, workspace.name, f"workspace {workspace.name}")
         client = self._client(workspace, observer, stopping, probe)
+        ledger_file, restored = None, Restored()
+        if self.storage is not None:
+            ledger_file = self.storage.workspace(workspace.name, config.duration_buckets)
+            restored = ledger_file.load()
+            if restored.departed is not None:
+                restored_counters = {sync_id: ledger.counters for sync_id, ledger in restored.ledgers.items()}
+                self.collector.seed_totals(workspace.name, restored.departed, restored_counters)
         refresher = Refresher(
             client,
             RefreshSettings(
@@ -195,6 +207,8 @@ class Exporter:
             stopping=stopping,
             workspaces=lambda: len(self.fleet.members()),
             announcements=self._announcements.get(workspace.name),
+            ledger_file=ledger_file,
+            restored=restored.ledgers,
         )
 
         def release() -> None:

@@ -58,3 +58,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The PersistentVolumeClaim holding --storage.path, or nothing when the storage is an emptyDir (or off). */}}
+{{- define "census-exporter.storageClaim" -}}
+{{- if and .Values.storage.enabled (eq .Values.storage.type "persistentVolumeClaim") }}
+{{- default (printf "%s-storage" (include "census-exporter.fullname" .)) .Values.storage.persistentVolumeClaim.existingClaim }}
+{{- end }}
+{{- end }}
