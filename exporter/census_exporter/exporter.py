@@ -66,7 +66,13 @@ class Exporter:
             own_metrics=self._own_metrics,
         )
         web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
-        self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)
+        self.http = HTTPServer(
+            self.app,
+            config.listen_host,
+            config.listen_port,
+            web_config,
+            more_addresses=config.more_listen_addresses,
+        )
 
     def _own_metrics(self) -> RenderedFamilies:
         """The exporter's API requests and its request budget's use, as they are now."""
