@@ -68,7 +68,8 @@ def test_help_lists_every_flag() -> None:
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "census-exporter 0.1.0"
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("census-exporter, version 0.1.0 (branch: ")
 
 
 def test_no_token_and_no_demo_exits_2_with_one_clear_line() -> None:

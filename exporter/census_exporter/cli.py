@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from census_exporter import __version__, defaults
+from census_exporter.build import BUILD
 from census_exporter.census.client import (
     API_VERSIONS,
     EU_API_URL,
@@ -634,7 +635,7 @@ def build_parser() -> _Parser:
         metavar="N",
         help="Number of syncs in the demo workspace.",
     )
-    add("--version", action="version", version=f"census-exporter {__version__}")
+    add("--version", action="version", version=BUILD.version_text())
     return parser
 
 
@@ -657,7 +658,9 @@ def flag_table_markdown(parser: _Parser | None = None) -> str:
         meaning = setting.meaning + (f" Range: {setting.range_text}." if setting.range_text else "")
         cells = [f"`{flag}`", f"`{setting.env}`", default, meaning]
         rows.append("|" + "|".join(f" {_markdown_cell(cell)} " if cell else " " for cell in cells) + "|")
-    rows.append("| `--version` | | | Print the version and exit. |")
+    rows.append(
+        "| `--version` | | | Print the version, git revision and branch, Python version and platform; exit. |"
+    )
     return "\n".join(rows) + "\n"
 
 
