@@ -7,7 +7,7 @@ RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 
-.PHONY: demo test lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick sizing clean
+.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick sizing clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/census-exporter --demo --web.listen-address $(DEMO_ADDRESS)
 
 test: lint typecheck pytest
+
+# Lint, types and the unit tests: everything but the tests marked slow (real prometheus, helm, docker-compose,
+# soak, benchmarks; tests/conftest.py lists them). `make test` stays the full suite that CI runs.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

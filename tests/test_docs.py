@@ -161,6 +161,7 @@ def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_pa
     must give no result rather than NaN."""
     names_query = readme_query("group_left (label, destination)")
     share_query = readme_query("census_sync_records_failed_total")
+    workspace_share_query = readme_query("census_workspace_records_failed_total")
     jobs = ["census", "census-ha"]
 
     def series(name: str, sync_id: str, values: str, **labels: str) -> dict[str, str]:
@@ -181,6 +182,17 @@ def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_pa
             series("census_sync_records_failed_total", "2", "0x60", job=job),
             series("census_sync_records_processed_total", "2", "0x60", job=job),
         ]
+        for workspace, failed, processed in (("w", "0+1x60", "0+10x60"), ("idle", "0x60", "0x60")):
+            input_series += [
+                {
+                    "series": f'{name}{{job="{job}",instance="e:10049",workspace="{workspace}"}}',
+                    "values": values,
+                }
+                for name, values in (
+                    ("census_workspace_records_failed_total", failed),
+                    ("census_workspace_records_processed_total", processed),
+                )
+            ]
     labels = 'instance="e:10049",workspace="w",sync_id="1"'
     names = 'label="Leads",destination="Salesforce"'
     tests = {
@@ -206,6 +218,14 @@ def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_pa
                         "eval_time": "60m",
                         "exp_samples": [
                             {"labels": f'{{job="{job}",{labels}}}', "value": 0.1} for job in jobs
+                        ],
+                    },
+                    {
+                        "expr": workspace_share_query,
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {"labels": f'{{job="{job}",instance="e:10049",workspace="w"}}', "value": 0.1}
+                            for job in jobs
                         ],
                     },
                 ],
