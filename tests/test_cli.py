@@ -291,6 +291,11 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     ),
     "--web.telemetry-path": ("metrics", [("/m", "/m")]),
     "--web.config.file": ("/nonexistent/web-config.yml", []),
+    "--web.config.settle-period": ("0", [("1", 1.0), ("30", 30.0)]),
+    "--web.webhook-listen-address": ("localhost", [("127.0.0.1:0", ("127.0.0.1", 0)), ("off", None)]),
+    "--web.webhook-secret-file": ("/nonexistent/webhook-secret", [("/a, /b", ("/a", "/b"))]),
+    "--census.webhook-reconcile-interval": ("0", [("600", 600.0), ("86400", 86400.0)]),
+    "--web.webhook-max-requests-per-second": ("0", [("50", 50.0), ("1", 1.0)]),
     "--log.level": ("verbose", [("INFO", "info"), ("warning", "warn"), ("Debug", "debug")]),
     "--log.format": ("xml", [("JSON", "json"), ("logfmt", "logfmt")]),
     "--demo": ("maybe", [("yes", True), ("TRUE", True), ("on", True), ("1", True), ("no", False)]),
@@ -384,6 +389,9 @@ def test_every_numeric_flag_has_a_range() -> None:
         "--census.refresh-timeout",
         "--census.max-requests-per-second",
         "--census.max-response-bytes",
+        "--web.config.settle-period",
+        "--census.webhook-reconcile-interval",
+        "--web.webhook-max-requests-per-second",
         "--demo.seed",
         "--demo.syncs",
     }
@@ -535,3 +543,24 @@ def test_an_abbreviated_or_unknown_flag_is_refused_without_echoing_its_value(
         error = capsys.readouterr().err
         assert "unrecognized arguments: --census.tok" in error, error
         assert "secret-token:abbreviated" not in error
+
+
+@pytest.mark.parametrize("bound", ["inf", "+Inf", "-inf", "nan", "1e400"])
+@pytest.mark.parametrize("where", ["flag", "env"])
+def test_a_non_finite_duration_bucket_is_refused_in_one_line(bound: str, where: str) -> None:
+    buckets = f"10,{bound}" if bound != "-inf" else f"{bound},10"
+    argv = [f"--census.duration-buckets={buckets}"] if where == "flag" else []
+    env = {**os.environ, "CENSUS_DURATION_BUCKETS": buckets} if where == "env" else dict(os.environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "census_exporter", "--demo", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "--census.duration-buckets" in lines[0] and "CENSUS_DURATION_BUCKETS" in lines[0]
+    assert f"must be finite seconds (+Inf is always added), got {bound!r}" in lines[0]

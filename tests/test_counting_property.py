@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from census_exporter.census.client import Listing, NotFoundError, RunsPage
 from census_exporter.refresh import Refresher, RefreshSettings
+from census_exporter.refresh.one_sync import FIRST_READ_PAGES_WITHOUT_SUCCESS
 
 PAGE = 4  # small, so that bursts span pages and pending runs scroll out
 LOOKUPS = 3  # pending runs looked up by id per refresh: fewer than can be pending, so rotation matters
@@ -87,9 +88,18 @@ def test_every_run_finishing_after_the_baseline_is_counted_once(
     )
     try:
         refresher.trigger().result(timeout=30)  # the baseline
-        # Naive model: runs that finish from now on count; so do runs the baseline saw unfinished on its
-        # one page. Older unfinished runs were never seen, and are not counted.
-        baseline_page = sorted(api.runs, key=lambda run: run["id"], reverse=True)[:PAGE]
+        # Naive model: runs that finish from now on count; so do runs the baseline saw unfinished on the
+        # pages it read: one, or more while none of them completed (up to FIRST_READ_PAGES_WITHOUT_SUCCESS).
+        # Older unfinished runs were never seen, and are not counted.
+        newest_first = sorted(api.runs, key=lambda run: run["id"], reverse=True)
+        pages = 1
+        while (
+            pages < FIRST_READ_PAGES_WITHOUT_SUCCESS
+            and len(newest_first) > pages * PAGE
+            and all(run["status"] != "completed" for run in newest_first[: pages * PAGE])
+        ):
+            pages += 1
+        baseline_page = newest_first[: pages * PAGE]
         watched = {run["id"] for run in api.runs if run["status"] not in TERMINAL and run in baseline_page}
         expected: Counter[str] = Counter()
         for op in operations:

@@ -563,7 +563,7 @@ def test_runs_by_status_shows_whole_runs_per_fixed_interval() -> None:
 
 def test_time_since_last_success_draws_the_alert_threshold() -> None:
     alerts = (REPO / "prometheus" / "alerts.yaml").read_text()
-    (default_threshold,) = re.findall(r"census_sync_last_success_timestamp_seconds \* 0 \+ (\d+)", alerts)
+    (default_threshold,) = re.findall(r"\) \* 0 \+ (\d+)\)", alerts)
     defaults = panel("Time since last success")["fieldConfig"]["defaults"]
     assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
     steps = defaults["thresholds"]["steps"]

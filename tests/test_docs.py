@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import yaml
 
@@ -70,6 +72,39 @@ def discovery_metric_names(directory: Path) -> set[str]:
         server.close()
 
 
+def web_config_metric_names(harness_factory: HarnessFactory, directory: Path) -> set[str]:
+    """The metrics a --web.config.file with basic auth adds."""
+    hashed = bcrypt.hashpw(b"docs", bcrypt.gensalt(rounds=4)).decode()
+    path = directory / "web.yml"
+    path.write_text(yaml.safe_dump({"basic_auth_users": {"docs": hashed}}))
+    harness = harness_factory(web_config_file=str(path))
+    authorization = "Basic " + base64.b64encode(b"docs:docs").decode()
+    return {name for name, _ in harness.scrape(Authorization=authorization).samples}
+
+
+def webhook_metric_names(harness_factory: HarnessFactory) -> set[str]:
+    """The metric names an exporter with the webhook receiver exposes once it took an event."""
+    from census_exporter.config import TokenSource
+    from census_exporter.webhooks.signature import sign
+
+    harness = harness_factory(
+        reference_workspace(),
+        webhook_listen=("127.0.0.1", 0),
+        webhook_secrets=(TokenSource(value="docs-secret"),),
+    )
+    assert harness.exporter.webhooks is not None
+    harness.exporter.webhooks.start()
+    harness.refresh()
+    body = b'{"workspace_id": 1, "sync_id": 52, "sync_run_id": 94, "event": "sync.success"}'
+    answer = httpx.post(
+        f"http://127.0.0.1:{harness.exporter.webhooks.port}/webhooks/census/default",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Signature": sign(body, "docs-secret")},
+    )
+    assert answer.status_code == 202
+    return {name for name, _ in harness.scrape().samples}
+
+
 def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_path: Path) -> None:
     # Every documented series present: finished runs (52), a scheduled one (53), one still running (54);
     # with the default exposition settings and with every optional series.
@@ -82,6 +117,8 @@ def test_every_metric_the_docs_name_exists(harness_factory: HarnessFactory, tmp_
         workspace.add_run(54, "working")
         exposed |= {name for name, _ in harness_factory(workspace, exposition=exposition).scrape().samples}
     exposed |= discovery_metric_names(tmp_path)
+    exposed |= web_config_metric_names(harness_factory, tmp_path)
+    exposed |= webhook_metric_names(harness_factory)
     exposed |= {re.sub(r"_(bucket|count|sum)$", "", name) for name in exposed}
     not_metrics = {"census_exporter"}  # the Python package
     for path in DOCS:

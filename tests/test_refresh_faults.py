@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from census_exporter.census.client import CensusClient, Listing, RunsPage
+from census_exporter.config import TokenSource
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import MAX_ABANDONED_REFRESHES, Refresher, RefreshSettings
-from tests.conftest import TEST_TOKEN, wait_for
+from tests.conftest import TEST_TOKEN, HarnessFactory, wait_for
 
 DEADLINE_SECONDS = 2.0
 
@@ -126,3 +128,29 @@ def test_a_dead_api_cannot_pile_up_abandoned_refreshes(
     # ... and that is said once, not on every scrape that finds no refresh can start.
     blocked = [r for r in caplog.records if "no new refresh starts" in r.getMessage()]
     assert len(blocked) == 1 and str(MAX_ABANDONED_REFRESHES) in blocked[0].getMessage()
+
+
+@pytest.mark.parametrize("emptied", ["", "  \n\t\n"])
+def test_an_emptied_token_file_is_named_and_nothing_is_sent(
+    harness_factory: HarnessFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, emptied: str
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TEST_TOKEN + "\n")
+    harness = harness_factory(token_source=TokenSource(path=str(token_file)))
+    harness.refresh()
+    assert harness.scrape().value("census_up", workspace="default") == 1
+    sent = sum(harness.simulator.requests.values())
+    with token_file.open("r+") as handle:  # emptied in place, as a rotation caught half-way leaves it
+        handle.truncate(0)
+        handle.write(emptied)
+    with caplog.at_level(logging.INFO, logger="census_exporter"):
+        harness.refresh()
+    assert harness.scrape().value("census_up", workspace="default") == 0
+    assert sum(harness.simulator.requests.values()) == sent  # no request went out, with or without a token
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1, lines
+    assert f"token file {token_file} is empty" in lines[0]
+    assert "LocalProtocolError" not in caplog.text and "attempts" not in lines[0]
+    token_file.write_text(TEST_TOKEN)
+    harness.refresh()
+    assert harness.scrape().value("census_up", workspace="default") == 1

@@ -300,13 +300,14 @@ def test_a_scrape_keeps_the_time_its_rendering_takes_out_of_its_wait(
 def test_the_redaction_list_keeps_the_newest_secrets_within_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from census_exporter import redaction
     from census_exporter.logs import MAX_REDACTED_SECRETS, RedactingFilter
 
     # The list is process-wide: the secrets other tests registered come back afterwards.
-    monkeypatch.setattr(RedactingFilter, "_secrets", dict(RedactingFilter._secrets))
+    monkeypatch.setattr(redaction, "SECRETS", redaction.SecretRegistry())
     for number in range(MAX_REDACTED_SECRETS + 50):
         RedactingFilter.register(f"secret-token:rotated-{number:06d}")
-    secrets = RedactingFilter._secrets
+    secrets = redaction.SECRETS.secrets
     assert len(secrets) <= MAX_REDACTED_SECRETS
     assert f"secret-token:rotated-{MAX_REDACTED_SECRETS + 49:06d}" in secrets
     assert "secret-token:rotated-000000" not in secrets

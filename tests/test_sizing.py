@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from benchmarks.sizing import SETTINGS_SYNCS, committed_rows, count_series, measure
+from benchmarks.sizing import committed_rows, count_series, measure
 
 #: Issue 9's bound for the default exposition, per sync (a sync with a few runs of two statuses).
 MAX_SERIES_PER_SYNC = 20
 MAX_BYTES_PER_SYNC = 1500
+SIZE_BOUND_SYNCS = 1000
 
 
 def test_committed_sizing_table_matches_a_measurement_at_100_syncs() -> None:
@@ -31,8 +32,10 @@ def test_series_count_ignores_comments_and_counts_sync_series() -> None:
 
 
 def test_the_default_exposition_stays_within_20_series_and_1500_bytes_per_sync() -> None:
-    """A size bound, not a timing: the real exporter over HTTP against 200 simulated syncs, whole scrape
+    """A size bound, not a timing: the real exporter over HTTP against 1,000 simulated syncs, whole scrape
     (process metrics and HELP lines included) divided by the syncs."""
-    measured = measure(SETTINGS_SYNCS)
+    # At 1,000 syncs, the size the issue-9 target speaks of (docs/performance.md): at a few hundred the
+    # process metrics and the HELP lines, paid once per scrape, weigh ~100 B per sync on their own.
+    measured = measure(SIZE_BOUND_SYNCS)
     assert measured.series_per_sync <= MAX_SERIES_PER_SYNC, measured
     assert measured.bytes_per_sync <= MAX_BYTES_PER_SYNC, measured

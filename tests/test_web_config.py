@@ -246,6 +246,27 @@ def test_mutual_tls_requires_a_client_certificate_from_the_configured_ca(
     assert response.status_code == 200
 
 
+def test_relaxing_mutual_tls_waits_for_the_settle_period(pki: Pki, start_exporter: StartExporter) -> None:
+    good_client = issue(pki.ca, pki.directory, "prometheus", client=True)
+    harness = start_exporter(
+        {
+            "tls_server_config": tls_section(
+                pki, client_auth_type="RequireAndVerifyClientCert", client_ca_file="ca.crt"
+            )
+        }
+    )
+    source = harness.exporter.http.web_config
+    assert source is not None
+    write_web_config(pki.directory / "web.yml", {"tls_server_config": tls_section(pki, min_version="TLS12")})
+    for _ in range(3):  # each new connection looks at the file; none may get in without a certificate
+        with pytest.raises(httpx.TransportError):
+            httpx.get(https(harness), verify=client_context(pki), timeout=10)
+    assert source.weakening_pending
+    assert source.reloads["weakening_deferred"] == 1
+    response = httpx.get(https(harness), verify=client_context(pki, good_client), timeout=10)
+    assert response.status_code == 200
+
+
 def test_an_expired_server_certificate_is_rejected_by_the_client(
     pki: Pki, start_exporter: StartExporter
 ) -> None:

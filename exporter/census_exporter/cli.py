@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import os
 import re
 import signal
@@ -17,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from census_exporter import __version__, defaults
 from census_exporter.build import BUILD
@@ -29,7 +30,15 @@ from census_exporter.census.client import (
     default_api_url,
     validate_base_url,
 )
-from census_exporter.config import Config, Discovery, Exposition, TokenError, TokenSource, Workspace
+from census_exporter.config import (
+    Config,
+    Discovery,
+    EmptyTokenError,
+    Exposition,
+    TokenError,
+    TokenSource,
+    Workspace,
+)
 from census_exporter.logs import LEVELS, parse_level, setup_logging
 from census_exporter.server import parse_listen_address
 from census_exporter.web_config import WebConfigError, load_web_config
@@ -43,10 +52,17 @@ from census_exporter.workspaces import (
     workspace_title,
 )
 
+if TYPE_CHECKING:
+    from census_exporter.exporter import Exporter
+
 log = logging.getLogger("census_exporter")
 
 EXIT_USAGE = 2
 TOKEN_ENV = "CENSUS_API_TOKEN"  # noqa: S105 - the variable's name, not a token
+#: The single workspace's webhook secret, when it does not come from a file (never a flag: argv is public).
+WEBHOOK_SECRET_ENV = "CENSUS_EXPORTER_WEBHOOK_SECRET"  # noqa: S105 - the variable's name
+WEBHOOKS_DOC = "docs/webhooks.md"
+SECRET_FILE_FLAG = "argument --web.webhook-secret-file (env CENSUS_EXPORTER_WEB_WEBHOOK_SECRET_FILE)"  # noqa: S105
 
 Converter = Callable[[str], Any]
 
@@ -166,11 +182,30 @@ def _listen_addresses(text: str) -> tuple[tuple[str, int], ...]:
     return addresses
 
 
+def _optional_listen_address(text: str) -> tuple[str, int] | None:
+    if text.strip().lower() in ("", "off", "none"):
+        return None
+    return parse_listen_address(text)
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    paths = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not paths:
+        raise ValueError("expected one or more comma-separated paths")
+    return paths
+
+
 def _buckets(text: str) -> tuple[float, ...]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in parts)
     except ValueError:
         raise ValueError(f"expected comma-separated seconds, got {text!r}") from None
+    for part, value in zip(parts, values, strict=True):
+        if not math.isfinite(value):
+            # +Inf is always the last bucket: an "inf" bound would be written le="inf" beside it, which
+            # OpenMetrics parsers reject, and NaN sorts nowhere.
+            raise ValueError(f"buckets must be finite seconds (+Inf is always added), got {part!r}")
     if not values or any(not b > 0 for b in values) or list(values) != sorted(set(values)):
         raise ValueError("buckets must be positive and strictly increasing")
     return values
@@ -517,7 +552,8 @@ def build_parser() -> _Parser:
         default=defaults.DURATION_BUCKETS,
         shown_default=",".join(f"{b:g}" for b in defaults.DURATION_BUCKETS),
         metavar="S,S,...",
-        help="Buckets of the run duration histogram, in seconds, strictly increasing.",
+        help="Buckets of the run duration histogram, in seconds: finite, positive and strictly increasing "
+        "(the +Inf bucket is always added).",
     )
     add(
         "--census.duration-histogram",
@@ -583,6 +619,60 @@ def build_parser() -> _Parser:
         metavar="PATH",
         help="TLS and basic-auth settings in the exporter-toolkit format, re-read when they change "
         "(see docs/security.md).",
+    )
+    add(
+        "--web.config.settle-period",
+        dest="web_config_settle",
+        env="CENSUS_EXPORTER_WEB_CONFIG_SETTLE_PERIOD",
+        convert=NumberRange(float, 1, 86400),
+        default=defaults.WEB_CONFIG_SETTLE_SECONDS,
+        shown_default=f"{defaults.WEB_CONFIG_SETTLE_SECONDS:g}",
+        metavar="SECONDS",
+        help="A --web.config.file change that drops basic auth or TLS, or relaxes client_auth_type or "
+        "min_version, applies only once the file has stayed unchanged this long (a file rewritten in place "
+        "passes through such states); until then the running config stays in force.",
+    )
+    add(
+        "--web.webhook-listen-address",
+        dest="webhook_listen_address",
+        env="CENSUS_EXPORTER_WEB_WEBHOOK_LISTEN_ADDRESS",
+        convert=_optional_listen_address,
+        shown_default="off",
+        metavar="[HOST]:PORT",
+        help="Serve the Census webhook receiver (POST /webhooks/census/<workspace>) on this separate "
+        "listener, e.g. :10050; off by default. Needs a webhook secret per workspace (docs/webhooks.md).",
+    )
+    add(
+        "--web.webhook-secret-file",
+        dest="webhook_secret_files",
+        env="CENSUS_EXPORTER_WEB_WEBHOOK_SECRET_FILE",
+        convert=_paths,
+        metavar="PATH[,PATH]",
+        help="The webhook secret(s) of the workspace the flags describe, one file each, read again when "
+        f"they change; several during a rotation. {WEBHOOK_SECRET_ENV} may hold one instead. With "
+        "--config.file: webhook_secret_file / webhook_secret_env per workspace.",
+    )
+    add(
+        "--census.webhook-reconcile-interval",
+        dest="webhook_reconcile_interval",
+        env="CENSUS_WEBHOOK_RECONCILE_INTERVAL",
+        convert=NumberRange(float, 1, 86400),
+        default=defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS,
+        shown_default=f"{defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS:g}",
+        metavar="SECONDS",
+        help="While a workspace's webhooks are healthy, a sync no event announced is read only this often "
+        "(events are read at once); when a run goes unannounced, every sync is polled again for as long.",
+    )
+    add(
+        "--web.webhook-max-requests-per-second",
+        dest="webhook_max_requests_per_second",
+        env="CENSUS_EXPORTER_WEB_WEBHOOK_MAX_REQUESTS_PER_SECOND",
+        convert=NumberRange(float, 1, 100000),
+        default=defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND,
+        shown_default=f"{defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND:g}",
+        metavar="N",
+        help="Webhook deliveries a second one source address may make (bursts of twice that); more are "
+        "answered 429. Behind an Ingress every delivery comes from its address.",
     )
     add(
         "--log.level",
@@ -669,11 +759,12 @@ def _token(parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
     if args.token_file:
         token = TokenSource(path=args.token_file)
         try:
-            value = token()
+            token()
+        except EmptyTokenError:
+            if not args.demo:
+                parser.error(f"token file {args.token_file} is empty (--census.token-file)")
         except TokenError as error:
             parser.error(f"argument --census.token-file (env CENSUS_API_TOKEN_FILE): {error}")
-        if not value and not args.demo:
-            parser.error(f"token file {args.token_file} is empty (--census.token-file)")
         return token
     raw = environ.get(TOKEN_ENV)
     try:
@@ -731,22 +822,79 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "demo_syncs": args.demo_syncs,
         "web_config_file": args.web_config_file,
         "notices": tuple(parser.warnings),
+        "web_config_settle_seconds": args.web_config_settle,
+        "webhook_listen": args.webhook_listen_address,
+        "webhook_reconcile_interval_seconds": args.webhook_reconcile_interval,
+        "webhook_max_requests_per_second": args.webhook_max_requests_per_second,
     }
     if args.config_file is not None:
-        return _from_workspaces_file(parser, args, environ, common)
+        if "webhook_secret_files" in parser.given:
+            parser.error(
+                f"{SECRET_FILE_FLAG}: not allowed together with --config.file (each "
+                "workspace names its webhook_secret_file)"
+            )
+        config = _from_workspaces_file(parser, args, environ, common)
+        return _checked_webhooks(parser, config)
     if args.api_url and args.region:
         parser.error("argument --census.api-url: not allowed together with --census.region")
     _check_dialect(parser, args)
     api_url = args.api_url or default_api_url(args.api_version, args.region)
     token = _token(parser, args, environ)
-    return Config(
+    config = Config(
         api_url=api_url,
         token=token,
         workspace=args.workspace,
         api_version=args.api_version,
         group_id=args.group_id,
+        webhook_secrets=_flag_webhook_secrets(parser, args, environ),
         **common,
     )
+    return _checked_webhooks(parser, config)
+
+
+def _flag_webhook_secrets(
+    parser: _Parser, args: argparse.Namespace, environ: Mapping[str, str]
+) -> tuple[TokenSource, ...]:
+    """The single workspace's webhook secrets, read now, so a missing one stops the start (exit 2)."""
+    sources: list[TokenSource] = []
+    for path in args.webhook_secret_files or ():
+        source = TokenSource(path=path)
+        try:
+            value = source()
+        except TokenError as error:
+            message = str(error).replace("token file", "webhook secret file")
+            parser.error(f"{SECRET_FILE_FLAG}: {message}", WEBHOOKS_DOC)
+        if not value:
+            parser.error(f"{SECRET_FILE_FLAG}: {path} is empty", WEBHOOKS_DOC)
+        sources.append(source)
+    raw = environ.get(WEBHOOK_SECRET_ENV, "")
+    if raw.strip():
+        try:
+            sources.append(TokenSource(value=raw))
+        except TokenError:
+            parser.error(f"{WEBHOOK_SECRET_ENV}: the secret contains characters that are not printable ASCII")
+    return tuple(sources)
+
+
+def _checked_webhooks(parser: _Parser, config: Config) -> Config:
+    """Exit 2 when the receiver is asked for without any secret; a note when secrets go unused."""
+    with_secrets = [w.name for w in config.watched() if w.webhook_secrets]
+    if config.webhook_listen is not None and not with_secrets and not config.demo:
+        parser.error(
+            "argument --web.webhook-listen-address (env CENSUS_EXPORTER_WEB_WEBHOOK_LISTEN_ADDRESS): no "
+            "workspace has a webhook secret "
+            f"(--web.webhook-secret-file, {WEBHOOK_SECRET_ENV} or webhook_secret_file in --config.file)",
+            WEBHOOKS_DOC,
+        )
+    if config.webhook_listen is None and with_secrets:
+        from dataclasses import replace  # noqa: PLC0415
+
+        note = (
+            f"webhook secrets are set for {', '.join(with_secrets)} but --web.webhook-listen-address is "
+            "off: no webhook is received"
+        )
+        return replace(config, notices=(*config.notices, note))
+    return config
 
 
 def _from_workspaces_file(
@@ -798,6 +946,8 @@ def _entry_token(
     try:
         token = location.token_source(environ)
         value = token()
+    except EmptyTokenError:
+        raise entry_error(path, entry, title, field, f"names an empty file ({location.file})") from None
     except TokenError as error:
         raise entry_error(path, entry, title, field, str(error)) from None
     if not value:
@@ -820,7 +970,28 @@ def _file_workspace(entry: WorkspaceConfig, path: str, environ: Mapping[str, str
         api_version=entry.api_version,
         group_id=entry.group_id,
         syncs=entry.syncs,
+        webhook_secrets=_entry_webhook_secrets(path, entry, title, environ),
     )
+
+
+def _entry_webhook_secrets(
+    path: str, entry: WorkspaceConfig, title: str, environ: Mapping[str, str]
+) -> tuple[TokenSource, ...]:
+    """The entry's webhook secrets, read now: a missing or empty one stops the start (exit 2)."""
+    sources: list[TokenSource] = []
+    for location in entry.webhook_secrets:
+        field = "webhook_secret_file" if location.file is not None else "webhook_secret_env"
+        try:
+            source = location.token_source(environ)
+            value = source()
+        except TokenError as error:
+            message = str(error).replace("token", "webhook secret").replace("API webhook secret", "secret")
+            raise entry_error(path, entry, title, field, message) from None
+        if not value:
+            where = f"an empty file ({location.file})" if location.file else f"{location.env}, which is unset"
+            raise entry_error(path, entry, title, field, f"names {where}")
+        sources.append(source)
+    return tuple(sources)
 
 
 def _file_discoveries(parsed: WorkspacesFile, environ: Mapping[str, str]) -> tuple[Discovery, ...]:
@@ -886,10 +1057,80 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class Reloader:
+    """SIGHUP: read the web config, every token file and the workspaces file again, each validated first.
+
+    A file that is not usable keeps what is running, with one warning line per distinct problem (a reload
+    manager may send SIGHUP every few seconds); the named workspaces of a valid workspaces file replace the
+    running ones, and unchanged entries keep their state.
+    """
+
+    def __init__(self, exporter: Exporter, config: Config, environ: Mapping[str, str]) -> None:
+        self._exporter = exporter
+        self._config = config
+        self._environ = environ
+        self._logged: set[str] = set()
+
+    def reload(self) -> None:
+        """One reload: the web config, then the token files, then the workspaces file."""
+        log.info("SIGHUP: reading the web config, token files and workspaces file again")
+        exporter, config = self._exporter, self._config
+        if exporter.http.web_config is not None:
+            exporter.http.web_config.reload()  # logs its own problems, once each
+        tokens = [member.workspace.token for member in exporter.fleet.members()]
+        tokens += [discovery.token for discovery in config.discoveries]
+        for token in {id(token): token for token in tokens}.values():
+            problem = token.reload()
+            if problem is not None:
+                self._warn(problem)
+        if config.config_file is None:
+            return
+        try:
+            parsed = load_workspaces_file(config.config_file)
+            workspaces = tuple(
+                _file_workspace(entry, parsed.path, self._environ) for entry in parsed.workspaces
+            )
+        except WorkspacesFileError as error:
+            self._warn(f"{error}; keeping the running workspaces")
+            return
+        running = [(d.api_url, d.api_version, d.syncs, d.relist_interval_seconds) for d in config.discoveries]
+        listed = [(d.api_url, d.api_version, d.syncs, d.relist_interval_seconds) for d in parsed.discoveries]
+        if running != listed:
+            self._warn(f"{parsed.path}: changed auto: true entries take effect at the next start")
+        added, removed, changed = exporter.fleet.replace_named(workspaces)
+        self._logged.clear()
+        log.info(
+            "workspaces file %s reloaded: added %s; removed %s; changed %s",
+            parsed.path,
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+            ", ".join(changed) or "none",
+        )
+
+    def _warn(self, problem: str) -> None:
+        if problem not in self._logged:
+            if len(self._logged) >= MAX_LOGGED_RELOAD_PROBLEMS:
+                self._logged.clear()
+            self._logged.add(problem)
+            log.warning("SIGHUP: %s", problem)
+
+
+MAX_LOGGED_RELOAD_PROBLEMS = 64
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the exporter until SIGINT or SIGTERM."""
+    """Run the exporter until SIGINT or SIGTERM; SIGHUP reloads its files (:class:`Reloader`)."""
     from census_exporter.exporter import Exporter  # noqa: PLC0415 - keep --help fast
 
+    # Before anything else: SIGHUP's default action ends the process (under systemd's Restart=on-failure
+    # it would stay down), and a reload manager may send one at any moment.
+    stop, reload_requested, wake = threading.Event(), threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        (reload_requested if signum == signal.SIGHUP else stop).set()
+        wake.set()
+
+    signal.signal(signal.SIGHUP, on_signal)
     config = parse_config(argv)
     setup_logging(config.log_level, config.log_format)
     for notice in config.notices:
@@ -918,16 +1159,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             token=TokenSource(value=DEMO_TOKEN),
             group_id=group_id,
         )
+        if config.webhook_listen is not None:
+            from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET  # noqa: PLC0415
+
+            config = replace(config, webhook_secrets=(TokenSource(value=DEMO_WEBHOOK_SECRET),))
     try:
         exporter = Exporter(config)
     except OSError as error:
+        from census_exporter.exporter import WebhookListenError  # noqa: PLC0415
+
         reason = (error.strerror or type(error).__name__).lower()
-        print(
-            f"census-exporter: error: cannot listen on "
-            f"{error.filename or _address(config.listen_host, config.listen_port)} "
-            f"(--web.listen-address): {reason}",
-            file=sys.stderr,
-        )
+        address = error.filename or _address(config.listen_host, config.listen_port)
+        flag = "--web.listen-address"
+        if isinstance(error, WebhookListenError) and config.webhook_listen is not None:
+            address, flag = _address(*config.webhook_listen), "--web.webhook-listen-address"
+        print(f"census-exporter: error: cannot listen on {address} ({flag}): {reason}", file=sys.stderr)
         if simulator is not None:
             simulator.close()
         return EXIT_USAGE
@@ -950,9 +1196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 discovery.api_url,
                 discovery.relist_interval_seconds,
             )
-    stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
+    reloader = Reloader(exporter, config, os.environ)
     exporter.start()
     scheme = "https" if exporter.http.tls else "http"
     log.info(
@@ -963,11 +1209,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         f"workspaces from {config.config_file}" if config.config_file else f"workspace {config.workspace}",
     )
+    sender = None
+    if exporter.webhooks is not None and config.webhook_listen is not None:
+        hooks_host, hooks_port = exporter.webhooks.http.addresses[0]
+        log.info(
+            "webhook receiver listening on http://%s/webhooks/census/<workspace>",
+            _address(hooks_host, hooks_port),
+        )
+        if simulator is not None:
+            from census_exporter.demo.webhooks import WebhookSender  # noqa: PLC0415
+
+            loopback = "127.0.0.1" if hooks_host in ("0.0.0.0", "::", "") else hooks_host  # noqa: S104
+            url = f"http://{_address(loopback, exporter.webhooks.port)}/webhooks/census/{config.workspace}"
+            sender = WebhookSender(url).start()
+            simulator.workspace.run_listeners.append(sender)
+            log.info("demo workspace: the simulator posts signed webhooks for its runs to %s", url)
     # A signal may be delivered to any thread; Python runs its handler in the main thread only once that
     # thread is back in the interpreter, which a wait without timeout may never be. So wait in slices.
-    while not stop.wait(0.5):
-        pass
+    while not stop.is_set():
+        wake.wait(0.5)
+        wake.clear()
+        if reload_requested.is_set() and not stop.is_set():
+            reload_requested.clear()
+            try:
+                reloader.reload()
+            except Exception as error:  # noqa: BLE001 - a reload must never end the process
+                log.error("SIGHUP: reload failed: %s: %s", type(error).__name__, error)
     log.info("shutting down")
+    if sender is not None:
+        sender.close()
     stopped = exporter.close()
     if simulator is not None:
         simulator.close()

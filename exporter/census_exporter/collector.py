@@ -101,6 +101,12 @@ SYNC_INFO = Family(
     "census_sync_info", "gauge", "Descriptive attributes of a sync; always 1. Join on sync_id."
 )
 PAUSED = Family("census_sync_paused", "gauge", "1 if the sync is paused, else 0.")
+HEALTH = Family(
+    "census_sync_health",
+    "gauge",
+    "Health of the sync as the sync list reports it (ready, up to date, failing, ...): one series per sync, "
+    "labelled with it; always 1.",
+)
 LAST_RUN_STATUS = Family(
     "census_sync_last_run_status",
     "gauge",
@@ -110,6 +116,12 @@ LAST_RUN_INFO = Family(
     "census_sync_last_run_info",
     "gauge",
     "Trigger (sync_trigger_reason.ui_tag), error code, full_sync and canceled of the newest run; always 1.",
+)
+LAST_FINISHED_RUN_FAILED = Family(
+    "census_sync_last_finished_run_failed",
+    "gauge",
+    "1 while the newest finished run (completed or failed) failed, through retries queued, working or "
+    "skipped, until a run completes; then 0. error_code: of the run that began the failing streak.",
 )
 LAST_RUN_GAUGES: tuple[_Series[SyncRun], ...] = (
     _Series(
@@ -196,6 +208,14 @@ LAST_SUCCESS_GAUGE: _Series[SyncLedger] = _Series(
         "Unix time at which the newest successful (completed) run finished.",
     ),
     lambda ledger: ledger.last_success_at,
+)
+NO_SUCCESS_SINCE_GAUGE: _Series[SyncLedger] = _Series(
+    Family(
+        "census_sync_no_success_since_timestamp_seconds",
+        "gauge",
+        "While no successful run is known: Unix time of the oldest run seen, since which none succeeded.",
+    ),
+    lambda ledger: ledger.no_success_since,
 )
 #: Only with ``--census.run-details``.
 LAST_FAILURE_GAUGE: _Series[SyncLedger] = _Series(
@@ -429,11 +449,17 @@ class _PerSyncFamilies(_Families):
         super().__init__(cached_note)
         self.info = self.add(SYNC_INFO)
         self.paused = self.add(PAUSED)
+        self.health = self.add(HEALTH)
         self.status = self.add(LAST_RUN_STATUS)
         self.run_info = self.add(LAST_RUN_INFO)
+        self.finished_failed = self.add(LAST_FINISHED_RUN_FAILED)
         last_run = LAST_RUN_GAUGES + (LAST_RUN_DETAIL_GAUGES if exposition.run_details else ())
         self.last_run = [(self.add(series.family), series) for series in last_run]
-        outcomes = (LAST_SUCCESS_GAUGE, *((LAST_FAILURE_GAUGE,) if exposition.run_details else ()))
+        outcomes = (
+            LAST_SUCCESS_GAUGE,
+            NO_SUCCESS_SINCE_GAUGE,
+            *((LAST_FAILURE_GAUGE,) if exposition.run_details else ()),
+        )
         self.outcome_times = [(self.add(series.family), series) for series in outcomes]
         self.oldest_unfinished = [(self.add(OLDEST_UNFINISHED_GAUGE.family), OLDEST_UNFINISHED_GAUGE)]
         self.runs = self.add(RUNS)
@@ -457,6 +483,8 @@ class _PerSyncFamilies(_Families):
         lines = [self.line(self.info, label_text(ids + info), 1)]
         if sync.paused is not None:
             lines.append(self.line(self.paused, id_labels, sync.paused))
+        if sync.health is not None:
+            lines.append(self.line(self.health, label_text([*ids, ("health", sync.health)]), 1))
         if state.latest_run is not None:
             lines += self._last_run(ids, id_labels, state.latest_run)
         if state.ledger is not None:
@@ -481,7 +509,12 @@ class _PerSyncFamilies(_Families):
     def _ledger(
         self, ids: _Labels, id_labels: str, ledger: SyncLedger, bounds: Sequence[float]
     ) -> list[_Line]:
-        lines = self.values(id_labels, self.outcome_times, ledger)
+        lines = []
+        if ledger.failing is not None:
+            code = (ledger.failing_error_code or "") if ledger.failing else ""
+            labels = label_text([*ids, ("error_code", code)])
+            lines.append(self.line(self.finished_failed, labels, ledger.failing))
+        lines += self.values(id_labels, self.outcome_times, ledger)
         counters = ledger.counters
         for status, total in sorted(counters.runs_by_status.items()):
             lines.append(self.line(self.runs, label_text([*ids, ("status", status)]), total))

@@ -53,6 +53,10 @@ class TokenError(Exception):
     """The token cannot be read; the message never contains the token."""
 
 
+class EmptyTokenError(TokenError):
+    """The token file holds nothing but whitespace (emptied, or caught mid-rewrite): nothing to send."""
+
+
 class TokenSource:
     """The Census API token, from a value or from a file re-read when it changes (secret rotation).
 
@@ -83,6 +87,18 @@ class TokenSource:
         with self._lock:
             self._value = token
 
+    def reload(self) -> str | None:
+        """Read the token file now, changed or not (SIGHUP); what is wrong with it, or None."""
+        if self._path is None:
+            return None
+        with self._lock:
+            self._file_stamp = None
+        try:
+            self()
+        except TokenError as error:
+            return str(error)
+        return None
+
     def __call__(self) -> str:
         """The current token; a changed file is read again."""
         if self._path is None:
@@ -110,6 +126,10 @@ class TokenSource:
                 self._file_stamp = stamp
                 self._value = token
                 RedactingFilter.register(token)
+            if not self._value:
+                # An empty Bearer header fails inside the HTTP client as a protocol error after retries;
+                # say what is wrong instead, and send nothing.
+                raise EmptyTokenError(f"token file {self._path} is empty")
             return self._value
 
 
@@ -184,6 +204,8 @@ class Workspace:
     #: The Fivetran group watched with V2; ``None`` with V1.
     group_id: str | None = None
     syncs: SyncFilter = field(default_factory=SyncFilter)
+    #: The secrets its webhooks may be signed with (several during a rotation); none: it takes none.
+    webhook_secrets: tuple[TokenSource, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +253,8 @@ class Config:
     demo_seed: int = defaults.DEMO_SEED
     demo_syncs: int = defaults.DEMO_SYNCS
     web_config_file: str | None = None
+    #: How long a web config change that weakens protection must stay unchanged before it applies.
+    web_config_settle_seconds: float = defaults.WEB_CONFIG_SETTLE_SECONDS
     #: The Census API dialect: ``v1`` (workspace API key) or ``v2`` (Activations PAT and ``group_id``).
     api_version: Literal["v1", "v2"] = defaults.API_VERSION
     #: The Fivetran group watched with V2; ``None`` with V1.
@@ -241,10 +265,25 @@ class Config:
     discoveries: tuple[Discovery, ...] = ()
     #: Warnings about the configuration to log once at start (a setting that is set but not used).
     notices: tuple[str, ...] = ()
+    #: Where the webhook receiver listens (``None``: no receiver; docs/webhooks.md).
+    webhook_listen: tuple[str, int] | None = None
+    #: The single workspace's webhook secrets (without a workspaces file).
+    webhook_secrets: tuple[TokenSource, ...] = ()
+    #: While webhooks are healthy, syncs no event announced are read this often.
+    webhook_reconcile_interval_seconds: float = defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS
+    #: Deliveries a second one source address may make to the receiver.
+    webhook_max_requests_per_second: float = defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""
         if self.config_file is not None:
             return self.workspaces
-        single = Workspace(self.workspace, self.api_url, self.token, self.api_version, self.group_id)
+        single = Workspace(
+            self.workspace,
+            self.api_url,
+            self.token,
+            self.api_version,
+            self.group_id,
+            webhook_secrets=self.webhook_secrets,
+        )
         return (single,)

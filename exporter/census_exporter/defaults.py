@@ -27,7 +27,13 @@ WORKSPACE = "default"
 LISTEN_ADDRESS = ":10049"
 LISTEN_PORT = 10049
 TELEMETRY_PATH = "/metrics"
+#: How long a web config change that drops basic auth or TLS must stay unchanged before it applies.
+WEB_CONFIG_SETTLE_SECONDS = 30.0
 LOG_LEVEL = "info"
 LOG_FORMAT = "logfmt"
+#: While webhooks are healthy, a sync no event announced is still read this often (docs/webhooks.md).
+WEBHOOK_RECONCILE_INTERVAL_SECONDS = 3600.0
+#: Webhook deliveries a second from one source address (an Ingress is one address for all of Census).
+WEBHOOK_MAX_REQUESTS_PER_SECOND = 50.0
 DEMO_SEED = 0
 DEMO_SYNCS = 25

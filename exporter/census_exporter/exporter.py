@@ -19,13 +19,21 @@ from census_exporter.collector import CensusCollector, render_budget
 from census_exporter.config import Config, Discovery, Workspace
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
+from census_exporter.refresh.announcements import Announcements
 from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
-from census_exporter.web_config import WebConfigSource
+from census_exporter.web_config import WebConfigSource, WebSecurityCollector
+from census_exporter.webhooks.intake import WebhookTarget
+from census_exporter.webhooks.receiver import WebhookReceiver
+from census_exporter.webhooks.signature import WebhookSecrets
 
 log = logging.getLogger(__name__)
+
+
+class WebhookListenError(OSError):
+    """The webhook receiver's listener cannot bind (``--web.webhook-listen-address``)."""
 
 
 class Exporter:
@@ -42,6 +50,14 @@ class Exporter:
         # One budget for every client of the process: workspaces, discovery, retries.
         rate = config.max_requests_per_second
         self.budget = RequestBudget(rate) if rate > 0 else None
+        #: Per workspace that takes webhooks, what they announce (read by its refresher).
+        self._announcements: dict[str, Announcements] = {}
+        if config.webhook_listen is not None:
+            self._announcements = {
+                workspace.name: Announcements(config.webhook_reconcile_interval_seconds)
+                for workspace in config.watched()
+                if workspace.webhook_secrets
+            }
         self.fleet = Fleet(self._watch, config.watched())
         self._stopping = threading.Event()
         self.discoverers = [
@@ -65,7 +81,11 @@ class Exporter:
             cache_ttl_seconds=config.cache_ttl_seconds,
             own_metrics=self._own_metrics,
         )
-        web_config = WebConfigSource(config.web_config_file) if config.web_config_file else None
+        web_config = (
+            WebConfigSource(config.web_config_file, config.web_config_settle_seconds)
+            if config.web_config_file
+            else None
+        )
         self.http = HTTPServer(
             self.app,
             config.listen_host,
@@ -73,10 +93,40 @@ class Exporter:
             web_config,
             more_addresses=config.more_listen_addresses,
         )
+        if web_config is not None:
+            self.registry.register(WebSecurityCollector(web_config, self.http.basic_auth))
+        self.webhooks: WebhookReceiver | None = None
+        if config.webhook_listen is not None:
+            try:
+                self.webhooks = self._receiver(config.webhook_listen)
+            except OSError as error:
+                self.http.close()
+                raise WebhookListenError(error.errno, error.strerror) from None
+
+    def _receiver(self, listen: tuple[str, int]) -> WebhookReceiver:
+        """The webhook receiver for the named workspaces that have secrets (discovered ones have none)."""
+        targets = {
+            member.workspace.name: WebhookTarget(
+                member.workspace.name,
+                WebhookSecrets(member.workspace.webhook_secrets),
+                self._announcements[member.workspace.name],
+                member.refresher,
+            )
+            for member in self.fleet.members()
+            if member.workspace.name in self._announcements
+        }
+        host, port = listen
+        return WebhookReceiver(
+            targets,
+            host,  # empty: every interface, dual-stack, as the main listener
+            port,
+            rate_per_source=self.config.webhook_max_requests_per_second,
+        )
 
     def _own_metrics(self) -> RenderedFamilies:
-        """The exporter's API requests and its request budget's use, as they are now."""
-        return self._api_metrics.render() + render_budget(self.budget.use() if self.budget else None)
+        """The exporter's API requests, its request budget's use and its webhooks, as they are now."""
+        rendered = self._api_metrics.render() + render_budget(self.budget.use() if self.budget else None)
+        return rendered + self.webhooks.render() if self.webhooks is not None else rendered
 
     @property
     def port(self) -> int:
@@ -91,6 +141,8 @@ class Exporter:
     def start(self) -> None:
         """Serve HTTP, then start the first refreshes so /readyz turns ready without waiting for a scrape."""
         self.http.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         for member in self.fleet.members():
             member.refresher.trigger()
         for discoverer in self.discoverers:
@@ -102,6 +154,8 @@ class Exporter:
         Returns False when the HTTP server did not stop in time: its threads may then hold the process.
         """
         stopped = self.http.close()
+        if self.webhooks is not None:
+            stopped = self.webhooks.close() and stopped
         self._stopping.set()
         for discoverer in self.discoverers:
             discoverer.close()
@@ -130,6 +184,7 @@ class Exporter:
             ),
             stopping=stopping,
             workspaces=lambda: len(self.fleet.members()),
+            announcements=self._announcements.get(workspace.name),
         )
 
         def release() -> None:

@@ -1,7 +1,8 @@
 """Logging in logfmt or JSON, one line per event, with the API token redacted as a last line of defence.
 
-The code never formats the token into a message; :class:`RedactingFilter` still replaces any registered
-secret that reaches a record (an exception message from a library, say) with ``[REDACTED]``.
+The code never formats the token into a message; :class:`RedactingFilter` still replaces any secret
+registered in :mod:`census_exporter.redaction` that reaches a record (an exception message from a library,
+say) with ``[REDACTED]``.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
 import time
 from contextvars import ContextVar
-from typing import ClassVar
+
+from census_exporter import redaction
+from census_exporter.redaction import MAX_REDACTED_SECRETS, REDACTED
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -22,9 +24,7 @@ LEVELS = {
 }
 #: Other spellings users bring from other tools.
 LEVEL_ALIASES = {"warning": "warn"}
-REDACTED = "[REDACTED]"
-#: Secrets the redacting filter remembers (tokens, discovered workspace keys), newest kept.
-MAX_REDACTED_SECRETS = 256
+__all__ = ["MAX_REDACTED_SECRETS", "REDACTED", "RedactingFilter"]
 
 #: The workspace whose refresh is logging, if any: every line it logs carries ``workspace=<name>``.
 #: Set for a refresh's threads (the worker pool carries it into each task), so no message repeats it.
@@ -53,41 +53,20 @@ def parse_level(text: str) -> str:
 class RedactingFilter(logging.Filter):
     """Replaces every registered secret in a record's rendered message."""
 
-    #: Insertion-ordered (a dict), so the oldest can go first when a rotating source keeps adding new ones.
-    _secrets: ClassVar[dict[str, None]] = {}
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-
-    @classmethod
-    def register(cls, secret: str) -> None:
-        """Redact ``secret`` from now on (short strings would redact too much and are ignored).
-
-        At most :data:`MAX_REDACTED_SECRETS` are kept: an API handing out a new key on every read cannot grow
-        the list (and the work per log line) for ever; the oldest, long replaced, go first.
-        """
-        if len(secret) < 8:
-            return
-        with cls._lock:
-            secrets = dict(cls._secrets)
-            secrets.pop(secret, None)
-            secrets[secret] = None
-            while len(secrets) > MAX_REDACTED_SECRETS:
-                del secrets[next(iter(secrets))]
-            cls._secrets = secrets  # replaced whole: filter() iterates a snapshot without the lock
+    @staticmethod
+    def register(secret: str) -> None:
+        """Redact ``secret`` from now on, in logs and in API text (:func:`.redaction.register`)."""
+        redaction.register(secret)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Render the message, scrub it, and freeze the result into the record."""
-        secrets = self._secrets
-        if not secrets:
+        if not redaction.SECRETS.secrets:
             return True
         message = record.getMessage()
-        text = message
-        for secret in secrets:
-            text = text.replace(secret, REDACTED)
+        text = redaction.redact(message)
         if record.exc_info and record.exc_info[1] is not None:
             # Tracebacks are rendered later by the formatter; scrub the exception text now.
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            for secret in secrets:
-                record.exc_text = record.exc_text.replace(secret, REDACTED)
+            record.exc_text = redaction.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         if text != message or record.args:
             record.msg, record.args = text, None

@@ -55,9 +55,12 @@ SCRAPE_MARGIN_SHARE = 0.1
 GZIP_LEVEL = 5
 HEADERS_END = b"\r\n\r\n"
 REQUEST_ARRIVED_KEY = "census_exporter.request_arrived"
+#: True in the environ when the listener's body cap (``ServerLimits.max_body_bytes``) refuses the body.
+BODY_OVER_CAP_KEY = "census_exporter.body_over_cap"
 REFUSED_LOG_INTERVAL_SECONDS = 60.0
 ERROR_BODY = b"internal error\n"
 UNAUTHORIZED_BODY = b"unauthorized\n"
+BUSY_BODY = b"too many password checks in progress, retry\n"
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -269,6 +272,10 @@ class ServerLimits:
     max_connections: int = 512
     max_header_bytes: int = 16 * 1024
     shutdown_timeout_seconds: float = 2.0
+    #: Largest request body taken (0: none; every endpoint of the metrics listener refuses bodies). With a
+    #: cap, a body waits in the selector with its headers, under the header timeout, and only a complete
+    #: one takes a worker; a larger one is answered 413 unread (see :func:`body_complete`).
+    max_body_bytes: int = 0
 
 
 class _Request(cheroot.server.HTTPRequest):
@@ -382,6 +389,8 @@ class _Connection(cheroot.server.HTTPConnection):
         self.last_used = time.time()
         self.headers_started: float | None = None
         self.request_arrived: float | None = None
+        #: With a body cap: the buffered request's body is over it (the app refuses it unread).
+        self.body_over_cap = False
         self._counted = True
         server.connection_opened()
 
@@ -461,6 +470,7 @@ class _Gateway(cheroot.wsgi.Gateway_10):
     def get_environ(self) -> dict[str, Any]:  # type: ignore[override]
         environ: dict[str, Any] = super().get_environ()  # type: ignore[no-untyped-call]
         environ[REQUEST_ARRIVED_KEY] = getattr(self.req, "arrived", None) or time.monotonic()
+        environ[BODY_OVER_CAP_KEY] = getattr(self.req.conn, "body_over_cap", False)
         return environ
 
 
@@ -483,6 +493,12 @@ class _CherootServer(cheroot.wsgi.Server):
         )
         self.gateway = _Gateway
         self.max_request_header_size = limits.max_header_bytes
+        # A backstop: the app refuses bodies over the cap unread (BODY_OVER_CAP_KEY); cheroot would refuse
+        # one past this while reading it.
+        self.max_request_body_size = (
+            limits.max_body_bytes + _MAX_CHUNK_OVERHEAD if limits.max_body_bytes else 0
+        )
+        self._max_body_bytes = limits.max_body_bytes
         self.keep_alive_conn_limit = limits.max_connections
         self._max_connections = limits.max_connections
         self._header_timeout = limits.header_timeout_seconds
@@ -523,8 +539,11 @@ class _CherootServer(cheroot.wsgi.Server):
             conn.close()
             return
         buffered = conn.buffered()
-        if HEADERS_END not in buffered and len(buffered) <= self.max_request_header_size:
-            data = conn.read_available(self.max_request_header_size + 1 - len(buffered))
+        complete = self._request_buffered(conn, buffered)
+        if complete is None:
+            return
+        if not complete:
+            data = conn.read_available(self._read_limit(buffered))
             if data is None:
                 conn.close()
                 return
@@ -532,7 +551,9 @@ class _CherootServer(cheroot.wsgi.Server):
             if conn.headers_started is None and data:
                 conn.headers_started = now
             buffered += data
-            complete = HEADERS_END in buffered or len(buffered) > self.max_request_header_size
+            complete = self._request_buffered(conn, buffered)
+            if complete is None:
+                return
             if not complete:
                 if conn.headers_started is not None and now - conn.headers_started > self._header_timeout:
                     log.debug(
@@ -547,6 +568,27 @@ class _CherootServer(cheroot.wsgi.Server):
         conn.request_arrived = conn.headers_started or time.monotonic()
         conn.headers_started = None
         super().process_conn(conn)
+
+    def _request_buffered(self, conn: _Connection, buffered: bytes) -> bool | None:
+        """Whether the request (headers, and with a body cap its body) is all buffered, or over a limit
+        cheroot answers; ``None`` after closing ``conn`` (a body that cannot be read)."""
+        if HEADERS_END not in buffered:
+            return len(buffered) > self.max_request_header_size
+        if not self._max_body_bytes:
+            return True
+        state, over = _body_state(buffered, self._max_body_bytes)
+        if state is None:
+            log.debug("closing a connection whose request body is malformed")
+            conn.close()
+        conn.body_over_cap = over
+        return state
+
+    def _read_limit(self, buffered: bytes) -> int:
+        """Bytes to read at most now: up to the header limit, and with a body cap the body's room too."""
+        room = self.max_request_header_size + 1
+        if self._max_body_bytes:
+            room += self._max_body_bytes + _MAX_CHUNK_OVERHEAD
+        return max(1, room - len(buffered))
 
     def _evict_oldest_waiting(self) -> bool:
         """Close the connection that has waited longest in the selector, to make room for a new one.
@@ -585,6 +627,69 @@ class _CherootServer(cheroot.wsgi.Server):
         """cheroot's complaints, as one log line (the traceback only at debug level)."""
         with_traceback = traceback and log.isEnabledFor(logging.DEBUG)
         log.log(level, "http server: %s", msg, exc_info=with_traceback)
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([^\r]*)", re.IGNORECASE)
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:[ \t]*([^\r]*)", re.IGNORECASE)
+#: The longest chunk-size line taken (hex size, extensions, CRLF); a longer one is malformed.
+_MAX_CHUNK_LINE = 64
+#: Room for a chunked body's framing beyond the body cap when reading ahead in the selector.
+_MAX_CHUNK_OVERHEAD = 4096
+
+
+def body_complete(buffered: bytes, cap: int) -> bool | None:
+    """Whether ``buffered`` (a request's header block and what followed it) holds its whole body.
+
+    True as well when the body is over ``cap`` and will be refused unread: a ``Content-Length`` above it,
+    or a chunked body whose well-formed chunks pass it (:func:`body_over_cap` tells these apart). ``None``
+    for a body that cannot be read: two lengths, a length that is no number, or a chunked framing that is
+    not one. The worker then reads only buffered bytes, so no client can hold it by sending slowly.
+    """
+    return _body_state(buffered, cap)[0]
+
+
+def body_over_cap(buffered: bytes, cap: int) -> bool:
+    """Whether the complete request in ``buffered`` (see :func:`body_complete`) has a body over ``cap``."""
+    return _body_state(buffered, cap)[1]
+
+
+def _body_state(buffered: bytes, cap: int) -> tuple[bool | None, bool]:
+    """(complete, over the cap) of the body after the header block in ``buffered``."""
+    end = buffered.index(HEADERS_END)
+    head, body = buffered[: end + 2], buffered[end + 4 :]
+    lengths = _CONTENT_LENGTH.findall(head)
+    if _TRANSFER_ENCODING.search(head):
+        return (None, False) if lengths else _chunked_state(body, cap)
+    if not lengths:
+        return True, False
+    if len(lengths) > 1 or not lengths[0].strip().isdigit():
+        return None, False
+    length = int(lengths[0])
+    return length > cap or len(body) >= length, length > cap
+
+
+def _chunked_state(body: bytes, cap: int) -> tuple[bool | None, bool]:
+    position, total = 0, 0
+    while True:
+        line_end = body.find(b"\r\n", position, position + _MAX_CHUNK_LINE)
+        if line_end < 0:
+            return (None if len(body) - position >= _MAX_CHUNK_LINE else False), False
+        size_text = body[position:line_end].split(b";", 1)[0].strip()
+        if not size_text or any(c not in b"0123456789abcdefABCDEF" for c in size_text):
+            return None, False
+        size = int(size_text, 16)
+        if size == 0:
+            # The last chunk, then the empty line (trailers are not taken).
+            tail = body[line_end + 2 : line_end + 4]
+            if len(tail) < 2:
+                return (False if b"\r\n".startswith(tail) else None), False
+            return (True if tail == b"\r\n" else None), False
+        total += size
+        if total > cap:
+            return True, True  # refused unread
+        position = line_end + 2 + size + 2
+        if len(body) < position:
+            return False, False
 
 
 class _TLSAdapter(cheroot.ssl.Adapter):
@@ -626,10 +731,18 @@ BODY_REFUSED = b"request bodies are not accepted\n"
 class _Guard:
     """Basic auth in front of the app, and a short 500 (one log line) when the app fails."""
 
-    def __init__(self, app: WSGIApp, web_config: WebConfigSource | None) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        web_config: WebConfigSource | None,
+        basic_auth: BasicAuth,
+        accepts_bodies: bool = False,
+    ) -> None:
         self._app = app
         self._web_config = web_config
-        self._basic_auth = BasicAuth()
+        self._basic_auth = basic_auth
+        #: Only a listener with a body cap (the webhook receiver's) passes bodies to its app.
+        self.accepts_bodies = accepts_bodies
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         body = self._answer(environ, start_response)
@@ -640,7 +753,8 @@ class _Guard:
         return body
 
     def _answer(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
+        has_body = environ.get("CONTENT_LENGTH", "0") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+        if has_body and not self.accepts_bodies:
             # No endpoint takes a body. Refuse it unread and close: a body dripped byte by byte would
             # otherwise hold a worker while cheroot drains it, before even the auth check.
             start_response(
@@ -654,7 +768,23 @@ class _Guard:
             return [BODY_REFUSED]
         if self._web_config is not None:
             users = self._web_config.current().users
-            if users and not self._basic_auth.allows(users, environ.get("HTTP_AUTHORIZATION")):
+            generation = self._web_config.generation
+            result = (
+                self._basic_auth.check(users, environ.get("HTTP_AUTHORIZATION"), generation)
+                if users
+                else "allowed"
+            )
+            if result == "busy":
+                start_response(
+                    "429 Too Many Requests",
+                    [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Retry-After", "1"),
+                        ("Content-Length", str(len(BUSY_BODY))),
+                    ],
+                )
+                return [BUSY_BODY]
+            if result == "denied":
                 start_response(
                     "401 Unauthorized",
                     [
@@ -768,7 +898,8 @@ class HTTPServer:
     ) -> None:
         limits = limits or ServerLimits()
         self.web_config = web_config
-        guarded = _Guard(app, web_config)
+        self.basic_auth = BasicAuth()
+        guarded = _Guard(app, web_config, self.basic_auth, accepts_bodies=limits.max_body_bytes > 0)
         startup = web_config.current() if web_config is not None else None
         context = startup.ssl_context if startup is not None else None
         self._servers: list[_CherootServer] = []

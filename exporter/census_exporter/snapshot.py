@@ -34,6 +34,9 @@ class SyncState:
     runs_read_monotonic: float | None = None
     #: The same moment as Unix time, for ``census_sync_data_timestamp_seconds``.
     runs_read_timestamp: float | None = None
+    #: The sync as listed when its runs were last read: a listing that differs since (its health or update
+    #: time) is read first (see :mod:`census_exporter.refresh.schedule`).
+    read_sync: Sync | None = None
 
 
 @dataclass(frozen=True, slots=True)

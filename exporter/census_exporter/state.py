@@ -15,6 +15,11 @@ Counting rules (exactly once):
   start at 0); runs still queued or working become pending.
 * Afterwards a run is counted once, when it is first seen in a terminal state: either a new run (id above
   the high-water mark) that is already finished, or a pending run that has finished since.
+
+Besides the counters, the ledger keeps what the alerts need beyond the newest run: the outcome of the newest
+*finished* run (a failing streak lasts through retries that are queued, working or skipped, and ends only
+with a completed run), the oldest run time seen while no success is known, and when each pending run
+without a usable creation time was first seen (so that it can still be found stuck).
 """
 
 from __future__ import annotations
@@ -154,22 +159,41 @@ class SyncLedger:
     last_pending_lookup: int = 0
     #: Ids below this are old: the baseline's oldest run, or the newest id that fell out of ``recent``.
     floor_run_id: int = 0
+    #: Id of the newest finished run that decides the streak (a ``completed`` or ``failed`` one); 0: none.
+    newest_outcome_run_id: int = 0
+    #: True while the newest such run failed (a failing streak), False once one completed; None: none seen.
+    failing: bool | None = None
+    #: The error code of the run that began the current failing streak (``None``: none or not reported). It
+    #: stays through the streak, so the streak is one series and one alert, not one per error code.
+    failing_error_code: str | None = None
+    #: The oldest creation time of the runs seen: with no success known, no run succeeded since then.
+    earliest_run_at: float | None = None
+    #: When each pending run whose creation time is unknown was first seen, by run id (bounded like the
+    #: pending runs), so that a run hanging without ``created_at`` still shows as unfinished.
+    pending_seen_at: Mapping[int, float] = field(default_factory=lambda: _NOTHING_SEEN)
 
     @classmethod
     def baseline(
-        cls, runs: Iterable[SyncRun], buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS
+        cls,
+        runs: Iterable[SyncRun],
+        buckets: Sequence[float] = DEFAULT_DURATION_BUCKETS,
+        now: float | None = None,
     ) -> SyncLedger:
-        """The first view of a sync: remember what exists, count nothing."""
-        run_list = list(runs)
-        pending = sorted(run.id for run in run_list if not run.terminal)
+        """The first view of a sync: remember what exists, count nothing.
+
+        ``now`` (Unix time) is when the runs were read: pending runs without a creation time are taken as
+        seen first then.
+        """
+        run_list = sorted({run.id: run for run in runs}.values(), key=lambda run: run.id)
+        pending = [run.id for run in run_list if not run.terminal][-MAX_PENDING_RUNS_PER_SYNC:]
         ledger = cls(
             recent_run_ids=_newest({run.id for run in run_list}),
             floor_run_id=min((run.id for run in run_list), default=0),
-            pending_run_ids=frozenset(pending[-MAX_PENDING_RUNS_PER_SYNC:]),
+            pending_run_ids=frozenset(pending),
             counters=RunCounters.zero(len(buckets)),
             buckets=tuple(buckets),
         )
-        return ledger._with_outcome_times(run_list)
+        return ledger._with_outcome_times(run_list)._with_streak(run_list)._with_seen(run_list, now)
 
     def knows(self, run_id: int) -> bool:
         """True when this run is already accounted for (counted, baseline, or pending)."""
@@ -192,11 +216,13 @@ class SyncLedger:
         fetched: Iterable[SyncRun],
         gone_run_ids: Iterable[int] = (),
         last_pending_lookup: int | None = None,
+        now: float | None = None,
     ) -> LedgerUpdate:
         """Account for runs fetched this refresh (pages plus pending runs fetched by id).
 
         ``gone_run_ids`` are pending runs the API no longer knows (404); they are forgotten uncounted.
-        ``last_pending_lookup`` is the last pending run looked up by id this refresh, if any.
+        ``last_pending_lookup`` is the last pending run looked up by id this refresh, if any. ``now`` (Unix
+        time) is when the runs were read, for pending runs without a creation time.
         """
         runs = sorted({run.id: run for run in fetched}.values(), key=lambda run: run.id)
         pending = set(self.pending_run_ids) - set(gone_run_ids)
@@ -232,7 +258,7 @@ class SyncLedger:
             if last_pending_lookup is None
             else last_pending_lookup,
         )
-        ledger = ledger._with_outcome_times(runs)
+        ledger = ledger._with_outcome_times(runs)._with_streak(runs)._with_seen(runs, now)
         # Nothing new (the usual refresh): keep the old ledger, which the previous snapshot holds anyway.
         return LedgerUpdate(
             self if ledger == self else ledger, tuple(counted), tuple(implausible), tuple(dropped)
@@ -252,6 +278,51 @@ class SyncLedger:
         if (success, failure) == (self.last_success_at, self.last_failure_at):
             return self
         return replace(self, last_success_at=success, last_failure_at=failure)
+
+    def _with_streak(self, runs: Sequence[SyncRun]) -> SyncLedger:
+        """Follow the failing streak through ``runs`` (ascending ids): a ``failed`` run newer than the last
+        outcome starts or continues it, a ``completed`` one ends it; every other status leaves it as it is.
+
+        Ordered by id, never by a timestamp: ids grow with creation, while one bogus ``created_at`` could
+        otherwise pin an old outcome as the newest.
+        """
+        newest, failing, code = self.newest_outcome_run_id, self.failing, self.failing_error_code
+        for run in runs:
+            if run.id <= newest or run.status not in ("completed", "failed"):
+                continue
+            newest = run.id
+            if run.status == "completed":
+                failing, code = False, None
+            elif failing is not True:
+                failing, code = True, run.error_code
+        if (newest, failing, code) == (self.newest_outcome_run_id, self.failing, self.failing_error_code):
+            return self
+        return replace(self, newest_outcome_run_id=newest, failing=failing, failing_error_code=code)
+
+    def _with_seen(self, runs: Sequence[SyncRun], now: float | None) -> SyncLedger:
+        """Keep the oldest run time seen, and when each pending run without a creation time was first seen."""
+        times = [run.created_at for run in runs if run.created_at is not None]
+        earliest = min(
+            [*times, *([] if self.earliest_run_at is None else [self.earliest_run_at])], default=None
+        )
+        seen = {run_id: at for run_id, at in self.pending_seen_at.items() if run_id in self.pending_run_ids}
+        if now is not None:
+            for run in runs:
+                if run.created_at is None and run.id in self.pending_run_ids:
+                    seen.setdefault(run.id, now)
+        if earliest == self.earliest_run_at and seen == self.pending_seen_at:
+            return self
+        return replace(
+            self, earliest_run_at=earliest, pending_seen_at=MappingProxyType(seen) if seen else _NOTHING_SEEN
+        )
+
+    @property
+    def no_success_since(self) -> float | None:
+        """While no successful run is known: the oldest run time seen, since which none succeeded."""
+        return self.earliest_run_at if self.last_success_at is None else None
+
+
+_NOTHING_SEEN: Mapping[int, float] = MappingProxyType({})
 
 
 def _newest(run_ids: Iterable[int]) -> RunIds:

@@ -35,7 +35,9 @@ DEFAULT_REGION = "us"
 _COMMON_KEYS = frozenset(
     {"api_version", "api_url", "region", "token_file", "token_env", "include", "exclude"}
 )
-_WORKSPACE_KEYS = _COMMON_KEYS | {"name", "group_id"}
+_WORKSPACE_KEYS = _COMMON_KEYS | {"name", "group_id", "webhook_secret_file", "webhook_secret_env"}
+#: Webhook secrets one workspace accepts at once (a rotation needs two).
+MAX_WEBHOOK_SECRETS = 8
 _AUTO_KEYS = _COMMON_KEYS | {"auto", "relist_interval_seconds"}
 #: How often discovery lists the workspaces again by default, and the range allowed.
 DEFAULT_RELIST_INTERVAL_SECONDS = 300.0
@@ -81,6 +83,8 @@ class WorkspaceConfig:
     line: int | None = None
     #: The line of each key, for errors found after parsing (a token variable that is not set).
     key_lines: Mapping[str, int] = field(default_factory=dict, compare=False)
+    #: Where its webhook secrets are read from (files and variables; several during a rotation).
+    webhook_secrets: tuple[TokenLocation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ def _workspace(entry: _Entry) -> WorkspaceConfig:
         syncs=entry.sync_filter(),
         line=entry.line,
         key_lines=dict(entry.raw.key_lines),
+        webhook_secrets=entry.webhook_secrets(),
     )
 
 
@@ -322,6 +327,31 @@ class _Entry:
         if not _ENV_NAME.fullmatch(token_env):
             raise self.error("token_env", f"must be an environment variable name, got {_shown(token_env)}")
         return TokenLocation(env=token_env)
+
+    def webhook_secrets(self) -> tuple[TokenLocation, ...]:
+        files = [TokenLocation(file=Path(name)) for name in self._strings("webhook_secret_file")]
+        variables = self._strings("webhook_secret_env")
+        for name in variables:
+            if not _ENV_NAME.fullmatch(name):
+                raise self.error(
+                    "webhook_secret_env", f"must hold environment variable names, got {_shown(name)}"
+                )
+        locations = (*files, *(TokenLocation(env=name) for name in variables))
+        if len(locations) > MAX_WEBHOOK_SECRETS:
+            raise self.error(
+                "webhook_secret_file", f"and `webhook_secret_env` name over {MAX_WEBHOOK_SECRETS}"
+            )
+        return locations
+
+    def _strings(self, field: str) -> list[str]:
+        """A string or a list of non-empty strings (none when absent)."""
+        value = self.raw.get(field)
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        if not items or any(not isinstance(item, str) or not item.strip() for item in items):
+            raise self.error(field, f"must be a non-empty string or a list of them, got {_shown(value)}")
+        return [item.strip() for item in items]
 
     def sync_filter(self) -> SyncFilter:
         return SyncFilter(include=self._patterns("include"), exclude=self._patterns("exclude"))

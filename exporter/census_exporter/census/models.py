@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from census_exporter.redaction import redact
+
 _Value = TypeVar("_Value")
 
 #: Run statuses that mean "not finished yet". ``preparing`` and ``new`` were replaced by ``queued`` and
@@ -87,8 +89,18 @@ class Sync:
     destination_object: str
     schedule: str
     paused: bool | None
+    #: The sync's health as the listing gives it (its ``status``): ``ready`` (never ran), ``up to date`` (the
+    #: last run succeeded), ``failing`` (it failed), lower-cased; another word passes through bounded;
+    #: ``None`` when the listing said nothing usable.
+    health: str | None = None
+    #: When Census last changed the sync (``updated_at``); with ``health``, a change the listing shows.
+    updated_at: float | None = None
     #: Fields that arrived unusable (out of range, wrong type) and were dropped, for a one-time log line.
     problems: tuple[str, ...] = field(default=(), compare=False)
+
+    def listing_differs(self, other: Sync) -> bool:
+        """True when the listing shows a change between ``other`` and this sync: its health or update time."""
+        return (self.health, self.updated_at) != (other.health, other.updated_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +170,12 @@ def clean_text(value: str) -> str:
     """``value`` as valid UTF-8 without control characters: what a label, a log line or a terminal can take.
 
     Lone surrogates (which JSON can carry but UTF-8 cannot encode) become U+FFFD; tabs and line breaks
-    become spaces; every other control character is dropped.
+    become spaces; every other control character is dropped. A configured token or workspace key the API
+    echoes back becomes ``[REDACTED]``, once here rather than on every scrape.
     """
     value = _LONE_SURROGATE.sub("\ufffd", value)
     value = _LINE_BREAKS.sub(" ", value)
-    return _CONTROL_CHARACTERS.sub("", value)
+    return redact(_CONTROL_CHARACTERS.sub("", value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,8 +443,17 @@ def parse_sync(raw: object) -> Sync | Skipped:
         destination_object=sys.intern(_destination_object(destination.get("object"))),
         schedule=sys.intern(describe_schedule(record)),
         paused=fields.flag("paused"),
+        health=_health(fields.text("status", WORD_LIMIT)),
+        updated_at=fields.timestamp("updated_at"),
         problems=tuple(fields.problems),
     )
+
+
+def _health(status: str | None) -> str | None:
+    """A sync's listed health, lower-cased (older accounts send ``Up to Date``, ``Failing``) and interned."""
+    if status is None:
+        return None
+    return sys.intern(bounded_text(" ".join(status.lower().split()), WORD_LIMIT))
 
 
 def parse_sync_run(raw: object) -> SyncRun | Skipped:

@@ -218,3 +218,4 @@ class DemoActivity:
                 error_detail=plan.error[1] if plan.error else None,
                 current_step=None,
             )
+            self.workspace.announce_run(record)

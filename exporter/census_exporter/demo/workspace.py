@@ -36,6 +36,15 @@ class SimulatedWorkspace:
         self.destinations: dict[int, JSON] = {}
         self._next_run_id = 1
         self._next_sync_id = 1
+        #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs, as in Census.
+        self._derived_health: set[int] = set()
+        #: Called with a run each time one is added or changes (the webhook sender listens here).
+        self.run_listeners: list[Callable[[JSON], None]] = []
+
+    def announce_run(self, record: JSON) -> None:
+        """Tell the listeners that ``record`` was added or changed."""
+        for listener in self.run_listeners:
+            listener(dict(record))
 
     # ------------------------------------------------------------------ connections
 
@@ -92,7 +101,7 @@ class SimulatedWorkspace:
                     "id": sync_id,
                     "label": label,
                     "resource_identifier": f"sync_{sync_id}",
-                    "status": "up to date",
+                    "status": "ready",
                     "created_at": now,
                     "updated_at": now,
                     "operation": operation,
@@ -111,7 +120,23 @@ class SimulatedWorkspace:
             )
             self.syncs[sync_id] = record
             self.runs.setdefault(sync_id, [])
+            if raw is None:
+                self._derived_health.add(sync_id)
+                self._derive_health(sync_id)
             return record
+
+    def _derive_health(self, sync_id: int) -> None:
+        """The sync's ``status`` as Census reports it: ``ready`` until a run finished, then ``failing`` when
+        the newest completed or failed run failed, else ``up to date``; ``updated_at`` moves with it."""
+        sync = self.syncs.get(sync_id)
+        if sync is None or sync_id not in self._derived_health:
+            return
+        outcomes = [run for run in self.runs.get(sync_id, []) if run.get("status") in ("completed", "failed")]
+        newest = max(outcomes, key=lambda run: int(run["id"]), default=None)
+        health = "ready" if newest is None else ("failing" if newest["status"] == "failed" else "up to date")
+        if sync.get("status") != health:
+            sync["status"] = health
+            sync["updated_at"] = iso(self.clock())
 
     def update_sync(self, sync_id: int, **fields: Any) -> None:
         """Change fields of a sync (``paused=True``, ``label=...``)."""
@@ -189,14 +214,19 @@ class SimulatedWorkspace:
             self._next_run_id = max(self._next_run_id, int(record["id"]) + 1)
             self.runs.setdefault(sync_id, []).append(record)
             self.runs_by_id[int(record["id"])] = record
-            return record
+            self._derive_health(sync_id)
+        self.announce_run(record)
+        return record
 
     def update_run(self, run_id: int, **fields: Any) -> JSON:
         """Change fields of a run in place (finish it, fail it)."""
         with self.lock:
             record = self.runs_by_id[run_id]
             record.update(fields)
-            return record
+            if isinstance(record.get("sync_id"), int):
+                self._derive_health(record["sync_id"])
+        self.announce_run(record)
+        return record
 
     def finish_run(
         self,
@@ -228,7 +258,8 @@ class SimulatedWorkspace:
                 error_message="Simulated failure" if failed else None,
                 current_step=None,
             )
-            return record
+        self.announce_run(record)
+        return record
 
     def runs_newest_first(self, sync_id: int) -> list[JSON] | None:
         """The sync's runs, newest first; ``None`` if the sync's runs endpoint would 404."""

@@ -99,6 +99,46 @@ class Fleet:
         with self._lock:
             return self._members()
 
+    def replace_named(self, workspaces: Sequence[Workspace]) -> tuple[list[str], list[str], list[str]]:
+        """Watch ``workspaces`` as the named ones (a re-read workspaces file); (added, removed, changed).
+
+        An unchanged entry keeps its refresher, ledger and token source; a removed one stops and loses its
+        series; a changed one (URL, dialect, group, filter, or where its token comes from) starts over.
+        """
+
+        def same(old: Workspace, new: Workspace) -> bool:
+            where = (old.api_url, old.api_version, old.group_id, old.syncs)
+            if where != (new.api_url, new.api_version, new.group_id, new.syncs):
+                return False
+            if old.token.path is not None or new.token.path is not None:
+                return old.token.path == new.token.path
+            return old.token() == new.token()
+
+        started: list[WatchedWorkspace] = []
+        stopped: list[WatchedWorkspace] = []
+        added: list[str] = []
+        changed: list[str] = []
+        with self._lock:
+            if self._closed:
+                return [], [], []
+            wanted = {workspace.name: workspace for workspace in workspaces}
+            removed = sorted(name for name in self._named if name not in wanted)
+            stopped.extend(self._named.pop(name) for name in removed)
+            for name, workspace in wanted.items():
+                kept = self._named.get(name)
+                if kept is not None and same(kept.workspace, workspace):
+                    continue
+                if kept is not None:
+                    stopped.append(kept)
+                (changed if kept is not None else added).append(name)
+                self._named[name] = self._watch(workspace)
+                started.append(self._named[name])
+        for member in stopped:
+            member.release()
+        for member in started:
+            member.refresher.trigger()
+        return added, removed, changed
+
     # ------------------------------------------------------------------ discovery
 
     def declare_discovery(self, name: str) -> None:

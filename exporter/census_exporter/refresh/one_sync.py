@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from census_exporter import defaults
@@ -20,12 +20,20 @@ from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncO
 from census_exporter.snapshot import SyncState
 from census_exporter.state import (
     DEFAULT_DURATION_BUCKETS,
+    IMPLAUSIBLE_RUN_ID_JUMP,
     MAX_PENDING_RUNS_PER_SYNC,
     LedgerUpdate,
     SyncLedger,
 )
 
 log = logging.getLogger(__name__)
+
+#: A run time further ahead of the exporter's clock than this is not trusted (it is treated as unknown): one
+#: run created "in 2098" must not stay the newest run, or pin a success, for decades.
+CLOCK_SKEW_SECONDS = 300.0
+#: Pages of runs the first read of a sync goes back, at most, while none of them completed: how far back a
+#: sync that has been failing for a long time shows that nothing succeeded (``no_success_since``).
+FIRST_READ_PAGES_WITHOUT_SUCCESS = 4
 
 
 class CensusAPI(Protocol):
@@ -91,6 +99,7 @@ class SyncRefresh:
         """The sync's next state; raises :class:`SyncGone` on 404 and ``CensusAPIError`` on other faults."""
         ledger = previous.ledger if previous else None
         label = bounded_text(sync.label, LABEL_LOG_LIMIT)
+        now = self._wall_clock()
         fetched: dict[int, SyncRun] = {}
         first_page: list[SyncRun] = []
         unusable_first_page = False
@@ -101,6 +110,7 @@ class SyncRefresh:
             except NotFoundError:
                 raise SyncGone from None
             runs = self._own_runs(sync, self._logs.usable(result.items, parse_sync_run, "run", sync.id))
+            runs = [self._plausible(sync, run, now) for run in runs]
             if page == 1:
                 first_page = runs
                 unusable_first_page = bool(result.items) and not runs
@@ -114,6 +124,9 @@ class SyncRefresh:
                     reached_known = True
                 else:
                     new_runs += 1
+            if ledger is None and self._first_read_goes_back(fetched.values(), page, result.has_more):
+                page += 1
+                continue
             if ledger is None or reached_known or not result.has_more:
                 break
             if not brought_new:
@@ -139,7 +152,7 @@ class SyncRefresh:
                 break
             page += 1
 
-        latest = max(first_page, key=lambda run: (run.created_at or 0.0, run.id), default=None)
+        latest = newest_run(first_page)
         if unusable_first_page and previous is not None:
             # Records came back but none could be parsed: that says nothing new about the newest run.
             latest = previous.latest_run
@@ -156,31 +169,51 @@ class SyncRefresh:
             # The same run as last time: share the old object rather than keep one copy per snapshot.
             latest = previous.latest_run
         if ledger is None:
-            new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets)
+            new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets, now)
             counted: Iterable[SyncRun] = [latest] if latest and latest.status == "failed" else []
         else:
-            gone, last_lookup = self._fetch_missing_pending(sync, ledger, fetched, deadline)
-            update = ledger.advance(fetched.values(), gone, last_lookup)
+            gone, last_lookup = self._fetch_missing_pending(sync, ledger, fetched, deadline, now)
+            update = ledger.advance(fetched.values(), gone, last_lookup, now)
             new_ledger, counted = update.ledger, update.counted
             self._report(sync, update)
-        unfinished = [
-            pending.created_at
-            for pending in (fetched.get(run_id) for run_id in new_ledger.pending_run_ids)
-            if pending is not None and pending.created_at is not None
-        ]
         state = SyncState(
             sync=sync,
             latest_run=latest,
             ledger=new_ledger,
-            oldest_unfinished_created_at=min(unfinished, default=None),
+            oldest_unfinished_created_at=_oldest_unfinished(new_ledger, fetched),
             runs_read_monotonic=self._clock(),
             runs_read_timestamp=self._wall_clock(),
+            read_sync=sync,
         )
         failed = tuple(run for run in counted if run.status == "failed")
         return SyncOutcome(state, failed, baseline=ledger is None)
 
+    def _first_read_goes_back(self, runs: Iterable[SyncRun], page: int, has_more: bool) -> bool:
+        """At a sync's first read: whether to read one more page to find how long nothing has succeeded."""
+        if not has_more or page >= FIRST_READ_PAGES_WITHOUT_SUCCESS:
+            return False
+        return not any(run.status == "completed" for run in runs)
+
+    def _plausible(self, sync: Sync, run: SyncRun, now: float) -> SyncRun:
+        """``run`` with every time further ahead of ``now`` than :data:`CLOCK_SKEW_SECONDS` made unknown."""
+        late = now + CLOCK_SKEW_SECONDS
+        names = ("created_at", "updated_at", "completed_at", "scheduled_execution_time")
+        future = [name for name in names if (getattr(run, name) or 0.0) > late]
+        if not future:
+            return run
+        self._logs.once(
+            ("future time", sync.id),
+            "sync %s (%s): run %s has %s in the future; treated as unknown",
+            sync.id,
+            bounded_text(sync.label, LABEL_LOG_LIMIT),
+            run.id,
+            ", ".join(future),
+        )
+        problems = (*run.problems, *(f"{name} in the future" for name in future))
+        return replace(run, **dict.fromkeys(future), problems=problems)  # type: ignore[arg-type]
+
     def _fetch_missing_pending(
-        self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float
+        self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float, now: float
     ) -> tuple[list[int], int | None]:
         """Fetch, by id, pending runs that scrolled out of the pages, least recently looked up first.
 
@@ -198,7 +231,7 @@ class SyncRefresh:
                 continue
             for run in self._own_runs(sync, self._logs.usable([raw], parse_sync_run, "run", sync.id)):
                 if run.id == run_id:
-                    fetched[run.id] = run
+                    fetched[run.id] = self._plausible(sync, run, now)
         return gone, (looked_up[-1] if looked_up else None)
 
     def _own_runs(self, sync: Sync, runs: list[SyncRun]) -> list[SyncRun]:
@@ -234,3 +267,25 @@ class SyncRefresh:
                 MAX_PENDING_RUNS_PER_SYNC,
                 len(update.dropped_pending_run_ids),
             )
+
+
+def newest_run(runs: Iterable[SyncRun]) -> SyncRun | None:
+    """The newest of ``runs``: the highest run id (ids grow with creation; a timestamp can lie), leaving out
+    an id implausibly far above the next lower one, unless no other is left."""
+    ordered = sorted(runs, key=lambda run: run.id)
+    while len(ordered) > 1 and ordered[-1].id > ordered[-2].id + IMPLAUSIBLE_RUN_ID_JUMP:
+        ordered.pop()
+    return ordered[-1] if ordered else None
+
+
+def _oldest_unfinished(ledger: SyncLedger, fetched: Mapping[int, SyncRun]) -> float | None:
+    """When the oldest run still waited on began: its ``created_at``, else when the exporter first saw it."""
+    times = []
+    for run_id in ledger.pending_run_ids:
+        run = fetched.get(run_id)
+        if run is None:
+            continue
+        created = run.created_at if run.created_at is not None else ledger.pending_seen_at.get(run_id)
+        if created is not None:
+            times.append(created)
+    return min(times, default=None)

@@ -35,6 +35,7 @@ from census_exporter.census.client import LIST_PAGE_SIZE, CensusAPIError
 from census_exporter.census.models import ConnectionId, Sync, bounded_text, parse_connection, parse_sync
 from census_exporter.logs import CURRENT_WORKSPACE
 from census_exporter.refresh import schedule
+from census_exporter.refresh.announcements import Announcements, counted_runs, known_ids
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
@@ -67,6 +68,8 @@ class _Built:
     snapshot: Snapshot
     errors: tuple[CensusAPIError, ...]
     outcomes: tuple[tuple[Sync, SyncOutcome], ...]
+    #: Built by an announced read (webhook events, no listing): it says nothing about the API's health.
+    announced: bool = False
 
 
 class Refresher:
@@ -81,8 +84,14 @@ class Refresher:
         wall_clock: Callable[[], float] = time.time,
         stopping: threading.Event | None = None,
         workspaces: Callable[[], int] = lambda: 1,
+        announcements: Announcements | None = None,
     ) -> None:
         self._api = api
+        #: What webhooks announced (None: no receiver for this workspace); see :mod:`.announcements`.
+        self._announcements = announcements
+        #: Whether the running refresh is an announced read, and whether a full one was asked for meanwhile.
+        self._inflight_announced = False
+        self._full_wanted = False
         #: How many workspaces share the request budget now (this one's share of it is planned on).
         self._workspaces = workspaces
         self._settings = settings
@@ -121,13 +130,17 @@ class Refresher:
         started = self._snapshot.started_monotonic
         return started is None or self._clock() - started >= self._settings.cache_ttl_seconds
 
-    def trigger(self) -> Future[Snapshot]:
+    def trigger(self, *, announced: bool = False) -> Future[Snapshot]:
         """Start a refresh unless one is already running; return the running one.
 
         The future resolves when the refresh is swapped in or abandoned at its deadline, whichever is first.
+        ``announced``: read only the syncs webhook events marked (see :mod:`.announcements`), without
+        listing and without renewing the TTL; a full refresh asked for while one runs starts after it.
         """
         with self._lock:
             if self._inflight is not None and not self._inflight.done():
+                if self._inflight_announced and not announced:
+                    self._full_wanted = True
                 return self._inflight
             future: Future[Snapshot] = Future()
             future.set_running_or_notify_cancel()
@@ -141,6 +154,7 @@ class Refresher:
             generation = self._generation
             self._unsettled = generation
             self._inflight = future
+            self._inflight_announced = announced
         started = self._clock()
         abandon = threading.Timer(
             self._settings.refresh_timeout_seconds,
@@ -150,7 +164,7 @@ class Refresher:
         abandon.daemon = True
         runner = threading.Thread(
             target=self._in_workspace().run,
-            args=(self._refresh_and_swap, generation, future, started, abandon),
+            args=(self._refresh_and_swap, generation, future, started, abandon, announced),
             name=f"census-refresh-{generation}",
             daemon=True,
         )
@@ -188,7 +202,12 @@ class Refresher:
         return context
 
     def _refresh_and_swap(
-        self, generation: int, future: Future[Snapshot], started: float, abandon: threading.Timer
+        self,
+        generation: int,
+        future: Future[Snapshot],
+        started: float,
+        abandon: threading.Timer,
+        announced: bool = False,
     ) -> None:
         fetchers = DaemonPool(self._settings.concurrency, f"census-fetch-{generation}")
         with self._lock:
@@ -198,7 +217,10 @@ class Refresher:
         previous = self._snapshot
         first = not previous.listed
         try:
-            built = self._build_guarded(previous, started, fetchers, generation)
+            if announced:
+                built = self._build_announced(previous, started, fetchers)
+            else:
+                built = self._build_guarded(previous, started, fetchers, generation)
         except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the future
             failure = error
         finally:
@@ -219,6 +241,11 @@ class Refresher:
         if built is None:
             future.set_exception(failure or RuntimeError("refresh ended without a result"))
             return
+        if built.announced:
+            self._logs.failed_runs(built.outcomes, first_refresh=False, watched=len(built.snapshot.syncs))
+            future.set_result(built.snapshot)
+            self._follow_up()
+            return
         if built.snapshot.up:
             self._logs.succeeded()
         self._logs.failed_runs(
@@ -226,6 +253,64 @@ class Refresher:
         )
         self._logs.outcome(list(built.errors), have_data=built.snapshot.listed)
         future.set_result(built.snapshot)
+        self._follow_up()
+
+    # ------------------------------------------------------------------ webhook announcements
+
+    def read_announced(self) -> None:
+        """Read the syncs webhook events marked, now, unless a refresh is running (then right after it)."""
+        announcements = self._announcements
+        if announcements is None or not self._snapshot.listed or self._stopping.is_set():
+            return
+        if announcements.has_known(known_ids(self._snapshot.syncs)):
+            self.trigger(announced=True)
+
+    def _follow_up(self) -> None:
+        """After a swap: the full refresh asked for during an announced read, else marks made meanwhile."""
+        with self._lock:
+            full, self._full_wanted = self._full_wanted, False
+        if self._stopping.is_set():
+            return
+        if full:
+            self.trigger()
+        else:
+            self.read_announced()
+
+    def _build_announced(self, previous: Snapshot, started: float, fetchers: DaemonPool) -> _Built:
+        """The previous snapshot with the marked syncs it knows read again; no listing, TTL unchanged.
+
+        A sync whose read fails keeps its state and stays marked for the next full refresh; the error is
+        logged once per sync and leaves ``up`` as it was (the next full refresh decides that).
+        """
+        announcements = self._announcements
+        assert announcements is not None  # read_announced() checked it
+        deadline = started + self._settings.refresh_timeout_seconds
+        taken = announcements.take_known(known_ids(previous.syncs))
+        known: dict[int, SyncState | None] = {sync_id: previous.syncs[sync_id] for sync_id in taken}
+        jobs = {sync_id: previous.syncs[sync_id].sync for sync_id in taken}
+        results = self._read(taken, jobs, known=known, deadline=deadline, fetchers=fetchers, publish=None)
+        syncs = dict(previous.syncs)
+        outcomes: list[tuple[Sync, SyncOutcome]] = []
+        failed: list[int] = []
+        for sync_id in taken:
+            result = results.get(sync_id)
+            before = previous.syncs[sync_id]
+            if isinstance(result, SyncOutcome):
+                outcomes.append((before.sync, result))
+                syncs[sync_id] = replace(
+                    result.state, missing_listings=before.missing_listings, missing_since=before.missing_since
+                )
+                continue
+            failed.append(sync_id)
+            self._logs.once(
+                ("announced read failed", sync_id),
+                "sync %s (%s): the read a webhook event asked for failed (%s); the next refresh reads it",
+                sync_id,
+                bounded_text(before.sync.label, LABEL_LOG_LIMIT),
+                type(result).__name__ if result is not None else "not read",
+            )
+        announcements.again(failed)
+        return _Built(replace(previous, syncs=syncs), (), tuple(outcomes), announced=True)
 
     def _abandon(self, generation: int, future: Future[Snapshot], started: float) -> None:
         """Give up on a refresh past its deadline: say so in the snapshot and let the next one start."""
@@ -384,10 +469,30 @@ class Refresher:
         jobs = {sync.id: sync for sync in [*listed, *(state.sync for state in awaited)]}
         # Unread syncs are planned as they were (a new one: never read); the plan orders the reads too.
         candidates = [_planned_as(known[sync.id], sync) for sync in jobs.values()]
-        planned = schedule.plan(candidates, allowance, self._wall_clock(), self._settings.cache_ttl_seconds)
+        announced: list[int] = []
+        if self._announcements is not None:
+            # Announced syncs first, ahead of the budget's priorities; the rest as reconciling allows.
+            announced, candidates = self._announcements.arrange(candidates)
+        planned = announced + schedule.plan(
+            candidates, allowance, self._wall_clock(), self._settings.cache_ttl_seconds
+        )
         results = self._read(
             planned, jobs, known=known, deadline=deadline, fetchers=fetchers, publish=publish
         )
+        if self._announcements is not None:
+            unasked = set(announced)
+            self._announcements.polled(
+                sync_id
+                for sync_id, result in results.items()
+                if sync_id not in unasked
+                and isinstance(result, SyncOutcome)
+                and counted_runs(known[sync_id], result.state)
+            )
+            self._announcements.again(
+                sync_id
+                for sync_id in announced
+                if sync_id in listed_ids and not isinstance(results.get(sync_id), SyncOutcome)
+            )
         states: dict[int, SyncState] = {}
         for sync in jobs.values():
             kept = known[sync.id]

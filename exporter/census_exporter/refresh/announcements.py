@@ -1,0 +1,197 @@
+"""Announcements: what Census's webhooks said about one workspace's syncs, as its refresher takes it.
+
+The webhook receiver (:mod:`census_exporter.webhooks`) writes here; the refresher reads. Nothing here talks
+HTTP or counts runs: a sync announced by an event is read ahead of the budget's plan, through the same
+ledger as every other read, so a run is counted once whichever path sees it first.
+
+* **Urgent reads.** An event marks its sync (:meth:`Announcements.announce`); the refresher reads the marked
+  syncs it knows at once, without listing (:meth:`take_known`), and a full refresh takes the rest first
+  (:meth:`arrange`). Ids no listing shows are dropped by the next full refresh. At most
+  :data:`MAX_URGENT_SYNCS` are marked at once.
+* **Reconcile.** While webhooks are healthy (an event within the reconcile interval and no run found that no
+  event announced), a full refresh reads only the syncs not read for a reconcile interval (and any never
+  read); the others wait for their events.
+* **Silence.** A run a poll finds (a sync's counts moved on a read no event asked for) must be announced
+  within :data:`ANNOUNCEMENT_GRACE_SECONDS`; if not, it counts as unannounced and the workspace falls back
+  to full polling for one reconcile interval.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from census_exporter.snapshot import SyncState
+
+#: Syncs marked for an urgent read at once; more marks wait for the next round (and are refused).
+MAX_URGENT_SYNCS = 10_000
+#: Syncs whose polled-found runs await their event at once; beyond this the oldest count as unannounced.
+MAX_AWAITED_SYNCS = 10_000
+#: How long after a poll found a run its event may still arrive (delivery takes seconds; retries longer).
+ANNOUNCEMENT_GRACE_SECONDS = 300.0
+#: The reconcile interval's default: how often a sync no event announced is read while webhooks are healthy.
+DEFAULT_RECONCILE_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncementStatus:
+    """The announcements of one workspace as its metrics show them."""
+
+    #: True while polling is slowed to the reconcile interval (webhooks healthy).
+    reconciling: bool
+    #: True while the workspace is back on full polling because a run went unannounced.
+    fallback: bool
+    #: Runs found by polling that no event announced within the grace period, since start.
+    unannounced_runs: int
+    #: Unix time of the last verified event (``None``: none yet).
+    last_event_timestamp: float | None
+
+
+class Announcements:
+    """One workspace's webhook announcements; thread-safe, every table bounded."""
+
+    def __init__(
+        self,
+        reconcile_interval_seconds: float = DEFAULT_RECONCILE_INTERVAL_SECONDS,
+        *,
+        grace_seconds: float = ANNOUNCEMENT_GRACE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.reconcile_interval_seconds = reconcile_interval_seconds
+        self._grace = grace_seconds
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._lock = threading.Lock()
+        self._urgent: OrderedDict[int, None] = OrderedDict()
+        #: Per sync, when a poll found runs no event had announced yet.
+        self._awaited: OrderedDict[int, float] = OrderedDict()
+        self._last_event: float | None = None
+        self._last_event_wall: float | None = None
+        self._fallback_since: float | None = None
+        self._unannounced = 0
+
+    # ------------------------------------------------------------------ the receiver's side
+
+    def heard(self, sync_id: int) -> None:
+        """A verified event about ``sync_id`` arrived: webhooks are alive and its runs are announced."""
+        with self._lock:
+            self._last_event = self._clock()
+            self._last_event_wall = self._wall_clock()
+            self._awaited.pop(sync_id, None)
+
+    def announce(self, sync_id: int) -> bool:
+        """Mark ``sync_id`` for an urgent read; False when :data:`MAX_URGENT_SYNCS` are marked already."""
+        with self._lock:
+            if sync_id in self._urgent:
+                return True
+            if len(self._urgent) >= MAX_URGENT_SYNCS:
+                return False
+            self._urgent[sync_id] = None
+            return True
+
+    # ------------------------------------------------------------------ the refresher's side
+
+    def has_known(self, known: Container[int]) -> bool:
+        """Whether a marked sync is one the refresher can read without listing."""
+        with self._lock:
+            return any(sync_id in known for sync_id in self._urgent)
+
+    def take_known(self, known: Container[int]) -> list[int]:
+        """The marked syncs among ``known``, unmarked, in the order they were marked."""
+        with self._lock:
+            taken = [sync_id for sync_id in self._urgent if sync_id in known]
+            for sync_id in taken:
+                del self._urgent[sync_id]
+            return taken
+
+    def again(self, sync_ids: Iterable[int]) -> None:
+        """Mark again syncs whose urgent read failed; the next full refresh takes them first."""
+        with self._lock:
+            for sync_id in sync_ids:
+                if len(self._urgent) < MAX_URGENT_SYNCS:
+                    self._urgent[sync_id] = None
+
+    def arrange(self, candidates: Sequence[SyncState]) -> tuple[list[int], list[SyncState]]:
+        """For a full refresh: the marked syncs to read first, and the candidates left for the plan.
+
+        Marks for syncs not among ``candidates`` (no listing shows them) are dropped. While reconciling,
+        the plan gets only the syncs not read for a reconcile interval and those never read.
+        """
+        now = self._clock()
+        reconciling = self.reconciling()
+        with self._lock:
+            marked = set(self._urgent)
+            self._urgent.clear()
+        first = [state.sync.id for state in candidates if state.sync.id in marked]
+        rest = [
+            state
+            for state in candidates
+            if state.sync.id not in marked and (not reconciling or self._reconcile_due(state, now))
+        ]
+        return first, rest
+
+    def _reconcile_due(self, state: SyncState, now: float) -> bool:
+        read = state.runs_read_monotonic
+        return read is None or now - read >= self.reconcile_interval_seconds
+
+    def polled(self, found: Iterable[int]) -> None:
+        """Syncs whose runs a read no event asked for found new; each awaits its event for the grace."""
+        now = self._clock()
+        with self._lock:
+            for sync_id in found:
+                if sync_id not in self._awaited:
+                    self._awaited[sync_id] = now
+            self._expire(now, force=len(self._awaited) - MAX_AWAITED_SYNCS)
+
+    def _expire(self, now: float, force: int = 0) -> None:
+        """Count runs whose grace ended (and the oldest ``force`` ones) as unannounced (lock held)."""
+        while self._awaited:
+            sync_id, found_at = next(iter(self._awaited.items()))
+            if force <= 0 and now - found_at < self._grace:
+                break
+            del self._awaited[sync_id]
+            force -= 1
+            self._unannounced += 1
+            self._fallback_since = now
+
+    def reconciling(self) -> bool:
+        """Whether polling is slowed: an event within the reconcile interval, and no fallback running."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            if self._last_event is None or now - self._last_event >= self.reconcile_interval_seconds:
+                return False
+            return not self._in_fallback(now)
+
+    def _in_fallback(self, now: float) -> bool:
+        since = self._fallback_since
+        return since is not None and now - since < self.reconcile_interval_seconds
+
+    def status(self) -> AnnouncementStatus:
+        """What the metrics show."""
+        reconciling = self.reconciling()
+        with self._lock:
+            return AnnouncementStatus(
+                reconciling=reconciling,
+                fallback=self._in_fallback(self._clock()),
+                unannounced_runs=self._unannounced,
+                last_event_timestamp=self._last_event_wall,
+            )
+
+
+def counted_runs(before: SyncState | None, after: SyncState) -> int:
+    """Runs a read counted: how far the sync's run counters moved (0 for a first read, a baseline)."""
+    if before is None or before.ledger is None or after.ledger is None:
+        return 0
+    old = sum(before.ledger.counters.runs_by_status.values())
+    new = sum(after.ledger.counters.runs_by_status.values())
+    return max(0, new - old)
+
+
+def known_ids(syncs: Mapping[int, SyncState]) -> Container[int]:
+    """The syncs an urgent read can take: those read at least once (a ledger to count on)."""
+    return {sync_id for sync_id, state in syncs.items() if state.ledger is not None}

@@ -1,0 +1,138 @@
+"""The receiver: ``POST /webhooks/census/<workspace>``, a WSGI app served on its own listener.
+
+Checks, in order, each answered at once and counted by result: the source address's rate (429), the method
+(405), the workspace (404), the body's size (413: the listener refuses a body over the cap unread) and
+framing (411 without a length), the content type (415), the signature over the raw body against every
+accepted secret (401), then the JSON (400). A verified event seen before is answered 200 and ignored; a
+new one is queued (202), or refused with 503 when the queue is full, so that Census delivers it again.
+Nothing here waits on the Census API or the refresher: every answer is a few microseconds of work.
+The body and the secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from census_exporter.server import BODY_OVER_CAP_KEY, StartResponse
+from census_exporter.webhooks.events import EventError, parse_event
+from census_exporter.webhooks.intake import Dispatcher, RateLimiter, RecentEvents, WebhookTarget
+from census_exporter.webhooks.metrics import WebhookMetrics
+from census_exporter.webhooks.signature import signature_matches
+
+log = logging.getLogger(__name__)
+
+PATH_PREFIX = "/webhooks/census/"
+#: The largest body taken: Census's events are a few hundred bytes; alert events carry a message.
+MAX_BODY_BYTES = 8 * 1024
+
+_ANSWERS = {
+    "accepted": ("202 Accepted", b"accepted\n"),
+    "duplicate": ("200 OK", b"duplicate, ignored\n"),
+    "rate_limited": ("429 Too Many Requests", b"too many requests\n"),
+    "method_not_allowed": ("405 Method Not Allowed", b"method not allowed\n"),
+    "unknown_workspace": ("404 Not Found", b"not found\n"),
+    "too_large": ("413 Payload Too Large", b"body too large\n"),
+    "length_required": ("411 Length Required", b"length required\n"),
+    "unsupported_media_type": ("415 Unsupported Media Type", b"expected application/json\n"),
+    "bad_signature": ("401 Unauthorized", b"missing or bad signature\n"),
+    "malformed": ("400 Bad Request", b"malformed event\n"),
+    "queue_full": ("503 Service Unavailable", b"busy, deliver again later\n"),
+}
+
+
+class WebhookApp:
+    """The WSGI app of the webhook listener."""
+
+    def __init__(
+        self,
+        targets: Callable[[str], WebhookTarget | None],
+        dispatcher: Dispatcher,
+        metrics: WebhookMetrics,
+        limiter: RateLimiter,
+        *,
+        recent: RecentEvents | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._targets = targets
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._limiter = limiter
+        self._recent = recent or RecentEvents()
+        self._max_body = max_body_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Answer one delivery."""
+        target = self._target(environ)
+        result = self._check(environ, target)
+        self._metrics.request(target.name if target is not None else "", result)
+        status, body = _ANSWERS[result]
+        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+        if result == "rate_limited":
+            headers.append(("Retry-After", "1"))
+        if result in ("too_large", "length_required"):
+            # The body was not read: what follows must not be taken for the next request.
+            headers.append(("Connection", "close"))
+        start_response(status, headers)
+        return [body]
+
+    def _target(self, environ: dict[str, Any]) -> WebhookTarget | None:
+        path: str = environ.get("PATH_INFO", "")
+        if not path.startswith(PATH_PREFIX):
+            return None
+        try:
+            # WSGI hands the path over as latin-1; workspace labels are UTF-8.
+            name = path[len(PATH_PREFIX) :].encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return None
+        return self._targets(name) if name and "/" not in name else None
+
+    def _check(self, environ: dict[str, Any], target: WebhookTarget | None) -> str:
+        if not self._limiter.allows(str(environ.get("REMOTE_ADDR", ""))):
+            return "rate_limited"
+        if environ.get("REQUEST_METHOD") != "POST":
+            return "method_not_allowed"
+        if target is None:
+            return "unknown_workspace"
+        if environ.get(BODY_OVER_CAP_KEY) or _length(environ) > self._max_body:
+            return "too_large"
+        chunked = "chunked" in str(environ.get("HTTP_TRANSFER_ENCODING", "")).lower()
+        if not chunked and (not environ.get("CONTENT_LENGTH") or _length(environ) < 0):
+            return "length_required"
+        media_type = str(environ.get("CONTENT_TYPE", "")).split(";", 1)[0].strip().lower()
+        if media_type != "application/json":
+            return "unsupported_media_type"
+        body = self._body(environ)
+        if body is None:
+            return "too_large"
+        if not signature_matches(body, environ.get("HTTP_X_SIGNATURE"), target.secrets.current()):
+            return "bad_signature"
+        try:
+            event = parse_event(body)
+        except EventError as error:
+            log.debug("webhook for workspace %s refused: %s", target.name, error)
+            return "malformed"
+        key = (target.name, *event.dedup_key)
+        if self._recent.seen(key):
+            return "duplicate"
+        if not self._dispatcher.offer(target, event):
+            return "queue_full"
+        self._recent.remember(key)
+        self._metrics.event(target.name, event.event)
+        return "accepted"
+
+    def _body(self, environ: dict[str, Any]) -> bytes | None:
+        """The raw body (all of it is buffered already: the listener waits for it), or None over the cap."""
+        stream = environ["wsgi.input"]
+        try:
+            body: bytes = stream.read(self._max_body + 1)
+        except (OSError, ValueError):  # cheroot's size backstop, a chunked framing it refuses
+            return None
+        return None if len(body) > self._max_body else body
+
+
+def _length(environ: dict[str, Any]) -> int:
+    """The Content-Length, 0 without one, -1 when it is no number (cheroot answers that case first)."""
+    text = str(environ.get("CONTENT_LENGTH", "") or "0").strip()
+    return int(text) if text.isdigit() else -1

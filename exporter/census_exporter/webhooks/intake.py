@@ -1,0 +1,181 @@
+"""What stands between a verified webhook and the refresher: rate limits, duplicate memory, a bounded queue.
+
+Every table here has a fixed bound, so no sequence of requests, however hostile, grows the memory: the rate
+limiter keeps the :data:`MAX_SOURCES` most recent source addresses, the duplicate memory the
+:data:`MAX_REMEMBERED_EVENTS` most recent events, the queue :data:`QUEUE_SIZE` events. The queue's single
+worker hands each event to its workspace (:class:`Dispatcher`), so an answer never waits on the refresher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+from census_exporter.refresh.announcements import Announcements
+from census_exporter.snapshot import Snapshot
+from census_exporter.webhooks.events import ALERT_EVENTS, START_EVENTS, TERMINAL_EVENTS, WebhookEvent
+from census_exporter.webhooks.signature import WebhookSecrets
+
+log = logging.getLogger(__name__)
+
+#: Source addresses whose rate is tracked at once; the least recently seen is forgotten first.
+MAX_SOURCES = 4096
+#: Events remembered for duplicate detection (about 200 bytes each).
+MAX_REMEMBERED_EVENTS = 20_000
+#: Events queued for the worker at once; beyond this a delivery is answered 503 (Census retries).
+QUEUE_SIZE = 2048
+
+
+class RateLimiter:
+    """A token bucket per source address: ``rate`` requests a second, bursts of ``burst``."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        size: int = MAX_SOURCES,
+    ) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._size = size
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allows(self, source: str) -> bool:
+        """Take one token of ``source``'s bucket; False when it is empty."""
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.pop(source, (self._burst, now))
+            tokens = min(self._burst, tokens + (now - at) * self._rate)
+            allowed = tokens >= 1.0
+            self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+            while len(self._buckets) > self._size:
+                self._buckets.popitem(last=False)
+            return allowed
+
+
+class RecentEvents:
+    """The most recent event keys, for ignoring deliveries of an event already taken."""
+
+    def __init__(self, size: int = MAX_REMEMBERED_EVENTS) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+
+    def seen(self, key: Hashable) -> bool:
+        """Whether ``key`` was remembered (it then counts as recent again)."""
+        with self._lock:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                return True
+            return False
+
+    def remember(self, key: Hashable) -> None:
+        """Remember ``key``; the oldest key is forgotten past the bound."""
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class WorkspaceRefresh(Protocol):
+    """What the intake needs of a workspace's refresher."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+    def read_announced(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """One workspace that takes webhooks: its label, secrets, announcements and refresher."""
+
+    name: str
+    secrets: WebhookSecrets
+    announcements: Announcements
+    refresher: WorkspaceRefresh
+
+
+def needs_read(event: WebhookEvent, snapshot: Snapshot) -> bool:
+    """Whether ``event`` can show something the snapshot does not have yet.
+
+    A run the sync's ledger already accounts for (counted, or the baseline) needs no read for its end; a
+    run already waited on needs none for its start. Anything else (an unknown sync or run, an alert
+    without a run, an event outside the documented set) is read.
+    """
+    state = snapshot.syncs.get(event.sync_id)
+    ledger = state.ledger if state is not None else None
+    run_id = event.sync_run_id
+    if ledger is None or run_id is None or not ledger.knows(run_id):
+        return True
+    pending = run_id in ledger.pending_run_ids
+    if event.event in START_EVENTS:
+        return False  # already seen, queued or working or done
+    if event.event in TERMINAL_EVENTS or event.event in ALERT_EVENTS:
+        return pending
+    return pending
+
+
+class Dispatcher:
+    """The bounded queue of accepted events and the worker that hands each to its workspace."""
+
+    def __init__(
+        self, on_read: Callable[[str], None], *, size: int = QUEUE_SIZE, name: str = "census-webhooks"
+    ) -> None:
+        self._queue: queue.Queue[tuple[WebhookTarget, WebhookEvent] | None] = queue.Queue(maxsize=size)
+        self._on_read = on_read
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        """Start the worker."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def offer(self, target: WebhookTarget, event: WebhookEvent) -> bool:
+        """Queue ``event``; False when the queue is full (the delivery is refused, to be retried)."""
+        try:
+            self._queue.put_nowait((target, event))
+        except queue.Full:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop the worker after the events queued so far."""
+        if self._started:
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            self._thread.join(timeout=2.0)
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            target, event = item
+            try:
+                self.handle(target, event)
+            except Exception as error:  # noqa: BLE001 - one event must not stop the worker
+                log.error("webhook event for workspace %s failed: %s", target.name, type(error).__name__)
+
+    def handle(self, target: WebhookTarget, event: WebhookEvent) -> None:
+        """Note the event and, when it can show something new, read its sync ahead of every other."""
+        announcements = target.announcements
+        announcements.heard(event.sync_id)
+        if not needs_read(event, target.refresher.snapshot):
+            return
+        if announcements.announce(event.sync_id):
+            self._on_read(target.name)
+            target.refresher.read_announced()
