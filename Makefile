@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 DEMO_WEBHOOK_ADDRESS ?= 127.0.0.1:10050
 
-.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks sizing clean
+.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks sizing lock clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ dashboard: $(STAMP)
 chart-files:
 	cp prometheus/alerts.yaml prometheus/rules.yaml helm/census-exporter/files/
 	cp grafana/census-sync-runs.json helm/census-exporter/files/
+
+# uv.lock pins and hashes every dependency (runtime, test extras, the build group); the image installs the
+# two exports with --require-hashes. Run after changing a dependency in pyproject.toml; uv keeps every pin it
+# can. tests/test_lock.py fails when the lock or an export no longer matches pyproject.toml.
+UV_EXPORT := $(BIN)/uv export --quiet --frozen --no-header --no-emit-project --format requirements-txt
+lock: $(STAMP)
+	$(BIN)/uv lock
+	$(UV_EXPORT) --no-default-groups -o requirements.lock
+	$(UV_EXPORT) --only-group build -o requirements-build.lock
 
 # Builds and runs the Docker image for real (needs root, docker.io and debootstrap; see the script).
 docker-smoke:
