@@ -80,6 +80,7 @@ class Exporter:
             config.telemetry_path,
             cache_ttl_seconds=config.cache_ttl_seconds,
             own_metrics=self._own_metrics,
+            demo=config.demo,
         )
         web_config = (
             WebConfigSource(config.web_config_file, config.web_config_settle_seconds)

@@ -186,8 +186,10 @@ class ExporterApp:
         *,
         cache_ttl_seconds: float | None = None,
         own_metrics: Callable[[], RenderedFamilies] = RenderedFamilies,
+        demo: bool = False,
     ) -> None:
         self._fleet = fleet
+        self._demo = demo
         self._census = _ViewRendering(collector)
         self._registry = registry
         self._own_metrics = own_metrics
@@ -216,7 +218,10 @@ class ExporterApp:
                 start_response,
                 "200 OK",
                 render_landing_page(
-                    self._fleet.view, self._telemetry_path, cache_ttl_seconds=self._cache_ttl_seconds
+                    self._fleet.view,
+                    self._telemetry_path,
+                    cache_ttl_seconds=self._cache_ttl_seconds,
+                    demo=self._demo,
                 ),
                 "text/html; charset=utf-8",
             )
