@@ -425,3 +425,35 @@ def test_compose_workspaces_file_parses_and_matches_the_stack() -> None:
     assert marketing.token.env is not None and sales.token.env is not None
     assert environment[marketing.token.env] == DEMO_MARKETING_API_KEY
     assert environment[sales.token.env] == DEMO_ORGANIZATION_PAT
+
+
+# ------------------------------------------------------------------ Helm nits (issue 21)
+
+
+def test_a_token_beside_an_existing_secret_is_refused_not_ignored() -> None:
+    values = ["--set", "census.token=secret-token:unused", "--set", "census.existingSecret=census-api"]
+    result = helm("template", "census", str(CHART), *values)
+    assert result.returncode != 0
+    assert "census.token and census.existingSecret are both set" in result.stderr
+    assert "secret-token:" not in result.stderr, "a refusal must not echo a token"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["--set", "census.existingSecret=s"], None),
+        (["--set", "census.existingSecret=s", "--set", "podAnnotations.team=data"], {"team": "data"}),
+        (["--set", "census.token=t", "--set", "podAnnotations.team=d"], {"team", "checksum/secret"}),
+    ],
+)
+def test_pod_annotations_are_a_map_or_absent_never_null(values: list[str], expected: Any) -> None:
+    result = helm("template", "census", str(CHART), *values)
+    assert result.returncode == 0, result.stderr
+    assert "annotations: null" not in result.stdout and not re.search(r"annotations:\n\s*\n", result.stdout)
+    pod = by_kind([doc for doc in yaml.safe_load_all(result.stdout) if doc], "Deployment")["spec"]["template"]
+    if expected is None:
+        assert "annotations" not in pod["metadata"]
+    elif isinstance(expected, dict):
+        assert pod["metadata"]["annotations"] == expected
+    else:
+        assert set(pod["metadata"]["annotations"]) == expected

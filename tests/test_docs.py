@@ -282,3 +282,26 @@ def test_readme_says_the_token_not_the_workspace_flag_selects_the_workspace() ->
     explanation = readme[first_use : readme.index("For an EU workspace", first_use)]
     assert "The token selects the Census workspace" in explanation
     assert "only sets the value of the `workspace` label" in explanation
+
+
+def test_readme_per_sync_cost_is_the_one_docs_metrics_states() -> None:
+    """Issue 21: the README said 12 series and 1.2 KB per sync while docs/metrics.md said 13 and 1.3."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    metrics = " ".join((REPO / "docs" / "metrics.md").read_text().split())
+    stated = re.search(r"about (\d+) series and ([\d.]+) KB per sync", readme)
+    assert stated, "README no longer states the per-sync cost"
+    documented = re.search(r"about (\d+) series \([^)]*\), about ([\d.]+) KB per sync", metrics)
+    assert documented, "docs/metrics.md no longer states the per-sync cost"
+    assert stated.groups() == documented.groups()
+
+
+def test_the_example_prometheus_comment_states_the_scrape_wait_the_server_uses() -> None:
+    from census_exporter.server import scrape_budget
+
+    config = (REPO / "prometheus" / "prometheus.yml").read_text()
+    timeout = yaml.safe_load(config)["scrape_configs"][0]["scrape_timeout"]
+    assert timeout.endswith("s")
+    waits = scrape_budget(timeout.removesuffix("s"))
+    comments = [line.strip().lstrip("# ") for line in config.splitlines() if line.strip().startswith("#")]
+    comment = " ".join(comments)
+    assert f"{waits:g} s here" in comment, comment
