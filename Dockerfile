@@ -17,6 +17,11 @@ RUN python -m venv /opt/build \
  && /opt/census-exporter/bin/pip install --no-cache-dir --require-hashes --only-binary :all: -r requirements.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
+COPY scripts/write-build-info ./scripts/
+# census_exporter_build_info's revision and branch (the release workflow passes the tag's; else "unknown").
+ARG REVISION=unknown
+ARG BRANCH=unknown
+RUN python scripts/write-build-info --revision "$REVISION" --branch "$BRANCH"
 # The wheel alone (--no-deps, --no-index): its dependencies are the locked ones above, and pip check says so.
 # pip (and the setuptools Python 3.11's venv seeds) leave: the virtualenv then holds only what the lock pins.
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \

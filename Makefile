@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 DEMO_WEBHOOK_ADDRESS ?= 127.0.0.1:10050
 
-.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks sizing lock clean
+.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks sizing lock release-dry-run clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ lock: $(STAMP)
 	$(BIN)/uv lock
 	$(UV_EXPORT) --no-default-groups -o requirements.lock
 	$(UV_EXPORT) --only-group build -o requirements-build.lock
+
+# What a tag's release workflow builds, built here and published nowhere: version check, sdist + wheel
+# (twine check), the chart package, and the image where Docker can run (scripts/release says how).
+release-dry-run: $(STAMP)
+	scripts/release dry-run
 
 # Builds and runs the Docker image for real (needs root, docker.io and debootstrap; see the script).
 docker-smoke:

@@ -36,6 +36,7 @@ SLOW_MODULES = frozenset(
         "test_helm_web_config",
         "test_helm_workspaces",
         "test_listing_churn",
+        "test_release",
         "test_refresh_memory",
         "test_simulator_latency",
         "test_sizing",
