@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 DEMO_WEBHOOK_ADDRESS ?= 127.0.0.1:10050
 
-.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks sizing lock release-dry-run clean
+.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks bench-detection sizing lock release-dry-run clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,12 @@ bench-quick: $(STAMP)
 # time from a webhook event to /metrics; results in docs/performance.md. Not part of make test.
 bench-webhooks: $(STAMP)
 	$(BIN)/python benchmarks/webhooks.py --syncs 1000
+
+# Issue 16's benchmark (about 40 min, needs prometheus): seconds from a run failing to CensusSyncFailed
+# selecting the sync at 3,000 and 5,000 syncs with the default budget and TTL; writes
+# benchmarks/detection-results.md, explained in docs/performance.md. Not part of make test.
+bench-detection: $(STAMP)
+	$(BIN)/python benchmarks/detection.py --syncs 3000 5000 --output benchmarks/detection-results.md
 
 # Measures series, scrape size, memory and API requests at 100 / 1,000 / 5,000 syncs; rewrites docs/sizing.md's table.
 sizing: $(STAMP)

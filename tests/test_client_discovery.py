@@ -331,29 +331,23 @@ def test_calls_of_the_other_dialect_are_refused_before_any_request(
     assert httpx_mock.get_requests() == []
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        lambda census: census.list_syncs(FAR),
-        lambda census: census.list_sources(FAR),
-        lambda census: census.list_destinations(FAR),
-        lambda census: census.list_sync_runs(1, 1, 1, FAR),
-    ],
-    ids=["syncs", "sources", "activations", "sync_runs"],
-)
-def test_a_v2_organization_client_refuses_the_lists_of_a_group(
-    httpx_mock: HTTPXMock, make_client: ClientFactory, call: Callable[[CensusClient], object]
+def test_a_v2_client_without_a_group_lists_every_group_unfiltered_and_names_none(
+    httpx_mock: HTTPXMock, make_client: ClientFactory
 ) -> None:
-    with pytest.raises(UnsupportedCallError, match="names no group"):
-        call(make_client(V2, api_version="v2", organization=True))
-    assert httpx_mock.get_requests() == []
+    # A PAT-only configuration reads what the PAT sees; discovery then splits it by each record's group_id.
+    records = [{"id": 1, "group_id": "glad_otter"}, {"id": 2, "group_id": "warm_heron"}, {"id": 3}]
+    httpx_mock.add_response(url=f"{V2}/syncs?page=1&per_page=100", json=page(records, 1, 1))
+    listing = make_client(V2, api_version="v2", organization=True).list_syncs(FAR)
+    assert listing.items == records
+    assert all("group_id" not in request.url.params for request in httpx_mock.get_requests())
 
 
-def test_an_organization_client_names_no_group_and_a_v2_client_still_needs_one() -> None:
+def test_an_organization_client_names_no_group_and_v1_takes_none() -> None:
     with pytest.raises(ValueError, match="refused on an organization client"):
         CensusClient(V2, lambda: PAT, api_version="v2", group_id="glad_otter", organization=True)
-    with pytest.raises(ValueError, match="organization=True"):
-        CensusClient(V2, lambda: PAT, api_version="v2")
+    with pytest.raises(ValueError, match="refused with api_version v1"):
+        CensusClient(V1, lambda: PAT, group_id="glad_otter")
+    CensusClient(V2, lambda: PAT, api_version="v2").close()  # V2 without a group: every group's records
     CensusClient(V1, lambda: PAT, organization=True).close()  # V1 needs no group either way
 
 

@@ -2,8 +2,8 @@
 
 Each sync plays one episode: a failing streak with retries (one firing, no resolve when a retry starts), a
 failure replaced by a success before a refresh saw it (``CensusSyncRunFailed``), a sync that never
-succeeded (``CensusSyncNotSucceededRecently`` selects it), and a run created "in 2098" that must not pin a
-failure over newer completed runs.
+succeeded (``CensusSyncNotSucceededRecently`` selects it), a run created "in 2098" that must not pin a
+failure over newer completed runs, and a failing sync paused (silenced while it stays failing).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from census_exporter.demo.workspace import SimulatedWorkspace
 from tests.conftest import Harness, wait_for
 from tests.stack import Prometheus
 
-STREAK, REPLACED, NEVER, FUTURE = 11, 12, 13, 14
+STREAK, REPLACED, NEVER, FUTURE, PAUSED = 11, 12, 13, 14, 15
 
 
 def alert_states(prometheus: Prometheus, alert: str, sync_id: int) -> set[str]:
@@ -55,9 +55,10 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
         (REPLACED, "Replaced"),
         (NEVER, "Never Succeeded"),
         (FUTURE, "Future Run"),
+        (PAUSED, "Paused While Failing"),
     ):
         workspace.add_sync(sync_id, label=label)
-    for sync_id in (STREAK, REPLACED):
+    for sync_id in (STREAK, REPLACED, PAUSED):
         workspace.add_run(sync_id, "completed")
     # Never succeeded: a failed run every hour for the last 30 hours.
     for k in range(30):
@@ -111,6 +112,23 @@ def test_the_shipped_rules_tell_the_truth_about_each_episode(
         # Never succeeded: selected at once (pending for its 15 minutes' for:).
         assert alert_states(prometheus, "CensusSyncNotSucceededRecently", NEVER) == {"pending"}
         assert alert_states(prometheus, "CensusSyncFailed", NEVER) == {"firing"}
+
+        # Paused while failing: the alert fires, then the pause silences it though no run completed.
+        workspace.add_run(PAUSED, "failed", error_code="DESTINATION_UNAVAILABLE")
+        wait_for(
+            lambda: alert_states(prometheus, "CensusSyncFailed", PAUSED) == {"firing"},
+            timeout=30,
+            what="CensusSyncFailed for the sync about to be paused",
+        )
+        workspace.update_sync(PAUSED, paused=True)
+        wait_for(
+            lambda: not alert_states(prometheus, "CensusSyncFailed", PAUSED),
+            timeout=30,
+            what="CensusSyncFailed silenced by the pause",
+        )
+        streak = prometheus.query(f'census_sync_last_finished_run_failed{{sync_id="{PAUSED}"}}')
+        assert [row["value"][1] for row in streak] == ["1"], "the streak itself still says failing"
+        assert not alert_states(prometheus, "CensusSyncRunFailed", PAUSED), "a paused sync pages nobody"
 
         # The 2098 run pins nothing.
         assert newest_status(prometheus, FUTURE) == {"completed"}

@@ -217,3 +217,95 @@ def test_v2_rate_limits_through_the_ordinary_fault_injection(organization: Organ
 def test_an_organization_needs_a_workspace_before_it_serves() -> None:
     with pytest.raises(ValueError, match="at least one workspace"):
         SimulatedOrganization(PAT).serve()
+
+
+# ---------------------------------------------------------------------- V2 variants
+
+
+def _two_groups(variant: Any) -> tuple[SimulatedOrganization, SimulatorServer, httpx.Client]:
+    org = SimulatedOrganization(PAT, id_form="int", variant=variant)
+    for name, group_id, sync_id in (("marketing", "glad_otter", 52), ("sales", "warm_heron", 70)):
+        member = org.add_workspace(name, group_id=group_id)
+        member.workspace.add_sync(sync_id, label=f"{name} sync")
+        member.workspace.add_run(sync_id, "completed")
+    server = org.serve()
+    v2 = httpx.Client(base_url=base_url(server, "v2"), headers={"Authorization": f"Bearer {PAT}"}, timeout=5)
+    return org, server, v2
+
+
+@pytest.mark.parametrize(
+    ("variant", "with_group", "without_group", "groups_status", "tagged"),
+    [
+        ("param-required", [52], 400, 200, True),
+        ("param-ignored", [52, 70], [52, 70], 200, True),
+        ("param-ignored-untagged", [52, 70], [52, 70], 200, False),
+        ("param-ignored-connections-tagged", [52, 70], [52, 70], 200, False),
+        ("param-refused", 400, [52, 70], 200, True),
+        ("no-groups-route", [52], [52, 70], 404, True),
+    ],
+)
+def test_each_v2_variant_lists_as_it_says(
+    variant: str, with_group: Any, without_group: Any, groups_status: int, tagged: bool
+) -> None:
+    _, server, v2 = _two_groups(variant)
+    try:
+        for params, expected in (({GROUP_PARAMETER: "glad_otter"}, with_group), ({}, without_group)):
+            answer = v2.get("/syncs", params=params)
+            if isinstance(expected, int):
+                assert answer.status_code == expected, (variant, params)
+                continue
+            assert answer.status_code == 200, (variant, params, answer.text)
+            data = answer.json()["data"]
+            assert [record["id"] for record in data] == expected, (variant, params)
+            assert all(isinstance(record["id"], int) for record in data)  # integer ids, as V2 documents
+            assert all(("group_id" in record) is tagged for record in data)
+            assert answer.json()["pagination"]["total_records"] == len(expected)
+        assert v2.get(GROUPS_ROUTE).status_code == groups_status
+        run = v2.get("/syncs/70/sync_runs").json()["data"][0] if variant != "param-required" else None
+        if run is not None:
+            assert isinstance(run["id"], int) and run["sync_id"] == 70
+    finally:
+        v2.close()
+        server.close()
+
+
+def test_connections_tagged_names_the_group_on_sources_and_activations_only() -> None:
+    org = SimulatedOrganization(PAT, id_form="int", variant="param-ignored-connections-tagged")
+    for number, (name, group_id) in enumerate((("marketing", "glad_otter"), ("sales", "warm_heron"))):
+        member = org.add_workspace(name, group_id=group_id)
+        member.workspace.add_source(12 + number, f"{name} warehouse")
+        member.workspace.add_destination(40 + number, f"{name} CRM")
+        member.workspace.add_sync(52 + number, label=name, source_id=12 + number, destination_id=40 + number)
+        member.workspace.add_run(52 + number, "completed")
+    server = org.serve()
+    try:
+        with httpx.Client(
+            base_url=base_url(server, "v2"), headers={"Authorization": f"Bearer {PAT}"}, timeout=5
+        ) as v2:
+            groups = {
+                path: {str(r["id"]): r.get("group_id") for r in v2.get(path).json()["data"]}
+                for path in ("/sources", "/activations", "/syncs", "/syncs/53/sync_runs")
+            }
+    finally:
+        server.close()
+    assert groups["/sources"] == {"12": "glad_otter", "13": "warm_heron"}
+    assert sorted(groups["/activations"].values()) == ["glad_otter", "warm_heron"]
+    assert groups["/syncs"] == {"52": None, "53": None}
+    assert set(groups["/syncs/53/sync_runs"].values()) == {None}
+
+
+def test_an_unknown_v2_variant_is_refused() -> None:
+    with pytest.raises(ValueError, match="variant must be one of"):
+        SimulatedOrganization(PAT, variant="param-whatever")  # type: ignore[arg-type]
+
+
+def test_the_stand_alone_simulator_offers_every_variant() -> None:
+    from census_exporter.demo.__main__ import build_organization, build_parser
+    from census_exporter.demo.organization import V2_VARIANTS
+
+    for variant in V2_VARIANTS:
+        assert build_parser().parse_args(["--v2-variant", variant]).v2_variant == variant
+        organization, _ = build_organization(0, 3, variant)  # type: ignore[arg-type]
+        marketing, sales = (set(m.workspace.syncs) for m in organization.members)
+        assert organization.variant == variant
+        assert (marketing & sales == set()) is (variant != "param-required")

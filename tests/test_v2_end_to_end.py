@@ -256,10 +256,8 @@ def test_the_client_names_the_group_as_the_simulator_assumes() -> None:
     assert client.GROUP_PARAMETER == GROUP_PARAMETER
 
 
-def test_a_v2_client_without_a_group_cannot_be_built() -> None:
-    with pytest.raises(ValueError, match="group_id is required with api_version v2"):
-        client.CensusClient("http://127.0.0.1:9/api/v2", lambda: PAT, api_version="v2")
-    with pytest.raises(ValueError, match="refused with v1"):
+def test_a_v1_client_with_a_group_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="refused with api_version v1"):
         client.CensusClient("http://127.0.0.1:9/api/v1", lambda: PAT, group_id=GROUP)
 
 
@@ -269,8 +267,6 @@ TOKEN_ENV = {"CENSUS_API_TOKEN": PAT}
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
-        (["--census.api-version", "v2"], {}, "--census.group-id (env CENSUS_GROUP_ID): required with"),
-        ([], {"CENSUS_API_VERSION": "v2"}, "--census.group-id (env CENSUS_GROUP_ID): required with"),
         (["--census.group-id", GROUP], {}, "--census.group-id (env CENSUS_GROUP_ID): only valid with"),
         (
             [],
@@ -289,7 +285,7 @@ TOKEN_ENV = {"CENSUS_API_TOKEN": PAT}
             "expected a Fivetran group id",
         ),
     ],
-    ids=["v2-no-group", "v2-env-no-group", "v1-group", "v1-env-group", "url-version", "v3", "bad-group"],
+    ids=["v1-group", "v1-env-group", "url-version", "v3", "bad-group"],
 )
 def test_the_cli_refuses_a_dialect_that_does_not_fit_in_one_line(
     argv: list[str], environ: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
@@ -317,6 +313,25 @@ def test_the_default_api_url_follows_the_version_and_region(argv: list[str], exp
     config = parse_config([*argv, *group], TOKEN_ENV)
     assert config.api_url == expected_url
     assert config.group_id == (GROUP if group else None)
+
+
+def test_v2_without_a_group_watches_every_group_the_pat_sees() -> None:
+    config = parse_config(["--census.workspace", "marketing"], TOKEN_ENV | {"CENSUS_API_VERSION": "v2"})
+    assert config.watched() == ()
+    [every_group] = config.discoveries
+    assert every_group.api_version == "v2"
+    assert every_group.api_url == "https://app.getcensus.com/api/v2"
+    assert every_group.unscoped_name == "marketing"
+
+
+def test_the_eu_v2_host_is_called_unconfirmed_once_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    eu = ["--census.api-version", "v2", "--census.group-id", GROUP, "--census.region", "eu"]
+    with caplog.at_level(logging.INFO):
+        log_api_version_notice(parse_config(eu, TOKEN_ENV))
+        log_api_version_notice(parse_config(["--census.region", "eu"], TOKEN_ENV))  # V1 on EU: confirmed
+    lines = [r.getMessage() for r in caplog.records if "EU host" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "https://app-eu.getcensus.com/api/v2" in lines[0] and "--census.api-url" in lines[0]
 
 
 def test_v1_logs_its_retirement_once_at_start_and_v2_does_not(caplog: pytest.LogCaptureFixture) -> None:
@@ -347,3 +362,26 @@ def test_the_real_process_warns_about_v1_once_at_start(extra: list[str], notices
     assert result.returncode == 2
     assert result.stderr.count("retired on 2027-01-15") == notices, result.stderr
     assert PAT not in result.stderr
+
+
+def test_the_real_process_says_once_at_start_that_the_eu_v2_host_is_unconfirmed() -> None:
+    import socket
+
+    from tests.test_cli import run_cli
+
+    eu = ["--census.api-version", "v2", "--census.region", "eu"]
+    with socket.socket() as taken:  # a taken port ends the run right after the start lines
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with_group = run_cli(
+            "--web.listen-address", f"127.0.0.1:{port}", *eu, "--census.group-id", GROUP, env=TOKEN_ENV
+        )
+        pat_only = run_cli("--web.listen-address", f"127.0.0.1:{port}", *eu, env=TOKEN_ENV)
+    for result in (with_group, pat_only):
+        assert result.returncode == 2
+        assert result.stderr.count("has not confirmed that API V2 is served on the EU host") == 1, (
+            result.stderr
+        )
+        assert "https://app-eu.getcensus.com/api/v2" in result.stderr and "--census.api-url" in result.stderr
+        assert PAT not in result.stderr

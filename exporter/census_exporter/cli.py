@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 from census_exporter import __version__, defaults
 from census_exporter.build import BUILD
@@ -451,7 +452,7 @@ def build_parser() -> _Parser:
         default=defaults.API_VERSION,
         metavar="v1|v2",
         help=f"The Census API dialect. v1 takes a workspace API key and is retired on {V1_RETIREMENT_DATE}; "
-        "v2 takes an Activations personal access token and --census.group-id.",
+        "v2 takes an Activations personal access token (and optionally --census.group-id).",
     )
     add(
         "--census.group-id",
@@ -459,8 +460,9 @@ def build_parser() -> _Parser:
         env="CENSUS_GROUP_ID",
         convert=_group_id,
         metavar="ID",
-        help="The Fivetran group (the former workspace) to watch with --census.api-version v2; required "
-        "there, refused with v1.",
+        help="The Fivetran group (the former workspace) to watch with --census.api-version v2, labelled "
+        "--census.workspace; without it every group the token sees is watched, each labelled by its name "
+        "or id. Refused with v1.",
     )
     add(
         "--census.region",
@@ -469,7 +471,8 @@ def build_parser() -> _Parser:
         convert=_Choice(["us", "eu"]),
         metavar="us|eu",
         help=f"Shortcut for the API URL of a data region: eu is {EU_API_URL} (with v2 the same host at "
-        "/api/v2, UNCONFIRMED by Census). Not together with --census.api-url.",
+        "/api/v2, UNCONFIRMED by Census: if it does not answer, give --census.api-url). Not together with "
+        "--census.api-url.",
     )
     add(
         "--census.workspace",
@@ -840,6 +843,20 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     _check_dialect(parser, args)
     api_url = args.api_url or default_api_url(args.api_version, args.region)
     token = _token(parser, args, environ)
+    if args.api_version == "v2" and not args.group_id and not args.demo:
+        # No group named: watch every group the PAT sees, each under its own `workspace` label.
+        every_group = Discovery(
+            name=api_url, api_url=api_url, token=token, api_version="v2", unscoped_name=args.workspace
+        )
+        config = Config(
+            api_url=api_url,
+            token=token,
+            workspace=args.workspace,
+            api_version="v2",
+            discoveries=(every_group,),
+            **common,
+        )
+        return _checked_webhooks(parser, config)
     config = Config(
         api_url=api_url,
         token=token,
@@ -1016,12 +1033,9 @@ def _file_discoveries(parsed: WorkspacesFile, environ: Mapping[str, str]) -> tup
 
 
 def _check_dialect(parser: _Parser, args: argparse.Namespace) -> None:
-    """Exit 2 when --census.group-id or --census.api-url does not fit --census.api-version."""
-    if args.api_version == "v2" and not args.group_id and not args.demo:
-        parser.error(
-            "argument --census.group-id (env CENSUS_GROUP_ID): required with --census.api-version v2 "
-            "(the Fivetran group to watch)"
-        )
+    """Exit 2 when --census.group-id or --census.api-url does not fit --census.api-version.
+
+    V2 without --census.group-id is allowed: every group the token sees is watched (parse_config)."""
     if args.api_version == "v1" and args.group_id:
         parser.error(
             "argument --census.group-id (env CENSUS_GROUP_ID): only valid with --census.api-version v2"
@@ -1034,10 +1048,26 @@ def _check_dialect(parser: _Parser, args: argparse.Namespace) -> None:
         )
 
 
+EU_HOST = "app-eu.getcensus.com"
+
+
 def log_api_version_notice(config: Config) -> None:
-    """Log, once at start, that the V1 workspaces must move to V2 before V1 is retired."""
+    """Log, once at start, that the V1 workspaces must move to V2 before V1 is retired, and that the EU V2
+    host is unconfirmed."""
     if config.demo:
         return
+    eu_v2 = sorted(
+        {d.api_url for d in config.discoveries if d.api_version == "v2"}
+        | {w.api_url for w in config.watched() if w.api_version == "v2"}
+    )
+    eu_v2 = [url for url in eu_v2 if urlsplit(url).hostname == EU_HOST]
+    if eu_v2:
+        log.warning(
+            "Census has not confirmed that API V2 is served on the EU host (%s); if it does not answer, give "
+            "the URL Census names with --census.api-url (or api_url: in the workspaces file), see %s",
+            ", ".join(eu_v2),
+            MIGRATION_DOC,
+        )
     on_v1 = [workspace.name for workspace in config.watched() if workspace.api_version == "v1"]
     on_v1 += [f"discovery {d.name}" for d in config.discoveries if d.api_version == "v1"]
     if not on_v1:

@@ -219,6 +219,9 @@ class Discovery:
     api_version: ApiVersion = defaults.API_VERSION
     syncs: SyncFilter = field(default_factory=SyncFilter)
     relist_interval_seconds: float = 300.0
+    #: V2: the ``workspace`` label of everything the token lists when no group can be told apart (no groups
+    #: listing, and no record names a group).
+    unscoped_name: str = defaults.WORKSPACE
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +279,8 @@ class Config:
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""
-        if self.config_file is not None:
-            return self.workspaces
+        if self.config_file is not None or self.discoveries:
+            return self.workspaces  # V2 flags without a group: every group is found by discovery
         single = Workspace(
             self.workspace,
             self.api_url,

@@ -13,6 +13,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from census_exporter.api_probe import ApiProbe, ApiProbes
 from census_exporter.census.budget import RequestBudget
 from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector, render_budget
@@ -47,6 +48,8 @@ class Exporter:
         for standard in (ProcessCollector, PlatformCollector, GCCollector):
             standard(registry=self.registry)
         self._api_metrics = ApiRequestMetrics()
+        # What the API showed each client (the start-up probe), and the claims on syncs naming no group.
+        self._probes = ApiProbes()
         # One budget for every client of the process: workspaces, discovery, retries.
         rate = config.max_requests_per_second
         self.budget = RequestBudget(rate) if rate > 0 else None
@@ -65,7 +68,12 @@ class Exporter:
                 discovery,
                 self.fleet,
                 # Its requests belong to no workspace: they are counted with an empty workspace label.
-                self._client(discovery, self._api_metrics.observer(""), self._stopping),
+                self._client(
+                    discovery,
+                    self._api_metrics.observer(""),
+                    self._stopping,
+                    self._probe(discovery, "", f"discovery {discovery.name}", claims=False),
+                ),
                 timeout_seconds=config.refresh_timeout_seconds,
                 stopping=self._stopping,
             )
@@ -125,8 +133,12 @@ class Exporter:
         )
 
     def _own_metrics(self) -> RenderedFamilies:
-        """The exporter's API requests, its request budget's use and its webhooks, as they are now."""
-        rendered = self._api_metrics.render() + render_budget(self.budget.use() if self.budget else None)
+        """The exporter's API requests, API probes, request budget use and webhooks, as they are now."""
+        rendered = (
+            self._api_metrics.render()
+            + self._probes.render()
+            + render_budget(self.budget.use() if self.budget else None)
+        )
         return rendered + self.webhooks.render() if self.webhooks is not None else rendered
 
     @property
@@ -170,7 +182,8 @@ class Exporter:
         config = self.config
         stopping = threading.Event()  # set by refresher.close(): ends the client's retry backoff at once
         observer = self._api_metrics.observer(workspace.name)
-        client = self._client(workspace, observer, stopping)
+        probe = self._probe(workspace, workspace.name, f"workspace {workspace.name}")
+        client = self._client(workspace, observer, stopping, probe)
         refresher = Refresher(
             client,
             RefreshSettings(
@@ -192,11 +205,25 @@ class Exporter:
             refresher.close()
             client.close()
             observer.close()  # its request series go with it
+            if probe is not None:
+                probe.close()  # and its probe series and claims
 
         return WatchedWorkspace(workspace, refresher, release)
 
+    def _probe(
+        self, target: Workspace | Discovery, workspace: str, title: str, *, claims: bool = True
+    ) -> ApiProbe | None:
+        """The start-up probe of a V2 client; None for V1, whose shape is published (no census_api_info)."""
+        if target.api_version != "v2":
+            return None
+        return self._probes.probe(workspace, target.api_version, title, claims=claims)
+
     def _client(
-        self, target: Workspace | Discovery, observer: WorkspaceRequestObserver, stopping: threading.Event
+        self,
+        target: Workspace | Discovery,
+        observer: WorkspaceRequestObserver,
+        stopping: threading.Event,
+        probe: ApiProbe | None,
     ) -> CensusClient:
         """A client for one workspace or, for a discovery entry, for its organization-wide listings."""
         workspace = target if isinstance(target, Workspace) else None
@@ -212,4 +239,5 @@ class Exporter:
             group_id=workspace.group_id if workspace else None,
             organization=workspace is None,  # discovery lists workspaces or groups, not one's syncs
             budget=self.budget,
+            scope=probe,
         )

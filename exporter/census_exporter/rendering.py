@@ -105,13 +105,17 @@ class FamilyBlocks:
         for index, data in encoded:
             self._samples[index] += data
 
-    def rendered(self) -> RenderedFamilies:
-        """The families with their samples, frozen; the blocks are empty afterwards."""
+    def rendered(self, *, omit_empty: bool = False) -> RenderedFamilies:
+        """The families with their samples, frozen; the blocks are empty afterwards.
+
+        ``omit_empty`` leaves out a family without samples (not even its HELP and TYPE lines): for families
+        that exist only where they have something to say."""
         blocks = []
         for index, family in enumerate(self.families):
             # Each buffer is released as soon as it is copied: the rendering never holds two whole copies.
             data, self._samples[index] = self._samples[index], bytearray()
-            blocks.append((family, bytes(data)))
+            if data or not omit_empty:
+                blocks.append((family, bytes(data)))
             del data
         return RenderedFamilies(tuple(blocks))
 

@@ -18,6 +18,7 @@ import logging
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 
 from census_exporter import __version__, defaults
-from census_exporter.census import _paging
+from census_exporter.census import _paging, _scope
 from census_exporter.census._body import (
     ACCEPTED_ENCODINGS,
     BODY_READ_INTERVAL_SECONDS,
@@ -62,7 +63,16 @@ ApiVersion = Literal["v1", "v2"]
 API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
 
 GROUP_PARAMETER = "group_id"
-"""ASSUMED: the query parameter naming the Fivetran group on V2 list calls (the simulator assumes it too)."""
+"""ASSUMED: the query parameter naming the Fivetran group on V2 list calls (the simulator assumes it too).
+Sent while the API accepts it; whether it filters is never trusted: records are scoped by their own
+``group_id`` too (:mod:`census_exporter.census._scope`)."""
+
+REFUSED_PARAMETER_STATUSES = frozenset({400, 422})
+"""Answers to a V2 list call that mean "a parameter is not accepted": the call is repeated once without
+the parameter Census has not documented (``group_id``; ``order`` on a runs list, whose default it is)."""
+
+GROUPS_ROUTE_ABSENT_STATUSES = frozenset({400, 404, 405, 422, 501})
+"""Answers to the groups listing that mean "no such route here" (discovery then derives the groups)."""
 
 GROUPS_PATH = "groups"
 """ASSUMED: where a V2 personal access token lists the Fivetran groups it can see. Census has not published
@@ -255,6 +265,12 @@ class CensusClient:
     ``census_api_requests_total{endpoint}`` shows the dialect. V1 templates keep their unprefixed form
     (``/syncs``), so existing series continue.
 
+    Whatever V2 does with the group parameter, a V2 client for a group returns only that group's records
+    (:meth:`_scoped`): a list that refuses the parameter (400/422) is read again without it, once, and from
+    then on never sent it; records of another group are dropped, with one log line; a sync that names no
+    group is watched by one group of the process only (``scope.claims``). What the API showed is reported to
+    ``scope`` (the start-up probe). A V2 client without a group lists every group's records unfiltered.
+
     Discovery speaks each dialect's organization calls with a personal access token: V1 lists workspaces
     (:meth:`list_workspaces`) and reads each one's API key (:meth:`workspace_api_key`); V2 lists the Fivetran
     groups (:meth:`list_groups`). A V2 client built with ``organization=True`` names no group: it can list
@@ -279,19 +295,30 @@ class CensusClient:
         group_id: str | None = None,
         organization: bool = False,
         budget: RequestBudget | None = None,
+        scope: _scope.ScopeObserver | None = None,
     ) -> None:
         validate_base_url(base_url)
         if api_version not in API_VERSIONS:
             raise ValueError(f"api_version must be one of {', '.join(API_VERSIONS)}")
         if organization and group_id:
             raise ValueError("group_id is refused on an organization client (it lists the groups)")
-        if (api_version == "v2" and not organization) != bool(group_id):
-            raise ValueError(
-                "group_id is required with api_version v2 and refused with v1"
-                " (a V2 client for discovery is built with organization=True instead)"
-            )
+        if api_version == "v1" and group_id:
+            raise ValueError("group_id is refused with api_version v1 (it names a V2 Fivetran group)")
         self.api_version: ApiVersion = api_version
         self._group_id = group_id
+        self._scope_observer = scope
+        #: Set once the API refused the group parameter: lists are then read without it.
+        self._group_parameter_refused = False
+        #: Set once a runs list refused ``order``: runs lists are then read without it (desc is the default).
+        self._order_refused = False
+        self._connection_groups = _scope.ConnectionGroups()
+        #: What the group parameter did, as the lists so far showed it (the probe's ``group_parameter``).
+        self._parameter_seen: _scope.GroupParameter = "not_sent" if group_id is None else "unverifiable"
+        #: Per kind of list ("syncs", "connections"): whether any record listed so far named its group.
+        self._carried: dict[str, bool] = {}
+        self._logged: set[object] = set()
+        self._once_lock = threading.Lock()
+        self._realm = base_url.rstrip("/")
         self._template_prefix = "/v2" if api_version == "v2" else ""
         self._token = token
         self._request_timeout = request_timeout
@@ -327,27 +354,25 @@ class CensusClient:
 
     def list_syncs(self, deadline: float) -> Listing:
         """Every sync in the workspace, across all pages; re-read when the list shifts while paged."""
-        return self._consistent_listing("syncs", deadline)
+        return self._scoped(self._consistent_listing("syncs", deadline), "syncs")
 
     def list_sources(self, deadline: float) -> Listing:
         """Every source connection, across all pages."""
-        return self._consistent_listing("sources", deadline)
+        return self._scoped(self._consistent_listing("sources", deadline), "sources")
 
     def list_destinations(self, deadline: float) -> Listing:
         """Every destination connection (V2: every activation), across all pages."""
-        return self._consistent_listing(
-            "activations" if self.api_version == "v2" else "destinations", deadline
-        )
+        if self.api_version == "v2":
+            return self._scoped(self._consistent_listing("activations", deadline), "activations")
+        return self._consistent_listing("destinations", deadline)
 
     def list_sync_runs(self, sync_id: int, page: int, per_page: int, deadline: float) -> RunsPage:
         """One page of a sync's runs, newest first."""
         endpoint = self._template("/syncs/{id}/sync_runs")
-        body = self._get(
-            f"syncs/{sync_id}/sync_runs",
-            endpoint,
-            self._list_params(endpoint, {"order": "desc", "page": page, "per_page": per_page}),
-            deadline,
-        )
+        params: dict[str, str | int] = {"page": page, "per_page": per_page}
+        if not self._order_refused:
+            params["order"] = "desc"
+        body = self._get_list(f"syncs/{sync_id}/sync_runs", endpoint, params, deadline)
         items = _page_items(body, endpoint, per_page)
         next_page = _paging.next_page(body, page)
         has_more = next_page is not None if _paging.has_paging_hint(body) else len(items) >= per_page
@@ -387,7 +412,15 @@ class CensusClient:
     def list_groups(self, deadline: float) -> Listing:
         """V2: every Fivetran group the personal access token can see, across all pages (no group named)."""
         self._require_dialect("v2", "/groups", "V1 lists workspaces instead (list_workspaces)")
-        return self._consistent_listing(GROUPS_PATH, deadline, grouped=False)
+        try:
+            listing = self._consistent_listing(GROUPS_PATH, deadline, grouped=False)
+        except CensusAPIError as error:
+            if error.status in GROUPS_ROUTE_ABSENT_STATUSES and self._scope_observer is not None:
+                self._scope_observer.groups_route("absent")
+            raise
+        if self._scope_observer is not None:
+            self._scope_observer.groups_route("listed")
+        return listing
 
     def get_sync_run(self, run_id: int, deadline: float) -> Any:
         """One run by its global id (V2 too needs no group here: ids are unique across groups)."""
@@ -403,17 +436,145 @@ class CensusClient:
         """The endpoint template as errors and ``census_api_requests_total{endpoint}`` show it."""
         return self._template_prefix + template
 
-    def _list_params(self, endpoint: str, params: Mapping[str, str | int]) -> Mapping[str, str | int]:
-        """``params`` of a list call, plus the Fivetran group V2 requires on every one."""
-        self._require_group(endpoint)
-        if self._group_id is None:
+    def _list_params(self, params: Mapping[str, str | int]) -> Mapping[str, str | int]:
+        """``params`` of a list call, plus the Fivetran group while the API has not refused it."""
+        if self._group_id is None or self._group_parameter_refused:
             return params
         return {**params, GROUP_PARAMETER: self._group_id}
 
-    def _require_group(self, endpoint: str) -> None:
-        """Refuse, before any request, a group's list on a V2 organization client (it names no group)."""
-        if self.api_version == "v2" and self._group_id is None:
-            raise UnsupportedCallError(endpoint, "a V2 organization client names no group to list from")
+    def _get_list(
+        self, path: str, endpoint: str, params: Mapping[str, str | int], deadline: float
+    ) -> Mapping[str, Any]:
+        """One page of a list; a V2 400/422 to an undocumented parameter is asked once more without it."""
+        sent = self._list_params(params)
+        try:
+            return self._get(path, endpoint, sent, deadline)
+        except CensusAPIError as error:
+            if self.api_version != "v2" or type(error) is not CensusAPIError:
+                raise
+            if error.status not in REFUSED_PARAMETER_STATUSES:
+                raise
+            refusal = error
+        status = refusal.status
+        if GROUP_PARAMETER in sent:
+            self._group_parameter_refused = True
+            self._parameter_seen = "refused"
+            self._report()
+            dropped = GROUP_PARAMETER
+        elif "order" in sent and path.endswith("/sync_runs"):
+            self._order_refused = True
+            dropped = "order"
+        else:
+            raise refusal  # nothing undocumented was sent: the request itself is wrong
+        self._once(
+            ("refused", dropped),
+            logging.WARNING,
+            "GET %s: the API refused the %s parameter (HTTP %s); reading lists without it from now on%s",
+            endpoint,
+            dropped,
+            status,
+            f" and keeping group {self._group_id}'s records by their group_id"
+            if dropped == GROUP_PARAMETER
+            else "",
+        )
+        return self._get(path, endpoint, {k: v for k, v in sent.items() if k != dropped}, deadline)
+
+    # ------------------------------------------------------------------ group scoping
+
+    def _scoped(self, listing: Listing, what: str) -> Listing:
+        """A V2 ``listing`` reduced to this client's group; V1 listings are returned as they are.
+
+        Either way the probe hears what the records showed."""
+        items = listing.items
+        if items:
+            kind = "syncs" if what == "syncs" else "connections"
+            carried = any(_scope.record_group(item) is not None for item in items)
+            self._carried[kind] = carried or self._carried.get(kind, False)
+        if self.api_version != "v2":
+            self._report(what == "syncs")
+            return listing
+        if what != "syncs":
+            self._connection_groups.learn("source" if what == "sources" else "destination", items)
+        observer = self._scope_observer
+        if self._group_id is None:
+            if what == "syncs" and observer is not None and observer.claims is not None:
+                # Everything the token lists, watched as one: still never a sync another group watches.
+                kept, _ = self._claim_untagged(listing.items, listing.complete, observer, observer.claims)
+                listing = Listing(kept, listing.complete)
+            self._report(what == "syncs")
+            return listing
+        outcome = _scope.scope(items, self._group_id, self._connection_groups if what == "syncs" else None)
+        kept = outcome.kept
+        foreign = bool(outcome.foreign_groups)
+        if foreign:
+            others = sorted(outcome.foreign_groups)
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            self._once(
+                ("foreign", what),
+                logging.WARNING,
+                "GET %s for group %s returned records of %d other groups (%s); keeping only group %s's",
+                self._template("/" + what),
+                self._group_id,
+                len(others),
+                shown,
+                self._group_id,
+            )
+        shared = False
+        if what == "syncs" and observer is not None and observer.claims is not None:
+            kept, shared = self._claim_untagged(kept, listing.complete, observer, observer.claims)
+        if self._parameter_seen != "refused":
+            if foreign or shared:
+                self._parameter_seen = "ignored"
+            elif outcome.tagged and self._parameter_seen == "unverifiable":
+                self._parameter_seen = "honoured"
+        self._report(what == "syncs")
+        return Listing(kept, listing.complete)
+
+    def _claim_untagged(
+        self, kept: list[Any], complete: bool, observer: _scope.ScopeObserver, claims: _scope.SyncClaims
+    ) -> tuple[list[Any], bool]:
+        """``kept`` without the syncs naming no group that another group of the process already watches."""
+        untagged = {
+            key
+            for item in kept
+            if _scope.record_group(item) is None
+            and self._connection_groups.group_of_sync(item) is None
+            and (key := _paging.record_id(item)) is not None
+        }
+        elsewhere, owners = claims.claim(self._realm, observer.name, untagged, complete=complete)
+        observer.shared_syncs(len(elsewhere))
+        if not elsewhere:
+            return kept, False
+        self._once(
+            ("shared",),
+            logging.WARNING,
+            "GET %s for %s listed %d syncs without a group_id that %s also lists; they are watched "
+            "there only, so no run is counted twice (census_v2_group_overlap_syncs)",
+            self._template("/syncs"),
+            f"group {self._group_id}" if self._group_id else f"workspace {observer.name} (no group)",
+            len(elsewhere),
+            ", ".join(sorted(owners)),
+        )
+        return [item for item in kept if _paging.record_id(item) not in elsewhere], True
+
+    def _report(self, complete: bool = False) -> None:
+        """Tell the probe what the API has shown so far; ``complete`` once the syncs were listed."""
+        if self._scope_observer is not None:
+            self._scope_observer.shape(self._carriers(), self._parameter_seen, complete)
+
+    def _carriers(self) -> _scope.GroupCarriers:
+        if self._carried.get("syncs"):
+            return "yes"
+        if self._carried.get("connections"):
+            return "connections"
+        return "no" if self._carried else "unknown"
+
+    def _once(self, key: object, level: int, message: str, *args: object) -> None:
+        with self._once_lock:
+            if key in self._logged:
+                return
+            self._logged.add(key)
+        log.log(level, message, *args)
 
     def _require_dialect(self, api_version: ApiVersion, template: str, instead: str) -> None:
         """Refuse, before any request, a call that exists only in ``api_version``'s dialect."""
@@ -467,9 +628,12 @@ class CensusClient:
         per_page = LIST_PAGE_SIZE
         for _ in range(MAX_LIST_PAGES):
             params: Mapping[str, str | int] = {"page": page, "per_page": per_page}
-            body = self._get(
-                path, endpoint, self._list_params(endpoint, params) if grouped else params, deadline
-            )
+            if grouped:
+                body = self._get_list(path, endpoint, params, deadline)
+            else:
+                body = self._get(path, endpoint, params, deadline)
+            if page == 1 and self._scope_observer is not None:
+                self._scope_observer.pagination(_scope.pagination_form(body))
             items = _page_items(body, endpoint, per_page)
             total = _paging.total_records(body)
             if total is not None:

@@ -26,6 +26,7 @@ from census_exporter.demo import (
     SimulatedWorkspace,
     SimulatorServer,
 )
+from census_exporter.demo.organization import V2_VARIANTS, V2Variant
 from census_exporter.logs import setup_logging
 from census_exporter.server import parse_listen_address
 
@@ -79,21 +80,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="delay added to every answer, up to 60 (default 0)",
     )
+    parser.add_argument(
+        "--v2-variant",
+        choices=tuple(V2_VARIANTS),
+        default="param-required",
+        metavar="VARIANT",
+        help="how the V2 dialect treats the group, since Census has not published it (default "
+        "param-required): " + "; ".join(f"{name}: {meaning}" for name, meaning in V2_VARIANTS.items()),
+    )
     return parser
 
 
-def build_organization(seed: int, syncs: int) -> tuple[SimulatedOrganization, Callable[[], None]]:
-    """The two-workspace organization and the callable that moves both workspaces' activity on."""
-    organization = SimulatedOrganization(pat=DEMO_ORGANIZATION_PAT)
+def build_organization(
+    seed: int, syncs: int, variant: V2Variant = "param-required"
+) -> tuple[SimulatedOrganization, Callable[[], None]]:
+    """The two-workspace organization and the callable that moves both workspaces' activity on.
+
+    Outside ``param-required`` the sales workspace's sync ids start after marketing's: Fivetran ids are
+    unique across groups, which matters once a V2 variant lists every group at once.
+    """
+    organization = SimulatedOrganization(pat=DEMO_ORGANIZATION_PAT, variant=variant)
     marketing, sales = SimulatedWorkspace(), SimulatedWorkspace()
-    # Another seed for sales, so the two workspaces do not show the very same runs.
-    activities = [
-        DemoActivity(marketing, seed=seed, syncs=syncs),
-        DemoActivity(sales, seed=seed + 1, syncs=syncs),
-    ]
     member = organization.add_workspace("marketing", group_id="marketing_group", workspace=marketing)
     member.api_key = DEMO_MARKETING_API_KEY
     organization.add_workspace("sales", group_id=DEMO_SALES_GROUP_ID, workspace=sales)
+    # Another seed for sales, so the two workspaces do not show the very same runs.
+    activities = [
+        DemoActivity(marketing, seed=seed, syncs=syncs),
+        DemoActivity(
+            sales,
+            seed=seed + 1,
+            syncs=syncs,
+            first_sync_id=1001 if variant == "param-required" else 1001 + syncs,
+        ),
+    ]
 
     def advance() -> None:
         for activity in activities:
@@ -107,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("info", "logfmt")
     host, port = args.listen_address
-    organization, advance = build_organization(args.seed, args.syncs)
+    organization, advance = build_organization(args.seed, args.syncs, args.v2_variant)
     # Installed before the port opens, so a signal during start-up also ends the process cleanly.
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -124,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     _log_how_to_connect(server, host)
+    log.info("V2 variant %s: %s", args.v2_variant, V2_VARIANTS[args.v2_variant])
     stop.wait()
     log.info("shutting down")
     server.close()

@@ -88,6 +88,7 @@ class DemoActivity:
         failing_sync_ids: frozenset[int] = frozenset(),
         time_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
+        first_sync_id: int = 1001,
     ) -> None:
         self.workspace = workspace
         self.seed = seed
@@ -108,7 +109,7 @@ class DemoActivity:
             label, operation, destination, obj, schedule = SYNC_TEMPLATES[index % len(SYNC_TEMPLATES)]
             if index >= len(SYNC_TEMPLATES):
                 label = f"{label} #{index // len(SYNC_TEMPLATES) + 1}"
-            sync_id = 1001 + index
+            sync_id = first_sync_id + index
             workspace.add_sync(
                 sync_id,
                 label=label,

@@ -13,6 +13,8 @@ One :class:`SimulatorServer` (through its ``router`` hook) serves, for every hos
 
 What Census has not published about V2 is decided in one place each (see docs/census-api-versions.md):
 :data:`GROUP_PARAMETER`, :data:`MISSING_GROUP_STATUS`, :data:`GROUPS_ROUTE` and :data:`V2_LIST_ROUTES`.
+How V2 lists treat the group is unknown, so the organization serves each plausible behaviour as a
+:data:`V2Variant` (:data:`V2_VARIANTS` describes them), chosen when it is built.
 """
 
 from __future__ import annotations
@@ -37,6 +39,30 @@ GROUPS_ROUTE = "/groups"
 V2_LIST_ROUTES = (r"/syncs", r"/sources", r"/activations", r"/syncs/[^/]+/sync_runs")
 
 IdForm = Literal["int", "string"]
+
+#: How V2 list calls treat the group: each is a way V2 may turn out to behave (docs/census-api-versions.md).
+V2Variant = Literal[
+    "param-required",
+    "param-ignored",
+    "param-ignored-untagged",
+    "param-ignored-connections-tagged",
+    "param-refused",
+    "no-groups-route",
+]
+V2_VARIANTS: dict[V2Variant, str] = {
+    "param-required": "lists need ?group_id= and answer only that group; objects carry group_id",
+    "param-ignored": "lists ignore ?group_id= and answer every group; objects carry group_id",
+    "param-ignored-untagged": "lists ignore ?group_id= and answer every group; objects carry no group_id",
+    "param-ignored-connections-tagged": "lists ignore ?group_id= and answer every group; syncs and runs "
+    "carry no group_id, sources and activations do",
+    "param-refused": "any call naming ?group_id= is answered 400; lists answer every group; objects carry "
+    "group_id",
+    "no-groups-route": "no groups listing (404); ?group_id= optional and honoured; objects carry group_id",
+}
+#: Run ids given to each hosted workspace (outside ``param-required``, whose runs keep their old ids).
+RUN_IDS_PER_GROUP = 10_000_000
+#: The answer to a V2 call naming ``group_id`` in the ``param-refused`` variant.
+REFUSED_PARAMETER_STATUS = 400
 
 _ADJECTIVES = ("glimmering", "quiet", "brisk", "amber", "lucid", "mellow", "nimble", "sturdy")
 _ANIMALS = ("donkey", "heron", "otter", "lynx", "marmot", "ibis", "walrus", "gecko")
@@ -67,9 +93,22 @@ class HostedWorkspace:
 class SimulatedOrganization:
     """Several :class:`HostedWorkspace` served by one simulator; V1 and V2 at once."""
 
-    def __init__(self, pat: str = "secret-token:org-pat", *, id_form: IdForm = "string") -> None:
+    def __init__(
+        self,
+        pat: str = "secret-token:org-pat",
+        *,
+        id_form: IdForm = "string",
+        variant: V2Variant = "param-required",
+        refused_status: int = REFUSED_PARAMETER_STATUS,
+    ) -> None:
+        """``refused_status``: the answer to ``?group_id=`` in ``param-refused`` (400, or 422 as Rails APIs
+        often answer an unpermitted parameter)."""
+        if variant not in V2_VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(V2_VARIANTS)}")
+        self.refused_status = refused_status
         self.pat = pat
         self.id_form: IdForm = id_form
+        self.variant: V2Variant = variant
         self.members: list[HostedWorkspace] = []
         self.server: SimulatorServer | None = None
         self._lock = threading.Lock()
@@ -94,6 +133,9 @@ class SimulatedOrganization:
                 administered=administered,
             )
             member.created_at = iso(member.workspace.clock())
+            if self.variant != "param-required":
+                # Lists may mix every group's objects here, and Fivetran's ids are unique across groups.
+                member.workspace.number_runs_from(1 + (number - 1) * RUN_IDS_PER_GROUP)
             self.members.append(member)
             return member
 
@@ -148,20 +190,30 @@ class SimulatedOrganization:
 
     def _v2(self, route: str, query: Query) -> tuple[int, Any]:
         visible = [m for m in self.members if m.administered]
+        variant = self.variant
         if route == GROUPS_ROUTE:
+            if variant == "no-groups-route":
+                return 404, {"status": 404}  # V2 404 bodies can be this bare (Terraform's tests)
             groups = [{"id": m.group_id, "name": m.name, "created_at": m.created_at} for m in visible]
             return 200, self._listing(groups, query, route)
         if route == "/destinations" or route.startswith("/destinations/"):
             return 404, _error(404, "Not found: V2 serves destinations as /activations")
         group_ids = query.get(GROUP_PARAMETER)
-        if group_ids:
+        if group_ids and variant == "param-refused":
+            message = f"found unpermitted parameter: :{GROUP_PARAMETER}"
+            return self.refused_status, _error(self.refused_status, message)
+        listing = any(re.fullmatch(pattern, route) for pattern in V2_LIST_ROUTES)
+        honoured = variant in ("param-required", "no-groups-route")
+        if group_ids and honoured:
             candidates = [m for m in visible if m.group_id == group_ids[0]]
             if not candidates:
                 return 404, _error(404, "Group not found")
-        elif any(re.fullmatch(pattern, route) for pattern in V2_LIST_ROUTES):
+        elif listing and variant == "param-required":
             return MISSING_GROUP_STATUS, _error(MISSING_GROUP_STATUS, f"{GROUP_PARAMETER} is required")
         else:
-            candidates = visible  # a single object by id: ids are unique across groups in Fivetran
+            candidates = visible  # one object by id (ids are unique across groups), or every group's list
+        if route in ("/syncs", "/sources", "/activations") and len(candidates) > 1:
+            return self._every_group(route, query, candidates)
         v1_route = "/destinations" if route == "/activations" else route
         status: int = 404
         body: Any = _error(404, "Not found")
@@ -170,6 +222,21 @@ class SimulatedOrganization:
             if status == 200:
                 return status, self._as_v2(body, route, member)
         return status, body
+
+    def _every_group(self, route: str, query: Query, members: list[HostedWorkspace]) -> tuple[int, Any]:
+        """One page of a list across every group, as a V2 that does not scope lists would answer it."""
+        records: list[JSON] = []
+        for member in members:
+            workspace = member.workspace
+            with workspace.lock:
+                if route == "/syncs":
+                    items = list(workspace.syncs.values())
+                elif route == "/sources":
+                    items = list(workspace.sources.values())
+                else:
+                    items = list(workspace.destinations.values())
+            records.extend(self._object_as_v2(dict(item), route, member) for item in items)
+        return 200, self._listing(records, query, route)
 
     # ------------------------------------------------------------------ V2 shapes
 
@@ -185,7 +252,13 @@ class SimulatedOrganization:
 
     def _object_as_v2(self, record: JSON, route: str, member: HostedWorkspace) -> JSON:
         converted = dict(record)
-        converted["group_id"] = member.group_id
+        if self.variant == "param-ignored-untagged" or (
+            self.variant == "param-ignored-connections-tagged"
+            and not route.startswith(("/sources", "/activations"))
+        ):
+            converted.pop("group_id", None)
+        else:
+            converted["group_id"] = member.group_id
         if route == "/activations":
             if isinstance(record.get("id"), int):  # a raw record stays exactly as a test wrote it
                 converted["id"] = activation_id(record["id"])

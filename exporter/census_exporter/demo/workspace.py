@@ -46,6 +46,11 @@ class SimulatedWorkspace:
         for listener in self.run_listeners:
             listener(dict(record))
 
+    def number_runs_from(self, first_run_id: int) -> None:
+        """Give runs added without an id ids from ``first_run_id`` on (run ids are unique across groups)."""
+        with self.lock:
+            self._next_run_id = max(self._next_run_id, first_run_id)
+
     # ------------------------------------------------------------------ connections
 
     def add_source(self, source_id: int, name: str, kind: str = "snowflake") -> JSON:
@@ -137,6 +142,12 @@ class SimulatedWorkspace:
         if sync.get("status") != health:
             sync["status"] = health
             sync["updated_at"] = iso(self.clock())
+
+    def hold_listing(self, sync_id: int) -> None:
+        """Stop the sync's listed ``status`` and ``updated_at`` following its runs, as when Census's sync
+        list lags its runs: the exporter then learns of a run only by reading the sync's runs."""
+        with self.lock:
+            self._derived_health.discard(sync_id)
 
     def update_sync(self, sync_id: int, **fields: Any) -> None:
         """Change fields of a sync (``paused=True``, ``label=...``)."""

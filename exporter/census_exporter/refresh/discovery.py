@@ -20,11 +20,11 @@ from census_exporter.census.client import CensusAPIError, ForbiddenError, Listin
 from census_exporter.census.models import (
     Group,
     OrganizationWorkspace,
-    parse_group,
     parse_organization_workspace,
 )
 from census_exporter.config import Discovery, TokenSource, Workspace
 from census_exporter.refresh.fleet import Fleet
+from census_exporter.refresh.groups import find_groups
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.snapshot import DiscoveryStatus
 from census_exporter.workers import DaemonPool
@@ -44,6 +44,9 @@ class OrganizationAPI(Protocol):
     def list_workspaces(self, deadline: float) -> Listing: ...
     def workspace_api_key(self, workspace_id: int, deadline: float) -> str: ...
     def list_groups(self, deadline: float) -> Listing: ...
+    def list_syncs(self, deadline: float) -> Listing: ...
+    def list_sources(self, deadline: float) -> Listing: ...
+    def list_destinations(self, deadline: float) -> Listing: ...
     def close(self) -> None: ...
 
 
@@ -136,9 +139,12 @@ class Discoverer:
 
     def _list(self, deadline: float, errors: list[str]) -> dict[str, Workspace]:
         if self._discovery.api_version == "v2":
-            listing = self._api.list_groups(deadline)
-            groups = self._logs.usable(listing.items, parse_group, "group")
-            found = {group.id: self._group(group) for group in groups}
+            # The groups listing where it answers, else the group_id of the listed records.
+            groups = find_groups(self._api, deadline, self._logs)
+            listing = Listing([], groups.complete)
+            found = {group.id: self._group(group) for group in groups.groups}
+            if groups.unscoped:
+                found = {"": self._group(Group(id="", name=self._discovery.unscoped_name))}
         else:
             listing = self._api.list_workspaces(deadline)
             workspaces = self._logs.usable(listing.items, parse_organization_workspace, "workspace")
@@ -240,7 +246,7 @@ class Discoverer:
             api_url=self._discovery.api_url,
             token=self._discovery.token,
             api_version="v2",
-            group_id=group.id,
+            group_id=group.id or None,
             syncs=self._discovery.syncs,
         )
 
