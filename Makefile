@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 DEMO_WEBHOOK_ADDRESS ?= 127.0.0.1:10050
 
-.PHONY: demo test test-fast lint typecheck pytest docs dashboard chart-files docker-smoke bench bench-quick bench-webhooks bench-detection sizing lock release-dry-run clean
+.PHONY: demo test test-fast lint typecheck pytest docs dashboard mixin chart-files docker-smoke bench bench-quick bench-webhooks bench-detection sizing lock release-dry-run clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,14 +46,19 @@ pytest: $(STAMP)
 docs: $(RUNTIME_STAMP)
 	$(BIN)/python scripts/gen-config-docs
 
+# The dashboard's panels come from grafana/generate.py (into mixin/dashboards/); the mixin renders the rest.
 dashboard: $(STAMP)
 	$(BIN)/python grafana/generate.py
-	$(MAKE) chart-files
+	$(MAKE) mixin
 
-# The Helm chart ships copies of the rules and the dashboard (Helm reads files only inside the chart).
-chart-files:
-	cp prometheus/alerts.yaml prometheus/rules.yaml helm/census-exporter/files/
-	cp grafana/census-sync-runs.json helm/census-exporter/files/
+# The monitoring mixin (mixin/, jsonnet) renders prometheus/rules.yaml, prometheus/alerts.yaml,
+# grafana/census-sync-runs.json and the Helm chart's copies of them (Helm reads files only inside the chart);
+# tests/test_mixin.py fails when a committed file differs from what the mixin renders.
+mixin: $(STAMP)
+	$(BIN)/python scripts/gen-mixin
+
+# The old name of `make mixin`: the chart's copies are the mixin's output.
+chart-files: mixin
 
 # uv.lock pins and hashes every dependency (runtime, test extras, the build group); the image installs the
 # two exports with --require-hashes. Run after changing a dependency in pyproject.toml; uv keeps every pin it

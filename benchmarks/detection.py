@@ -284,11 +284,15 @@ def describe(values: list[float | None]) -> str:
     return text + (f" ({missed} not selected within the timeout)" if missed else "")
 
 
-def report(results: list[SizeResult], timeout: float, timing: Timing) -> str:
-    """The Markdown table of one run."""
-    commit = subprocess.run(
+def current_commit() -> str:
+    """The checkout's commit, read when the run starts (the code the exporter processes run)."""
+    return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=REPO
     ).stdout.strip()
+
+
+def report(results: list[SizeResult], timeout: float, timing: Timing, commit: str = "") -> str:
+    """The Markdown table of one run."""
     lines = [
         "# Detection benchmark",
         "",
@@ -328,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrape-interval", type=float, default=Timing().scrape_seconds)
     args = parser.parse_args(argv)
     timing = Timing(args.ttl, args.scrape_interval)
+    commit = current_commit()
     results: dict[int, SizeResult] = {}
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="census-detection-") as scratch:
@@ -348,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 1
-    text = report([results[syncs] for syncs in args.syncs], args.timeout, timing)
+    text = report([results[syncs] for syncs in args.syncs], args.timeout, timing, commit)
     print(text)
     if args.output:
         args.output.write_text(text)

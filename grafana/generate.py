@@ -1,7 +1,11 @@
 """Builds the Census sync runs dashboard with grafana-foundation-sdk (Grafana 11.x).
 
-    python grafana/generate.py          # writes grafana/census-sync-runs.json
+    python grafana/generate.py          # writes mixin/dashboards/census-sync-runs.json
     python grafana/generate.py --check  # exits 1 if the committed file differs from what the code builds
+
+The JSON it writes is the monitoring mixin's dashboard (mixin/dashboards/); the mixin applies its _config
+(uid, tags, selector) and renders grafana/census-sync-runs.json and the Helm chart's copy from it
+(scripts/gen-mixin). `make dashboard` runs both.
 
 The dashboard reads the recording rules in prometheus/rules.yaml (``census:sync_info:latest`` joins a sync's
 name onto its series); load them in Prometheus together with the alerts.
@@ -24,7 +28,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
-OUTPUT = Path(__file__).with_name("census-sync-runs.json")
+OUTPUT = Path(__file__).resolve().parent.parent / "mixin" / "dashboards" / "census-sync-runs.json"
 UID = "census-sync-runs"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
@@ -563,7 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = render()
     if args.check:
         if not OUTPUT.exists() or OUTPUT.read_text() != text:
-            print(f"{OUTPUT.name} is out of date: run `python grafana/generate.py`", file=sys.stderr)
+            print(f"{OUTPUT} is out of date: run `make dashboard`", file=sys.stderr)
             return 1
         return 0
     OUTPUT.write_text(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,10 @@ def ready(url: str) -> bool:
 class Process:
     """A started binary whose output goes to a log file, shown when a wait fails."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.log = log
         self._handle = log.open("w")
-        self.process = subprocess.Popen(args, stdout=self._handle, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=self._handle, stderr=subprocess.STDOUT, env=env)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

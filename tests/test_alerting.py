@@ -3,6 +3,7 @@ Alertmanager end to end against the exporter."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from census_exporter.demo import DemoActivity, SimulatedWorkspace
+from tests import mixin
 from tests.conftest import Harness, require_tool, wait_for
 from tests.stack import REPO, RULE_FILES, Alertmanager, Prometheus, run_tool
 
@@ -97,11 +99,33 @@ def test_alert_annotations_follow_the_contract() -> None:
             assert "census_sync_paused == 1" in rule["expr"], f"{name} must not page for paused syncs"
         assert annotations["runbook_url"].endswith(f"docs/runbook.md#{name.lower()}")
         assert name.lower() in anchors, f"docs/runbook.md has no section for {name}"
-        assert annotations["dashboard_url"].startswith("https://")
+        # The plain rules know no Grafana: the mixin's grafanaUrl adds the link (see the next test).
+        assert "dashboard_url" not in annotations, f"{name}: a dashboard link without a Grafana URL"
         # Counters reset on restart: an alert reads one only through increase(), which handles the reset.
         assert rule["expr"].count("census_sync_runs_total") == rule["expr"].count(
             "increase(census_sync_runs_total"
         ), f"{name} reads a counter without increase()"
+
+
+def test_alert_dashboard_links_follow_the_contract() -> None:
+    """With a Grafana URL, every alert links to the dashboard that exists, narrowed by the dashboard's own
+    variables to what the alert is about: its workspace, and its sync for a per-sync alert."""
+    dashboard = json.loads((REPO / "grafana" / "census-sync-runs.json").read_text())
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert {"workspace", "sync"} <= variables
+    board = f"https://grafana.acme.test/d/{dashboard['uid']}/census-sync-runs"
+    rules = mixin.alert_rules(mixin.render(grafanaUrl="https://grafana.acme.test")["alerts"])
+    assert sorted(rules) == sorted(ALERTS)
+    for name, rule in rules.items():
+        link = rule["annotations"]["dashboard_url"]
+        workspace = "var-workspace={{ $labels.workspace | urlquery }}"
+        sync = "&var-sync={{ $labels.label | urlquery }}"
+        if name.startswith("CensusSync"):
+            assert link == f"{board}?{workspace}{sync}", name
+        elif "$labels.workspace" in rule["annotations"]["summary"] + rule["annotations"]["description"]:
+            assert link == f"{board}?{workspace}", name
+        else:
+            assert link == board, name
 
 
 def test_example_inhibition_stays_within_one_workspace() -> None:
@@ -314,7 +338,6 @@ def test_readme_scrape_job_pages_when_the_exporter_is_down(tmp_path: Path) -> No
                                     "Census syncs are not being monitored.",
                                     "runbook_url": "https://github.com/census-exporter/census-exporter/blob/main"
                                     "/docs/runbook.md#censusexporterdown",
-                                    "dashboard_url": "https://grafana.example.com/d/census-sync-runs/census-sync-runs",
                                 },
                             }
                         ],

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from census_exporter.cli import build_parser
+from tests import mixin
 from tests.conftest import require_tool
 from tests.stack import REPO, promtool_check_groups, run_tool
 
@@ -77,7 +78,8 @@ def test_dockerfile_follows_the_contract() -> None:
     assert "EXPOSE 10049" in text
     assert 'ENTRYPOINT ["census-exporter"]' in text
     instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    assert "HEALTHCHECK" in instructions and "/healthz" in instructions and "curl" not in instructions
+    assert 'CMD ["python", "-m", "census_exporter.healthcheck"]' in instructions
+    assert "curl" not in instructions
     assert "org.opencontainers.image.source" in text
     assert (REPO / ".dockerignore").exists()
 
@@ -188,6 +190,7 @@ def test_values_schema_rejects_wrong_values() -> None:
         "census.recordTotals=off",
         "census.runDetails=maybe",
         "census.apiUrl=http://user:secret@census.example/api/v1",
+        "prometheusRule.grafanaUrl=grafana.acme.test",
     ):
         result = helm("template", "census", str(CHART), "--set", bad)
         assert result.returncode != 0, f"accepted {bad}"
@@ -256,6 +259,23 @@ def test_prometheus_rule_matches_the_project_rules_by_default() -> None:
         REPO / "prometheus" / "alerts.yaml"
     )
     assert rendered == expected
+    # No prometheusRule.grafanaUrl: no dashboard_url (the chart's __GRAFANA_URL__ placeholder is dropped).
+    assert "dashboard_url" not in json.dumps(rendered) and "__GRAFANA_URL__" not in json.dumps(rendered)
+
+
+def test_prometheus_rule_links_as_the_mixin_does() -> None:
+    """prometheusRule.grafanaUrl gives each alert the dashboard_url the mixin gives it for that URL."""
+    documents = render(
+        "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.grafanaUrl=https://g.acme.test/"
+    )
+    rendered = {
+        r["alert"]: r
+        for g in by_kind(documents, "PrometheusRule")["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    expected = mixin.alert_rules(mixin.render(grafanaUrl="https://g.acme.test")["alerts"])
+    assert rendered == expected
 
 
 def test_prometheus_rule_overrides(tmp_path: Path) -> None:
@@ -286,7 +306,9 @@ def test_service_monitor_and_network_policy() -> None:
     assert endpoint["port"] == "http" and endpoint["interval"] == "30s" and endpoint["scrapeTimeout"] == "20s"
     assert endpoint["relabelings"][0]["targetLabel"] == "node"
     assert endpoint["metricRelabelings"][0]["action"] == "drop"
-    service = by_kind(documents, "Service")
+    service = next(
+        doc for doc in documents if doc["kind"] == "Service" and "webhooks" not in doc["metadata"]["name"]
+    )
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     policy = by_kind(documents, "NetworkPolicy")
     assert policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]
@@ -311,13 +333,13 @@ def test_dashboard_configmap_matches_the_dashboard() -> None:
 @pytest.mark.parametrize(
     ("copy", "original"),
     [
-        ("files/alerts.yaml", "prometheus/alerts.yaml"),
         ("files/rules.yaml", "prometheus/rules.yaml"),
         ("files/census-sync-runs.json", "grafana/census-sync-runs.json"),
     ],
 )
 def test_chart_copies_have_not_drifted(copy: str, original: str) -> None:
-    assert (CHART / copy).read_bytes() == (REPO / original).read_bytes(), f"run `make chart-files` ({copy})"
+    """files/alerts.yaml differs by its __GRAFANA_URL__ links: tests/test_mixin.py checks every copy."""
+    assert (CHART / copy).read_bytes() == (REPO / original).read_bytes(), f"run `make mixin` ({copy})"
 
 
 def leaf_keys(values: dict[str, Any], prefix: str = "") -> list[str]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from census_exporter.census.models import Sync, SyncRun
+from census_exporter.demo.server import Fault
 from census_exporter.demo.workspace import SimulatedWorkspace
 from census_exporter.refresh.one_sync import FIRST_READ_PAGES_WITHOUT_SUCCESS, newest_run
 from census_exporter.refresh.schedule import Priority, plan, priority
@@ -191,16 +192,26 @@ def test_the_budget_reads_first_a_sync_whose_listing_changed_since_its_last_read
         runs_read_monotonic=10.0,
         read_sync=sync(10),
     )
-    assert priority(states[9], 0.0, 60.0) == Priority.LISTING_CHANGED
+    assert priority(states[9], 0.0, 60.0) == Priority.HEALTH_CHANGED
     assert plan(states, 2, 0.0, 60.0) == [10, 1]
-    # A changed update time alone is a change too.
+    # A changed update time alone is a change too, ranked below a run already waited on: a sync whose
+    # updated_at moves on every listing must not crowd out the syncs with a working run.
     states[8] = SyncState(
         sync=sync(9, updated_at=5.0),
         ledger=SyncLedger.baseline([]),
         runs_read_monotonic=9.0,
         read_sync=sync(9),
     )
-    assert priority(states[8], 0.0, 60.0) == Priority.LISTING_CHANGED
+    assert priority(states[8], 0.0, 60.0) == Priority.LISTING_UPDATED
+    working = SyncState(
+        sync=sync(3),
+        ledger=SyncLedger.baseline([run(30, "working")]),
+        runs_read_monotonic=3.0,
+        read_sync=sync(3),
+    )
+    states[2] = working
+    assert priority(working, 0.0, 60.0) == Priority.UNFINISHED_RUN
+    assert plan(states, 4, 0.0, 60.0)[:2] == [10, 3], "health change, then the working run"
 
 
 def run(run_id: int, status: str, created_at: float | None = None, error_code: str | None = None) -> SyncRun:
@@ -256,3 +267,48 @@ def test_no_success_since_is_the_oldest_run_seen_and_ends_with_a_success() -> No
     finished = dataclasses.replace(run(4, "completed", created_at=400.0), completed_at=460.0)
     ledger = ledger.advance([finished]).ledger
     assert ledger.no_success_since is None and ledger.last_success_at == 460.0
+
+
+def test_one_implausibly_high_run_id_never_pins_the_streak(harness_factory: Callable[..., Harness]) -> None:
+    """A run id far above the others is not "the newest": it neither starts a streak nor hides later ones."""
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(SYNC, label="Contacts")
+    workspace.add_run(SYNC, "completed", run_id=1)
+    harness = harness_factory(workspace)
+    harness.refresh()
+    workspace.add_run(SYNC, "failed", run_id=1 + 2 * IMPLAUSIBLE_RUN_ID_JUMP, error_code="BOGUS")
+    harness.refresh()
+    assert failing_series(harness) == {"": 0.0}
+    workspace.add_run(SYNC, "failed", run_id=2, error_code="RATE_LIMITED")
+    harness.refresh()
+    assert failing_series(harness) == {"RATE_LIMITED": 1.0}
+    workspace.add_run(SYNC, "completed", run_id=3)
+    harness.refresh()
+    assert failing_series(harness) == {"": 0.0}
+
+
+def test_a_first_read_whose_deeper_page_fails_keeps_what_the_newer_pages_showed(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    """Paging back is a bonus: an error on page 2 must not leave a failing sync without any run data."""
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(SYNC, label="Always failing")
+    now = time.time()
+    for k in range(60):
+        workspace.add_run(SYNC, "failed", created_at=now - 3600.0 * (60 - k), error_code="E")
+    harness = harness_factory(workspace)
+    runs_path = f"/syncs/{SYNC}/sync_runs"
+
+    def fail_from_the_second_page(path: str, query: dict[str, list[str]]) -> None:
+        if path.endswith(runs_path) and query.get("page", ["1"]) == ["1"]:
+            harness.simulator.inject(Fault(runs_path, status=500, times=-1))
+
+    harness.simulator.after_answer = fail_from_the_second_page
+    harness.refresh()
+    harness.simulator.after_answer = None
+    harness.simulator.clear_faults()
+    scrape = harness.scrape()
+    assert failing_series(harness) == {"E": 1.0}
+    assert scrape.value("census_sync_last_run_status", sync_id=str(SYNC), status="failed") == 1.0
+    since = scrape.value("census_sync_no_success_since_timestamp_seconds", sync_id=str(SYNC))
+    assert since is not None and since < now - 3600.0 * 24, "the oldest run of the page that was read"

@@ -95,6 +95,10 @@ def test_the_rendered_file_parses_to_what_the_values_say() -> None:
             token=TokenLocation(file=Path(f"/run/secrets/census/{entry['name']}")),
             group_id=entry.get("group_id"),
             syncs=expected_filter(entry),
+            webhook_secrets=tuple(
+                TokenLocation(file=Path(f"/run/secrets/census-webhooks/{entry['name']}-{n}"))
+                for n in range(len(entry.get("webhookSecrets", [])))
+            ),
         )
         for entry in entries
         if not entry.get("auto")

@@ -4,6 +4,7 @@ nothing; the poller and the webhook path count each run once."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -325,3 +326,54 @@ def test_the_receiver_is_off_by_default_and_metrics_has_no_webhook_path(
     )
     assert response.status_code == 413  # the metrics listener takes no bodies at all
     assert "census_webhook_requests_total" not in harness.scrape().text
+
+
+def test_neither_a_body_nor_a_secret_reaches_the_log(
+    harness_factory: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    workspace = _workspace_with_syncs(2)
+    harness = _start(harness_factory, workspace)
+    marker = "BODY-MARKER-7f3a"
+    run = workspace.add_run(1, "failed")
+    alert = _event(1, int(run["id"]), "sync.alert.raised") | {"message": marker, "details": {"why": marker}}
+    answers = [
+        _post(harness, alert).status_code,  # taken
+        _post(harness, alert).status_code,  # a duplicate
+        _post(harness, alert, secret=OTHER_SECRET).status_code,
+        _post(harness, alert, secret=None).status_code,
+        _post(harness, f'{{"{marker}": '.encode()).status_code,
+        _post(harness, alert | {"sync_id": marker}).status_code,
+        _post(harness, alert | {"pad": marker * 1000}).status_code,
+        _post(harness, alert, workspace=marker).status_code,
+        _post(harness, alert, headers={"Content-Type": f"text/{marker}"}).status_code,
+    ]
+    assert answers == [202, 200, 401, 401, 400, 400, 413, 404, 415]
+    wait_for(lambda: _failed(harness.scrape(), 1) == 1)
+    # The exporter's own records (the test's HTTP client logs the URLs it asks for).
+    logged = "\n".join(
+        record.getMessage() for record in caplog.records if record.name.startswith("census_exporter")
+    )
+    assert logged, "the exporter logged nothing at DEBUG: the test would show nothing"
+    for secret in (SECRET, OTHER_SECRET, sign(json.dumps(alert).encode(), SECRET)):
+        assert secret not in logged
+    assert marker not in logged
+
+
+def test_the_rate_limit_is_per_source_address(harness_factory: Callable[..., Harness]) -> None:
+    workspace = _workspace_with_syncs(2)
+    harness = _start(harness_factory, workspace, webhook_max_requests_per_second=5.0)
+    flood = [_post(harness, _event(1, 5000 + n), secret=OTHER_SECRET).status_code for n in range(150)]
+    assert flood.count(429) >= 100
+    # Another source address (loopback has the whole of 127/8) still gets through during the flood.
+    run = workspace.add_run(2, "failed")
+    body = json.dumps(_event(2, int(run["id"]))).encode()
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(transport=transport, timeout=10) as other:
+        answer = other.post(
+            _url(harness),
+            content=body,
+            headers={"Content-Type": "application/json", "X-Signature": sign(body, SECRET)},
+        )
+    assert answer.status_code == 202
+    wait_for(lambda: _failed(harness.scrape(), 2) == 1)

@@ -237,6 +237,12 @@ OLDEST_UNFINISHED_GAUGE: _Series[SyncState] = _Series(
 RUNS = Family(
     "census_sync_runs_total", "counter", "Runs that finished since the exporter started, by final status."
 )
+SUPERSEDED_FAILURES = Family(
+    "census_sync_superseded_failed_runs_total",
+    "counter",
+    "Failed runs that a later completed run had already followed when the exporter read them, so no "
+    "failing streak (census_sync_last_finished_run_failed) showed them.",
+)
 #: Per sync with ``--census.record-totals=sync``; per workspace (``census_workspace_...``) by default.
 RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
     _Series(
@@ -463,6 +469,7 @@ class _PerSyncFamilies(_Families):
         self.outcome_times = [(self.add(series.family), series) for series in outcomes]
         self.oldest_unfinished = [(self.add(OLDEST_UNFINISHED_GAUGE.family), OLDEST_UNFINISHED_GAUGE)]
         self.runs = self.add(RUNS)
+        self.superseded = self.add(SUPERSEDED_FAILURES)
         records = RECORD_COUNTERS if exposition.record_totals == "sync" else ()
         self.records = [(self.add(series.family), series) for series in records]
         self.durations = self.add(RUN_DURATIONS) if exposition.duration_histogram == "sync" else None
@@ -518,6 +525,7 @@ class _PerSyncFamilies(_Families):
         counters = ledger.counters
         for status, total in sorted(counters.runs_by_status.items()):
             lines.append(self.line(self.runs, label_text([*ids, ("status", status)]), total))
+        lines.append(self.line(self.superseded, id_labels, counters.superseded_failures))
         lines += self.values(id_labels, self.records, counters)
         if self.durations is not None:
             lines += self.histogram(self.durations, ids, counters, bounds)

@@ -274,6 +274,9 @@ class Config:
     webhook_secrets: tuple[TokenSource, ...] = ()
     #: While webhooks are healthy, syncs no event announced are read this often.
     webhook_reconcile_interval_seconds: float = defaults.WEBHOOK_RECONCILE_INTERVAL_SECONDS
+    #: How long a run polling found may wait for its event before it counts as unannounced (no flag:
+    #: Census delivers within seconds and retries for minutes; tests shorten it with the reconcile interval).
+    webhook_announcement_grace_seconds: float = defaults.WEBHOOK_ANNOUNCEMENT_GRACE_SECONDS
     #: Deliveries a second one source address may make to the receiver.
     webhook_max_requests_per_second: float = defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND
 

@@ -33,6 +33,8 @@ LOG_LEVEL = "info"
 LOG_FORMAT = "logfmt"
 #: While webhooks are healthy, a sync no event announced is still read this often (docs/webhooks.md).
 WEBHOOK_RECONCILE_INTERVAL_SECONDS = 3600.0
+#: How long after polling found a run its webhook event may still arrive before it counts as unannounced.
+WEBHOOK_ANNOUNCEMENT_GRACE_SECONDS = 300.0
 #: Webhook deliveries a second from one source address (an Ingress is one address for all of Census).
 WEBHOOK_MAX_REQUESTS_PER_SECOND = 50.0
 DEMO_SEED = 0

@@ -57,7 +57,10 @@ class Exporter:
         self._announcements: dict[str, Announcements] = {}
         if config.webhook_listen is not None:
             self._announcements = {
-                workspace.name: Announcements(config.webhook_reconcile_interval_seconds)
+                workspace.name: Announcements(
+                    config.webhook_reconcile_interval_seconds,
+                    grace_seconds=config.webhook_announcement_grace_seconds,
+                )
                 for workspace in config.watched()
                 if workspace.webhook_secrets
             }

@@ -56,6 +56,19 @@ MAX_PENDING_RUNS_PER_SYNC = 500
 IMPLAUSIBLE_RUN_ID_JUMP = 10**9
 
 
+def plausible_runs(runs: Iterable[SyncRun], anchor_run_id: int = 0) -> list[SyncRun]:
+    """``runs`` by ascending id, leaving out the highest ids while each is implausibly far (more than
+    :data:`IMPLAUSIBLE_RUN_ID_JUMP`) above the next lower id, or above ``anchor_run_id`` (a run id already
+    trusted, 0 for none) when it is the only one left: one bogus id must never become "the newest run"."""
+    ordered = sorted(runs, key=lambda run: run.id)
+    while ordered:
+        below = ordered[-2].id if len(ordered) > 1 else anchor_run_id
+        if below <= 0 or ordered[-1].id <= below + IMPLAUSIBLE_RUN_ID_JUMP:
+            break
+        ordered.pop()
+    return ordered
+
+
 @dataclass(frozen=True, slots=True)
 class RunCounters:
     """Monotonic totals over counted runs of one sync."""
@@ -69,6 +82,9 @@ class RunCounters:
     #: Per-bucket (not cumulative) counts of run durations; the last slot is +Inf.
     duration_bucket_counts: tuple[int, ...] = ()
     duration_sum_seconds: float = 0.0
+    #: Failed runs that a later completed run already followed when they were first read: no failing
+    #: streak ever showed them, so only this counter (and ``runs_by_status``) says they happened.
+    superseded_failures: int = 0
 
     @classmethod
     def zero(cls, bucket_count: int) -> RunCounters:
@@ -121,7 +137,12 @@ class RunCounters:
             source_records=self.source_records + (run.source_record_count or 0),
             duration_bucket_counts=tuple(bucket_counts),
             duration_sum_seconds=duration_sum,
+            superseded_failures=self.superseded_failures,
         )
+
+    def with_superseded_failures(self, count: int) -> RunCounters:
+        """These counters with ``count`` more failed runs that no streak showed."""
+        return self if count == 0 else replace(self, superseded_failures=self.superseded_failures + count)
 
 
 @functools.cache
@@ -242,6 +263,14 @@ class SyncLedger:
                 pending.discard(run.id)
             else:
                 pending.add(run.id)
+        newest_completed = max(
+            (run.id for run in plausible_runs(runs, self.newest_outcome_run_id) if run.status == "completed"),
+            default=None,
+        )
+        if newest_completed is not None:
+            counters = counters.with_superseded_failures(
+                sum(1 for run in counted if run.status == "failed" and run.id < newest_completed)
+            )
         kept_pending = sorted(pending)
         dropped = (
             kept_pending[:-MAX_PENDING_RUNS_PER_SYNC] if len(kept_pending) > MAX_PENDING_RUNS_PER_SYNC else []
@@ -284,10 +313,11 @@ class SyncLedger:
         outcome starts or continues it, a ``completed`` one ends it; every other status leaves it as it is.
 
         Ordered by id, never by a timestamp: ids grow with creation, while one bogus ``created_at`` could
-        otherwise pin an old outcome as the newest.
+        otherwise pin an old outcome as the newest; an implausibly high id is left out
+        (:func:`plausible_runs`), or it would pin its outcome over every later run.
         """
         newest, failing, code = self.newest_outcome_run_id, self.failing, self.failing_error_code
-        for run in runs:
+        for run in plausible_runs(runs, newest):
             if run.id <= newest or run.status not in ("completed", "failed"):
                 continue
             newest = run.id

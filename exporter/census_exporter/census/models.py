@@ -102,6 +102,10 @@ class Sync:
         """True when the listing shows a change between ``other`` and this sync: its health or update time."""
         return (self.health, self.updated_at) != (other.health, other.updated_at)
 
+    def health_differs(self, other: Sync) -> bool:
+        """True when the listed health changed between ``other`` and this sync."""
+        return self.health != other.health
+
 
 @dataclass(frozen=True, slots=True)
 class SyncRun:

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from census_exporter import defaults
 from census_exporter.snapshot import SyncState
 
 #: Syncs marked for an urgent read at once; more marks wait for the next round (and are refused).
@@ -31,7 +32,7 @@ MAX_URGENT_SYNCS = 10_000
 #: Syncs whose polled-found runs await their event at once; beyond this the oldest count as unannounced.
 MAX_AWAITED_SYNCS = 10_000
 #: How long after a poll found a run its event may still arrive (delivery takes seconds; retries longer).
-ANNOUNCEMENT_GRACE_SECONDS = 300.0
+ANNOUNCEMENT_GRACE_SECONDS = defaults.WEBHOOK_ANNOUNCEMENT_GRACE_SECONDS
 #: The reconcile interval's default: how often a sync no event announced is read while webhooks are healthy.
 DEFAULT_RECONCILE_INTERVAL_SECONDS = 3600.0
 

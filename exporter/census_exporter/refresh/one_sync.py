@@ -13,17 +13,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from census_exporter import defaults
-from census_exporter.census.client import Listing, NotFoundError, RunsPage
+from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
 from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
 from census_exporter.config import SyncFilter
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import SyncState
 from census_exporter.state import (
     DEFAULT_DURATION_BUCKETS,
-    IMPLAUSIBLE_RUN_ID_JUMP,
     MAX_PENDING_RUNS_PER_SYNC,
     LedgerUpdate,
     SyncLedger,
+    plausible_runs,
 )
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,21 @@ class SyncRefresh:
                 result = self._api.list_sync_runs(sync.id, page, self._settings.runs_page_size, deadline)
             except NotFoundError:
                 raise SyncGone from None
+            except CensusAPIError as error:
+                if ledger is None and page > 1 and not isinstance(error, AuthError):
+                    # Paging back at a first read is a bonus: the pages already read make a baseline, and
+                    # failing the whole read would leave the sync without any run data, every round.
+                    self._logs.once(
+                        ("first read paging", sync.id),
+                        "sync %s (%s): runs page %d failed (%s) while paging back at the first read; "
+                        "the newer pages make the baseline",
+                        sync.id,
+                        label,
+                        page,
+                        type(error).__name__,
+                    )
+                    break
+                raise
             runs = self._own_runs(sync, self._logs.usable(result.items, parse_sync_run, "run", sync.id))
             runs = [self._plausible(sync, run, now) for run in runs]
             if page == 1:
@@ -272,9 +287,7 @@ class SyncRefresh:
 def newest_run(runs: Iterable[SyncRun]) -> SyncRun | None:
     """The newest of ``runs``: the highest run id (ids grow with creation; a timestamp can lie), leaving out
     an id implausibly far above the next lower one, unless no other is left."""
-    ordered = sorted(runs, key=lambda run: run.id)
-    while len(ordered) > 1 and ordered[-1].id > ordered[-2].id + IMPLAUSIBLE_RUN_ID_JUMP:
-        ordered.pop()
+    ordered = plausible_runs(runs)
     return ordered[-1] if ordered else None
 
 

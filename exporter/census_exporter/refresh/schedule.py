@@ -4,12 +4,14 @@ A round may spend the workspace's share of the budget over one TTL (:func:`round
 every sync, every sync is read. Otherwise (:func:`plan`) half of the allowance, rounded down, goes to syncs by
 priority, most urgent first:
 
-1. the sync list shows a change since the sync was last read: its health (``status``: ``failing``,
-   ``up to date``, ...) or its ``updated_at`` differs, so a run has most likely just finished;
+1. the sync list shows its health (``status``: ``failing``, ``up to date``, ...) changed since the sync was
+   last read: a run has just finished with another outcome;
 2. a run queued or working (or an unfinished run still waited on): its outcome is due soon;
-3. its schedule says a run is due or has just run (``quarter_hourly`` .. ``weekly``: the last run seen is at
+3. only the listed ``updated_at`` changed: a run has most likely finished (below 2, so a sync whose
+   ``updated_at`` moves on every listing cannot crowd out the runs already waited on);
+4. its schedule says a run is due or has just run (``quarter_hourly`` .. ``weekly``: the last run seen is at
    least one period minus the horizon old; ``live`` and ``continuous`` syncs always);
-4. it is failing (its newest finished run failed, or the listing says ``failing``): to see the retry or fix;
+5. it is failing (its newest finished run failed, or the listing says ``failing``): to see the retry or fix;
 
 each class least recently read first. The rest of the allowance (at least half, rounded up) goes to the least
 recently read syncs whatever their priority, never-read ones first. That share bounds how late any change is
@@ -41,11 +43,12 @@ ALWAYS_DUE_SCHEDULES = frozenset({"live", "continuous"})
 class Priority(IntEnum):
     """Why a sync is read before others; lower is more urgent."""
 
-    LISTING_CHANGED = 0
+    HEALTH_CHANGED = 0
     UNFINISHED_RUN = 1
-    RUN_DUE = 2
-    LAST_RUN_FAILED = 3
-    NONE = 4
+    LISTING_UPDATED = 2
+    RUN_DUE = 3
+    LAST_RUN_FAILED = 4
+    NONE = 5
 
 
 def planning_seconds(cache_ttl_seconds: float, refresh_timeout_seconds: float, *, first: bool) -> float:
@@ -81,14 +84,17 @@ def priority(state: SyncState, now_wall: float, horizon_seconds: float) -> Prior
     ``now_wall`` is Unix time; a scheduled run counts as due when it falls within ``horizon_seconds`` (the
     TTL), since the sync will not be read again before then if it is skipped now.
     """
-    if state.read_sync is not None and state.sync.listing_differs(state.read_sync):
-        return Priority.LISTING_CHANGED
+    read = state.read_sync
+    if read is not None and state.sync.health_differs(read):
+        return Priority.HEALTH_CHANGED
     latest = state.latest_run
     pending = state.ledger is not None and bool(state.ledger.pending_run_ids)
     if pending or state.oldest_unfinished_created_at is not None:
         return Priority.UNFINISHED_RUN
     if latest is not None and latest.status in PENDING_RUN_STATUSES:
         return Priority.UNFINISHED_RUN
+    if read is not None and state.sync.listing_differs(read):
+        return Priority.LISTING_UPDATED
     scheduled = state.ledger is not None and state.sync.paused is not True
     if scheduled and _run_due(state, now_wall, horizon_seconds):
         return Priority.RUN_DUE

@@ -58,6 +58,9 @@ workspaces:
     {{ $key }}: {{ . | toJson }}
 {{- end }}
 {{- end }}
+{{- if and $.Values.webhooks.enabled $entry.webhookSecrets }}
+    webhook_secret_file: {{ splitList "," (include "census-exporter.webhookSecretFiles" (list $ $entry.name $entry.webhookSecrets)) | toJson }}
+{{- end }}
 {{- end }}
 {{- end }}
 

@@ -1,0 +1,291 @@
+// Alerts. Load the recording rules too: the records alerts use their ratios, and every per-sync alert joins
+// the sync's name on through census:sync_info:latest.
+//
+// CensusSyncFailed reads census_sync_last_finished_run_failed, a failing streak: true through retries that
+// are queued, working or skipped, false only once a run completes, so a retry that starts does not resolve
+// it. CensusSyncRunFailed catches a failure that a success replaced before any refresh saw it as the newest
+// outcome. CensusSyncNotSucceededRecently also fires for a sync with no known success (from the oldest run
+// seen). docs/runbook.md says when each fires and resolves, episode by episode.
+// Paused syncs never page: every per-sync alert ends with "unless ... census_sync_paused == 1".
+// One exporter may serve several workspaces, and sync ids repeat across them: every join is on
+// (job, instance, workspace, sync_id), and the exporter alerts fire once per workspace, so one workspace's
+// census_up 0 neither silences nor raises another's alerts.
+// Only CensusSyncRunFailed reads a counter, through increase(), which an exporter restart (counters back
+// to 0) cannot raise.
+// Every vector selector is written with braces (`{}` when empty): see withSelector in lib/utils.libsonnet.
+local utils = import '../lib/utils.libsonnet';
+
+{
+  prometheusAlerts+:: {
+    local c = $._config,
+    local thresholds = {
+      syncNotSucceededSeconds: utils.number(c.syncNotSucceededSeconds),
+      syncRecordsFailedRatio: utils.number(c.syncRecordsFailedRatio),
+      syncRecordsInvalidRatio: utils.number(c.syncRecordsInvalidRatio),
+      syncStuckSeconds: utils.number(c.syncStuckSeconds),
+      exporterDataStaleSeconds: utils.number(c.exporterDataStaleSeconds),
+    },
+    // A folded description: the text block's lines joined by spaces.
+    local fold(text) = std.rstripChars(std.strReplace(text, '\n', ' '), ' '),
+    // scope: 'sync' (the link picks the alert's workspace and sync), 'workspace' or 'none'.
+    local dashboardLink(scope) =
+      local base = '%s/d/%s/census-sync-runs' % [std.rstripChars(c.grafanaUrl, '/'), c.dashboardUid];
+      local workspace = 'var-workspace={{ $labels.workspace | urlquery }}';
+      local query = {
+        sync: '?' + workspace + '&var-sync={{ $labels.label | urlquery }}',
+        workspace: '?' + workspace,
+        none: '',
+      }[scope];
+      if c.grafanaUrl == '' then {} else { dashboard_url: base + query },
+    local alert(name, expr, severity, for_, summary, description, scope) = {
+      alert: name,
+      expr: utils.withSelector(expr % thresholds, c.censusExporterSelector),
+      'for': for_,
+      labels: { severity: severity },
+      annotations: {
+        summary: summary,
+        description: fold(description),
+        runbook_url: '%s#%s' % [c.runbookUrl, std.asciiLower(name)],
+      } + dashboardLink(scope),
+    },
+
+    groups+: [
+      {
+        name: 'census-syncs',
+        rules: [
+          // A failing streak: the newest finished run failed. It stays through retries that are queued,
+          // working or skipped and resolves only when a run completes (or the sync is paused). error_code is
+          // that of the run that began the streak, so one streak is one alert. topk keeps the newest series
+          // of a sync: after a Prometheus restart the streak's series can linger beside the one that ended
+          // it.
+          alert(
+            'CensusSyncFailed',
+            |||
+              (
+                census_sync_last_finished_run_failed{} == 1
+                and on (job, instance, workspace, sync_id, error_code)
+                  topk by (job, instance, workspace, sync_id) (1, timestamp(census_sync_last_finished_run_failed{}))
+                unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
+              )
+              * on (job, instance, workspace, sync_id) group_left (label, destination) census:sync_info:latest{}
+            |||,
+            'critical',
+            '0m',
+            'A Census sync is failing.',
+            |||
+              Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
+              {{ $labels.workspace }} is failing: its newest finished run failed, and no run has completed
+              since. The streak began with error code "{{ $labels.error_code }}".
+            |||,
+            'sync',
+          ),
+
+          // A run failed in the last 15 minutes but was never seen as the sync's newest outcome: a later run
+          // completed before a refresh read the failure. CensusSyncFailed covers every failure that was
+          // seen. The exporter counts exactly those runs, so an earlier streak in the window hides nothing.
+          // increase() handles an exporter restart (counters start again at 0, and exist at 0).
+          alert(
+            'CensusSyncRunFailed',
+            |||
+              (
+                increase(census_sync_superseded_failed_runs_total{}[15m]) > 0
+                unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
+              )
+              * on (job, instance, workspace, sync_id) group_left (label, destination) census:sync_info:latest{}
+            |||,
+            'warning',
+            '0m',
+            'A run of a Census sync failed, and a later run has already succeeded.',
+            |||
+              Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
+              {{ $labels.workspace }} had a failed run in the last 15 minutes that a successful run replaced
+              before it was seen as the newest. The exporter's log has the run's error.
+            |||,
+            'sync',
+          ),
+
+          // The age of the last success, or, for a sync with no known success, of the oldest run seen (the
+          // first read pages back up to 100 runs for it), so a sync that never succeeded pages too.
+          // census:sync_success_age_threshold_seconds is yours to record (docs/runbook.md): it carries no
+          // selector, and joins on (workspace, sync_id) only.
+          alert(
+            'CensusSyncNotSucceededRecently',
+            |||
+              (
+                (
+                  time()
+                  - (
+                    census_sync_last_success_timestamp_seconds{}
+                    or on (job, instance, workspace, sync_id)
+                    census_sync_no_success_since_timestamp_seconds{}
+                  )
+                )
+                  > on (workspace, sync_id) group_left ()
+                (
+                  max by (workspace, sync_id) (census:sync_success_age_threshold_seconds)
+                  or on (workspace, sync_id)
+                  max by (workspace, sync_id) (
+                    (
+                      census_sync_last_success_timestamp_seconds{}
+                      or on (job, instance, workspace, sync_id)
+                      census_sync_no_success_since_timestamp_seconds{}
+                    ) * 0 + %(syncNotSucceededSeconds)s)
+                )
+                unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
+              )
+              * on (job, instance, workspace, sync_id) group_left (label, destination) census:sync_info:latest{}
+            |||,
+            'warning',
+            '15m',
+            'A Census sync has not completed successfully for too long.',
+            |||
+              Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
+              {{ $labels.workspace }} has not succeeded for {{ $value | humanizeDuration }} (at least, when no
+              success is known).
+            |||,
+            'sync',
+          ),
+
+          alert(
+            'CensusSyncRecordsFailing',
+            |||
+              (
+                census:sync_last_run_records_failed:ratio{} > %(syncRecordsFailedRatio)s
+                unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
+              )
+              * on (job, instance, workspace, sync_id) group_left (label, destination) census:sync_info:latest{}
+            |||,
+            'warning',
+            '0m',
+            'A Census destination rejected too many records of a sync.',
+            |||
+              Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
+              {{ $labels.workspace }}: the destination rejected {{ $value | humanizePercentage }} of the records
+              of the latest run.
+            |||,
+            'sync',
+          ),
+
+          alert(
+            'CensusSyncRecordsInvalid',
+            |||
+              (
+                census:sync_last_run_records_invalid:ratio{} > %(syncRecordsInvalidRatio)s
+                unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
+              )
+              * on (job, instance, workspace, sync_id) group_left (label, destination) census:sync_info:latest{}
+            |||,
+            'info',
+            '0m',
+            'Census skipped many source records of a sync as invalid.',
+            |||
+              Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
+              {{ $labels.workspace }}: {{ $value | humanizePercentage }} of the source records of the latest run
+              were invalid and not sent.
+            |||,
+            'sync',
+          ),
+
+          alert(
+            'CensusSyncStuck',
+            |||
+              (
+                (time() - census_sync_oldest_unfinished_run_created_timestamp_seconds{}) > %(syncStuckSeconds)s
+                unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
+              )
+              * on (job, instance, workspace, sync_id) group_left (label, destination) census:sync_info:latest{}
+            |||,
+            'warning',
+            '0m',
+            'A Census sync run has been queued or working for too long.',
+            |||
+              Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
+              {{ $labels.workspace }} has had a run queued or working for {{ $value | humanizeDuration }}.
+            |||,
+            'sync',
+          ),
+        ],
+      },
+      {
+        name: 'census-exporter',
+        rules: [
+          alert(
+            'CensusExporterApiDown',
+            'census_up{} == 0',
+            'warning',
+            '10m',
+            'census-exporter cannot read the Census API for workspace {{ $labels.workspace }}.',
+            |||
+              census-exporter {{ $labels.instance }} has not completed an error-free refresh of workspace
+              {{ $labels.workspace }} for 10 minutes; sync alerts for it are working from old data.
+            |||,
+            'workspace',
+          ),
+
+          alert(
+            'CensusExporterDataStale',
+            'time() - census_last_refresh_timestamp_seconds{} > %(exporterDataStaleSeconds)s',
+            'warning',
+            '5m',
+            "census-exporter's Census data of workspace {{ $labels.workspace }} is stale.",
+            |||
+              The last error-free refresh of workspace {{ $labels.workspace }} by census-exporter
+              {{ $labels.instance }} was {{ $value | humanizeDuration }} ago.
+            |||,
+            'workspace',
+          ),
+
+          // With the default empty selector, independent of the scrape job's name: a target is an exporter
+          // if it exported census metrics in the last day. The absent() part fires only when no such target
+          // is configured at all, so a single down exporter pages once. See
+          // docs/runbook.md#censusexporterdown.
+          alert(
+            'CensusExporterDown',
+            |||
+              up{} == 0 and on (job, instance) max_over_time(census_exporter_build_info{}[1d])
+              or
+              absent(up{} and on (job, instance) max_over_time(census_exporter_build_info{}[1d]))
+            |||,
+            'critical',
+            '5m',
+            'census-exporter is down or not scraped.',
+            |||
+              Prometheus cannot scrape census-exporter {{ with $labels.instance }}{{ . }}{{ else }}(no target
+              found){{ end }}: Census syncs are not being monitored.
+            |||,
+            'none',
+          ),
+        ],
+      },
+      {
+        name: 'census-webhooks',
+        rules: [
+          // Silent: polling found finished runs no webhook announced (the workspace is back on full polling,
+          // census_webhook_polling_fallback). Rejected: deliveries to a configured workspace failed
+          // verification or could not be taken (not rate_limited: Census delivers those again; not
+          // unknown_workspace: the path names no workspace, a scanner's). See
+          // docs/runbook.md#censuswebhookssilentorrejected.
+          alert(
+            'CensusWebhooksSilentOrRejected',
+            |||
+              sum by (job, instance, workspace) (increase(census_webhook_unannounced_runs_total{}[1h])) > 0
+              or
+              sum by (job, instance, workspace) (
+                increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[15m])
+              ) > 0
+            |||,
+            'warning',
+            '10m',
+            'Census webhooks of workspace {{ $labels.workspace }} are silent or rejected.',
+            |||
+              census-exporter {{ $labels.instance }} found runs of workspace {{ $labels.workspace }} that no
+              webhook announced, or refused its webhook deliveries ({{ $value | humanize }} in the window):
+              failures show up at the polling interval, not within seconds, until webhooks work again.
+            |||,
+            'workspace',
+          ),
+        ],
+      },
+    ],
+  },
+}

@@ -1,0 +1,2 @@
+// jsonnet -J vendor -m dashboards_out dashboards.jsonnet
+(import 'mixin.libsonnet').grafanaDashboards
