@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from census_exporter.census.models import Sync, SyncRun
 from census_exporter.demo.server import Fault
-from census_exporter.demo.workspace import SimulatedWorkspace
+from census_exporter.demo.workspace import SimulatedWorkspace, iso
 from census_exporter.refresh.one_sync import FIRST_READ_PAGES_WITHOUT_SUCCESS, newest_run
 from census_exporter.refresh.schedule import Priority, plan, priority
 from census_exporter.snapshot import SyncState
@@ -312,3 +312,23 @@ def test_a_first_read_whose_deeper_page_fails_keeps_what_the_newer_pages_showed(
     assert scrape.value("census_sync_last_run_status", sync_id=str(SYNC), status="failed") == 1.0
     since = scrape.value("census_sync_no_success_since_timestamp_seconds", sync_id=str(SYNC))
     assert since is not None and since < now - 3600.0 * 24, "the oldest run of the page that was read"
+
+
+def test_a_run_time_from_before_the_sync_existed_is_unknown(harness_factory: Callable[..., Harness]) -> None:
+    """A run "created in 2001" for a sync created minutes ago fakes neither an age nor a stuck run."""
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(SYNC, label="New sync")
+    now = time.time()
+    workspace.add_run(SYNC, "failed", created_at=978307200.0, error_code="E")  # 2001-01-01
+    workspace.add_run(SYNC, "failed", created_at=now - 120.0, error_code="E")
+    workspace.add_run(SYNC, "working", created_at=946684800.0)  # 2000-01-01
+    workspace.update_sync(SYNC, created_at=iso(now - 600.0))
+    harness = harness_factory(workspace)
+    harness.refresh()
+    scrape = harness.scrape()
+    since = scrape.value("census_sync_no_success_since_timestamp_seconds", sync_id=str(SYNC))
+    assert since is not None and abs(since - (now - 120.0)) < 1.0, "the 2001 run is not the oldest seen"
+    unfinished = scrape.value(
+        "census_sync_oldest_unfinished_run_created_timestamp_seconds", sync_id=str(SYNC)
+    )
+    assert unfinished is not None and unfinished >= now - 5.0, "the working run counts from when it was seen"

@@ -95,6 +95,8 @@ class Sync:
     health: str | None = None
     #: When Census last changed the sync (``updated_at``); with ``health``, a change the listing shows.
     updated_at: float | None = None
+    #: When the sync was created (``created_at``): no run of it can be older.
+    created_at: float | None = None
     #: Fields that arrived unusable (out of range, wrong type) and were dropped, for a one-time log line.
     problems: tuple[str, ...] = field(default=(), compare=False)
 
@@ -449,6 +451,7 @@ def parse_sync(raw: object) -> Sync | Skipped:
         paused=fields.flag("paused"),
         health=_health(fields.text("status", WORD_LIMIT)),
         updated_at=fields.timestamp("updated_at"),
+        created_at=fields.timestamp("created_at"),
         problems=tuple(fields.problems),
     )
 

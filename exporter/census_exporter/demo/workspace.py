@@ -38,6 +38,8 @@ class SimulatedWorkspace:
         self._next_sync_id = 1
         #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs, as in Census.
         self._derived_health: set[int] = set()
+        #: Syncs built by :meth:`add_sync` (not ``raw``): dated back to their oldest run.
+        self._built: set[int] = set()
         #: Called with a run each time one is added or changes (the webhook sender listens here).
         self.run_listeners: list[Callable[[JSON], None]] = []
 
@@ -126,6 +128,7 @@ class SimulatedWorkspace:
             self.syncs[sync_id] = record
             self.runs.setdefault(sync_id, [])
             if raw is None:
+                self._built.add(sync_id)
                 self._derived_health.add(sync_id)
                 self._derive_health(sync_id)
             return record
@@ -148,6 +151,14 @@ class SimulatedWorkspace:
         list lags its runs: the exporter then learns of a run only by reading the sync's runs."""
         with self.lock:
             self._derived_health.discard(sync_id)
+
+    def _date_back(self, sync_id: int, run_created_at: Any) -> None:
+        """A sync built by :meth:`add_sync` is at least as old as its oldest run, as in Census."""
+        sync = self.syncs.get(sync_id)
+        if sync is None or sync_id not in self._built or not isinstance(run_created_at, str):
+            return
+        if isinstance(sync.get("created_at"), str) and run_created_at < sync["created_at"]:
+            sync["created_at"] = run_created_at
 
     def update_sync(self, sync_id: int, **fields: Any) -> None:
         """Change fields of a sync (``paused=True``, ``label=...``)."""
@@ -223,6 +234,7 @@ class SimulatedWorkspace:
                     else None,
                 }
             self._next_run_id = max(self._next_run_id, int(record["id"]) + 1)
+            self._date_back(sync_id, record.get("created_at"))
             self.runs.setdefault(sync_id, []).append(record)
             self.runs_by_id[int(record["id"])] = record
             self._derive_health(sync_id)

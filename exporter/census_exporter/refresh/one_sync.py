@@ -7,6 +7,7 @@ workers and decides what to keep.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -210,22 +211,34 @@ class SyncRefresh:
         return not any(run.status == "completed" for run in runs)
 
     def _plausible(self, sync: Sync, run: SyncRun, now: float) -> SyncRun:
-        """``run`` with every time further ahead of ``now`` than :data:`CLOCK_SKEW_SECONDS` made unknown."""
+        """``run`` with every time further ahead of ``now`` than :data:`CLOCK_SKEW_SECONDS`, or that far
+        before the sync was created, made unknown: one such time must not pin a status or fake an age."""
         late = now + CLOCK_SKEW_SECONDS
+        early = -math.inf if sync.created_at is None else sync.created_at - CLOCK_SKEW_SECONDS
         names = ("created_at", "updated_at", "completed_at", "scheduled_execution_time")
         future = [name for name in names if (getattr(run, name) or 0.0) > late]
-        if not future:
+        past = [name for name in names if getattr(run, name) is not None and getattr(run, name) < early]
+        if not future and not past:
             return run
         self._logs.once(
-            ("future time", sync.id),
-            "sync %s (%s): run %s has %s in the future; treated as unknown",
+            ("implausible time", sync.id),
+            "sync %s (%s): run %s has %s; treated as unknown",
             sync.id,
             bounded_text(sync.label, LABEL_LOG_LIMIT),
             run.id,
-            ", ".join(future),
+            ", ".join(
+                [
+                    *(f"{name} in the future" for name in future),
+                    *(f"{name} before the sync existed" for name in past),
+                ]
+            ),
         )
-        problems = (*run.problems, *(f"{name} in the future" for name in future))
-        return replace(run, **dict.fromkeys(future), problems=problems)  # type: ignore[arg-type]
+        problems = (
+            *run.problems,
+            *(f"{name} in the future" for name in future),
+            *(f"{name} before the sync existed" for name in past),
+        )
+        return replace(run, **dict.fromkeys([*future, *past]), problems=problems)  # type: ignore[arg-type]
 
     def _fetch_missing_pending(
         self, sync: Sync, ledger: SyncLedger, fetched: dict[int, SyncRun], deadline: float, now: float
