@@ -223,7 +223,7 @@ def test_default_values_render_the_one_workspace_deployment_as_before() -> None:
         {"name": "storage", "mountPath": "/var/lib/census-exporter"},
     ]
     assert [v["name"] for v in pod["volumes"]] == ["census-token", "tmp", "storage"]
-    assert pod_template(documents)["metadata"]["annotations"] is None
+    assert "annotations" not in pod_template(documents)["metadata"], "no checksum and no annotations: null"
     for name in ("all-features", "existing-secret"):
         assert render(*VALUE_SETS[name], *with_workspaces([])) == render(*VALUE_SETS[name])
 

@@ -24,7 +24,7 @@ from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
-from census_exporter import __version__
+from census_exporter.build import BUILD
 from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models import SyncRun, bounded_text, clean_text
 from census_exporter.config import Exposition
@@ -56,7 +56,11 @@ class _Series(Generic[_Source]):
 
 # ----------------------------------------------------------------------------- health of the exporter
 
-BUILD_INFO = Family("census_exporter_build_info", "gauge", "Version of census-exporter; always 1.")
+BUILD_INFO = Family(
+    "census_exporter_build_info",
+    "gauge",
+    "Version, git revision and branch of census-exporter, the Python version and platform; always 1.",
+)
 UP = Family(
     "census_up", "gauge", "1 if the last refresh of Census API data finished without any error, else 0."
 )
@@ -605,7 +609,7 @@ class CensusCollector:
             discovery_up, discovered = families.add(DISCOVERY_UP), families.add(DISCOVERY_WORKSPACES)
         read = families.add(DATA_TIMESTAMP)
         blocks = FamilyBlocks(families.families)
-        blocks.add([families.line(build, label_text([("version", __version__)]), 1)])
+        blocks.add([families.line(build, label_text(BUILD.labels()), 1)])
         for snapshot in view.snapshots:
             workspace = label_text([("workspace", snapshot.workspace)])
             lines = [families.line(up, workspace, snapshot.up)]

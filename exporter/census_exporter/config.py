@@ -242,8 +242,11 @@ class Config:
     #: The request budget of the whole process, every client's attempts included; 0: no budget.
     max_requests_per_second: float = defaults.MAX_REQUESTS_PER_SECOND
     max_response_bytes: int = defaults.MAX_RESPONSE_BYTES
+    #: The first listen address (an empty host is every interface, IPv4 and IPv6).
     listen_host: str = ""
     listen_port: int = defaults.LISTEN_PORT
+    #: Every further --web.listen-address, each served as well.
+    more_listen_addresses: tuple[tuple[str, int], ...] = ()
     telemetry_path: str = defaults.TELEMETRY_PATH
     log_level: str = defaults.LOG_LEVEL
     log_format: str = defaults.LOG_FORMAT

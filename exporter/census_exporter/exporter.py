@@ -94,13 +94,20 @@ class Exporter:
             config.telemetry_path,
             cache_ttl_seconds=config.cache_ttl_seconds,
             own_metrics=self._own_metrics,
+            demo=config.demo,
         )
         web_config = (
             WebConfigSource(config.web_config_file, config.web_config_settle_seconds)
             if config.web_config_file
             else None
         )
-        self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)
+        self.http = HTTPServer(
+            self.app,
+            config.listen_host,
+            config.listen_port,
+            web_config,
+            more_addresses=config.more_listen_addresses,
+        )
         if web_config is not None:
             self.registry.register(WebSecurityCollector(web_config, self.http.basic_auth))
         self.webhooks: WebhookReceiver | None = None
@@ -126,7 +133,7 @@ class Exporter:
         host, port = listen
         return WebhookReceiver(
             targets,
-            host or "0.0.0.0",  # noqa: S104 - every interface, as the main listener's default
+            host,  # empty: every interface, dual-stack, as the main listener
             port,
             rate_per_source=self.config.webhook_max_requests_per_second,
         )
