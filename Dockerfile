@@ -6,15 +6,28 @@
 # (docs/deployment.md shows how to look the digest up).
 ARG PYTHON_IMAGE=python:3.12-slim
 
-# ---- builder: build the wheel and install it, with its dependencies, into a virtualenv
+# ---- builder: every package from the hashed lock files (make lock; pip refuses anything unpinned, any other
+#      file and any source build), then the project's wheel, built with the locked setuptools and wheel
 FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir --require-hashes --only-binary :all: -r requirements-build.lock \
+ && python -m venv /opt/census-exporter \
+ && /opt/census-exporter/bin/pip install --no-cache-dir --require-hashes --only-binary :all: -r requirements.lock
 COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/census-exporter \
- && /opt/census-exporter/bin/pip install --no-cache-dir /wheels/census_exporter-*.whl \
- && /opt/census-exporter/bin/pip uninstall --yes pip
+COPY scripts/write-build-info ./scripts/
+# census_exporter_build_info's revision and branch (the release workflow passes the tag's; else "unknown").
+ARG REVISION=unknown
+ARG BRANCH=unknown
+RUN python scripts/write-build-info --revision "$REVISION" --branch "$BRANCH"
+# The wheel alone (--no-deps, --no-index): its dependencies are the locked ones above, and pip check says so.
+# pip (and the setuptools Python 3.11's venv seeds) leave: the virtualenv then holds only what the lock pins.
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && /opt/census-exporter/bin/pip install --no-cache-dir --no-deps --no-index /wheels/census_exporter-*.whl \
+ && /opt/census-exporter/bin/pip check \
+ && /opt/census-exporter/bin/pip uninstall --yes pip setuptools
 
 # ---- runtime: the virtualenv only; no compilers, no wheels, no pip caches
 FROM ${PYTHON_IMAGE}

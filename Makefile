@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 DEMO_ADDRESS ?= 127.0.0.1:10049
 DEMO_WEBHOOK_ADDRESS ?= 127.0.0.1:10050
 
-.PHONY: demo test lint typecheck pytest docs dashboard mixin chart-files docker-smoke bench bench-quick bench-fleet bench-webhooks bench-detection sizing clean
+.PHONY: demo test test-fast lint typecheck pytest docs dashboard mixin chart-files docker-smoke bench bench-quick bench-fleet bench-webhooks bench-detection sizing lock release-dry-run clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: $(RUNTIME_STAMP)
 		--web.webhook-listen-address $(DEMO_WEBHOOK_ADDRESS)
 
 test: lint typecheck pytest
+
+# Lint, types and the unit tests: everything but the tests marked slow (real prometheus, helm, docker-compose,
+# soak, benchmarks; tests/conftest.py lists them). `make test` stays the full suite that CI runs.
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -54,6 +59,20 @@ mixin: $(STAMP)
 
 # The old name of `make mixin`: the chart's copies are the mixin's output.
 chart-files: mixin
+
+# uv.lock pins and hashes every dependency (runtime, test extras, the build group); the image installs the
+# two exports with --require-hashes. Run after changing a dependency in pyproject.toml; uv keeps every pin it
+# can. tests/test_lock.py fails when the lock or an export no longer matches pyproject.toml.
+UV_EXPORT := $(BIN)/uv export --quiet --frozen --no-header --no-emit-project --format requirements-txt
+lock: $(STAMP)
+	$(BIN)/uv lock
+	$(UV_EXPORT) --no-default-groups -o requirements.lock
+	$(UV_EXPORT) --only-group build -o requirements-build.lock
+
+# What a tag's release workflow builds, built here and published nowhere: version check, sdist + wheel
+# (twine check), the chart package, and the image where Docker can run (scripts/release says how).
+release-dry-run: $(STAMP)
+	scripts/release dry-run
 
 # Builds and runs the Docker image for real (needs root, docker.io and debootstrap; see the script).
 docker-smoke:

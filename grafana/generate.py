@@ -50,6 +50,11 @@ STATUS_COLOURS = {
 STATUS_SEVERITY = {"failed": 0, "working": 1, "queued": 1, "skipped": 2, "completed": 3}
 # How a series of one sync is named in legends and annotations: sync labels may repeat across workspaces.
 LEGEND_SYNC = "{{label}} ({{workspace}})"
+# The scrape interval the exporter is meant for (60 s, its cache TTL), as every rate query's "Min step" and
+# the panel's "Min interval": Grafana's $__rate_interval is max($__interval + step, 4 x step), with the data
+# source's scrape interval (15 s unless set) as the step otherwise, so zoomed in a 60 s rate window held at
+# most one sample and the panel went blank. With 1m it is at least 4m whatever the data source says.
+RATE_MIN_STEP = "1m"
 # CensusSyncNotSucceededRecently's default threshold (prometheus/alerts.yaml).
 SUCCESS_AGE_ALERT_SECONDS = 86400
 
@@ -87,6 +92,8 @@ def query(expr: str, legend: str = "", ref: str = "A", instant: bool = False, as
     target = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
     if legend:
         target = target.legend_format(legend)
+    if "$__rate_interval" in expr:
+        target = target.interval(RATE_MIN_STEP)
     if instant:
         target = target.instant()
     if as_table:
@@ -139,6 +146,8 @@ def series_panel(
     )
     for target in targets:
         panel = panel.with_target(target)
+    if any("$__rate_interval" in (target.build().expr or "") for target in targets):
+        panel = panel.interval(RATE_MIN_STEP)
     return panel
 
 

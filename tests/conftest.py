@@ -23,6 +23,38 @@ from census_exporter.exporter import Exporter
 
 TEST_TOKEN = "secret-token:test-4f1c9a7e2b"
 
+#: Modules marked `slow` as a whole (`make test-fast` deselects them; `make test` runs everything): they start
+#: real binaries (prometheus, helm, docker-compose, the CLI many times), soak, benchmark or sweep properties.
+SLOW_MODULES = frozenset(
+    {
+        "test_alerting",
+        "test_benchmark_detection",
+        "test_benchmarks",
+        "test_counting_property",
+        "test_dashboard",
+        "test_deployment",
+        "test_detection_alerts",
+        "test_end_to_end",
+        "test_helm_web_config",
+        "test_helm_workspaces",
+        "test_listing_churn",
+        "test_release",
+        "test_refresh_memory",
+        "test_simulator_cli",
+        "test_simulator_latency",
+        "test_sizing",
+        "test_soak",
+        "test_v2_end_to_end",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test of :data:`SLOW_MODULES` slow."""
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 def require_tool(name: str) -> str:
     """Path of a real binary; skip locally when absent, but fail in CI where a skip would hide a gap."""

@@ -68,7 +68,8 @@ def test_help_lists_every_flag() -> None:
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == "census-exporter 0.1.0"
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("census-exporter, version 0.1.0 (branch: ")
 
 
 def test_no_token_and_no_demo_exits_2_with_one_clear_line() -> None:
@@ -201,7 +202,7 @@ def test_parser_defaults_match_the_documented_contract() -> None:
     assert args.cache_ttl == 60
     assert args.concurrency == 8
     assert args.request_timeout == 10
-    assert args.listen_address == ("", 10049)
+    assert args.listen_address == (("", 10049),)
     assert args.telemetry_path == "/metrics"
     assert args.demo_seed == 0
 
@@ -289,7 +290,10 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--census.duration-histogram": ("le", [("Sync", "sync"), ("off", "off"), ("workspace", "workspace")]),
     "--census.record-totals": ("off", [("SYNC", "sync"), ("workspace", "workspace")]),
     "--census.run-details": ("maybe", [("yes", True), ("off", False)]),
-    "--web.listen-address": ("localhost", [("127.0.0.1:0", ("127.0.0.1", 0))]),
+    "--web.listen-address": (
+        "localhost",
+        [("127.0.0.1:0", (("127.0.0.1", 0),)), ("127.0.0.1:0, [::1]:0", (("127.0.0.1", 0), ("::1", 0)))],
+    ),
     "--web.telemetry-path": ("metrics", [("/m", "/m")]),
     "--web.config.file": ("/nonexistent/web-config.yml", []),
     "--web.config.settle-period": ("0", [("1", 1.0), ("30", 30.0)]),
@@ -297,6 +301,7 @@ VALUES: dict[str, tuple[str | None, list[tuple[str, object]]]] = {
     "--web.webhook-secret-file": ("/nonexistent/webhook-secret", [("/a, /b", ("/a", "/b"))]),
     "--census.webhook-reconcile-interval": ("0", [("600", 600.0), ("86400", 86400.0)]),
     "--web.webhook-max-requests-per-second": ("0", [("50", 50.0), ("1", 1.0)]),
+    "--storage.path": (__file__, [("/var/lib/census-exporter", "/var/lib/census-exporter")]),
     "--log.level": ("verbose", [("INFO", "info"), ("warning", "warn"), ("Debug", "debug")]),
     "--log.format": ("xml", [("JSON", "json"), ("logfmt", "logfmt")]),
     "--demo": ("maybe", [("yes", True), ("TRUE", True), ("on", True), ("1", True), ("no", False)]),
@@ -350,7 +355,12 @@ def _argv(flag: str, value: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("env", "value"),
-    [("LOG_LEVEL", "verbose"), ("CENSUS_REGION", "mars"), ("LOG_FORMAT", "xml"), ("CENSUS_DEMO", "maybe")],
+    [
+        ("CENSUS_EXPORTER_LOG_LEVEL", "verbose"),
+        ("CENSUS_REGION", "mars"),
+        ("CENSUS_EXPORTER_LOG_FORMAT", "xml"),
+        ("CENSUS_EXPORTER_DEMO", "maybe"),
+    ],
 )
 def test_the_real_cli_refuses_invalid_environment_values_in_one_line(env: str, value: str) -> None:
     result = run_cli(env=TOKEN_ENV | {env: value})
@@ -362,12 +372,13 @@ def test_the_real_cli_refuses_invalid_environment_values_in_one_line(env: str, v
 def test_the_real_cli_accepts_upper_case_log_level_from_the_environment() -> None:
     import socket
 
-    # A taken port ends the run right after logging is set up, where LOG_LEVEL=INFO used to crash.
+    # A taken port ends the run right after logging is set up, where the level INFO used to crash.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("--web.listen-address", f"127.0.0.1:{port}", env=TOKEN_ENV | {"LOG_LEVEL": "INFO"})
+        env = TOKEN_ENV | {"CENSUS_EXPORTER_LOG_LEVEL": "INFO"}
+        result = run_cli("--web.listen-address", f"127.0.0.1:{port}", env=env)
     assert result.returncode == 2
     assert "cannot listen on" in result.stderr
     assert "Traceback" not in result.stderr

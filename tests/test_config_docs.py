@@ -62,4 +62,4 @@ def test_help_shows_each_default_once_and_never_none() -> None:
     text = " ".join(result.stdout.split())
     assert "None" not in text
     assert text.count("https://app.getcensus.com/api/v1") == 1
-    assert "CENSUS_DEMO_SEED; default 0;" in text
+    assert "CENSUS_EXPORTER_DEMO_SEED; default 0;" in text

@@ -568,3 +568,41 @@ def test_time_since_last_success_draws_the_alert_threshold() -> None:
     assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
     steps = defaults["thresholds"]["steps"]
     assert steps[-1] == {"color": "red", "value": int(default_threshold)}
+
+
+def seconds(duration: str) -> int:
+    """A Grafana duration such as ``15s``, ``1m`` or ``1h`` in seconds."""
+    number, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def grafana_rate_interval(interval: int, min_step: str | None, datasource_scrape: int) -> int:
+    """$__rate_interval as Grafana 11 computes it: max($__interval + step, 4 x step), where step is the
+    query's Min step when set, else the data source's scrape interval."""
+    step = seconds(min_step) if min_step else datasource_scrape
+    return max(interval + step, 4 * step)
+
+
+def test_rate_panels_keep_four_60s_scrapes_when_zoomed_in() -> None:
+    """Issue 21: with the recommended 60 s scrape and Grafana's default data source scrape interval (15 s),
+    zoomed in, $__rate_interval was 1m: a window that often holds one sample, so rate() drew nothing."""
+    scrape = 60
+    rate_panels = [
+        p for p in panels(load()) if any("$__rate_interval" in t["expr"] for t in p.get("targets", []))
+    ]
+    assert {"Records", "API requests by response code", "API latency"} <= {p["title"] for p in rate_panels}
+    for rate_panel in rate_panels:
+        # Zoomed in as far as the panel allows: $__interval is its Min interval.
+        smallest_interval = seconds(rate_panel["interval"])
+        assert smallest_interval >= scrape, rate_panel["title"]
+        for target in rate_panel["targets"]:
+            if "$__rate_interval" not in target["expr"]:
+                continue
+            for datasource_scrape in (15, 60):
+                window = grafana_rate_interval(smallest_interval, target.get("interval"), datasource_scrape)
+                assert window >= 4 * scrape, (rate_panel["title"], target["refId"], datasource_scrape, window)
+
+
+def test_dashboard_doc_says_to_set_the_data_source_scrape_interval() -> None:
+    text = " ".join((REPO / "docs" / "dashboard.md").read_text().split())
+    assert "Scrape interval" in text and "60s" in text and "Min step" in text

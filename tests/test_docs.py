@@ -198,6 +198,7 @@ def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_pa
     must give no result rather than NaN."""
     names_query = readme_query("group_left (label, destination)")
     share_query = readme_query("census_sync_records_failed_total")
+    workspace_share_query = readme_query("census_workspace_records_failed_total")
     jobs = ["census", "census-ha"]
 
     def series(name: str, sync_id: str, values: str, **labels: str) -> dict[str, str]:
@@ -218,6 +219,17 @@ def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_pa
             series("census_sync_records_failed_total", "2", "0x60", job=job),
             series("census_sync_records_processed_total", "2", "0x60", job=job),
         ]
+        for workspace, failed, processed in (("w", "0+1x60", "0+10x60"), ("idle", "0x60", "0x60")):
+            input_series += [
+                {
+                    "series": f'{name}{{job="{job}",instance="e:10049",workspace="{workspace}"}}',
+                    "values": values,
+                }
+                for name, values in (
+                    ("census_workspace_records_failed_total", failed),
+                    ("census_workspace_records_processed_total", processed),
+                )
+            ]
     labels = 'instance="e:10049",workspace="w",sync_id="1"'
     names = 'label="Leads",destination="Salesforce"'
     tests = {
@@ -245,6 +257,14 @@ def test_readme_queries_survive_two_jobs_and_syncs_that_processed_nothing(tmp_pa
                             {"labels": f'{{job="{job}",{labels}}}', "value": 0.1} for job in jobs
                         ],
                     },
+                    {
+                        "expr": workspace_share_query,
+                        "eval_time": "60m",
+                        "exp_samples": [
+                            {"labels": f'{{job="{job}",instance="e:10049",workspace="w"}}', "value": 0.1}
+                            for job in jobs
+                        ],
+                    },
                 ],
             }
         ],
@@ -262,3 +282,26 @@ def test_readme_says_the_token_not_the_workspace_flag_selects_the_workspace() ->
     explanation = readme[first_use : readme.index("For an EU workspace", first_use)]
     assert "The token selects the Census workspace" in explanation
     assert "only sets the value of the `workspace` label" in explanation
+
+
+def test_readme_per_sync_cost_is_the_one_docs_metrics_states() -> None:
+    """Issue 21: the README said 12 series and 1.2 KB per sync while docs/metrics.md said 13 and 1.3."""
+    readme = " ".join((REPO / "README.md").read_text().split())
+    metrics = " ".join((REPO / "docs" / "metrics.md").read_text().split())
+    stated = re.search(r"about (\d+) series and ([\d.]+) KB per sync", readme)
+    assert stated, "README no longer states the per-sync cost"
+    documented = re.search(r"about (\d+) series \([^)]*\), about ([\d.]+) KB per sync", metrics)
+    assert documented, "docs/metrics.md no longer states the per-sync cost"
+    assert stated.groups() == documented.groups()
+
+
+def test_the_example_prometheus_comment_states_the_scrape_wait_the_server_uses() -> None:
+    from census_exporter.server import scrape_budget
+
+    config = (REPO / "prometheus" / "prometheus.yml").read_text()
+    timeout = yaml.safe_load(config)["scrape_configs"][0]["scrape_timeout"]
+    assert timeout.endswith("s")
+    waits = scrape_budget(timeout.removesuffix("s"))
+    comments = [line.strip().lstrip("# ") for line in config.splitlines() if line.strip().startswith("#")]
+    comment = " ".join(comments)
+    assert f"{waits:g} s here" in comment, comment

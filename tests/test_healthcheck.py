@@ -142,7 +142,7 @@ def test_the_web_config_from_the_environment_and_a_wildcard_listener(
     tmp_path: Path, tls: dict[str, Any], started: list[Exporter]
 ) -> None:
     path = web_config(tmp_path, {"tls_server_config": tls["section"]})
-    exporter = Exporter(tmp_path, [], env={"WEB_CONFIG_FILE": str(path)}, host="")
+    exporter = Exporter(tmp_path, [], env={"CENSUS_EXPORTER_WEB_CONFIG_FILE": str(path)}, host="")
     started.append(exporter)
     port = exporter.port
     result = healthcheck(exporter.pid)

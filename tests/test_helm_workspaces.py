@@ -213,15 +213,17 @@ def test_default_values_render_the_one_workspace_deployment_as_before() -> None:
         "--census.duration-histogram=workspace",
         "--census.record-totals=workspace",
         "--web.listen-address=:10049",
+        "--storage.path=/var/lib/census-exporter",
         "--log.level=info",
         "--log.format=logfmt",
     ]
     assert container["volumeMounts"] == [
         {"name": "census-token", "mountPath": "/var/run/secrets/census", "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "storage", "mountPath": "/var/lib/census-exporter"},
     ]
-    assert [v["name"] for v in pod["volumes"]] == ["census-token", "tmp"]
-    assert pod_template(documents)["metadata"]["annotations"] is None
+    assert [v["name"] for v in pod["volumes"]] == ["census-token", "tmp", "storage"]
+    assert "annotations" not in pod_template(documents)["metadata"], "no checksum and no annotations: null"
     for name in ("all-features", "existing-secret"):
         assert render(*VALUE_SETS[name], *with_workspaces([])) == render(*VALUE_SETS[name])
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from census_exporter.census.client import CensusClient, RetryPolicy
+from census_exporter.demo.workspace import iso
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.snapshot import Snapshot
 from census_exporter.state import MAX_PENDING_RUNS_PER_SYNC
@@ -23,6 +24,7 @@ from tests.hostile_server import HostileServer, Reply, Request, envelope
 
 TOKEN = "secret-token:hostile-runs-5e1a"
 HEALTHY = 2  # the sync that behaves; sync 1 is the hostile one
+BASE_TIME = 1767225600.0  # 2026-01-01T00:00:00Z
 
 #: What a runs endpoint answers: a function of the page asked for and how often this sync was read before.
 RunsScript = Callable[[int, int], Reply]
@@ -31,13 +33,14 @@ RunsScript = Callable[[int, int], Reply]
 def run(
     run_id: int | None, sync_id: int = 1, status: str | None = "completed", **fields: Any
 ) -> dict[str, Any]:
-    """A run record as Census sends it."""
+    """A run record as Census sends it; its times follow its id (two runs never share a creation time)."""
+    created = BASE_TIME + (run_id or 0) % 10**6
     return {
         "id": run_id,
         "sync_id": sync_id,
         "status": status,
-        "created_at": "2026-01-01T00:00:00Z",
-        "completed_at": "2026-01-01T00:01:00Z" if status == "completed" else None,
+        "created_at": iso(created),
+        "completed_at": iso(created + 60) if status == "completed" else None,
         "records_processed": 10,
     } | fields
 

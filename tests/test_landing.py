@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import html
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import httpx
 import pytest
 
 from census_exporter.census.models import Sync, SyncRun
 from census_exporter.demo import SimulatedWorkspace
-from census_exporter.landing import MAX_LISTED_FAILURES, render_landing_page
+from census_exporter.landing import MAX_LISTED_FAILURES, RUNBOOK_URL, render_landing_page
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from tests.conftest import HarnessFactory, wait_for
 
+REPO = Path(__file__).resolve().parent.parent
 US = "https://app.getcensus.com/api/v1"
 EU = "https://app-eu.getcensus.com/api/v1"
 
@@ -127,3 +134,56 @@ def test_the_page_alone_keeps_the_data_fresh(harness_factory: HarnessFactory) ->
     workspace.add_run(1, "failed", error_code="INVALID_CREDENTIALS")
     # Only / is asked for: before, nothing but a scrape of /metrics started a refresh, and this timed out.
     wait_for(lambda: "Orders" in harness.get("/").text, what="the failed run on the page, with no scrape")
+
+
+def test_a_failed_sync_shows_its_id_error_code_and_the_runbook(harness_factory: HarnessFactory) -> None:
+    """Issue 21: the page listed failed syncs by name only; an operator needs the id, the code and what
+    to do. The error code comes from the API: it is escaped like every other API text."""
+    workspace = SimulatedWorkspace()
+    workspace.add_sync(41, label="Orders")
+    workspace.add_sync(42, label="Leads")
+    workspace.add_run(41, "failed", error_code="INVALID_CREDENTIALS")
+    workspace.add_run(42, "failed", error_code='<img src=x onerror="alert(1)">')
+    harness = harness_factory(workspace, start=True)
+
+    def both_listed() -> str | None:
+        text = harness.get("/").text
+        return text if "Leads" in text and "Orders" in text else None
+
+    text = wait_for(both_listed, what="both failed syncs on the page")
+    assert "Orders (sync id 41): <code>INVALID_CREDENTIALS</code></li>" in text
+    assert "<img" not in text
+    assert "Leads (sync id 42): <code>&lt;img src=x onerror=&quot;alert(1)&quot;&gt;</code></li>" in text
+    assert f'<a href="{RUNBOOK_URL}">the runbook</a>' in text
+    assert RUNBOOK_URL.endswith("#censussyncfailed")
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    assert "\n## CensusSyncFailed\n" in runbook, "the link's anchor names a runbook section"
+    assert "Demo:" not in text, "a real (here: simulated but not --demo) workspace is no demo"
+
+
+def test_a_failed_run_without_an_error_code_says_so() -> None:
+    syncs = {7: sync_state(7, "Orders", "failed")}
+    text = page(Snapshot(workspace="w", refreshed=True, listed=True, syncs=syncs), api_url=None)
+    assert "<li>Orders (sync id 7): no error code</li>" in text
+
+
+def test_the_demo_says_it_is_the_demo() -> None:
+    """The real CLI with --demo, over HTTP: the page says the data is simulated."""
+    argv = [sys.executable, "-m", "census_exporter", "--demo", "--demo.syncs", "3"]
+    argv += ["--web.listen-address", "127.0.0.1:0"]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CENSUS_", "WEB_", "LOG_"))}
+    process = subprocess.Popen(argv, env=clean, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        stderr = process.stderr
+
+        def listening() -> str | None:
+            found = re.search(r"(http://\S+?)/metrics", stderr.readline())
+            return found[1] if found else None
+
+        base = wait_for(listening, timeout=30, interval=0, what="the listening log line")
+        text = httpx.get(f"{base}/", timeout=10).text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+    assert "<strong>Demo:</strong>" in text and "simulated" in text and "<code>--demo</code>" in text

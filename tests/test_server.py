@@ -111,9 +111,9 @@ def test_close_is_bounded_even_when_the_server_hangs_in_stop(monkeypatch: pytest
     """SIGTERM must end the process promptly: a stop that never returns costs close() its bound, no more."""
     server = HTTPServer(_hello, "127.0.0.1", 0)
     server.start()
-    real_stop = server._server.stop
+    real_stop = server._servers[0].stop
     never = threading.Event()
-    monkeypatch.setattr(server._server, "stop", never.wait)
+    monkeypatch.setattr(server._servers[0], "stop", never.wait)
     started = time.monotonic()
     assert server.close(timeout=0.5) is False
     assert time.monotonic() - started < 5

@@ -8,6 +8,7 @@ environment variable used to slip past it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import math
 import os
@@ -17,10 +18,12 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from census_exporter import __version__, defaults
+from census_exporter.build import BUILD
 from census_exporter.census.client import (
     API_VERSIONS,
     EU_API_URL,
@@ -173,8 +176,12 @@ def _group_id(text: str) -> str:
     return name
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    return parse_listen_address(text)
+def _listen_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    # Commas separate several addresses in the variable (an IPv6 address has colons, never a comma).
+    addresses = tuple(parse_listen_address(part.strip()) for part in text.split(",") if part.strip())
+    if not addresses:
+        raise ValueError(f"expected [HOST]:PORT, got {text!r}")
+    return addresses
 
 
 def _optional_listen_address(text: str) -> tuple[str, int] | None:
@@ -240,6 +247,8 @@ class Setting:
     metavar: str | None
     #: The accepted range of a numeric flag, for --help and the docs ("" for none).
     range_text: str = ""
+    #: The variable's name before the CENSUS_EXPORTER_ prefix ("" for none): ignored, but named in a warning.
+    legacy_env: str = ""
 
 
 def _workspaces_file(text: str) -> WorkspacesFile:
@@ -247,6 +256,13 @@ def _workspaces_file(text: str) -> WorkspacesFile:
         return load_workspaces_file(text)
     except WorkspacesFileError as error:
         raise ValueError(str(error)) from None
+
+
+def _storage_path(text: str) -> str:
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{text} is not a directory")
+    return text
 
 
 def _web_config_file(text: str) -> str:
@@ -265,9 +281,14 @@ class _Parser(argparse.ArgumentParser):
         self.settings: list[Setting] = []
         #: The flags given on the command line or through their environment variable (by dest).
         self.given: set[str] = set()
+        #: Warnings found while resolving (an old variable name that is set), to log once logging is set up.
+        self.warnings: list[str] = []
 
     def error(self, message: str, see: str = "--help") -> NoReturn:
-        """Exit 2 with one line, ending with where to read more."""
+        """Exit 2 with one line, ending with where to read more (after any warning found so far)."""
+        # Logging is not set up yet; an ignored old variable may be why the configuration is incomplete.
+        for warning in self.warnings:
+            sys.stderr.write(f"{self.prog}: warning: {warning}\n")
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {see})\n")
 
     def add_argument(
@@ -276,11 +297,13 @@ class _Parser(argparse.ArgumentParser):
         env: str | None = None,
         convert: Converter = _text,
         shown_default: str | None = None,
+        legacy_env: str = "",
         **kwargs: Any,
     ) -> argparse.Action:
         """``add_argument``, plus ``env``: the environment variable, converted by ``convert`` like the flag.
 
-        Without ``env`` this is plain argparse.
+        ``legacy_env`` is the variable's former name: never read, only named in a warning when it is set and
+        ``env`` is not. Without ``env`` this is plain argparse.
         """
         if env is None:
             return super().add_argument(*names, **kwargs)
@@ -310,6 +333,7 @@ class _Parser(argparse.ArgumentParser):
                 meaning=meaning,
                 metavar=action.metavar if isinstance(action.metavar, str) else None,
                 range_text=range_text,
+                legacy_env=legacy_env,
             )
         )
         return action
@@ -319,15 +343,32 @@ class _Parser(argparse.ArgumentParser):
 
         An empty environment variable counts as unset, as in the Prometheus exporters' flag library.
         """
+        self.warnings = [
+            f"environment variable {setting.legacy_env} is ignored: "
+            f"set {setting.env} ({setting.flag}) instead"
+            for setting in self.settings
+            if setting.legacy_env
+            and environ.get(setting.legacy_env, "").strip()
+            and not environ.get(setting.env, "").strip()
+        ]
         args, unknown = self.parse_known_args(argv)
         if unknown:
             # Only the names: a value that was meant as a token must not be echoed.
             names = sorted({arg.partition("=")[0] for arg in unknown if arg.startswith("-")})
-            self.error(f"unrecognized arguments: {' '.join(names) or '(values without a flag)'}")
+            listed = " ".join(names) or "(values without a flag)"
+            self.error(f"unrecognized arguments: {listed}{self._suggest(names)}")
         for setting in self.settings:
             given = getattr(args, setting.dest)
             if given is True:  # a store_true flag on the command line
                 self.given.add(setting.dest)
+                continue
+            if isinstance(given, list):  # a repeatable flag: each occurrence converted, then joined
+                self.given.add(setting.dest)
+                origin = f"argument {setting.flag} (env {setting.env})"
+                try:
+                    setattr(args, setting.dest, _joined(setting, given))
+                except ValueError as error:
+                    self.error(f"{origin}: {error}")
                 continue
             if given is not None:
                 text, origin = given, f"argument {setting.flag} (env {setting.env})"
@@ -346,6 +387,29 @@ class _Parser(argparse.ArgumentParser):
                 )
         return args
 
+    def _suggest(self, names: Sequence[str]) -> str:
+        """``; did you mean --x?`` for the first unknown flag close to a known one, else ""."""
+        known = [option for action in self._actions for option in action.option_strings]
+        for name in names:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            if close:
+                return f"; did you mean {close[0]} (for {name})?"
+        return ""
+
+
+#: The end of --help: the token, which has no flag, and where the rest is documented.
+HELP_EPILOG = f"""environment:
+  {TOKEN_ENV}  the workspace API token (secret-token:...) with v1, the Activations personal
+                    access token with v2; or use --census.token-file, or --config.file's token_env.
+
+Every flag, its variable and the workspaces file: docs/configuration.md
+(https://github.com/census-exporter/census-exporter/blob/main/docs/configuration.md)."""
+
+
+def _joined(setting: Setting, texts: Sequence[str]) -> tuple[Any, ...]:
+    """The values of a repeated flag, each converted (to a tuple), in the order given."""
+    return tuple(value for text in texts for value in setting.convert(text))
+
 
 def build_parser() -> _Parser:
     """Every flag, with its environment variable, default and range."""
@@ -354,12 +418,15 @@ def build_parser() -> _Parser:
         allow_abbrev=False,
         prog="census-exporter",
         description="Prometheus exporter for Census (Fivetran Activations) sync runs.",
+        epilog=HELP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add(
         "--config.file",
         dest="config_file",
-        env="CENSUS_CONFIG_FILE",
+        env="CENSUS_EXPORTER_CONFIG_FILE",
+        legacy_env="CENSUS_CONFIG_FILE",
         convert=_workspaces_file,
         metavar="PATH",
         help="The workspaces file: several workspaces (V1) and groups (V2), each with its own token, "
@@ -585,17 +652,22 @@ def build_parser() -> _Parser:
     add(
         "--web.listen-address",
         dest="listen_address",
-        env="WEB_LISTEN_ADDRESS",
-        convert=_listen_address,
-        default=parse_listen_address(defaults.LISTEN_ADDRESS),
+        env="CENSUS_EXPORTER_WEB_LISTEN_ADDRESS",
+        legacy_env="WEB_LISTEN_ADDRESS",
+        convert=_listen_addresses,
+        default=_listen_addresses(defaults.LISTEN_ADDRESS),
         shown_default=defaults.LISTEN_ADDRESS,
         metavar="[HOST]:PORT",
-        help="Where to serve. :10049 is every IPv4 interface; [::1]:10049 works for IPv6.",
+        action="append",
+        help="Where to serve; repeat the flag to serve on several addresses (the variable: separated by "
+        "commas). :10049 is every interface, IPv4 and IPv6 (IPv4 only where the machine has no IPv6); "
+        "0.0.0.0:10049 is IPv4 only; [::1]:10049 is the IPv6 loopback.",
     )
     add(
         "--web.telemetry-path",
         dest="telemetry_path",
-        env="WEB_TELEMETRY_PATH",
+        env="CENSUS_EXPORTER_WEB_TELEMETRY_PATH",
+        legacy_env="WEB_TELEMETRY_PATH",
         convert=_telemetry_path,
         default=defaults.TELEMETRY_PATH,
         metavar="PATH",
@@ -604,7 +676,8 @@ def build_parser() -> _Parser:
     add(
         "--web.config.file",
         dest="web_config_file",
-        env="WEB_CONFIG_FILE",
+        env="CENSUS_EXPORTER_WEB_CONFIG_FILE",
+        legacy_env="WEB_CONFIG_FILE",
         convert=_web_config_file,
         metavar="PATH",
         help="TLS and basic-auth settings in the exporter-toolkit format, re-read when they change "
@@ -665,9 +738,21 @@ def build_parser() -> _Parser:
         "answered 429. Behind an Ingress every delivery comes from its address.",
     )
     add(
+        "--storage.path",
+        dest="storage_path",
+        env="CENSUS_EXPORTER_STORAGE_PATH",
+        convert=_storage_path,
+        metavar="DIR",
+        help="Keep each workspace's run ledgers (the runs counted and the counters) in this directory, "
+        "written before each refresh is served: after a restart the exporter counts every run that "
+        "finished meanwhile, once, and its counters continue. Without it counters start at 0 on every start. "
+        "One exporter per directory (docs/metrics.md, Counting across restarts).",
+    )
+    add(
         "--log.level",
         dest="log_level",
-        env="LOG_LEVEL",
+        env="CENSUS_EXPORTER_LOG_LEVEL",
+        legacy_env="LOG_LEVEL",
         convert=parse_level,
         default=defaults.LOG_LEVEL,
         metavar="LEVEL",
@@ -676,7 +761,8 @@ def build_parser() -> _Parser:
     add(
         "--log.format",
         dest="log_format",
-        env="LOG_FORMAT",
+        env="CENSUS_EXPORTER_LOG_FORMAT",
+        legacy_env="LOG_FORMAT",
         convert=_Choice(["logfmt", "json"]),
         default=defaults.LOG_FORMAT,
         metavar="FORMAT",
@@ -685,7 +771,8 @@ def build_parser() -> _Parser:
     add(
         "--demo",
         dest="demo",
-        env="CENSUS_DEMO",
+        env="CENSUS_EXPORTER_DEMO",
+        legacy_env="CENSUS_DEMO",
         action="store_true",
         default=False,
         shown_default="false",
@@ -695,7 +782,8 @@ def build_parser() -> _Parser:
     add(
         "--demo.seed",
         dest="demo_seed",
-        env="CENSUS_DEMO_SEED",
+        env="CENSUS_EXPORTER_DEMO_SEED",
+        legacy_env="CENSUS_DEMO_SEED",
         convert=NumberRange(int, 0, 2**32 - 1),
         default=defaults.DEMO_SEED,
         metavar="N",
@@ -704,13 +792,14 @@ def build_parser() -> _Parser:
     add(
         "--demo.syncs",
         dest="demo_syncs",
-        env="CENSUS_DEMO_SYNCS",
+        env="CENSUS_EXPORTER_DEMO_SYNCS",
+        legacy_env="CENSUS_DEMO_SYNCS",
         convert=NumberRange(int, 1, 20000),
         default=defaults.DEMO_SYNCS,
         metavar="N",
         help="Number of syncs in the demo workspace.",
     )
-    add("--version", action="version", version=f"census-exporter {__version__}")
+    add("--version", action="version", version=BUILD.version_text())
     return parser
 
 
@@ -733,7 +822,9 @@ def flag_table_markdown(parser: _Parser | None = None) -> str:
         meaning = setting.meaning + (f" Range: {setting.range_text}." if setting.range_text else "")
         cells = [f"`{flag}`", f"`{setting.env}`", default, meaning]
         rows.append("|" + "|".join(f" {_markdown_cell(cell)} " if cell else " " for cell in cells) + "|")
-    rows.append("| `--version` | | | Print the version and exit. |")
+    rows.append(
+        "| `--version` | | | Print the version, git revision and branch, Python version and platform; exit. |"
+    )
     return "\n".join(rows) + "\n"
 
 
@@ -775,7 +866,12 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.resolve(argv, environ)
-    host, port = args.listen_address
+    if len(set(args.listen_address)) < len(args.listen_address):
+        parser.error(
+            "argument --web.listen-address (env CENSUS_EXPORTER_WEB_LISTEN_ADDRESS): "
+            "an address is given twice"
+        )
+    (host, port), *more_addresses = args.listen_address
     common = {
         "cache_ttl_seconds": args.cache_ttl,
         "concurrency": args.concurrency,
@@ -790,6 +886,7 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "refresh_workers": args.refresh_workers,
         "listen_host": host,
         "listen_port": port,
+        "more_listen_addresses": tuple(more_addresses),
         "telemetry_path": args.telemetry_path,
         "log_level": args.log_level,
         "log_format": args.log_format,
@@ -803,10 +900,12 @@ def parse_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] |
         "demo_seed": args.demo_seed,
         "demo_syncs": args.demo_syncs,
         "web_config_file": args.web_config_file,
+        "notices": tuple(parser.warnings),
         "web_config_settle_seconds": args.web_config_settle,
         "webhook_listen": args.webhook_listen_address,
         "webhook_reconcile_interval_seconds": args.webhook_reconcile_interval,
         "webhook_max_requests_per_second": args.webhook_max_requests_per_second,
+        "storage_path": args.storage_path,
     }
     if args.config_file is not None:
         if "webhook_secret_files" in parser.given:
@@ -912,12 +1011,12 @@ def _from_workspaces_file(
         discoveries = _file_discoveries(parsed, environ)
     except WorkspacesFileError as error:
         parser.error(str(error), WORKSPACES_FILE_DOC)
-    notices: tuple[str, ...] = ()
+    notices: tuple[str, ...] = common.pop("notices")
     named_variables = {entry.token.env for entry in parsed.workspaces} | {
         entry.token.env for entry in parsed.discoveries
     }
     if environ.get(TOKEN_ENV, "").strip() and TOKEN_ENV not in named_variables:
-        notices = (
+        notices += (
             f"{TOKEN_ENV} is set but not used: with --config.file each entry names its token "
             f"(token_file, or token_env: {TOKEN_ENV})",
         )
@@ -1141,7 +1240,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, on_signal)
     config = parse_config(argv)
     setup_logging(config.log_level, config.log_format)
-    log_api_version_notice(config)
     for notice in config.notices:
         log.warning("%s", notice)
     simulator = None
@@ -1172,19 +1270,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET  # noqa: PLC0415
 
             config = replace(config, webhook_secrets=(TokenSource(value=DEMO_WEBHOOK_SECRET),))
+    from census_exporter.storage import StorageError  # noqa: PLC0415
+
     try:
         exporter = Exporter(config)
+    except StorageError as error:
+        print(f"census-exporter: error: argument --storage.path: {error}", file=sys.stderr)
+        if simulator is not None:
+            simulator.close()
+        return EXIT_USAGE
     except OSError as error:
         from census_exporter.exporter import WebhookListenError  # noqa: PLC0415
 
         reason = (error.strerror or type(error).__name__).lower()
-        address, flag = _address(config.listen_host, config.listen_port), "--web.listen-address"
+        address = error.filename or _address(config.listen_host, config.listen_port)
+        flag = "--web.listen-address"
         if isinstance(error, WebhookListenError) and config.webhook_listen is not None:
             address, flag = _address(*config.webhook_listen), "--web.webhook-listen-address"
         print(f"census-exporter: error: cannot listen on {address} ({flag}): {reason}", file=sys.stderr)
         if simulator is not None:
             simulator.close()
         return EXIT_USAGE
+    # Only once the configuration is known to work: a warning above an error line would hide the error.
+    log_api_version_notice(config)
     if simulator is not None:
         log.info("demo workspace: simulated Census API %s at %s", config.api_version, config.api_url)
     else:
@@ -1206,26 +1314,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signum, on_signal)
     reloader = Reloader(exporter, config, os.environ)
     exporter.start()
-    host = config.listen_host or "0.0.0.0"  # noqa: S104 - only for the log line
+    scheme = "https" if exporter.http.tls else "http"
     log.info(
-        "census-exporter %s listening on %s://%s%s (%s)",
+        "census-exporter %s listening on %s (%s)",
         __version__,
-        "https" if exporter.http.tls else "http",
-        _address(host, exporter.port),
-        config.telemetry_path,
+        ", ".join(
+            f"{scheme}://{_address(*address)}{config.telemetry_path}" for address in exporter.http.addresses
+        ),
         f"workspaces from {config.config_file}" if config.config_file else f"workspace {config.workspace}",
     )
     sender = None
     if exporter.webhooks is not None and config.webhook_listen is not None:
-        hooks_host = config.webhook_listen[0] or "0.0.0.0"  # noqa: S104 - only for the log line
+        hooks_host, hooks_port = exporter.webhooks.http.addresses[0]
         log.info(
             "webhook receiver listening on http://%s/webhooks/census/<workspace>",
-            _address(hooks_host, exporter.webhooks.port),
+            _address(hooks_host, hooks_port),
         )
         if simulator is not None:
             from census_exporter.demo.webhooks import WebhookSender  # noqa: PLC0415
 
-            loopback = "127.0.0.1" if hooks_host in ("0.0.0.0", "") else hooks_host  # noqa: S104
+            loopback = "127.0.0.1" if hooks_host in ("0.0.0.0", "::", "") else hooks_host  # noqa: S104
             url = f"http://{_address(loopback, exporter.webhooks.port)}/webhooks/census/{config.workspace}"
             sender = WebhookSender(url).start()
             simulator.workspace.run_listeners.append(sender)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
 
 from cachetools import LRUCache
 
-from census_exporter import __version__
+from census_exporter.build import BUILD
 from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models import SyncRun, bounded_text, clean_text
 from census_exporter.config import Exposition
@@ -56,7 +56,11 @@ class _Series(Generic[_Source]):
 
 # ----------------------------------------------------------------------------- health of the exporter
 
-BUILD_INFO = Family("census_exporter_build_info", "gauge", "Version of census-exporter; always 1.")
+BUILD_INFO = Family(
+    "census_exporter_build_info",
+    "gauge",
+    "Version, git revision and branch of census-exporter, the Python version and platform; always 1.",
+)
 UP = Family(
     "census_up", "gauge", "1 if the last refresh of Census API data finished without any error, else 0."
 )
@@ -231,7 +235,9 @@ OLDEST_UNFINISHED_GAUGE: _Series[SyncState] = _Series(
     lambda state: state.oldest_unfinished_created_at,
 )
 RUNS = Family(
-    "census_sync_runs_total", "counter", "Runs that finished since the exporter started, by final status."
+    "census_sync_runs_total",
+    "counter",
+    "Runs that finished since the exporter began counting, by final status.",
 )
 SUPERSEDED_FAILURES = Family(
     "census_sync_superseded_failed_runs_total",
@@ -245,7 +251,7 @@ RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
         Family(
             "census_sync_records_processed_total",
             "counter",
-            "Records processed, summed over runs counted since the exporter started.",
+            "Records processed, summed over runs counted since the exporter began counting.",
         ),
         lambda c: c.records_processed,
     ),
@@ -284,7 +290,9 @@ RECORD_COUNTERS: tuple[_Series[RunCounters], ...] = (
 )
 #: Per sync with ``--census.duration-histogram=sync``; per workspace (``census_workspace_...``) by default.
 RUN_DURATIONS = Family(
-    "census_sync_run_duration_seconds", "histogram", "Durations of runs counted since the exporter started."
+    "census_sync_run_duration_seconds",
+    "histogram",
+    "Durations of runs counted since the exporter began counting.",
 )
 
 # ----------------------------------------------------------------------------- per workspace
@@ -489,17 +497,17 @@ class _PerSyncFamilies(_Families):
         if sync.health is not None:
             lines.append(self.line(self.health, label_text([*ids, ("health", sync.health)]), 1))
         if state.latest_run is not None:
-            lines += self._last_run(ids, id_labels, state.latest_run)
+            lines += self._last_run(ids, id_labels, state.latest_run, state)
         if state.ledger is not None:
-            lines += self._ledger(ids, id_labels, state.ledger, snapshot.duration_buckets)
+            lines += self._ledger(ids, id_labels, state.ledger, snapshot.duration_buckets, state)
         lines += self.values(id_labels, self.oldest_unfinished, state)
         return lines
 
-    def _last_run(self, ids: _Labels, id_labels: str, run: SyncRun) -> list[_Line]:
+    def _last_run(self, ids: _Labels, id_labels: str, run: SyncRun, state: SyncState) -> list[_Line]:
         # One series per sync, not one per known status: an absent status series means "not this status".
         run_labels = [
             ("trigger", run.trigger or ""),
-            ("error_code", run.error_code or ""),
+            ("error_code", state.error_code_label(run.error_code)),
             ("full_sync", _flag_label(run.full_sync)),
             ("canceled", _flag_label(run.canceled)),
         ]
@@ -510,11 +518,11 @@ class _PerSyncFamilies(_Families):
         return lines + self.values(id_labels, self.last_run, run)
 
     def _ledger(
-        self, ids: _Labels, id_labels: str, ledger: SyncLedger, bounds: Sequence[float]
+        self, ids: _Labels, id_labels: str, ledger: SyncLedger, bounds: Sequence[float], state: SyncState
     ) -> list[_Line]:
         lines = []
         if ledger.failing is not None:
-            code = (ledger.failing_error_code or "") if ledger.failing else ""
+            code = state.error_code_label(ledger.failing_error_code) if ledger.failing else ""
             labels = label_text([*ids, ("error_code", code)])
             lines.append(self.line(self.finished_failed, labels, ledger.failing))
         lines += self.values(id_labels, self.outcome_times, ledger)
@@ -577,6 +585,11 @@ class CensusCollector:
         self._exposition = exposition or Exposition()
         self._workspace_totals = WorkspaceTotals()
 
+    def seed_totals(self, workspace: str, departed: RunCounters, restored: Mapping[int, RunCounters]) -> None:
+        """Start ``workspace``'s run totals after a restart: the counts of syncs that had left, and the
+        counters of the restored syncs."""
+        self._workspace_totals.seed(workspace, departed, restored)
+
     def render(self, view: FleetView) -> RenderedFamilies:
         """Every Census family of ``view``: the same for the same view, so its rendering can be reused.
 
@@ -596,7 +609,7 @@ class CensusCollector:
             discovery_up, discovered = families.add(DISCOVERY_UP), families.add(DISCOVERY_WORKSPACES)
         read = families.add(DATA_TIMESTAMP)
         blocks = FamilyBlocks(families.families)
-        blocks.add([families.line(build, label_text([("version", __version__)]), 1)])
+        blocks.add([families.line(build, label_text(BUILD.labels()), 1)])
         for snapshot in view.snapshots:
             workspace = label_text([("workspace", snapshot.workspace)])
             lines = [families.line(up, workspace, snapshot.up)]

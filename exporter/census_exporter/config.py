@@ -256,8 +256,11 @@ class Config:
     max_workspaces: int = defaults.MAX_WORKSPACES
     #: Refreshes running at once over the fleet; the others wait for one of these threads.
     refresh_workers: int = defaults.REFRESH_WORKERS
+    #: The first listen address (an empty host is every interface, IPv4 and IPv6).
     listen_host: str = ""
     listen_port: int = defaults.LISTEN_PORT
+    #: Every further --web.listen-address, each served as well.
+    more_listen_addresses: tuple[tuple[str, int], ...] = ()
     telemetry_path: str = defaults.TELEMETRY_PATH
     log_level: str = defaults.LOG_LEVEL
     log_format: str = defaults.LOG_FORMAT
@@ -290,6 +293,8 @@ class Config:
     webhook_announcement_grace_seconds: float = defaults.WEBHOOK_ANNOUNCEMENT_GRACE_SECONDS
     #: Deliveries a second one source address may make to the receiver.
     webhook_max_requests_per_second: float = defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND
+    #: Where the run ledgers are stored so that a restart counts on (``None``: not stored; docs/metrics.md).
+    storage_path: str | None = None
 
     def watched(self) -> tuple[Workspace, ...]:
         """The named workspaces to watch: the file's, or the one the flags describe."""

@@ -27,6 +27,7 @@ from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
+from census_exporter.storage import Restored, Storage
 from census_exporter.web_config import WebConfigSource, WebSecurityCollector
 from census_exporter.webhooks.intake import WebhookTarget
 from census_exporter.webhooks.receiver import WebhookReceiver
@@ -78,6 +79,10 @@ class Exporter:
                 for workspace in config.watched()
                 if workspace.webhook_secrets
             }
+        # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
+        self.collector = CensusCollector(config.cache_ttl_seconds, config.exposition)
+        #: The locked storage directory (raises StorageError when it cannot be used).
+        self.storage = Storage(config.storage_path) if config.storage_path else None
         self.fleet = Fleet(self._watch, config.watched(), max_workspaces=config.max_workspaces)
         self._stopping = threading.Event()
         self.discoverers = [
@@ -97,8 +102,6 @@ class Exporter:
             )
             for discovery in config.discoveries
         ]
-        # Not registered in self.registry: /metrics serves its rendering from a per-view cache.
-        self.collector = CensusCollector(config.cache_ttl_seconds, config.exposition)
         self.app = ExporterApp(
             self.fleet,
             self.collector,
@@ -106,13 +109,20 @@ class Exporter:
             config.telemetry_path,
             cache_ttl_seconds=config.cache_ttl_seconds,
             own_metrics=self._own_metrics,
+            demo=config.demo,
         )
         web_config = (
             WebConfigSource(config.web_config_file, config.web_config_settle_seconds)
             if config.web_config_file
             else None
         )
-        self.http = HTTPServer(self.app, config.listen_host, config.listen_port, web_config)
+        self.http = HTTPServer(
+            self.app,
+            config.listen_host,
+            config.listen_port,
+            web_config,
+            more_addresses=config.more_listen_addresses,
+        )
         if web_config is not None:
             self.registry.register(WebSecurityCollector(web_config, self.http.basic_auth))
         self.webhooks: WebhookReceiver | None = None
@@ -138,7 +148,7 @@ class Exporter:
         host, port = listen
         return WebhookReceiver(
             targets,
-            host or "0.0.0.0",  # noqa: S104 - every interface, as the main listener's default
+            host,  # empty: every interface, dual-stack, as the main listener
             port,
             rate_per_source=self.config.webhook_max_requests_per_second,
         )
@@ -186,6 +196,8 @@ class Exporter:
             discoverer.close()
         self.fleet.close()
         self._runners.shutdown()
+        if self.storage is not None:
+            self.storage.close()
         return stopped
 
     # ------------------------------------------------------------------ one workspace
@@ -199,6 +211,13 @@ class Exporter:
         client = self._client(workspace, observer, stopping, probe)
         discovered = workspace.discovered_by is not None
         lane = self._lanes.get(DISCOVERED_LANE if discovered else NAMED_LANE)
+        ledger_file, restored = None, Restored()
+        if self.storage is not None:
+            ledger_file = self.storage.workspace(workspace.name, config.duration_buckets)
+            restored = ledger_file.load()
+            if restored.departed is not None:
+                restored_counters = {sync_id: ledger.counters for sync_id, ledger in restored.ledgers.items()}
+                self.collector.seed_totals(workspace.name, restored.departed, restored_counters)
         refresher = Refresher(
             client,
             RefreshSettings(
@@ -217,6 +236,8 @@ class Exporter:
             runners=self._runners,
             announcements=self._announcements.get(workspace.name),
             quota=self._quota,
+            ledger_file=ledger_file,
+            restored=restored.ledgers,
         )
 
         def release() -> None:

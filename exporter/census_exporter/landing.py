@@ -11,6 +11,8 @@ from census_exporter.snapshot import DiscoveryStatus, FleetView, Snapshot, SyncS
 
 #: Syncs listed by name under "Newest run failed"; the rest are counted.
 MAX_LISTED_FAILURES = 20
+#: What to do about a failed sync (the runbook section of the CensusSyncFailed alert).
+RUNBOOK_URL = "https://github.com/census-exporter/census-exporter/blob/main/docs/runbook.md#censussyncfailed"
 #: The Census app that shows a sync, per API host (other hosts, such as a proxy, get no links).
 _APP_BY_API_HOST = {
     "app.getcensus.com": "https://app.getcensus.com",
@@ -23,10 +25,12 @@ def render_landing_page(
     telemetry_path: str,
     *,
     cache_ttl_seconds: float | None = None,
+    demo: bool = False,
 ) -> bytes:
     """The HTML of ``/`` for ``view``: a table per workspace (and per discovery entry), then the links.
 
-    Everything from the API (labels, names, error text) is escaped: it is hostile input.
+    ``demo`` says on the page that the data is the built-in simulator's. Everything from the API (labels,
+    names, error codes) is escaped: it is hostile input.
     """
     path = html.escape(telemetry_path)
     sections = [_discovery_table(status) for status in view.discoveries]
@@ -37,12 +41,20 @@ def render_landing_page(
         "<!doctype html><html><head><meta charset=utf-8><title>Census Exporter</title></head><body>"
         "<h1>Census Exporter</h1>"
         f"<p>Version {html.escape(__version__)}</p>"
+        f"{_DEMO_NOTE if demo else ''}"
         f"{''.join(sections)}<ul>"
         f'<li><a href="{path}">Metrics</a></li>'
         '<li><a href="/healthz">Health</a></li>'
         '<li><a href="/readyz">Readiness</a></li>'
         "</ul></body></html>\n"
     ).encode()
+
+
+_DEMO_NOTE = (
+    "<p><strong>Demo:</strong> started with <code>--demo</code>, this exporter watches the built-in "
+    "simulated Census workspace on loopback. None of this is real data; give a token "
+    "(docs/configuration.md) to watch a real workspace.</p>"
+)
 
 
 def _workspace_section(snapshot: Snapshot, cache_ttl_seconds: float | None) -> str:
@@ -119,11 +131,14 @@ def _failing_list(workspace: str, failing: list[SyncState], app_url: str | None)
         label = html.escape(state.sync.label or f"sync {state.sync.id}")
         if app_url:
             label = f'<a href="{html.escape(app_url)}/syncs/{state.sync.id}">{label}</a>'
-        items.append(f"<li>{label}</li>")
+        code = state.latest_run.error_code if state.latest_run else None
+        error = f"<code>{html.escape(code)}</code>" if code else "no error code"
+        items.append(f"<li>{label} (sync id {state.sync.id}): {error}</li>")
     if len(failing) > MAX_LISTED_FAILURES:
         items.append(f"<li>and {len(failing) - MAX_LISTED_FAILURES} more</li>")
     title = f"Syncs of {html.escape(workspace)} whose newest run failed"
-    return f"<h2>{title}</h2><ul>{''.join(items)}</ul>"
+    runbook = f'<p>What the error codes mean and what to do: <a href="{RUNBOOK_URL}">the runbook</a>.</p>'
+    return f"<h2>{title}</h2><ul>{''.join(items)}</ul>{runbook}"
 
 
 def _app_url(api_url: str | None) -> str | None:

@@ -14,6 +14,7 @@ from the ``--web.config.file`` (:mod:`census_exporter.web_config`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
@@ -185,8 +186,10 @@ class ExporterApp:
         *,
         cache_ttl_seconds: float | None = None,
         own_metrics: Callable[[], RenderedFamilies] = RenderedFamilies,
+        demo: bool = False,
     ) -> None:
         self._fleet = fleet
+        self._demo = demo
         self._census = _ViewRendering(collector)
         self._registry = registry
         self._own_metrics = own_metrics
@@ -215,7 +218,10 @@ class ExporterApp:
                 start_response,
                 "200 OK",
                 render_landing_page(
-                    self._fleet.view, self._telemetry_path, cache_ttl_seconds=self._cache_ttl_seconds
+                    self._fleet.view,
+                    self._telemetry_path,
+                    cache_ttl_seconds=self._cache_ttl_seconds,
+                    demo=self._demo,
                 ),
                 "text/html; charset=utf-8",
             )
@@ -872,10 +878,17 @@ def parse_listen_address(value: str) -> tuple[str, int]:
 STOP_TIMEOUT_SECONDS = 3.0
 
 
-class HTTPServer:
-    """The exporter's HTTP server (cheroot), serving in a background thread until closed.
+#: Errors that mean "no IPv6 here" (a kernel without it, or no IPv6 address): the wildcard falls back to IPv4.
+_NO_IPV6 = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT})
 
-    The port is bound in the constructor, so a taken port fails before anything starts.
+
+class HTTPServer:
+    """The exporter's HTTP server (cheroot), serving in background threads until closed.
+
+    It listens on ``host:port`` and on each of ``more_addresses``: one cheroot server (with its own worker
+    pool and :class:`ServerLimits`) per address. An empty host is every interface, IPv4 and IPv6 alike: one
+    IPv6 socket that also accepts IPv4 (``IPV6_V6ONLY`` off), or IPv4 only where the machine has no IPv6.
+    The ports are bound in the constructor, so a taken port fails before anything starts.
     """
 
     def __init__(
@@ -885,58 +898,111 @@ class HTTPServer:
         port: int,
         web_config: WebConfigSource | None = None,
         limits: ServerLimits | None = None,
+        *,
+        more_addresses: Sequence[tuple[str, int]] = (),
     ) -> None:
         limits = limits or ServerLimits()
         self.web_config = web_config
         self.basic_auth = BasicAuth()
-        self._server = _CherootServer(
-            _Guard(app, web_config, self.basic_auth, accepts_bodies=limits.max_body_bytes > 0),
-            host or "0.0.0.0",  # noqa: S104 - listening on every interface is the documented default
-            port,
-            limits,
-        )
+        guarded = _Guard(app, web_config, self.basic_auth, accepts_bodies=limits.max_body_bytes > 0)
         startup = web_config.current() if web_config is not None else None
-        if startup is not None and startup.ssl_context is not None:
-            self._server.ssl_adapter = _TLSAdapter(web_config, startup.ssl_context)  # type: ignore[arg-type]
+        context = startup.ssl_context if startup is not None else None
+        self._servers: list[_CherootServer] = []
         try:
-            self._server.prepare()
-        except OSError as error:
-            raise _bind_error(error) from None
-        self._thread = threading.Thread(target=self._server.serve, name="http-server", daemon=True)
+            for address in ((host, port), *more_addresses):
+                self._servers.append(_listen(guarded, address, limits, web_config, context))
+        except OSError:
+            for server in self._servers:
+                _release(server)
+            raise
+        self._threads = [
+            threading.Thread(target=server.serve, name="http-server", daemon=True) for server in self._servers
+        ]
 
     @property
     def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        return int(self._server.bind_addr[1])
+        """The first address's bound port (useful with port 0)."""
+        return self.addresses[0][1]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """Each bound (host, port), in the order given; a wildcard host shows as ``::`` or ``0.0.0.0``."""
+        return [(str(server.bind_addr[0]), int(server.bind_addr[1])) for server in self._servers]
 
     @property
     def tls(self) -> bool:
         """Whether the server speaks HTTPS."""
-        return self._server.ssl_adapter is not None
+        return self._servers[0].ssl_adapter is not None
 
     @property
     def open_connections(self) -> int:
-        """Connections accepted and not yet closed."""
-        return self._server.open_connections
+        """Connections accepted and not yet closed, over every address."""
+        return sum(server.open_connections for server in self._servers)
 
     def start(self) -> None:
         """Begin answering requests."""
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def close(self, timeout: float = STOP_TIMEOUT_SECONDS) -> bool:
-        """Stop answering and release the socket (also when it never started), waiting at most ``timeout``.
+        """Stop answering and release the sockets (also when never started), waiting at most ``timeout``.
 
         cheroot's stop() waits for its selector loop and its workers; a SIGTERM must still end the process
-        promptly should one of them be stuck, so the stop runs on a daemon thread with a bound. Returns
-        whether the server stopped (if not, its worker threads may keep the interpreter from exiting).
+        promptly should one of them be stuck, so the stops run on daemon threads with a bound. Returns
+        whether every server stopped (if not, its worker threads may keep the interpreter from exiting).
         """
-        stopper = threading.Thread(target=self._server.stop, name="http-server-stop", daemon=True)
-        stopper.start()
-        stopper.join(timeout)
-        if stopper.is_alive():
+        stoppers = [
+            threading.Thread(target=server.stop, name="http-server-stop", daemon=True)
+            for server in self._servers
+        ]
+        for stopper in stoppers:
+            stopper.start()
+        deadline = time.monotonic() + timeout
+        for stopper in stoppers:
+            stopper.join(max(0.0, deadline - time.monotonic()))
+        if any(stopper.is_alive() for stopper in stoppers):
             log.warning("the HTTP server did not stop within %gs; exiting without waiting for it", timeout)
             return False
         return True
+
+
+def _listen(
+    app: WSGIApp,
+    address: tuple[str, int],
+    limits: ServerLimits,
+    web_config: WebConfigSource | None,
+    context: ssl.SSLContext | None,
+) -> _CherootServer:
+    """A cheroot server bound to ``address``; an empty host is dual-stack, or IPv4 without IPv6."""
+    host, port = address
+    # cheroot turns IPV6_V6ONLY off for "::", so one socket takes IPv4 (as ::ffff:a.b.c.d) and IPv6.
+    candidates = [host] if host else (["::", "0.0.0.0"] if socket.has_ipv6 else ["0.0.0.0"])  # noqa: S104
+    for index, candidate in enumerate(candidates):
+        server = _CherootServer(app, candidate, port, limits)
+        if context is not None:
+            server.ssl_adapter = _TLSAdapter(web_config, context)  # type: ignore[arg-type]
+        try:
+            server.prepare()
+        except OSError as raw:
+            error = _bind_error(raw)
+            _release(server)
+            if index + 1 < len(candidates) and error.errno in _NO_IPV6:
+                log.info("no IPv6 on this machine (%s): listening on IPv4 only", error.strerror)
+                continue
+            # The address in the error: with several, the operator must know which one failed.
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(error.errno, error.strerror, shown) from None
+        return server
+    raise AssertionError("unreachable: the last candidate returns or raises")
+
+
+def _release(server: _CherootServer) -> None:
+    """Close a server that is bound (or failed to bind) but was never started."""
+    if server.ready:
+        server.stop()
+    elif server.socket is not None:
+        server.socket.close()
+        server.socket = None
 
 
 def _bind_error(error: OSError) -> OSError:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from census_exporter.census.models import ConnectionId, Sync, SyncRun
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
 
+#: The ``error_code`` label of a code past the per-sync bound (see ``SyncState.shown_error_codes``).
+OTHER_ERROR_CODE = "other"
+
 
 @dataclass(frozen=True, slots=True)
 class SyncState:
@@ -37,6 +40,16 @@ class SyncState:
     #: The sync as listed when its runs were last read: a listing that differs since (its health or update
     #: time) is read first (see :mod:`census_exporter.refresh.schedule`).
     read_sync: Sync | None = None
+    #: The error codes the exposition may show for this sync, each with the Unix time it was last shown;
+    #: bounded per hour (``refresh.one_sync.MAX_ERROR_CODES_PER_HOUR``), so a sync inventing a new code per
+    #: run cannot grow one series per run. Any other code is shown as :data:`OTHER_ERROR_CODE`.
+    shown_error_codes: Mapping[str, float] = field(default_factory=dict)
+
+    def error_code_label(self, code: str | None) -> str:
+        """The ``error_code`` label value for ``code``: itself if admitted, empty if none, else ``other``."""
+        if not code:
+            return ""
+        return code if code in self.shown_error_codes else OTHER_ERROR_CODE
 
 
 @dataclass(frozen=True, slots=True)

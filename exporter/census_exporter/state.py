@@ -15,6 +15,13 @@ Counting rules (exactly once):
   start at 0); runs still queued or working become pending.
 * Afterwards a run is counted once, when it is first seen in a terminal state: either a new run (id above
   the high-water mark) that is already finished, or a pending run that has finished since.
+* Runs with an id below the floor are never counted: they are older than anything the ledger remembers. One
+  created after the baseline breaks the increasing ids counting relies on; it is reported
+  (``out_of_order``) so that the refresh can say so.
+* A finished run whose fingerprint (creation and finish time to the millisecond, status, error code and
+  record counts) equals one of the newest :data:`REMEMBERED_FINGERPRINTS` counted runs' is the same run
+  listed again under a new id: it is not counted again, and reported (``relisted``). A run without a
+  creation or finish time has no fingerprint and is counted by its id alone.
 
 Besides the counters, the ledger keeps what the alerts need beyond the newest run: the outcome of the newest
 *finished* run (a failing streak lasts through retries that are queued, working or skipped, and ends only
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,6 +59,11 @@ REMEMBERED_RUN_IDS = 500
 #: Runs per sync waited on while queued or working; beyond this the oldest are forgotten uncounted (a sync
 #: whose runs never finish must not grow the ledger without bound).
 MAX_PENDING_RUNS_PER_SYNC = 500
+#: Fingerprints of the newest counted runs remembered per sync, to recognise one listed again under a new id.
+REMEMBERED_FINGERPRINTS = 50
+#: A run below the floor created this long after the baseline is out of order (the API's clock and the
+#: exporter's may differ by up to this much).
+OUT_OF_ORDER_TOLERANCE_SECONDS = 300.0
 #: A new run id this far above every remembered one is implausible (Census creates nowhere near this many
 #: runs between two refreshes); it is still accounted for, and reported once.
 IMPLAUSIBLE_RUN_ID_JUMP = 10**9
@@ -94,6 +107,39 @@ class RunCounters:
         while, and :meth:`add` builds new counters rather than changing these.
         """
         return _zero_counters(bucket_count)
+
+    @classmethod
+    def of(
+        cls,
+        runs_by_status: Mapping[str, int],
+        records: Sequence[int],
+        duration_bucket_counts: Sequence[int],
+        duration_sum_seconds: float,
+        superseded_failures: int = 0,
+    ) -> RunCounters:
+        """Counters from their parts; ``records`` in the order of :meth:`record_totals`."""
+        processed, updated, failed, invalid, source = records
+        return cls(
+            runs_by_status=runs_by_status,
+            records_processed=processed,
+            records_updated=updated,
+            records_failed=failed,
+            records_invalid=invalid,
+            source_records=source,
+            duration_bucket_counts=tuple(duration_bucket_counts),
+            duration_sum_seconds=duration_sum_seconds,
+            superseded_failures=superseded_failures,
+        )
+
+    def record_totals(self) -> tuple[int, int, int, int, int]:
+        """Records processed, updated, failed, invalid, and source records, in that order."""
+        return (
+            self.records_processed,
+            self.records_updated,
+            self.records_failed,
+            self.records_invalid,
+            self.source_records,
+        )
 
     @property
     def duration_count(self) -> int:
@@ -163,6 +209,10 @@ class LedgerUpdate:
     implausible_run_ids: tuple[int, ...] = ()
     #: Pending runs forgotten uncounted because the pending set reached :data:`MAX_PENDING_RUNS_PER_SYNC`.
     dropped_pending_run_ids: tuple[int, ...] = ()
+    #: Runs not counted because they repeat a counted run under a new id.
+    relisted_run_ids: tuple[int, ...] = ()
+    #: Runs below the floor created after the baseline: not counted (ids must grow with creation time).
+    out_of_order_run_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +242,11 @@ class SyncLedger:
     #: When each pending run whose creation time is unknown was first seen, by run id (bounded like the
     #: pending runs), so that a run hanging without ``created_at`` still shows as unfinished.
     pending_seen_at: Mapping[int, float] = field(default_factory=lambda: _NOTHING_SEEN)
+    #: Unix time of the baseline (the sync's first read): a run below ``floor_run_id`` created after it
+    #: breaks the increasing ids counting relies on (``None``: unknown, as for ledgers stored before it).
+    watched_since: float | None = None
+    #: Fingerprints (:func:`run_fingerprint`) of the newest counted runs, oldest first, packed.
+    counted_fingerprints: Sequence[int] = field(default_factory=lambda: _NO_FINGERPRINTS)
 
     @classmethod
     def baseline(
@@ -213,6 +268,7 @@ class SyncLedger:
             pending_run_ids=frozenset(pending),
             counters=RunCounters.zero(len(buckets)),
             buckets=tuple(buckets),
+            watched_since=now,
         )
         return ledger._with_outcome_times(run_list)._with_streak(run_list)._with_seen(run_list, now)
 
@@ -251,16 +307,27 @@ class SyncLedger:
         counters = self.counters
         counted: list[SyncRun] = []
         implausible: list[int] = []
+        relisted: list[int] = []
+        out_of_order: list[int] = []
+        fingerprints = list(self.counted_fingerprints)
         for run in runs:
             if run.id not in pending:
                 if self.knows(run.id):
+                    if self._out_of_order(run):
+                        out_of_order.append(run.id)
                     continue
                 if newest_known is not None and run.id > newest_known + IMPLAUSIBLE_RUN_ID_JUMP:
                     implausible.append(run.id)
             if run.terminal:
+                pending.discard(run.id)
+                fingerprint = run_fingerprint(run)
+                if fingerprint is not None and fingerprint in fingerprints:
+                    relisted.append(run.id)
+                    continue
                 counters = counters.add(run, self.buckets)
                 counted.append(run)
-                pending.discard(run.id)
+                if fingerprint is not None:
+                    fingerprints.append(fingerprint)
             else:
                 pending.add(run.id)
         newest_completed = max(
@@ -286,12 +353,28 @@ class SyncLedger:
             last_pending_lookup=self.last_pending_lookup
             if last_pending_lookup is None
             else last_pending_lookup,
+            counted_fingerprints=RunIds(fingerprints[-REMEMBERED_FINGERPRINTS:])
+            if len(fingerprints) != len(self.counted_fingerprints)
+            else self.counted_fingerprints,
         )
         ledger = ledger._with_outcome_times(runs)._with_streak(runs)._with_seen(runs, now)
         # Nothing new (the usual refresh): keep the old ledger, which the previous snapshot holds anyway.
         return LedgerUpdate(
-            self if ledger == self else ledger, tuple(counted), tuple(implausible), tuple(dropped)
+            self if ledger == self else ledger,
+            tuple(counted),
+            tuple(implausible),
+            tuple(dropped),
+            tuple(relisted),
+            tuple(out_of_order),
         )
+
+    def _out_of_order(self, run: SyncRun) -> bool:
+        """True for a run never seen, below the floor, yet created after the baseline: ids out of order."""
+        if run.id >= self.floor_run_id or _contains(self.recent_run_ids, run.id):
+            return False
+        if self.watched_since is None or run.created_at is None:
+            return False
+        return run.created_at > self.watched_since + OUT_OF_ORDER_TOLERANCE_SECONDS
 
     def _with_outcome_times(self, runs: Iterable[SyncRun]) -> SyncLedger:
         """Keep the newest success and failure times, even after those runs leave the fetched page."""
@@ -355,6 +438,27 @@ class SyncLedger:
 _NOTHING_SEEN: Mapping[int, float] = MappingProxyType({})
 
 
+def run_fingerprint(run: SyncRun) -> int | None:
+    """A finished run's identity apart from its id, as a signed 64-bit number; ``None`` without a creation or
+    finish time (then two runs could not be told apart by their fields)."""
+    finished = run.finished_at
+    if run.created_at is None or finished is None:
+        return None
+    fields = (
+        round(run.created_at * 1000),
+        round(finished * 1000),
+        run.status,
+        run.error_code,
+        run.records_processed,
+        run.records_updated,
+        run.records_failed,
+        run.records_invalid,
+        run.source_record_count,
+    )
+    digest = hashlib.blake2b(repr(fields).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _newest(run_ids: Iterable[int]) -> RunIds:
     """The newest :data:`REMEMBERED_RUN_IDS` of ``run_ids``, ascending."""
     return RunIds(sorted(run_ids)[-REMEMBERED_RUN_IDS:])
@@ -399,6 +503,9 @@ class RunIds(Sequence[int]):
 
     def __repr__(self) -> str:
         return f"RunIds({list(self._ids)!r})"
+
+
+_NO_FINGERPRINTS: RunIds = RunIds()
 
 
 def _contains(ascending: Sequence[int], value: int) -> bool:

@@ -11,7 +11,7 @@ that comes back starts a new ledger (a baseline that counts nothing), so no run 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from census_exporter.snapshot import Snapshot
@@ -24,27 +24,15 @@ def sum_counters(counters: Iterable[RunCounters], bucket_count: int) -> RunCount
     buckets = [0] * (bucket_count + 1)
     duration_sum = 0.0
     for each in counters:
-        records[0] += each.records_processed
-        records[1] += each.records_updated
-        records[2] += each.records_failed
-        records[3] += each.records_invalid
-        records[4] += each.source_records
+        for index, total in enumerate(each.record_totals()):
+            records[index] += total
         for index, count in enumerate(each.duration_bucket_counts):
             buckets[index] += count
         duration_sum += each.duration_sum_seconds
-    return RunCounters(
-        runs_by_status={},
-        records_processed=records[0],
-        records_updated=records[1],
-        records_failed=records[2],
-        records_invalid=records[3],
-        source_records=records[4],
-        duration_bucket_counts=tuple(buckets),
-        duration_sum_seconds=duration_sum,
-    )
+    return RunCounters.of({}, records, buckets, duration_sum)
 
 
-def _covers(now: RunCounters, before: RunCounters) -> bool:
+def covers(now: RunCounters, before: RunCounters) -> bool:
     """True when ``now`` can have grown from ``before``: no total and no bucket is smaller."""
     return (
         now.records_processed >= before.records_processed
@@ -75,6 +63,16 @@ class WorkspaceTotals:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
+        #: What a workspace's totals start from after a restart (``--storage.path``): the counts of syncs
+        #: that had left, and each restored sync's counters (a restored sync the listing no longer shows
+        #: then leaves like any other, its counts kept).
+        self._seeds: dict[str, tuple[RunCounters, dict[int, RunCounters]]] = {}
+
+    def seed(self, workspace: str, departed: RunCounters, restored: Mapping[int, RunCounters]) -> None:
+        """Start ``workspace``'s totals from the counts of syncs that left before a restart and the counters
+        of the syncs restored."""
+        with self._lock:
+            self._seeds[workspace] = (departed, dict(restored))
 
     def total(
         self, snapshot: Snapshot, admit: Callable[[int, RunCounters], bool] = lambda _id, _counters: True
@@ -92,7 +90,10 @@ class WorkspaceTotals:
         with self._lock:
             account = self._accounts.get(snapshot.workspace)
             if account is None or len(account.departed.duration_bucket_counts) != bucket_count + 1:
-                account = _Account(None, {}, sum_counters((), bucket_count))
+                departed, seen = self._seeds.pop(snapshot.workspace, (None, {}))
+                if departed is None or len(departed.duration_bucket_counts) != bucket_count + 1:
+                    departed, seen = sum_counters((), bucket_count), {}
+                account = _Account(None, seen, departed)
                 account.total = account.departed
                 self._accounts[snapshot.workspace] = account
             elif _older(snapshot.started_monotonic, account.started_monotonic):
@@ -102,7 +103,7 @@ class WorkspaceTotals:
             gone = [
                 before
                 for sync_id, before in account.seen.items()
-                if (now := current.get(sync_id)) is None or (now is not before and not _covers(now, before))
+                if (now := current.get(sync_id)) is None or (now is not before and not covers(now, before))
             ]
             if gone:
                 account.departed = sum_counters([account.departed, *gone], bucket_count)
@@ -117,6 +118,7 @@ class WorkspaceTotals:
         with self._lock:
             for name in [name for name in self._accounts if name not in keep]:
                 del self._accounts[name]
+                self._seeds.pop(name, None)
 
 
 def _older(started: float | None, last_started: float | None) -> bool:

@@ -35,6 +35,7 @@ class SimulatedWorkspace:
         self.sources: dict[int, JSON] = {}
         self.destinations: dict[int, JSON] = {}
         self._next_run_id = 1
+        self._last_created = 0.0
         self._next_sync_id = 1
         #: Syncs built by :meth:`add_sync` (not ``raw``): their ``status`` follows their runs, as in Census.
         self._derived_health: set[int] = set()
@@ -201,7 +202,9 @@ class SimulatedWorkspace:
             else:
                 if run_id is None:
                     run_id = self._next_run_id
-                created = self.clock() if created_at is None else created_at
+                # Census stamps runs to the millisecond; two runs of one sync never share a creation time.
+                created = max(self.clock(), self._last_created + 0.001) if created_at is None else created_at
+                self._last_created = max(self._last_created, created)
                 finished = status not in ("queued", "working")
                 completed = created + (duration or 0.0) if finished else None
                 failed = status == "failed"

@@ -11,13 +11,14 @@ import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from census_exporter import defaults
 from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
 from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
 from census_exporter.config import SyncFilter
-from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
+from census_exporter.refresh.reporting import ERROR_CODE_LOG_LIMIT, LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import SyncState
 from census_exporter.state import (
     DEFAULT_DURATION_BUCKETS,
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 #: A run time further ahead of the exporter's clock than this is not trusted (it is treated as unknown): one
 #: run created "in 2098" must not stay the newest run, or pin a success, for decades.
 CLOCK_SKEW_SECONDS = 300.0
+#: Distinct ``error_code`` label values one sync may show within :data:`ERROR_CODE_WINDOW_SECONDS`; a further
+#: new code shows as ``other`` (and is logged): a sync inventing a code per run cannot add a series a run.
+MAX_ERROR_CODES_PER_HOUR = 5
+ERROR_CODE_WINDOW_SECONDS = 3600.0
+_NO_CODES: Mapping[str, float] = MappingProxyType({})
 #: Pages of runs the first read of a sync goes back, at most, while none of them completed: how far back a
 #: sync that has been failing for a long time shows that nothing succeeded (``no_success_since``). 12 pages
 #: of 25 cover a day of runs every 5 minutes.
@@ -196,10 +202,15 @@ class SyncRefresh:
             update = ledger.advance(fetched.values(), gone, last_lookup, now)
             new_ledger, counted = update.ledger, update.counted
             self._report(sync, update)
+        codes = [latest.error_code if latest else None]
+        if new_ledger.failing:
+            codes.append(new_ledger.failing_error_code)
+        shown = self._shown_error_codes(sync, previous, codes, now)
         state = SyncState(
             sync=sync,
             latest_run=latest,
             ledger=new_ledger,
+            shown_error_codes=shown,
             oldest_unfinished_created_at=_oldest_unfinished(new_ledger, fetched),
             runs_read_monotonic=self._clock(),
             runs_read_timestamp=self._wall_clock(),
@@ -207,6 +218,31 @@ class SyncRefresh:
         )
         failed = tuple(run for run in counted if run.status == "failed")
         return SyncOutcome(state, failed, baseline=ledger is None)
+
+    def _shown_error_codes(
+        self, sync: Sync, previous: SyncState | None, codes: Iterable[str | None], now: float
+    ) -> Mapping[str, float]:
+        """The error codes the sync may show from now on: those shown within the last hour, plus each of
+        ``codes`` while fewer than :data:`MAX_ERROR_CODES_PER_HOUR` are; a code refused is logged once."""
+        before = previous.shown_error_codes if previous is not None else _NO_CODES
+        window = {code: at for code, at in before.items() if now - at < ERROR_CODE_WINDOW_SECONDS}
+        for code in codes:
+            if not code:
+                continue
+            if code in window or len(window) < MAX_ERROR_CODES_PER_HOUR:
+                window[code] = now
+                continue
+            self._logs.once(
+                ("error codes capped", sync.id),
+                "sync %s (%s): more than %d distinct error codes within an hour; error code %r and further "
+                'new ones are shown as error_code="other" for now (each failed run\'s own code is in its '
+                '"sync run failed" line)',
+                sync.id,
+                bounded_text(sync.label, LABEL_LOG_LIMIT),
+                MAX_ERROR_CODES_PER_HOUR,
+                bounded_text(code, ERROR_CODE_LOG_LIMIT),
+            )
+        return MappingProxyType(window) if window else _NO_CODES
 
     def _first_read_goes_back(self, runs: Collection[SyncRun], page: int, has_more: bool, now: float) -> bool:
         """At a sync's first read: whether to read one more page to find how long nothing has succeeded."""
@@ -292,6 +328,24 @@ class SyncRefresh:
                 sync.id,
                 label,
                 update.implausible_run_ids[0],
+            )
+        if update.relisted_run_ids:
+            self._logs.once(
+                ("relisted run", sync.id),
+                "sync %s (%s): run %s repeats a counted run under a new id (the same creation and finish "
+                "time, status and record counts); not counted again",
+                sync.id,
+                label,
+                update.relisted_run_ids[0],
+            )
+        if update.out_of_order_run_ids:
+            self._logs.once(
+                ("out of order run id", sync.id),
+                "sync %s (%s): run %s was created after the exporter began watching the sync, yet its id is "
+                "below every run id remembered; not counted (counting relies on ids growing with creation)",
+                sync.id,
+                label,
+                update.out_of_order_run_ids[0],
             )
         if update.dropped_pending_run_ids:
             self._logs.once(

@@ -40,6 +40,8 @@ from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGon
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.state import SyncLedger
+from census_exporter.storage import LedgerFile
 from census_exporter.workers import DaemonPool
 
 log = logging.getLogger(__name__)
@@ -95,10 +97,16 @@ class Refresher:
         runners: DaemonPool | None = None,
         announcements: Announcements | None = None,
         quota: SyncQuota | None = None,
+        ledger_file: LedgerFile | None = None,
+        restored: Mapping[int, SyncLedger] | None = None,
     ) -> None:
         self._api = api
         #: The fleet-wide bound on watched syncs this workspace claims its syncs from (None: no bound).
         self._quota = quota
+        #: Where the ledgers are saved before each swap (``--storage.path``), and what it held at start:
+        #: the first refresh that lists the syncs continues from these ledgers instead of baselines.
+        self._ledger_file = ledger_file
+        self._restored: Mapping[int, SyncLedger] = restored or {}
         #: What webhooks announced (None: no receiver for this workspace); see :mod:`.announcements`.
         self._announcements = announcements
         #: Whether the running refresh is an announced read, and whether a full one was asked for meanwhile.
@@ -310,6 +318,9 @@ class Refresher:
             fetchers.shutdown()
             with self._lock:
                 self._pools.discard(fetchers)
+        if built is not None and self._ledger_file is not None:
+            # Before the swap: no scrape can see a count that a restart would not restore.
+            self._ledger_file.save(built.snapshot, generation)
         with self._lock:
             if self._unsettled != generation:
                 # Abandoned at its deadline: a newer snapshot may exist, and its ledgers must not be undone.
@@ -324,6 +335,8 @@ class Refresher:
                     self._note_left_out(built.left_out)
                     self.syncs_unread = built.unread
                     self.syncs_behind = self._behind(built.snapshot)
+                if built.snapshot.listed:
+                    self._restored = {}
         if built is None:
             future.set_exception(failure or RuntimeError("refresh ended without a result"))
             return
@@ -592,7 +605,9 @@ class Refresher:
         # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
         awaited = self._still_awaited(listed_ids, complete, previous, truncated)
         listed_ids = {sync.id for sync in listed}
-        known: dict[int, SyncState | None] = {sync.id: previous.get(sync.id) for sync in listed}
+        known: dict[int, SyncState | None] = {
+            sync.id: previous.get(sync.id) or self._restored_state(sync) for sync in listed
+        }
         for state in awaited:
             known[state.sync.id] = state
         jobs = {sync.id: sync for sync in [*listed, *(state.sync for state in awaited)]}
@@ -699,6 +714,11 @@ class Refresher:
             )
         return dict(sorted(states.items()))
 
+    def _restored_state(self, sync: Sync) -> SyncState | None:
+        """A listed sync's state as restored from storage (its ledger only), if the storage held it."""
+        ledger = self._restored.get(sync.id)
+        return None if ledger is None else SyncState(sync=sync, ledger=ledger)
+
     def _allowance(self, listing_requests: int, *, first: bool) -> int | None:
         """Sync reads this round may plan: the workspace's share of the budget over the round's time."""
         interval = self._settings.request_interval_seconds
@@ -775,10 +795,13 @@ class Refresher:
         syncs: dict[int, SyncState] = {}
         for sync_id, sync in sorted(jobs.items()):
             result = results.get(sync_id)
-            if isinstance(result, SyncOutcome):
+            before = known[sync_id]
+            # A sync restored from storage shows what was stored until the whole refresh is saved: a
+            # partial result is not, and a crash now must not undo a count that a scrape has seen.
+            if isinstance(result, SyncOutcome) and (before is None or before.ledger is None):
                 syncs[sync_id] = result.state
             else:
-                syncs[sync_id] = known[sync_id] or SyncState(sync=sync)
+                syncs[sync_id] = before or SyncState(sync=sync)
         return syncs
 
     def _read_sync_list(

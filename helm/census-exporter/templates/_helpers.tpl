@@ -42,8 +42,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The Secret that holds the API token. */}}
+{{/* The pod's annotations, one a line ("" when there are none). */}}
+{{- define "census-exporter.podAnnotations" -}}
+{{- if .Values.workspaces }}
+# Roll the pod when the workspaces file or a chart-made token changes.
+checksum/workspaces: {{ print (include (print $.Template.BasePath "/workspaces-configmap.yaml") .) (include (print $.Template.BasePath "/workspaces-secret.yaml") .) | sha256sum }}
+{{- else if and .Values.census.token (not .Values.census.existingSecret) }}
+# Roll the pod when the chart-made token changes (a mounted existingSecret is re-read live).
+checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret that holds the API token. Both set would leave the token unused without a word. */}}
 {{- define "census-exporter.secretName" -}}
+{{- if and .Values.census.token .Values.census.existingSecret }}
+{{- fail "census.token and census.existingSecret are both set: the chart would use the existing Secret and ignore census.token; set one of them" }}
+{{- end }}
 {{- default (include "census-exporter.fullname" .) .Values.census.existingSecret }}
 {{- end }}
 
@@ -56,5 +73,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The PersistentVolumeClaim holding --storage.path, or nothing when the storage is an emptyDir (or off). */}}
+{{- define "census-exporter.storageClaim" -}}
+{{- if and .Values.storage.enabled (eq .Values.storage.type "persistentVolumeClaim") }}
+{{- default (printf "%s-storage" (include "census-exporter.fullname" .)) .Values.storage.persistentVolumeClaim.existingClaim }}
 {{- end }}
 {{- end }}

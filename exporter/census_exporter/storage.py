@@ -1,0 +1,455 @@
+"""Ledger storage (``--storage.path``): each workspace's run ledgers on disk, so a restart counts on.
+
+One file per workspace, ``ledgers-<hash of the workspace name>.json``, holding every sync's ledger (the run
+ids accounted for, the pending runs, the counters, the streak and outcome times) and the counters of syncs
+that left the workspace (they stay in its totals). The refresher saves it before each refresh is swapped
+in, so what a scrape can see is never ahead of what a restart restores; a restart then pages each sync back
+to the runs it knows and counts every run that finished meanwhile exactly once.
+
+* Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the directory.
+* Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
+  ledger's own caps, and every value read is checked against them.
+* Versioned (:data:`FORMAT`, :data:`VERSION`): a file that is corrupt, of another format or version, or of
+  another workspace is set aside (renamed ``*.set-aside``, replacing an older one) with one log line, and
+  the workspace starts fresh.
+* One exporter per directory: a lock (``flock``) held for the process's life refuses a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from census_exporter.census.models import WORD_LIMIT
+from census_exporter.snapshot import Snapshot
+from census_exporter.state import (
+    MAX_PENDING_RUNS_PER_SYNC,
+    MAX_UNDOCUMENTED_STATUSES,
+    REMEMBERED_FINGERPRINTS,
+    REMEMBERED_RUN_IDS,
+    RunCounters,
+    RunIds,
+    SyncLedger,
+)
+from census_exporter.totals import covers, sum_counters
+
+log = logging.getLogger(__name__)
+
+FORMAT = "census-exporter/ledgers"
+VERSION = 1
+#: A state file larger than this is neither written (the previous one stays) nor read (it is set aside).
+#: A ledger takes about 5 KB with its 500 remembered run ids; this leaves room for some 25,000 syncs.
+MAX_STATE_BYTES = 128 * 1024 * 1024
+#: Statuses one ledger can count under: the documented ones, the undocumented cap and ``other``.
+_MAX_STATUSES = 16 + MAX_UNDOCUMENTED_STATUSES
+_MAX_ID = 2**63 - 1
+_MAX_COUNT = 2**63 - 1
+LOCK_FILE = "census-exporter.lock"
+
+
+class StorageError(Exception):
+    """The storage directory cannot be used (not creatable, not writable, or locked by another exporter)."""
+
+
+class _Unusable(Exception):
+    """A state file that cannot be restored; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What a workspace's state file held: each sync's ledger, and the counters of syncs that left."""
+
+    ledgers: Mapping[int, SyncLedger] = field(default_factory=dict)
+    departed: RunCounters | None = None
+
+
+class Storage:
+    """The storage directory, locked for this process; hands out one :class:`LedgerFile` per workspace."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise StorageError(f"cannot use {self.directory}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock)
+            raise StorageError(f"{self.directory} is in use by another census-exporter") from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            self.close()
+            raise StorageError(f"cannot write to {self.directory}")
+
+    def workspace(self, name: str, buckets: tuple[float, ...]) -> LedgerFile:
+        """The state file of workspace ``name``."""
+        return LedgerFile(self.directory, name, buckets)
+
+    def close(self) -> None:
+        """Release the directory's lock (the process's end does too)."""
+        lock, self._lock = self._lock, -1
+        if lock >= 0:
+            with contextlib.suppress(OSError):
+                os.close(lock)
+
+
+class LedgerFile:
+    """One workspace's state file: :meth:`load` once at start, then :meth:`save` before each swap."""
+
+    def __init__(self, directory: Path, workspace: str, buckets: tuple[float, ...]) -> None:
+        digest = hashlib.sha256(workspace.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        self.path = directory / f"ledgers-{digest}.json"
+        self._workspace = workspace
+        self._buckets = tuple(buckets)
+        self._lock = threading.Lock()
+        self._generation = -1
+        #: The ledgers last saved (or restored): a save with the same objects writes nothing.
+        self._saved: dict[int, SyncLedger] = {}
+        #: Each saved ledger's JSON, by sync: a ledger object that did not change is not encoded again.
+        self._encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        self._departed = sum_counters((), len(self._buckets))
+        self._failed_logged_at = -math.inf
+
+    # ------------------------------------------------------------------ reading
+
+    def load(self) -> Restored:
+        """The stored ledgers, or nothing (the file is then set aside, with one log line, if it exists)."""
+        try:
+            with self.path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > MAX_STATE_BYTES:
+                    raise _Unusable(f"{size} bytes, more than {MAX_STATE_BYTES}")
+                data = handle.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            log.info("workspace %s: no stored ledgers in %s; counting starts now", self._workspace, self.path)
+            return Restored()
+        except _Unusable as error:
+            return self._set_aside(str(error))
+        except OSError as error:
+            return self._set_aside(f"unreadable: {error.strerror or error}")
+        try:
+            restored = self._decode(data)
+        except _Unusable as error:
+            return self._set_aside(str(error))
+        with self._lock:
+            self._saved = dict(restored.ledgers)
+            if restored.departed is not None:
+                self._departed = restored.departed
+        log.info(
+            "workspace %s: restored the ledgers of %d syncs from %s; counting continues from them",
+            self._workspace,
+            len(restored.ledgers),
+            self.path,
+        )
+        return restored
+
+    def _set_aside(self, reason: str) -> Restored:
+        aside = self.path.with_name(self.path.name + ".set-aside")
+        try:
+            os.replace(self.path, aside)
+            where = f"set aside as {aside}"
+        except OSError as error:
+            where = f"could not be set aside ({error.strerror or error})"
+        log.warning(
+            "workspace %s: stored ledgers in %s are not usable (%s); %s, counting starts fresh",
+            self._workspace,
+            self.path,
+            reason,
+            where,
+        )
+        return Restored()
+
+    def _decode(self, data: bytes) -> Restored:
+        try:
+            document = json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise _Unusable(f"not JSON: {type(error).__name__}") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise _Unusable("not a census-exporter ledger file")
+        if document.get("version") != VERSION:
+            raise _Unusable(
+                f"format version {_short(document.get('version'))}, this exporter reads {VERSION}"
+            )
+        if document.get("workspace") != self._workspace:
+            raise _Unusable(f"it belongs to workspace {_short(document.get('workspace'))}")
+        stored_buckets = _floats(document.get("buckets"), "buckets", 64)
+        same_buckets = tuple(stored_buckets) == self._buckets
+        if not same_buckets:
+            log.warning(
+                "workspace %s: the duration buckets changed since the ledgers were stored; run and record "
+                "counters continue, the duration histograms start again from 0",
+                self._workspace,
+            )
+        syncs = document.get("syncs")
+        if not isinstance(syncs, dict):
+            raise _Unusable("no syncs")
+        ledgers: dict[int, SyncLedger] = {}
+        for key, value in syncs.items():
+            sync_id = _int(_parse_int(key), "sync id", 0, _MAX_ID)
+            ledgers[sync_id] = self._ledger(value, len(stored_buckets), same_buckets)
+        departed = self._counters(document.get("departed"), len(stored_buckets), same_buckets)
+        return Restored(MappingProxyType(ledgers), departed)
+
+    def _ledger(self, value: Any, stored_buckets: int, same_buckets: bool) -> SyncLedger:
+        if not isinstance(value, dict):
+            raise _Unusable("a ledger is not an object")
+        deltas = _ints(value.get("recent"), "recent", REMEMBERED_RUN_IDS, 0, _MAX_ID)
+        recent: list[int] = []
+        total = 0
+        for delta in deltas:
+            total += delta
+            if total > _MAX_ID or (recent and delta == 0):
+                raise _Unusable("recent run ids out of range")
+            recent.append(total)
+        pending = _ints(value.get("pending"), "pending", MAX_PENDING_RUNS_PER_SYNC, 0, _MAX_ID)
+        seen_raw = value.get("pending_seen", {})
+        if not isinstance(seen_raw, dict) or len(seen_raw) > MAX_PENDING_RUNS_PER_SYNC:
+            raise _Unusable("pending_seen")
+        seen = {
+            _int(_parse_int(key), "pending run id", 0, _MAX_ID): _float(at, "pending_seen")
+            for key, at in seen_raw.items()
+        }
+        failing = value.get("failing")
+        if failing not in (None, True, False):
+            raise _Unusable("failing")
+        return SyncLedger(
+            recent_run_ids=RunIds(recent),
+            pending_run_ids=frozenset(pending),
+            counters=self._counters(value.get("counters"), stored_buckets, same_buckets),
+            last_success_at=_optional_float(value.get("last_success_at"), "last_success_at"),
+            last_failure_at=_optional_float(value.get("last_failure_at"), "last_failure_at"),
+            buckets=self._buckets,
+            last_pending_lookup=_int(value.get("last_pending_lookup", 0), "last_pending_lookup", 0, _MAX_ID),
+            floor_run_id=_int(value.get("floor_run_id", 0), "floor_run_id", 0, _MAX_ID),
+            newest_outcome_run_id=_int(value.get("newest_outcome_run_id", 0), "newest_outcome", 0, _MAX_ID),
+            failing=failing,
+            failing_error_code=_optional_word(value.get("failing_error_code"), "failing_error_code"),
+            earliest_run_at=_optional_float(value.get("earliest_run_at"), "earliest_run_at"),
+            pending_seen_at=MappingProxyType(seen),
+            watched_since=_optional_float(value.get("watched_since"), "watched_since"),
+            counted_fingerprints=RunIds(
+                _ints(
+                    value.get("counted_fingerprints", []),
+                    "counted_fingerprints",
+                    REMEMBERED_FINGERPRINTS,
+                    -(2**63),
+                    _MAX_ID,
+                )
+            ),
+        )
+
+    def _counters(self, value: Any, stored_buckets: int, same_buckets: bool) -> RunCounters:
+        if not isinstance(value, dict):
+            raise _Unusable("counters are not an object")
+        runs = value.get("runs")
+        if not isinstance(runs, dict) or len(runs) > _MAX_STATUSES:
+            raise _Unusable("run counts")
+        by_status = {
+            _word(status, "status"): _int(count, "run count", 0, _MAX_COUNT) for status, count in runs.items()
+        }
+        records = _ints(value.get("records"), "records", 5, 0, _MAX_COUNT)
+        if len(records) != 5:
+            raise _Unusable("records")
+        durations = _ints(value.get("durations"), "durations", stored_buckets + 1, 0, _MAX_COUNT)
+        if len(durations) != stored_buckets + 1:
+            raise _Unusable("duration buckets")
+        duration_sum = _float(value.get("duration_sum", 0.0), "duration_sum")
+        if duration_sum < 0:
+            raise _Unusable("duration_sum")
+        if not same_buckets:
+            durations, duration_sum = [0] * (len(self._buckets) + 1), 0.0
+        superseded = _int(value.get("superseded_failures", 0), "superseded_failures", 0, _MAX_COUNT)
+        return RunCounters.of(by_status, records, durations, duration_sum, superseded)
+
+    # ------------------------------------------------------------------ writing
+
+    def save(self, snapshot: Snapshot, generation: int) -> None:
+        """Write ``snapshot``'s ledgers (refresh ``generation``) unless nothing changed since the last save.
+
+        A save of an older generation than one already saved (an abandoned refresh ending late) is ignored.
+        A failed write is logged (at most every 10 minutes) and leaves the previous file in place.
+        """
+        if not snapshot.listed:
+            return
+        ledgers = {
+            sync_id: state.ledger for sync_id, state in snapshot.syncs.items() if state.ledger is not None
+        }
+        with self._lock:
+            if generation < self._generation:
+                return
+            self._generation = generation
+            left = [
+                before.counters
+                for sync_id, before in self._saved.items()
+                if (now := ledgers.get(sync_id)) is None
+                or (now is not before and not covers(now.counters, before.counters))
+            ]
+            unchanged = not left and ledgers.keys() == self._saved.keys()
+            if unchanged and all(ledgers[sync_id] is before for sync_id, before in self._saved.items()):
+                return
+            # Only their record totals and durations stay in the workspace's totals (no run counts).
+            departed = sum_counters([self._departed, *left], len(self._buckets)) if left else self._departed
+            data = self._encode(ledgers, departed)
+            if len(data) > MAX_STATE_BYTES:
+                self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
+                return
+            try:
+                _write_atomically(self.path, data)
+            except OSError as error:
+                self._failed(error.strerror or str(error))
+                return
+            self._saved, self._departed = ledgers, departed
+
+    def _failed(self, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._failed_logged_at >= 600:
+            self._failed_logged_at = now
+            log.warning(
+                "workspace %s: cannot store the ledgers in %s (%s); counting goes on, a restart would count "
+                "from the last stored state",
+                self._workspace,
+                self.path,
+                reason,
+            )
+
+    def _encode(self, ledgers: Mapping[int, SyncLedger], departed: RunCounters) -> bytes:
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "workspace": self._workspace,
+            "saved_at": time.time(),
+            "buckets": list(self._buckets),
+            "departed": _counters_json(departed),
+        }
+        encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        parts = []
+        for sync_id, ledger in sorted(ledgers.items()):
+            cached = self._encoded.get(sync_id)
+            if cached is None or cached[0] is not ledger:
+                cached = (ledger, _json(_ledger_json(ledger)))
+            encoded[sync_id] = cached
+            parts.append(b'"%d":%s' % (sync_id, cached[1]))
+        self._encoded = encoded
+        return _json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
+    ids = list(ledger.recent_run_ids)
+    return {
+        # Ascending ids as the first and then the gaps: a third of the size of the ids themselves.
+        "recent": [ids[0], *(b - a for a, b in itertools.pairwise(ids))] if ids else [],
+        "floor_run_id": ledger.floor_run_id,
+        "pending": sorted(ledger.pending_run_ids),
+        "pending_seen": {str(run_id): at for run_id, at in sorted(ledger.pending_seen_at.items())},
+        "last_pending_lookup": ledger.last_pending_lookup,
+        "counters": _counters_json(ledger.counters),
+        "last_success_at": ledger.last_success_at,
+        "last_failure_at": ledger.last_failure_at,
+        "newest_outcome_run_id": ledger.newest_outcome_run_id,
+        "failing": ledger.failing,
+        "failing_error_code": ledger.failing_error_code,
+        "earliest_run_at": ledger.earliest_run_at,
+        "watched_since": ledger.watched_since,
+        "counted_fingerprints": list(ledger.counted_fingerprints),
+    }
+
+
+def _counters_json(counters: RunCounters) -> dict[str, Any]:
+    return {
+        "runs": dict(sorted(counters.runs_by_status.items())),
+        "records": list(counters.record_totals()),
+        "durations": list(counters.duration_bucket_counts),
+        "duration_sum": counters.duration_sum_seconds,
+        "superseded_failures": counters.superseded_failures,
+    }
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, whole."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    # A leftover of a crash is removed, and nothing planted there (a symbolic link) is written through.
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# ----------------------------------------------------------------------------- checked reading
+
+
+def _short(value: Any) -> str:
+    return repr(value)[:40]
+
+
+def _parse_int(text: Any) -> int:
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise _Unusable(f"key {_short(text)}")
+    return int(text)
+
+
+def _int(value: Any, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise _Unusable(f"{what} {_short(value)}")
+    return value
+
+
+def _ints(value: Any, what: str, most: int, low: int, high: int) -> list[int]:
+    if not isinstance(value, list) or len(value) > most:
+        raise _Unusable(what)
+    return [_int(item, what, low, high) for item in value]
+
+
+def _float(value: Any, what: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise _Unusable(f"{what} {_short(value)}")
+    return float(value)
+
+
+def _floats(value: Any, what: str, most: int) -> list[float]:
+    if not isinstance(value, list) or len(value) > most:
+        raise _Unusable(what)
+    return [_float(item, what) for item in value]
+
+
+def _optional_float(value: Any, what: str) -> float | None:
+    return None if value is None else _float(value, what)
+
+
+def _word(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= WORD_LIMIT:
+        raise _Unusable(f"{what} {_short(value)}")
+    return value
+
+
+def _optional_word(value: Any, what: str) -> str | None:
+    return None if value is None else _word(value, what)

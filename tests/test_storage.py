@@ -1,0 +1,448 @@
+"""Restart continuity (``--storage.path``, issue 17): ledgers stored, restored, and refused when unusable.
+
+The exporter saves each workspace's ledgers before it swaps a refresh in; a restart pages every sync back
+to the runs it knows and counts each run that finished meanwhile exactly once, and its counters continue.
+Over real HTTP against the simulator, and with real processes killed with SIGKILL in a burst of runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+
+import httpx
+import pytest
+
+from census_exporter import storage
+from census_exporter.census.models import Sync
+from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.snapshot import Snapshot, SyncState
+from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, RunIds, SyncLedger
+from census_exporter.storage import FORMAT, VERSION, Storage, StorageError
+from tests.conftest import TEST_TOKEN, Harness, Scrape, parse_scrape, wait_for
+from tests.stack import Process, free_port
+
+SYNCS = (11, 12, 13)
+RECORDS = 0  # in the kill test's samples: census_workspace_records_processed_total
+
+
+def runs_total(scrape: Scrape, sync_id: int) -> float:
+    """Every counted run of the sync, whatever its status (0 when absent)."""
+    return sum(scrape.all("census_sync_runs_total", sync_id=str(sync_id)).values())
+
+
+def state_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("ledgers-*.json"))
+
+
+def workspace_with_history() -> SimulatedWorkspace:
+    workspace = SimulatedWorkspace()
+    for sync_id in SYNCS:
+        workspace.add_sync(sync_id, label=f"sync {sync_id}")
+        for _ in range(3):
+            workspace.add_run(sync_id, "completed")
+    return workspace
+
+
+# ----------------------------------------------------------------------------- in one process
+
+
+def test_a_restart_with_the_state_counts_what_finished_meanwhile_once_and_the_counters_continue(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    workspace = workspace_with_history()
+    pending = workspace.add_run(11, "working")
+    leaving = 13
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    for k in range(4):
+        workspace.add_run(11, "completed", records=10 + k)
+        workspace.add_run(12, "failed", error_code="E")
+        workspace.add_run(leaving, "completed", records=1000)
+    first.refresh()
+    before = first.scrape()
+    assert [runs_total(before, s) for s in SYNCS] == [4, 4, 4]
+    processed_before = before.value("census_workspace_records_processed_total")
+    assert processed_before == 10 + 11 + 12 + 13 + 4 * 1000
+    # The sync leaves the workspace; its counts stay in the workspace's totals.
+    workspace.remove_sync(leaving)
+    first.refresh()
+    first.exporter.close()
+
+    # While the exporter is down: the pending run finishes, and more runs than one page holds finish.
+    workspace.finish_run(pending["id"], records=7)
+    for _ in range(30):
+        workspace.add_run(11, "completed", records=1)
+    workspace.add_run(12, "completed", records=5)
+    with caplog.at_level(logging.INFO, logger="census_exporter.storage"):
+        second = harness_factory(workspace, storage_path=str(tmp_path))
+    assert any("restored the ledgers of 2 syncs" in r.getMessage() for r in caplog.records)
+    second.refresh()
+    after = second.scrape()
+    assert runs_total(after, 11) == 4 + 1 + 30
+    assert after.value("census_sync_runs_total", sync_id="12", status="failed") == 4
+    assert after.value("census_sync_runs_total", sync_id="12", status="completed") == 1
+    assert after.value("census_workspace_records_processed_total") == processed_before + 7 + 30 + 5
+    # Read again: nothing is counted twice.
+    second.refresh()
+    again = second.scrape()
+    assert [runs_total(again, s) for s in (11, 12)] == [35, 5]
+    assert again.value("census_workspace_records_processed_total") == processed_before + 42
+
+
+def test_without_the_flag_nothing_is_stored(harness_factory: Callable[..., Harness], tmp_path: Path) -> None:
+    harness = harness_factory(workspace_with_history())
+    harness.refresh()
+    assert harness.exporter.storage is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_state_file_is_replaced_whole_and_private(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    workspace = workspace_with_history()
+    harness = harness_factory(workspace, storage_path=str(tmp_path))
+    harness.refresh()
+    (path,) = state_files(tmp_path)
+    inode = path.stat().st_ino
+    workspace.add_run(11, "completed")
+    harness.refresh()
+    assert path.stat().st_ino != inode  # renamed over, never rewritten in place
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
+    document = json.loads(path.read_bytes())
+    assert (document["format"], document["version"], document["workspace"]) == (FORMAT, VERSION, "default")
+
+
+UNUSABLE = {
+    "truncated": lambda good: good[: len(good) // 2],
+    "empty": lambda good: b"",
+    "not ours": lambda good: b'{"groups": []}',
+    "newer version": lambda good: good.replace(b'"version":1', b'"version":2'),
+    "other workspace": lambda good: good.replace(b'"workspace":"default"', b'"workspace":"other"'),
+    "negative count": lambda good: good.replace(b'"completed":1', b'"completed":-1'),
+    "a bool for a count": lambda good: good.replace(b'"completed":1', b'"completed":true'),
+    "deep nesting": lambda good: b"[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(UNUSABLE))
+def test_a_corrupt_or_foreign_state_file_is_set_aside_with_one_line_and_counting_starts_fresh(
+    harness_factory: Callable[..., Harness],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    damage: str,
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    workspace.add_run(11, "completed")
+    first.refresh()
+    first.exporter.close()
+    (path,) = state_files(tmp_path)
+    good = path.read_bytes()
+    assert b'"completed":1' in good
+    damaged = UNUSABLE[damage](good)
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.INFO, logger="census_exporter"):
+        second = harness_factory(workspace, storage_path=str(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
+    assert len(lines) == 1 and "set aside" in lines[0], lines
+    assert path.with_name(path.name + ".set-aside").read_bytes() == damaged
+    workspace.add_run(11, "completed")
+    second.refresh()  # a baseline: the run before it is history
+    assert runs_total(second.scrape(), 11) == 0
+    workspace.add_run(11, "completed")
+    second.refresh()
+    assert runs_total(second.scrape(), 11) == 1
+    assert state_files(tmp_path) == [path]  # a fresh file replaced the set-aside one
+
+
+def test_a_state_file_above_the_size_bound_is_neither_read_nor_written(
+    harness_factory: Callable[..., Harness],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    (path,) = state_files(tmp_path)
+    size = path.stat().st_size
+    first.exporter.close()
+    monkeypatch.setattr(storage, "MAX_STATE_BYTES", size // 2)
+    with caplog.at_level(logging.WARNING, logger="census_exporter"):
+        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second.refresh()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("not usable" in m and "more than" in m for m in messages)
+    assert any("cannot store the ledgers" in m for m in messages)
+    assert state_files(tmp_path) == []  # set aside, and the new one (as large) was not written
+
+
+def test_changed_duration_buckets_restart_only_the_histogram(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    workspace.add_run(11, "completed", duration=30)
+    first.refresh()
+    first.exporter.close()
+    second = harness_factory(workspace, storage_path=str(tmp_path), duration_buckets=(5.0, 50.0))
+    second.refresh()
+    scrape = second.scrape()
+    assert runs_total(scrape, 11) == 1
+    assert scrape.value("census_workspace_run_duration_seconds_count") == 0
+    assert scrape.value("census_workspace_run_duration_seconds_bucket", le="50") == 0
+
+
+def test_one_exporter_per_directory(tmp_path: Path) -> None:
+    held = Storage(tmp_path)
+    try:
+        with pytest.raises(StorageError, match="in use by another census-exporter"):
+            Storage(tmp_path)
+    finally:
+        held.close()
+    Storage(tmp_path).close()  # free again
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_without_a_reset(
+    tmp_path: Path,
+) -> None:
+    workspace = workspace_with_history()
+    working = {sync_id: workspace.add_run(sync_id, "working")["id"] for sync_id in SYNCS}
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    token = tmp_path / "token"
+    token.write_text(TEST_TOKEN)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    argv = [
+        sys.executable,
+        "-m",
+        "census_exporter",
+        f"--census.api-url={simulator.url}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--census.cache-ttl=1",
+        "--census.max-requests-per-second=0",
+        f"--census.token-file={token}",
+        f"--storage.path={tmp_path / 'state'}",
+    ]
+    expected = dict.fromkeys((*SYNCS, RECORDS), 0)
+    expected_lock = threading.Lock()
+    seen: list[dict[int, float]] = []
+    stop_burst, stop_scraping = threading.Event(), threading.Event()
+
+    def scrape() -> dict[int, float] | None:
+        try:
+            response = httpx.get(url, timeout=10)
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        parsed = parse_scrape(response.text)
+        if not all(parsed.all("census_sync_runs_total", sync_id=str(s)) for s in SYNCS):
+            return None
+        values = {s: runs_total(parsed, s) for s in SYNCS}
+        values[RECORDS] = parsed.value("census_workspace_records_processed_total") or 0.0
+        return values
+
+    def scraper() -> None:
+        while not stop_scraping.is_set():
+            values = scrape()
+            if values is not None:
+                seen.append(values)
+
+    def burst() -> None:
+        k = 0
+        while not stop_burst.is_set():
+            sync_id = SYNCS[k % len(SYNCS)]
+            records = 0
+            if k < len(SYNCS) * 20 and k % 20 == 0:
+                workspace.finish_run(working[sync_id], records=100)  # pending at the baseline
+                records = 100
+            elif k % 7 == 0:
+                workspace.add_run(sync_id, "failed")
+            else:
+                workspace.add_run(sync_id, "completed", records=k)
+                records = k
+            with expected_lock:
+                expected[sync_id] += 1
+                expected[RECORDS] += records
+            k += 1
+            stop_burst.wait(0.01)
+
+    process = Process(argv, tmp_path / "first.log")
+    threads = [threading.Thread(target=scraper), threading.Thread(target=burst)]
+    try:
+        wait_for(scrape, timeout=30, what=process.output)  # the baseline is read: counting starts here
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: seen and sum(seen[-1][s] for s in SYNCS) >= 60, timeout=30, what=process.output)
+        process.process.send_signal(signal.SIGKILL)
+        process.process.wait(timeout=10)
+        last_seen = dict(seen[-1])
+        stop_scraping.set()
+        threads[0].join(timeout=15)
+        # The burst goes on while the exporter is down.
+        wait_for(lambda: sum(expected[s] for s in SYNCS) >= sum(last_seen[s] for s in SYNCS) + 60, timeout=30)
+        seen.clear()
+        stop_scraping.clear()
+        restarted = Process(argv, tmp_path / "second.log")
+        threads[0] = threading.Thread(target=scraper)
+        threads[0].start()
+        try:
+            wait_for(lambda: seen, timeout=30, what=restarted.output)
+            assert "restored the ledgers of 3 syncs" in restarted.log.read_text()
+            first_after = seen[0]
+            assert all(first_after[s] >= last_seen[s] for s in (*SYNCS, RECORDS)), (first_after, last_seen)
+            stop_burst.set()
+            threads[1].join(timeout=15)
+            with expected_lock:
+                final = dict(expected)
+            assert sum(final[s] for s in SYNCS) >= sum(last_seen[s] for s in SYNCS) + 60  # while it was down
+            wait_for(lambda: seen[-1] == final, timeout=30, what=lambda: f"{seen[-1]} != {final}")
+            # Counters never went down after the restart, and another refresh counts nothing more.
+            for earlier, later in itertools.pairwise(seen):
+                assert all(later[s] >= earlier[s] for s in (*SYNCS, RECORDS))
+            assert wait_for(scrape) == final
+        finally:
+            stop_scraping.set()
+            threads[0].join(timeout=15)
+            restarted.stop()
+    finally:
+        stop_burst.set()
+        stop_scraping.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join(timeout=15)
+        process.stop()
+        simulator.close()
+
+
+def test_the_cli_refuses_a_directory_another_exporter_holds_in_one_line(tmp_path: Path) -> None:
+    held = Storage(tmp_path)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "census_exporter",
+                "--demo",
+                "--web.listen-address=127.0.0.1:0",
+                f"--storage.path={tmp_path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        held.close()
+    assert result.returncode == 2
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert error == [
+        f"census-exporter: error: argument --storage.path: {tmp_path} is in use by another census-exporter"
+    ]
+
+
+def test_a_leftover_or_planted_temporary_file_is_never_written_through(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    workspace = workspace_with_history()
+    harness = harness_factory(workspace, storage_path=str(tmp_path / "state"))
+    harness.refresh()
+    (path,) = state_files(tmp_path / "state")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (path.parent / f".{path.name}.tmp").symlink_to(victim)
+    workspace.add_run(11, "completed")
+    harness.refresh()
+    assert victim.read_text() == "untouched"
+    assert json.loads(path.read_bytes())["syncs"]["11"]["counters"]["runs"]["completed"] == 1
+
+
+def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None:
+    # A field added to the ledger or its counters must be stored too: this sets every one off its default.
+    counters = RunCounters.of(
+        {"completed": 3, "failed": 2, "skipped": 1, "weird": 1},
+        [10, 9, 1, 2, 40],
+        [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3],
+        1234.5,
+        superseded_failures=2,
+    )
+    ledger = SyncLedger(
+        recent_run_ids=RunIds([100, 105, 230]),
+        pending_run_ids=frozenset({231, 232}),
+        counters=counters,
+        last_success_at=1.7e9,
+        last_failure_at=1.7e9 + 1,
+        buckets=DEFAULT_DURATION_BUCKETS,
+        last_pending_lookup=231,
+        floor_run_id=90,
+        newest_outcome_run_id=230,
+        failing=True,
+        failing_error_code="E_QUOTA",
+        earliest_run_at=1.6e9,
+        pending_seen_at=MappingProxyType({232: 1.7e9 + 5}),
+        watched_since=1.69e9,
+        counted_fingerprints=RunIds([-5, 7, 2**62]),
+    )
+    defaults = SyncLedger(recent_run_ids=RunIds(), pending_run_ids=frozenset(), counters=RunCounters.zero(12))
+    for each in dataclasses.fields(SyncLedger):
+        if each.name != "buckets":
+            assert getattr(ledger, each.name) != getattr(defaults, each.name), f"set {each.name} here"
+    zero = RunCounters.zero(12)
+    for each in dataclasses.fields(RunCounters):
+        assert getattr(counters, each.name) != getattr(zero, each.name), f"set {each.name} here"
+    sync = Sync(7, "s", "update", None, None, "Contact", "hourly", False)
+    snapshot = Snapshot(workspace="w", syncs={7: SyncState(sync=sync, ledger=ledger)}, listed=True)
+    held = Storage(tmp_path)
+    try:
+        held.workspace("w", DEFAULT_DURATION_BUCKETS).save(snapshot, 1)
+        restored = held.workspace("w", DEFAULT_DURATION_BUCKETS).load()
+    finally:
+        held.close()
+    assert restored.ledgers[7] == ledger
+
+
+def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspace_totals(
+    harness_factory: Callable[..., Harness], tmp_path: Path
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    workspace.add_run(11, "completed", records=5)
+    workspace.add_run(13, "completed", records=700)
+    first.refresh()
+    assert first.scrape().value("census_workspace_records_processed_total") == 705
+    first.exporter.close()
+    workspace.remove_sync(13)  # deleted while the exporter is down
+    second = harness_factory(workspace, storage_path=str(tmp_path))
+    second.refresh()
+    scrape = second.scrape()
+    assert scrape.value("census_workspace_records_processed_total") == 705  # no drop, no reset
+    assert scrape.all("census_sync_runs_total", sync_id="13") == {}
+    # It comes back: a baseline, so its old runs are not counted again, and its old counts stay in the totals.
+    workspace.add_sync(13, label="sync 13")
+    workspace.add_run(13, "completed", records=1)
+    second.refresh()
+    workspace.add_run(13, "completed", records=2)
+    second.refresh()
+    assert second.scrape().value("census_workspace_records_processed_total") == 707
+    second.exporter.close()
+    third = harness_factory(workspace, storage_path=str(tmp_path))
+    third.refresh()
+    assert third.scrape().value("census_workspace_records_processed_total") == 707
