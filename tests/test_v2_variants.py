@@ -400,3 +400,82 @@ def test_a_named_group_beside_a_pat_watched_as_one_never_shares_a_sync() -> None
         assert sorted(m.all("census_v2_group_overlap_syncs").values()) == [0, 5]
     finally:
         served.close()
+
+
+def refused_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "refused the group_id parameter" in r.getMessage()]
+
+
+def refresh_every_member(exporter: Exporter) -> None:
+    for member in exporter.fleet.members():
+        member.refresher.trigger().result(timeout=30)
+
+
+def listed_again_with_new_runs(served: Served, exporter: Exporter) -> Callable[[], Scrape | None]:
+    """Both groups up, and every run added by ``add_runs`` counted."""
+
+    def check() -> Scrape | None:
+        m = served.scrape(exporter)
+        up = all(m.value("census_up", workspace=name) == 1 for name in GROUPS)
+        counted = sum(m.all("census_sync_runs_total", status="completed").values()) == RUNS_PER_SYNC * 5
+        return m if up and counted else None
+
+    return check
+
+
+def test_a_one_off_400_on_the_sync_list_does_not_switch_the_group_parameter_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The API requires ?group_id=. One transient 400 must not make the client stop sending it: the
+    # retry without it is refused too, so switching it off would fail every later list until a restart.
+    served = Served("param-required")
+    try:
+        with caplog.at_level(logging.INFO):
+            exporter = configured_groups(served)
+            wait_for(all_syncs_seen(served, exporter), what="every sync")
+            fault = Fault(r"^/api/v2/syncs$", status=400, body=b'{"status":"error","message":"Bad Request"}')
+            served.server.inject(fault)
+            refresh_every_member(exporter)
+            assert fault.times == 0  # the one-off 400 was answered
+            failed = served.scrape(exporter)
+            refresh_every_member(exporter)
+            served.add_runs()
+            m = wait_for(
+                listed_again_with_new_runs(served, exporter), what="both groups up, new runs counted"
+            )
+        assert refused_lines(caplog) == []
+        assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"honoured"}
+        assert_each_sync_once_with_every_run_once(served, m)
+        # The one-off 400 and the retry without the parameter (refused: "group_id is required"), once.
+        assert sum(m.all("census_api_requests_total", code="400").values()) == 2
+        assert sum(failed.all("census_api_requests_total", code="400").values()) == 2
+    finally:
+        served.close()
+
+
+def test_a_422_to_every_list_keeps_the_group_parameter_and_recovers_when_the_api_does(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every list refused, with or without the parameter: the parameter was not the cause, so the
+    # client keeps sending it and asks again on each list; once the API answers, nothing has changed.
+    served = Served("param-required")
+    try:
+        with caplog.at_level(logging.INFO):
+            exporter = configured_groups(served)
+            wait_for(all_syncs_seen(served, exporter), what="every sync")
+            served.server.inject(Fault(r"^/api/v2/syncs$", status=422, times=-1))
+            refresh_every_member(exporter)
+            refresh_every_member(exporter)
+            down = served.scrape(exporter)
+            assert down.value("census_up", workspace="marketing") == 0
+            assert down.value("census_up", workspace="sales") == 0
+            served.server.clear_faults()
+            served.add_runs()
+            m = wait_for(
+                listed_again_with_new_runs(served, exporter), what="both groups up, new runs counted"
+            )
+        assert refused_lines(caplog) == []
+        assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"honoured"}
+        assert_each_sync_once_with_every_run_once(served, m)
+    finally:
+        served.close()

@@ -455,7 +455,11 @@ class CensusClient:
     def _get_list(
         self, path: str, endpoint: str, params: Mapping[str, str | int], deadline: float
     ) -> Mapping[str, Any]:
-        """One page of a list; a V2 400/422 to an undocumented parameter is asked once more without it."""
+        """One page of a list; a V2 400/422 to an undocumented parameter is asked once more without it.
+
+        The parameter is switched off only when the request without it is answered: a 400 that was
+        transient, or that was about something else, must not change how every later list is asked
+        (an API that requires ``group_id`` would then refuse every list until a restart)."""
         sent = self._list_params(params)
         try:
             return self._get(path, endpoint, sent, deadline)
@@ -467,15 +471,25 @@ class CensusClient:
             refusal = error
         status = refusal.status
         if GROUP_PARAMETER in sent:
-            self._group_parameter_refused = True
-            self._parameter_seen = "refused"
-            self._report()
             dropped = GROUP_PARAMETER
         elif "order" in sent and path.endswith("/sync_runs"):
-            self._order_refused = True
             dropped = "order"
         else:
             raise refusal  # nothing undocumented was sent: the request itself is wrong
+        try:
+            body = self._get(path, endpoint, {k: v for k, v in sent.items() if k != dropped}, deadline)
+        except CensusAPIError as error:
+            if type(error) is CensusAPIError and error.status in REFUSED_PARAMETER_STATUSES:
+                # Refused without it too: the parameter was not the cause. Keep sending it; the next
+                # list asks again.
+                raise refusal from None
+            raise
+        if dropped == GROUP_PARAMETER:
+            self._group_parameter_refused = True
+            self._parameter_seen = "refused"
+            self._report()
+        else:
+            self._order_refused = True
         self._once(
             ("refused", dropped),
             logging.WARNING,
@@ -487,7 +501,7 @@ class CensusClient:
             if dropped == GROUP_PARAMETER
             else "",
         )
-        return self._get(path, endpoint, {k: v for k, v in sent.items() if k != dropped}, deadline)
+        return body
 
     # ------------------------------------------------------------------ group scoping
 
