@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +25,7 @@ from census_exporter.demo.organization import GROUP_PARAMETER, MISSING_GROUP_STA
 from census_exporter.demo.workspace import SimulatedWorkspace
 from census_exporter.exporter import Exporter
 from tests.conftest import Harness, wait_for
+from tests.stack import Process
 
 PAT = "secret-token:activations-pat"
 GROUP = "glad_otter"
@@ -345,43 +349,37 @@ def test_v1_logs_its_retirement_once_at_start_and_v2_does_not(caplog: pytest.Log
     assert "2027-01-15" in lines[0] and "docs/census-api-versions.md" in lines[0]
 
 
+def start_lines(tmp_path: Path, *args: str) -> str:
+    """What the real process logged up to "listening on" (it is stopped then): its start lines.
+
+    The notices come only once the configuration is known to work, so the process must really start."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CENSUS_", "WEB_", "LOG_"))}
+    process = Process(
+        [sys.executable, "-m", "census_exporter", "--web.listen-address=127.0.0.1:0", *args],
+        tmp_path / f"exporter-{len(list(tmp_path.iterdir()))}.log",
+        env=clean | TOKEN_ENV,
+    )
+    try:
+        wait_for(lambda: "listening on" in process.log.read_text(errors="replace"), what="the start lines")
+    finally:
+        process.stop()
+    return process.log.read_text(errors="replace")
+
+
 @pytest.mark.parametrize(
     ("extra", "notices"), [([], 1), (["--census.api-version", "v2", "--census.group-id", GROUP], 0)]
 )
-def test_the_real_process_warns_about_v1_once_at_start(extra: list[str], notices: int) -> None:
-    import socket
-
-    from tests.test_cli import run_cli
-
-    # A taken port ends the run right after the start lines are logged.
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_cli("--web.listen-address", f"127.0.0.1:{port}", *extra, env=TOKEN_ENV)
-    assert result.returncode == 2
-    assert result.stderr.count("retired on 2027-01-15") == notices, result.stderr
-    assert PAT not in result.stderr
+def test_the_real_process_warns_about_v1_once_at_start(
+    tmp_path: Path, extra: list[str], notices: int
+) -> None:
+    lines = start_lines(tmp_path, *extra)
+    assert lines.count("retired on 2027-01-15") == notices, lines
+    assert PAT not in lines
 
 
-def test_the_real_process_says_once_at_start_that_the_eu_v2_host_is_unconfirmed() -> None:
-    import socket
-
-    from tests.test_cli import run_cli
-
+def test_the_real_process_says_once_at_start_that_the_eu_v2_host_is_unconfirmed(tmp_path: Path) -> None:
     eu = ["--census.api-version", "v2", "--census.region", "eu"]
-    with socket.socket() as taken:  # a taken port ends the run right after the start lines
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with_group = run_cli(
-            "--web.listen-address", f"127.0.0.1:{port}", *eu, "--census.group-id", GROUP, env=TOKEN_ENV
-        )
-        pat_only = run_cli("--web.listen-address", f"127.0.0.1:{port}", *eu, env=TOKEN_ENV)
-    for result in (with_group, pat_only):
-        assert result.returncode == 2
-        assert result.stderr.count("has not confirmed that API V2 is served on the EU host") == 1, (
-            result.stderr
-        )
-        assert "https://app-eu.getcensus.com/api/v2" in result.stderr and "--census.api-url" in result.stderr
-        assert PAT not in result.stderr
+    for lines in (start_lines(tmp_path, *eu, "--census.group-id", GROUP), start_lines(tmp_path, *eu)):
+        assert lines.count("has not confirmed that API V2 is served on the EU host") == 1, lines
+        assert "https://app-eu.getcensus.com/api/v2" in lines and "--census.api-url" in lines
+        assert PAT not in lines
