@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from census_exporter import defaults
 from census_exporter.cli import parse_config
 from census_exporter.config import Config, Discovery, Exposition, TokenSource, Workspace
 from census_exporter.demo import Fault, SimulatedOrganization
@@ -479,3 +481,53 @@ def test_a_422_to_every_list_keeps_the_group_parameter_and_recovers_when_the_api
         assert_each_sync_once_with_every_run_once(served, m)
     finally:
         served.close()
+
+
+def test_a_pat_whose_syncs_name_a_thousand_groups_watches_a_bounded_number_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No groups route and every sync naming its own group: discovery derives the groups from the records.
+    # Watching one workspace per group_id without a bound took 1,000 workspaces and 4,700 threads.
+    org = SimulatedOrganization(pat=PAT, id_form="int", variant="no-groups-route")
+    for number in range(1000):
+        workspace = SimulatedWorkspace()
+        workspace.add_sync(10_000 + number, label=f"sync {number}")
+        org.add_workspace(f"group {number}", group_id=f"g{number:04d}", workspace=workspace)
+    server = org.serve()
+    config = parse_config(  # the PAT alone, every bound at its default
+        [
+            "--census.api-version=v2",
+            f"--census.api-url={base_url(server, 'v2')}",
+            "--census.max-requests-per-second=0",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        {"CENSUS_API_TOKEN": PAT},
+    )
+    exporter = Exporter(config)
+    http = httpx.Client(timeout=60)
+    try:
+        with caplog.at_level(logging.INFO):
+            exporter.start()
+            metrics = f"http://127.0.0.1:{exporter.port}/metrics"
+            wait_for(
+                lambda: http.get(f"http://127.0.0.1:{exporter.port}/readyz").status_code == 200, timeout=60
+            )
+            for discoverer in exporter.discoverers:  # a second listing: still one line
+                discoverer.relist()
+            m = parse_scrape(http.get(metrics).text)
+        discovery = base_url(server, "v2")
+        assert len(m.all("census_up")) == 200  # --census.max-workspaces-per-discovery's default
+        assert len(exporter.fleet.members()) == 200
+        assert m.value("census_discovery_workspaces", discovery=discovery) == 200
+        assert m.value("census_discovery_workspaces_left_out", discovery=discovery) == 800
+        said = [r.getMessage() for r in caplog.records if "left out by" in r.getMessage()]
+        assert len(said) == 1 and "800 workspaces left out" in said[0], said
+        census_threads = sum(thread.name.startswith("census-") for thread in threading.enumerate())
+        # Set by configuration (tests/test_fleet.py's count: each refresh worker with its deadline timer and
+        # the readers of two refreshes, and discovery's thread), not by the number of groups listed.
+        bound = defaults.REFRESH_WORKERS * (2 + 2 * defaults.CONCURRENCY) + 1
+        assert census_threads <= bound < 1000, census_threads
+    finally:
+        http.close()
+        exporter.close()
+        server.close()
