@@ -127,7 +127,7 @@ UNUSABLE = {
     "truncated": lambda good: good[: len(good) // 2],
     "empty": lambda good: b"",
     "not ours": lambda good: b'{"groups": []}',
-    "newer version": lambda good: good.replace(b'"version":1', b'"version":2'),
+    "newer version": lambda good: good.replace(b'"version":2', b'"version":3'),
     "other workspace": lambda good: good.replace(b'"workspace":"default"', b'"workspace":"other"'),
     "negative count": lambda good: good.replace(b'"completed":1', b'"completed":-1'),
     "a bool for a count": lambda good: good.replace(b'"completed":1', b'"completed":true'),
@@ -407,7 +407,10 @@ def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None
     zero = RunCounters.zero(12)
     for each in dataclasses.fields(RunCounters):
         assert getattr(counters, each.name) != getattr(zero, each.name), f"set {each.name} here"
-    sync = Sync(7, "s", "update", None, None, "Contact", "hourly", False)
+    sync = Sync(7, "s", "update", 3, "glimmering_donkey", "Contact", "hourly", False, "failing", 1.7e9, 1.6e9)
+    for each in dataclasses.fields(Sync):
+        if each.name not in ("id", "problems"):
+            assert getattr(sync, each.name) not in (None, ""), f"set {each.name} here"
     snapshot = Snapshot(workspace="w", syncs={7: SyncState(sync=sync, ledger=ledger)}, listed=True)
     held = Storage(tmp_path)
     try:
@@ -416,6 +419,7 @@ def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None
     finally:
         held.close()
     assert restored.ledgers[7] == ledger
+    assert restored.syncs[7] == sync
 
 
 def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspace_totals(
@@ -446,3 +450,82 @@ def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspa
     third = harness_factory(workspace, storage_path=str(tmp_path))
     third.refresh()
     assert third.scrape().value("census_workspace_records_processed_total") == 707
+
+
+def test_a_restored_sync_the_first_listing_after_a_kill_9_misses_keeps_counting_through_the_grace(
+    tmp_path: Path,
+) -> None:
+    # A sync missing from one listing while the exporter runs keeps its ledger for the grace; one that a
+    # restart's first listing misses must too: it lost its stored counts and the runs finished meanwhile.
+    workspace = workspace_with_history()
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    token = tmp_path / "token"
+    token.write_text(TEST_TOKEN)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    argv = [
+        sys.executable,
+        "-m",
+        "census_exporter",
+        f"--census.api-url={simulator.url}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--census.cache-ttl=1",
+        "--census.max-requests-per-second=0",
+        f"--census.token-file={token}",
+        f"--storage.path={tmp_path / 'state'}",
+    ]
+    hidden_id = 12
+
+    def scrape() -> Scrape | None:
+        try:
+            response = httpx.get(url, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return parse_scrape(response.text) if response.status_code == 200 else None
+
+    def counted(at_least: float) -> Scrape | None:
+        scraped = scrape()
+        return scraped if scraped is not None and runs_total(scraped, hidden_id) >= at_least else None
+
+    first = Process(argv, tmp_path / "first.log")
+    second: Process | None = None
+    try:
+        wait_for(lambda: counted(0) is not None and runs_total(counted(0), 11) == 0, what=first.output)
+        for _ in range(5):
+            workspace.add_run(hidden_id, "completed")
+        wait_for(lambda: counted(5), timeout=30, what=first.output)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        for _ in range(3):
+            workspace.add_run(hidden_id, "completed")  # finished while the exporter is down
+        with workspace.lock:
+            definition = workspace.syncs.pop(hidden_id)  # unlisted; its runs endpoint still answers
+        listings = simulator.count(r"/syncs$")
+        second = Process(argv, tmp_path / "second.log")
+        # The first listing after the restart (without the sync) has been read and swapped in.
+        up = wait_for(
+            lambda: (
+                (s := scrape()) is not None
+                and s.value("census_up") == 1
+                and simulator.count(r"/syncs$") > listings
+                and s
+            ),
+            timeout=30,
+            what=second.output,
+        )
+        assert runs_total(up, hidden_id) == 5 + 3, "awaited with its restored ledger, read as usual"
+        with workspace.lock:
+            workspace.syncs[hidden_id] = definition
+        listed_again = simulator.count(r"/syncs$")
+        # Scrapes drive the refreshes: two listings with the sync in them.
+        wait_for(lambda: scrape() and simulator.count(r"/syncs$") > listed_again + 1, timeout=30)
+        workspace.add_run(hidden_id, "completed")
+        final = wait_for(lambda: counted(9), timeout=30, what=second.output)
+        assert runs_total(final, hidden_id) == 9
+        assert "has not been listed" not in second.log.read_text()
+        assert "dropping its series" not in second.log.read_text()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        simulator.close()

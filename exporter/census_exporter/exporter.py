@@ -27,6 +27,7 @@ from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
+from census_exporter.snapshot import SyncState
 from census_exporter.storage import Restored, Storage
 from census_exporter.web_config import WebConfigSource, WebSecurityCollector
 from census_exporter.webhooks.intake import WebhookTarget
@@ -237,7 +238,10 @@ class Exporter:
             announcements=self._announcements.get(workspace.name),
             quota=self._quota,
             ledger_file=ledger_file,
-            restored=restored.ledgers,
+            restored={
+                sync_id: SyncState(sync=restored.syncs[sync_id], ledger=ledger)
+                for sync_id, ledger in restored.ledgers.items()
+            },
         )
 
         def release() -> None:

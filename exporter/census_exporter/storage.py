@@ -1,10 +1,11 @@
 """Ledger storage (``--storage.path``): each workspace's run ledgers on disk, so a restart counts on.
 
 One file per workspace, ``ledgers-<hash of the workspace name>.json``, holding every sync's ledger (the run
-ids accounted for, the pending runs, the counters, the streak and outcome times) and the counters of syncs
-that left the workspace (they stay in its totals). The refresher saves it before each refresh is swapped
-in, so what a scrape can see is never ahead of what a restart restores; a restart then pages each sync back
-to the runs it knows and counts every run that finished meanwhile exactly once.
+ids accounted for, the pending runs, the counters, the streak and outcome times) with the sync's definition
+as last listed (a restored sync missing from the first listing is awaited like any missing sync), and the
+counters of syncs that left the workspace (they stay in its totals). The refresher saves it before each
+refresh is swapped in, so what a scrape can see is never ahead of what a restart restores; a restart then
+pages each sync back to the runs it knows and counts every run that finished meanwhile exactly once.
 
 * Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the directory.
 * Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
@@ -33,7 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from census_exporter.census.models import WORD_LIMIT
+from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, ConnectionId, Sync, check_connection_id
 from census_exporter.snapshot import Snapshot
 from census_exporter.state import (
     MAX_PENDING_RUNS_PER_SYNC,
@@ -49,7 +50,7 @@ from census_exporter.totals import covers, sum_counters
 log = logging.getLogger(__name__)
 
 FORMAT = "census-exporter/ledgers"
-VERSION = 1
+VERSION = 2
 #: A state file larger than this is neither written (the previous one stays) nor read (it is set aside).
 #: A ledger takes about 5 KB with its 500 remembered run ids; this leaves room for some 25,000 syncs.
 MAX_STATE_BYTES = 128 * 1024 * 1024
@@ -70,10 +71,12 @@ class _Unusable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    """What a workspace's state file held: each sync's ledger, and the counters of syncs that left."""
+    """What a workspace's state file held: each sync's ledger and definition, and the counters of syncs
+    that left."""
 
     ledgers: Mapping[int, SyncLedger] = field(default_factory=dict)
     departed: RunCounters | None = None
+    syncs: Mapping[int, Sync] = field(default_factory=dict)
 
 
 class Storage:
@@ -119,8 +122,9 @@ class LedgerFile:
         self._generation = -1
         #: The ledgers last saved (or restored): a save with the same objects writes nothing.
         self._saved: dict[int, SyncLedger] = {}
-        #: Each saved ledger's JSON, by sync: a ledger object that did not change is not encoded again.
-        self._encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        self._saved_syncs: dict[int, Sync] = {}
+        #: Each saved ledger's JSON, by sync: an unchanged ledger and definition are not encoded again.
+        self._encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
         self._departed = sum_counters((), len(self._buckets))
         self._failed_logged_at = -math.inf
 
@@ -147,6 +151,7 @@ class LedgerFile:
             return self._set_aside(str(error))
         with self._lock:
             self._saved = dict(restored.ledgers)
+            self._saved_syncs = dict(restored.syncs)
             if restored.departed is not None:
                 self._departed = restored.departed
         log.info(
@@ -198,11 +203,13 @@ class LedgerFile:
         if not isinstance(syncs, dict):
             raise _Unusable("no syncs")
         ledgers: dict[int, SyncLedger] = {}
+        definitions: dict[int, Sync] = {}
         for key, value in syncs.items():
             sync_id = _int(_parse_int(key), "sync id", 0, _MAX_ID)
             ledgers[sync_id] = self._ledger(value, len(stored_buckets), same_buckets)
+            definitions[sync_id] = _sync(value.get("sync"), sync_id)
         departed = self._counters(document.get("departed"), len(stored_buckets), same_buckets)
-        return Restored(MappingProxyType(ledgers), departed)
+        return Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
 
     def _ledger(self, value: Any, stored_buckets: int, same_buckets: bool) -> SyncLedger:
         if not isinstance(value, dict):
@@ -288,6 +295,7 @@ class LedgerFile:
         ledgers = {
             sync_id: state.ledger for sync_id, state in snapshot.syncs.items() if state.ledger is not None
         }
+        definitions = {sync_id: snapshot.syncs[sync_id].sync for sync_id in ledgers}
         with self._lock:
             if generation < self._generation:
                 return
@@ -299,11 +307,15 @@ class LedgerFile:
                 or (now is not before and not covers(now.counters, before.counters))
             ]
             unchanged = not left and ledgers.keys() == self._saved.keys()
-            if unchanged and all(ledgers[sync_id] is before for sync_id, before in self._saved.items()):
+            if (
+                unchanged
+                and all(ledgers[sync_id] is before for sync_id, before in self._saved.items())
+                and all(definitions[sync_id] == before for sync_id, before in self._saved_syncs.items())
+            ):
                 return
             # Only their record totals and durations stay in the workspace's totals (no run counts).
             departed = sum_counters([self._departed, *left], len(self._buckets)) if left else self._departed
-            data = self._encode(ledgers, departed)
+            data = self._encode(ledgers, definitions, departed)
             if len(data) > MAX_STATE_BYTES:
                 self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
                 return
@@ -312,7 +324,7 @@ class LedgerFile:
             except OSError as error:
                 self._failed(error.strerror or str(error))
                 return
-            self._saved, self._departed = ledgers, departed
+            self._saved, self._saved_syncs, self._departed = ledgers, definitions, departed
 
     def _failed(self, reason: str) -> None:
         now = time.monotonic()
@@ -326,7 +338,9 @@ class LedgerFile:
                 reason,
             )
 
-    def _encode(self, ledgers: Mapping[int, SyncLedger], departed: RunCounters) -> bytes:
+    def _encode(
+        self, ledgers: Mapping[int, SyncLedger], definitions: Mapping[int, Sync], departed: RunCounters
+    ) -> bytes:
         header = {
             "format": FORMAT,
             "version": VERSION,
@@ -335,14 +349,15 @@ class LedgerFile:
             "buckets": list(self._buckets),
             "departed": _counters_json(departed),
         }
-        encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
         parts = []
         for sync_id, ledger in sorted(ledgers.items()):
+            sync = definitions[sync_id]
             cached = self._encoded.get(sync_id)
-            if cached is None or cached[0] is not ledger:
-                cached = (ledger, _json(_ledger_json(ledger)))
+            if cached is None or cached[0] is not ledger or cached[1] != sync:
+                cached = (ledger, sync, _json({**_ledger_json(ledger), "sync": _sync_json(sync)}))
             encoded[sync_id] = cached
-            parts.append(b'"%d":%s' % (sync_id, cached[1]))
+            parts.append(b'"%d":%s' % (sync_id, cached[2]))
         self._encoded = encoded
         return _json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
 
@@ -370,6 +385,43 @@ def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
         "watched_since": ledger.watched_since,
         "counted_fingerprints": list(ledger.counted_fingerprints),
     }
+
+
+def _sync_json(sync: Sync) -> dict[str, Any]:
+    """The sync's definition as listed (what its series are labelled with while it is awaited)."""
+    return {
+        "label": sync.label,
+        "operation": sync.operation,
+        "source": sync.source_connection_id,
+        "destination": sync.destination_connection_id,
+        "object": sync.destination_object,
+        "schedule": sync.schedule,
+        "paused": sync.paused,
+        "health": sync.health,
+        "updated_at": sync.updated_at,
+        "created_at": sync.created_at,
+    }
+
+
+def _sync(value: Any, sync_id: int) -> Sync:
+    if not isinstance(value, dict):
+        raise _Unusable("a sync definition is not an object")
+    paused = value.get("paused")
+    if paused not in (None, True, False):
+        raise _Unusable("paused")
+    return Sync(
+        id=sync_id,
+        label=_text(value.get("label"), "label", NAME_LIMIT),
+        operation=_text(value.get("operation"), "operation", WORD_LIMIT, empty=True),
+        source_connection_id=_connection(value.get("source"), "source"),
+        destination_connection_id=_connection(value.get("destination"), "destination"),
+        destination_object=_text(value.get("object"), "object", NAME_LIMIT, empty=True),
+        schedule=_text(value.get("schedule"), "schedule", NAME_LIMIT, empty=True),
+        paused=paused,
+        health=_optional_word(value.get("health"), "health"),
+        updated_at=_optional_float(value.get("updated_at"), "updated_at"),
+        created_at=_optional_float(value.get("created_at"), "created_at"),
+    )
 
 
 def _counters_json(counters: RunCounters) -> dict[str, Any]:
@@ -448,6 +500,20 @@ def _optional_float(value: Any, what: str) -> float | None:
 def _word(value: Any, what: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= WORD_LIMIT:
         raise _Unusable(f"{what} {_short(value)}")
+    return value
+
+
+def _text(value: Any, what: str, limit: int, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > limit or not (value or empty):
+        raise _Unusable(what)
+    return value
+
+
+def _connection(value: Any, what: str) -> ConnectionId | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or check_connection_id(value) != value:
+        raise _Unusable(f"{what} connection {_short(value)}")
     return value
 
 
