@@ -84,7 +84,7 @@ def test_a_restart_with_the_state_counts_what_finished_meanwhile_once_and_the_co
         workspace.add_run(11, "completed", records=1)
     workspace.add_run(12, "completed", records=5)
     with caplog.at_level(logging.INFO, logger="census_exporter.storage"):
-        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     assert any("restored the ledgers of 2 syncs" in r.getMessage() for r in caplog.records)
     second.refresh()
     after = second.scrape()
@@ -154,7 +154,7 @@ def test_a_corrupt_or_foreign_state_file_is_set_aside_with_one_line_and_counting
     damaged = UNUSABLE[damage](good)
     path.write_bytes(damaged)
     with caplog.at_level(logging.INFO, logger="census_exporter"):
-        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
     assert len(lines) == 1 and "set aside" in lines[0], lines
     assert path.with_name(path.name + ".set-aside").read_bytes() == damaged
@@ -181,7 +181,7 @@ def test_a_state_file_above_the_size_bound_is_neither_read_nor_written(
     first.exporter.close()
     monkeypatch.setattr(storage, "MAX_STATE_BYTES", size // 2)
     with caplog.at_level(logging.WARNING, logger="census_exporter"):
-        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
         second.refresh()
     messages = [r.getMessage() for r in caplog.records]
     assert any("not usable" in m and "more than" in m for m in messages)
@@ -198,7 +198,9 @@ def test_changed_duration_buckets_restart_only_the_histogram(
     workspace.add_run(11, "completed", duration=30)
     first.refresh()
     first.exporter.close()
-    second = harness_factory(workspace, storage_path=str(tmp_path), duration_buckets=(5.0, 50.0))
+    second = harness_factory(
+        workspace, storage_path=str(tmp_path), api_url=first.simulator.url, duration_buckets=(5.0, 50.0)
+    )
     second.refresh()
     scrape = second.scrape()
     assert runs_total(scrape, 11) == 1
@@ -434,7 +436,7 @@ def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspa
     assert first.scrape().value("census_workspace_records_processed_total") == 705
     first.exporter.close()
     workspace.remove_sync(13)  # deleted while the exporter is down
-    second = harness_factory(workspace, storage_path=str(tmp_path))
+    second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     second.refresh()
     scrape = second.scrape()
     assert scrape.value("census_workspace_records_processed_total") == 705  # no drop, no reset
@@ -447,7 +449,7 @@ def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspa
     second.refresh()
     assert second.scrape().value("census_workspace_records_processed_total") == 707
     second.exporter.close()
-    third = harness_factory(workspace, storage_path=str(tmp_path))
+    third = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     third.refresh()
     assert third.scrape().value("census_workspace_records_processed_total") == 707
 
@@ -529,3 +531,75 @@ def test_a_restored_sync_the_first_listing_after_a_kill_9_misses_keeps_counting_
         if second is not None:
             second.stop()
         simulator.close()
+
+
+@pytest.mark.parametrize("other", ["token", "api url"])
+def test_the_state_of_another_census_workspace_with_the_same_label_is_set_aside(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture, other: str
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    workspace.add_run(11, "completed", records=3_000_000)
+    first.refresh()
+    assert first.scrape().value("census_workspace_records_processed_total") == 3_000_000
+    first.exporter.close()
+    (path,) = state_files(tmp_path)
+    stored = path.read_bytes()
+    assert TEST_TOKEN.encode() not in stored  # only a salted hash of it
+    # Another account's workspace, labelled "default" too, on the same directory.
+    another = workspace_with_history()
+    if other == "token":
+        # The same API URL (as every account on api.getcensus.com has), another workspace's token.
+        first.simulator.workspace, first.simulator.token = another, "another-token"
+        with caplog.at_level(logging.INFO, logger="census_exporter"):
+            second = harness_factory(
+                another, storage_path=str(tmp_path), token="another-token", api_url=first.simulator.url
+            )
+    else:
+        with caplog.at_level(logging.INFO, logger="census_exporter"):
+            second = harness_factory(another, storage_path=str(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
+    assert len(lines) == 1 and "another Census workspace" in lines[0] and "set aside" in lines[0], lines
+    assert path.with_name(path.name + ".set-aside").read_bytes() == stored
+    second.refresh()
+    assert second.scrape().value("census_workspace_records_processed_total") in (None, 0)
+    assert runs_total(second.scrape(), 11) == 0
+    # Its own file now: a restart of the same workspace continues from it.
+    another.add_run(11, "completed", records=5)
+    second.refresh()
+    second.exporter.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="census_exporter"):
+        third = harness_factory(
+            another,
+            storage_path=str(tmp_path),
+            token=second.exporter.config.token(),
+            api_url=second.exporter.config.api_url,
+        )
+    assert not [r for r in caplog.records if "not usable" in r.getMessage()]
+    third.refresh()
+    assert runs_total(third.scrape(), 11) == 1
+
+
+def test_with_a_workspace_or_group_id_the_id_decides_and_a_rotated_token_continues(tmp_path: Path) -> None:
+    sync = Sync(7, "s", "update", None, None, "Contact", "hourly", False)
+    ledger = SyncLedger(
+        recent_run_ids=RunIds([5]), pending_run_ids=frozenset(), counters=RunCounters.zero(12)
+    )
+    snapshot = Snapshot(workspace="w", syncs={7: SyncState(sync=sync, ledger=ledger)}, listed=True)
+    url = "https://app.getcensus.com/api/v1"
+
+    def stored_then_loaded(scope: str, token: str) -> storage.Restored:
+        held = Storage(tmp_path)
+        try:
+            saved = storage.Identity(url, "group:a", token=lambda: "old-token")
+            held.workspace("w", DEFAULT_DURATION_BUCKETS, saved).save(snapshot, 1)
+            loaded = storage.Identity(url, scope, token=lambda: token)
+            return held.workspace("w", DEFAULT_DURATION_BUCKETS, loaded).load()
+        finally:
+            held.close()
+
+    assert stored_then_loaded("group:a", "rotated-token").ledgers[7] == ledger
+    assert stored_then_loaded("group:b", "old-token").ledgers == {}
+    assert stored_then_loaded("workspace:1", "old-token").ledgers == {}

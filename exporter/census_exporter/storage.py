@@ -11,8 +11,9 @@ pages each sync back to the runs it knows and counts every run that finished mea
 * Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
   ledger's own caps, and every value read is checked against them.
 * Versioned (:data:`FORMAT`, :data:`VERSION`): a file that is corrupt, of another format or version, or of
-  another workspace is set aside (renamed ``*.set-aside``, replacing an older one) with one log line, and
-  the workspace starts fresh.
+  another workspace (its label, API URL, Census workspace or group id, or, without an id, its token, kept
+  only as a salted SHA-256) is set aside (renamed ``*.set-aside``, replacing an older one) with one log
+  line, and the workspace starts fresh.
 * One exporter per directory: a lock (``flock``) held for the process's life refuses a second one.
 """
 
@@ -26,9 +27,10 @@ import json
 import logging
 import math
 import os
+import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -79,6 +81,21 @@ class Restored:
     syncs: Mapping[int, Sync] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Which Census workspace a state file belongs to, beyond its label: a directory pointed at another
+    account's workspace with the same label must not continue its counts.
+
+    ``scope`` is the Census workspace id (``workspace:123``) or V2 group id (``group:abc``) when known;
+    without one the token tells workspaces apart, stored only as a salted hash (a rotated token starts
+    afresh).
+    """
+
+    api_url: str
+    scope: str | None = None
+    token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+
+
 class Storage:
     """The storage directory, locked for this process; hands out one :class:`LedgerFile` per workspace."""
 
@@ -98,9 +115,11 @@ class Storage:
             self.close()
             raise StorageError(f"cannot write to {self.directory}")
 
-    def workspace(self, name: str, buckets: tuple[float, ...]) -> LedgerFile:
-        """The state file of workspace ``name``."""
-        return LedgerFile(self.directory, name, buckets)
+    def workspace(
+        self, name: str, buckets: tuple[float, ...], identity: Identity | None = None
+    ) -> LedgerFile:
+        """The state file of workspace ``name`` (of the Census workspace ``identity`` names, if given)."""
+        return LedgerFile(self.directory, name, buckets, identity or Identity(api_url=""))
 
     def close(self) -> None:
         """Release the directory's lock (the process's end does too)."""
@@ -113,10 +132,14 @@ class Storage:
 class LedgerFile:
     """One workspace's state file: :meth:`load` once at start, then :meth:`save` before each swap."""
 
-    def __init__(self, directory: Path, workspace: str, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self, directory: Path, workspace: str, buckets: tuple[float, ...], identity: Identity
+    ) -> None:
         digest = hashlib.sha256(workspace.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         self.path = directory / f"ledgers-{digest}.json"
         self._workspace = workspace
+        self._identity = identity
+        self._salt = secrets.token_hex(16)
         self._buckets = tuple(buckets)
         self._lock = threading.Lock()
         self._generation = -1
@@ -191,6 +214,10 @@ class LedgerFile:
             )
         if document.get("workspace") != self._workspace:
             raise _Unusable(f"it belongs to workspace {_short(document.get('workspace'))}")
+        if not self._same_census_workspace(document):
+            raise _Unusable(
+                "it belongs to another Census workspace (its API URL, workspace id or token differ)"
+            )
         stored_buckets = _floats(document.get("buckets"), "buckets", 64)
         same_buckets = tuple(stored_buckets) == self._buckets
         if not same_buckets:
@@ -210,6 +237,27 @@ class LedgerFile:
             definitions[sync_id] = _sync(value.get("sync"), sync_id)
         departed = self._counters(document.get("departed"), len(stored_buckets), same_buckets)
         return Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
+
+    def _same_census_workspace(self, document: Mapping[str, Any]) -> bool:
+        identity = self._identity
+        if document.get("api_url") != identity.api_url or document.get("scope") != identity.scope:
+            return False
+        salt, stored = document.get("salt"), document.get("token_sha256")
+        if identity.scope is not None or identity.token is None:
+            return identity.scope is not None or stored is None
+        if not isinstance(salt, str) or not isinstance(stored, str):
+            return False
+        return secrets.compare_digest(stored, self._token_digest(salt) or "")
+
+    def _token_digest(self, salt: str) -> str | None:
+        """The salted hash of the current token (None: no token source, or it cannot be read now)."""
+        if self._identity.token is None:
+            return None
+        try:
+            token = self._identity.token()
+        except Exception:  # noqa: BLE001 - an unreadable token file is reported where requests are made
+            return None
+        return hashlib.sha256(f"{salt}:{token}".encode("utf-8", "surrogatepass")).hexdigest()
 
     def _ledger(self, value: Any, stored_buckets: int, same_buckets: bool) -> SyncLedger:
         if not isinstance(value, dict):
@@ -345,6 +393,10 @@ class LedgerFile:
             "format": FORMAT,
             "version": VERSION,
             "workspace": self._workspace,
+            "api_url": self._identity.api_url,
+            "scope": self._identity.scope,
+            "salt": self._salt,
+            "token_sha256": None if self._identity.scope is not None else self._token_digest(self._salt),
             "saved_at": time.time(),
             "buckets": list(self._buckets),
             "departed": _counters_json(departed),
