@@ -11,7 +11,9 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -603,3 +605,79 @@ def test_with_a_workspace_or_group_id_the_id_decides_and_a_rotated_token_continu
     assert stored_then_loaded("group:a", "rotated-token").ledgers[7] == ledger
     assert stored_then_loaded("group:b", "old-token").ledgers == {}
     assert stored_then_loaded("workspace:1", "old-token").ledgers == {}
+
+
+def state_path(directory: Path, workspace: str = "default") -> Path:
+    """Where workspace ``workspace``'s state file lives in ``directory`` (created, unlocked again)."""
+    held = Storage(directory)
+    try:
+        return held.workspace(workspace, DEFAULT_DURATION_BUCKETS).path
+    finally:
+        held.close()
+
+
+def test_a_named_pipe_at_the_state_path_neither_hangs_the_start_nor_is_read(tmp_path: Path) -> None:
+    workspace = workspace_with_history()
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    token = tmp_path / "token"
+    token.write_text(TEST_TOKEN)
+    path = state_path(tmp_path / "state")
+    os.mkfifo(path)  # nothing ever writes to it: a blocking open or read would wait forever
+    port = free_port()
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "census_exporter",
+            f"--census.api-url={simulator.url}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--census.max-requests-per-second=0",
+            f"--census.token-file={token}",
+            f"--storage.path={tmp_path / 'state'}",
+        ],
+        tmp_path / "exporter.log",
+    )
+
+    def up() -> bool:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        except httpx.HTTPError:
+            return False
+        return parse_scrape(response.text).value("census_up") == 1
+
+    try:
+        wait_for(up, timeout=30, what=process.output)
+        lines = [line for line in process.log.read_text().splitlines() if "not usable" in line]
+        assert len(lines) == 1 and "not a regular file" in lines[0], lines
+        assert stat.S_ISFIFO(path.with_name(path.name + ".set-aside").lstat().st_mode)
+        assert stat.S_ISREG(path.lstat().st_mode)  # its own file replaced it
+        assert "Traceback" not in process.log.read_text()
+    finally:
+        process.stop()
+        simulator.close()
+
+
+@pytest.mark.parametrize("target", ["another state file", "/dev/zero"])
+def test_a_symbolic_link_at_the_state_path_is_not_followed(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture, target: str
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path / "elsewhere"))
+    first.refresh()
+    workspace.add_run(11, "completed")
+    first.refresh()
+    first.exporter.close()
+    (elsewhere,) = state_files(tmp_path / "elsewhere")
+    planted = elsewhere.read_bytes()
+    path = state_path(tmp_path / "state")
+    path.symlink_to(elsewhere if target == "another state file" else Path(target))
+    with caplog.at_level(logging.INFO, logger="census_exporter"):
+        second = harness_factory(workspace, storage_path=str(tmp_path / "state"), api_url=first.simulator.url)
+    lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
+    assert len(lines) == 1 and "symbolic link" in lines[0] and "set aside" in lines[0], lines
+    assert path.with_name(path.name + ".set-aside").is_symlink()
+    workspace.add_run(11, "completed")
+    second.refresh()
+    assert runs_total(second.scrape(), 11) == 0  # a baseline: the linked file's ledgers were not used
+    assert elsewhere.read_bytes() == planted  # and nothing was written through the link
+    assert not path.is_symlink()

@@ -20,6 +20,7 @@ pages each sync back to the runs it knows and counts every run that finished mea
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -28,6 +29,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -103,7 +105,11 @@ class Storage:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock = os.open(
+                self.directory / LOCK_FILE,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                0o600,
+            )
         except OSError as error:
             raise StorageError(f"cannot use {self.directory}: {error.strerror or error}") from None
         try:
@@ -156,10 +162,14 @@ class LedgerFile:
     def load(self) -> Restored:
         """The stored ledgers, or nothing (the file is then set aside, with one log line, if it exists)."""
         try:
-            with self.path.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > MAX_STATE_BYTES:
-                    raise _Unusable(f"{size} bytes, more than {MAX_STATE_BYTES}")
+            # Neither through a link nor blocked by a named pipe: only a regular file of its own is read.
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(descriptor, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise _Unusable("not a regular file")
+                if info.st_size > MAX_STATE_BYTES:
+                    raise _Unusable(f"{info.st_size} bytes, more than {MAX_STATE_BYTES}")
                 data = handle.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             log.info("workspace %s: no stored ledgers in %s; counting starts now", self._workspace, self.path)
@@ -167,6 +177,8 @@ class LedgerFile:
         except _Unusable as error:
             return self._set_aside(str(error))
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                return self._set_aside("a symbolic link, not a regular file")
             return self._set_aside(f"unreadable: {error.strerror or error}")
         try:
             restored = self._decode(data)
