@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -681,3 +682,29 @@ def test_a_symbolic_link_at_the_state_path_is_not_followed(
     assert runs_total(second.scrape(), 11) == 0  # a baseline: the linked file's ledgers were not used
     assert elsewhere.read_bytes() == planted  # and nothing was written through the link
     assert not path.is_symlink()
+
+
+def test_after_the_directory_is_removed_and_another_exporter_takes_it_the_first_writes_no_more(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "state"
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(directory))
+    first.refresh()
+    shutil.rmtree(directory)
+    # Another exporter starts on the same path: the directory and its lock are new, so its lock succeeds.
+    second = harness_factory(workspace, storage_path=str(directory), api_url=first.simulator.url)
+    second.refresh()
+    workspace.add_run(11, "completed")
+    second.refresh()
+    (path,) = state_files(directory)
+    theirs = path.read_bytes()
+    workspace.add_run(12, "completed")
+    with caplog.at_level(logging.WARNING, logger="census_exporter.storage"):
+        first.refresh()
+        workspace.add_run(12, "completed")
+        first.refresh()
+    assert runs_total(first.scrape(), 12) == 2  # counting goes on in memory
+    assert path.read_bytes() == theirs, "the first exporter wrote into the second one's file"
+    lines = [r.getMessage() for r in caplog.records if "cannot store" in r.getMessage()]
+    assert len(lines) == 1 and "lock file was removed or replaced" in lines[0], lines

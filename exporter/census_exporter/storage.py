@@ -125,7 +125,21 @@ class Storage:
         self, name: str, buckets: tuple[float, ...], identity: Identity | None = None
     ) -> LedgerFile:
         """The state file of workspace ``name`` (of the Census workspace ``identity`` names, if given)."""
-        return LedgerFile(self.directory, name, buckets, identity or Identity(api_url=""))
+        return LedgerFile(self.directory, name, buckets, identity, self.still_held)
+
+    def still_held(self) -> bool:
+        """Whether the lock file at the directory is still the one this process locked: after the directory
+        was removed (and maybe made again by another exporter, which then holds a new lock), writing on
+        would put two exporters' counts in one file."""
+        lock = self._lock
+        if lock < 0:
+            return False
+        try:
+            held = os.fstat(lock)
+            there = os.stat(self.directory / LOCK_FILE, follow_symlinks=False)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
     def close(self) -> None:
         """Release the directory's lock (the process's end does too)."""
@@ -139,12 +153,19 @@ class LedgerFile:
     """One workspace's state file: :meth:`load` once at start, then :meth:`save` before each swap."""
 
     def __init__(
-        self, directory: Path, workspace: str, buckets: tuple[float, ...], identity: Identity
+        self,
+        directory: Path,
+        workspace: str,
+        buckets: tuple[float, ...],
+        identity: Identity | None = None,
+        held: Callable[[], bool] = lambda: True,
     ) -> None:
         digest = hashlib.sha256(workspace.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         self.path = directory / f"ledgers-{digest}.json"
         self._workspace = workspace
-        self._identity = identity
+        self._identity = identity or Identity(api_url="")
+        #: Whether the directory's lock is still this process's (checked before each write).
+        self._held = held
         self._salt = secrets.token_hex(16)
         self._buckets = tuple(buckets)
         self._lock = threading.Lock()
@@ -378,6 +399,9 @@ class LedgerFile:
             data = self._encode(ledgers, definitions, departed)
             if len(data) > MAX_STATE_BYTES:
                 self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
+                return
+            if not self._held():
+                self._failed("its lock file was removed or replaced: the directory may be another exporter's")
                 return
             try:
                 _write_atomically(self.path, data)
