@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import stat
@@ -126,6 +127,7 @@ def test_the_state_file_is_replaced_whole_and_private(
     assert (document["format"], document["version"], document["workspace"]) == (FORMAT, VERSION, "default")
 
 
+LAST_SUCCESS = rb'"last_success_at":[0-9.e+]+'
 UNUSABLE = {
     "truncated": lambda good: good[: len(good) // 2],
     "empty": lambda good: b"",
@@ -135,6 +137,9 @@ UNUSABLE = {
     "negative count": lambda good: good.replace(b'"completed":1', b'"completed":-1'),
     "a bool for a count": lambda good: good.replace(b'"completed":1', b'"completed":true'),
     "deep nesting": lambda good: b"[" * 100_000,
+    "a time beyond now": lambda good: re.sub(LAST_SUCCESS, b'"last_success_at":1e308', good),
+    "a time before 1970": lambda good: re.sub(LAST_SUCCESS, b'"last_success_at":-1e18', good),
+    "one sync stored twice": lambda good: good.replace(b'"syncs":{"11":', b'"syncs":{"12":'),
 }
 
 

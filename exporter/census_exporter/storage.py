@@ -63,6 +63,9 @@ _MAX_STATUSES = 16 + MAX_UNDOCUMENTED_STATUSES
 _MAX_ID = 2**63 - 1
 _MAX_COUNT = 2**63 - 1
 LOCK_FILE = "census-exporter.lock"
+#: A stored time later than this past the clock now is not one the exporter stored (a clock set back a day
+#: or less still restores).
+_MAX_FUTURE_SECONDS = 86_400.0
 
 
 class StorageError(Exception):
@@ -236,7 +239,9 @@ class LedgerFile:
 
     def _decode(self, data: bytes) -> Restored:
         try:
-            document = json.loads(data)
+            document = json.loads(data, object_pairs_hook=_no_repeated_keys)
+        except _Unusable:
+            raise
         except (ValueError, RecursionError) as error:
             raise _Unusable(f"not JSON: {type(error).__name__}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -308,7 +313,7 @@ class LedgerFile:
         if not isinstance(seen_raw, dict) or len(seen_raw) > MAX_PENDING_RUNS_PER_SYNC:
             raise _Unusable("pending_seen")
         seen = {
-            _int(_parse_int(key), "pending run id", 0, _MAX_ID): _float(at, "pending_seen")
+            _int(_parse_int(key), "pending run id", 0, _MAX_ID): _time(at, "pending_seen")
             for key, at in seen_raw.items()
         }
         failing = value.get("failing")
@@ -318,17 +323,17 @@ class LedgerFile:
             recent_run_ids=RunIds(recent),
             pending_run_ids=frozenset(pending),
             counters=self._counters(value.get("counters"), stored_buckets, same_buckets),
-            last_success_at=_optional_float(value.get("last_success_at"), "last_success_at"),
-            last_failure_at=_optional_float(value.get("last_failure_at"), "last_failure_at"),
+            last_success_at=_optional_time(value.get("last_success_at"), "last_success_at"),
+            last_failure_at=_optional_time(value.get("last_failure_at"), "last_failure_at"),
             buckets=self._buckets,
             last_pending_lookup=_int(value.get("last_pending_lookup", 0), "last_pending_lookup", 0, _MAX_ID),
             floor_run_id=_int(value.get("floor_run_id", 0), "floor_run_id", 0, _MAX_ID),
             newest_outcome_run_id=_int(value.get("newest_outcome_run_id", 0), "newest_outcome", 0, _MAX_ID),
             failing=failing,
             failing_error_code=_optional_word(value.get("failing_error_code"), "failing_error_code"),
-            earliest_run_at=_optional_float(value.get("earliest_run_at"), "earliest_run_at"),
+            earliest_run_at=_optional_time(value.get("earliest_run_at"), "earliest_run_at"),
             pending_seen_at=MappingProxyType(seen),
-            watched_since=_optional_float(value.get("watched_since"), "watched_since"),
+            watched_since=_optional_time(value.get("watched_since"), "watched_since"),
             counted_fingerprints=RunIds(
                 _ints(
                     value.get("counted_fingerprints", []),
@@ -507,8 +512,8 @@ def _sync(value: Any, sync_id: int) -> Sync:
         schedule=_text(value.get("schedule"), "schedule", NAME_LIMIT, empty=True),
         paused=paused,
         health=_optional_word(value.get("health"), "health"),
-        updated_at=_optional_float(value.get("updated_at"), "updated_at"),
-        created_at=_optional_float(value.get("created_at"), "created_at"),
+        updated_at=_optional_time(value.get("updated_at"), "updated_at"),
+        created_at=_optional_time(value.get("created_at"), "created_at"),
     )
 
 
@@ -581,8 +586,24 @@ def _floats(value: Any, what: str, most: int) -> list[float]:
     return [_float(item, what) for item in value]
 
 
-def _optional_float(value: Any, what: str) -> float | None:
-    return None if value is None else _float(value, what)
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice (two ledgers for one sync) makes the file unusable, not the last."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise _Unusable("a key is repeated in one object")
+    return document
+
+
+def _time(value: Any, what: str) -> float:
+    """A Unix time no earlier than 1970 and no later than a day from now (the exporter wrote no other)."""
+    at = _float(value, what)
+    if not 0 <= at <= time.time() + _MAX_FUTURE_SECONDS:
+        raise _Unusable(f"{what} {_short(value)}")
+    return at
+
+
+def _optional_time(value: Any, what: str) -> float | None:
+    return None if value is None else _time(value, what)
 
 
 def _word(value: Any, what: str) -> str:
