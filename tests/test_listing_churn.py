@@ -19,6 +19,7 @@ from census_exporter.refresh import (
     Refresher,
     RefreshSettings,
 )
+from census_exporter.snapshot import SyncState
 from tests.conftest import TEST_TOKEN, Harness
 
 HarnessFactory = Callable[..., Harness]
@@ -154,3 +155,34 @@ def test_a_sync_still_answering_is_dropped_only_after_the_grace_period(
     snapshot = refresher.trigger().result(timeout=10)
     ledger = snapshot.syncs[2].ledger
     assert ledger is not None and ledger.counters.runs_by_status["completed"] == 0
+
+
+def test_an_incomplete_first_listing_after_a_restart_keeps_every_restored_sync_counting(
+    shifting: tuple[SimulatedWorkspace, ShiftingListing, Refresher, list[float]],
+) -> None:
+    workspace, api, before, _ = shifting
+    before.trigger().result(timeout=10)
+    workspace.add_run(2)
+    stored = before.trigger().result(timeout=10).syncs  # what --storage.path would have restored
+    assert stored[2].ledger is not None and stored[2].ledger.counters.runs_by_status["completed"] == 1
+    workspace.add_run(2)  # finished while "down"
+    api.hidden, api.complete = {2}, False
+    restarted = Refresher(
+        api,
+        RefreshSettings(cache_ttl_seconds=0),
+        restored={
+            sync_id: SyncState(sync=state.sync, ledger=state.ledger) for sync_id, state in stored.items()
+        },
+    )
+    try:
+        snapshot = restarted.trigger().result(timeout=10)
+        assert snapshot.last_error == f"GET /syncs: {LIST_CHANGED_ERROR}"
+        state = snapshot.syncs[2]
+        assert state.missing_listings == 0  # an incomplete listing proves nothing about absence
+        assert state.ledger is not None and state.ledger.counters.runs_by_status["completed"] == 2
+        api.hidden, api.complete = set(), True
+        workspace.add_run(2)
+        again = restarted.trigger().result(timeout=10).syncs[2]
+        assert again.ledger is not None and again.ledger.counters.runs_by_status["completed"] == 3
+    finally:
+        restarted.close()

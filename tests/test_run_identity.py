@@ -76,7 +76,7 @@ def test_a_repeat_is_still_recognised_after_a_restart_with_the_state(
     first.refresh()
     first.exporter.close()
     workspace.add_run(SYNC, raw={**run, "id": max(workspace.runs_by_id) + 1})
-    second = harness_factory(workspace, storage_path=str(tmp_path))
+    second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     second.refresh()
     assert counted(second) == 1
 

@@ -11,7 +11,11 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
+import re
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -84,7 +88,7 @@ def test_a_restart_with_the_state_counts_what_finished_meanwhile_once_and_the_co
         workspace.add_run(11, "completed", records=1)
     workspace.add_run(12, "completed", records=5)
     with caplog.at_level(logging.INFO, logger="census_exporter.storage"):
-        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     assert any("restored the ledgers of 2 syncs" in r.getMessage() for r in caplog.records)
     second.refresh()
     after = second.scrape()
@@ -123,15 +127,19 @@ def test_the_state_file_is_replaced_whole_and_private(
     assert (document["format"], document["version"], document["workspace"]) == (FORMAT, VERSION, "default")
 
 
+LAST_SUCCESS = rb'"last_success_at":[0-9.e+]+'
 UNUSABLE = {
     "truncated": lambda good: good[: len(good) // 2],
     "empty": lambda good: b"",
     "not ours": lambda good: b'{"groups": []}',
-    "newer version": lambda good: good.replace(b'"version":1', b'"version":2'),
+    "newer version": lambda good: good.replace(b'"version":2', b'"version":3'),
     "other workspace": lambda good: good.replace(b'"workspace":"default"', b'"workspace":"other"'),
     "negative count": lambda good: good.replace(b'"completed":1', b'"completed":-1'),
     "a bool for a count": lambda good: good.replace(b'"completed":1', b'"completed":true'),
     "deep nesting": lambda good: b"[" * 100_000,
+    "a time beyond now": lambda good: re.sub(LAST_SUCCESS, b'"last_success_at":1e308', good),
+    "a time before 1970": lambda good: re.sub(LAST_SUCCESS, b'"last_success_at":-1e18', good),
+    "one sync stored twice": lambda good: good.replace(b'"syncs":{"11":', b'"syncs":{"12":'),
 }
 
 
@@ -154,7 +162,7 @@ def test_a_corrupt_or_foreign_state_file_is_set_aside_with_one_line_and_counting
     damaged = UNUSABLE[damage](good)
     path.write_bytes(damaged)
     with caplog.at_level(logging.INFO, logger="census_exporter"):
-        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
     assert len(lines) == 1 and "set aside" in lines[0], lines
     assert path.with_name(path.name + ".set-aside").read_bytes() == damaged
@@ -181,7 +189,7 @@ def test_a_state_file_above_the_size_bound_is_neither_read_nor_written(
     first.exporter.close()
     monkeypatch.setattr(storage, "MAX_STATE_BYTES", size // 2)
     with caplog.at_level(logging.WARNING, logger="census_exporter"):
-        second = harness_factory(workspace, storage_path=str(tmp_path))
+        second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
         second.refresh()
     messages = [r.getMessage() for r in caplog.records]
     assert any("not usable" in m and "more than" in m for m in messages)
@@ -198,7 +206,9 @@ def test_changed_duration_buckets_restart_only_the_histogram(
     workspace.add_run(11, "completed", duration=30)
     first.refresh()
     first.exporter.close()
-    second = harness_factory(workspace, storage_path=str(tmp_path), duration_buckets=(5.0, 50.0))
+    second = harness_factory(
+        workspace, storage_path=str(tmp_path), api_url=first.simulator.url, duration_buckets=(5.0, 50.0)
+    )
     second.refresh()
     scrape = second.scrape()
     assert runs_total(scrape, 11) == 1
@@ -407,7 +417,10 @@ def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None
     zero = RunCounters.zero(12)
     for each in dataclasses.fields(RunCounters):
         assert getattr(counters, each.name) != getattr(zero, each.name), f"set {each.name} here"
-    sync = Sync(7, "s", "update", None, None, "Contact", "hourly", False)
+    sync = Sync(7, "s", "update", 3, "glimmering_donkey", "Contact", "hourly", False, "failing", 1.7e9, 1.6e9)
+    for each in dataclasses.fields(Sync):
+        if each.name not in ("id", "problems"):
+            assert getattr(sync, each.name) not in (None, ""), f"set {each.name} here"
     snapshot = Snapshot(workspace="w", syncs={7: SyncState(sync=sync, ledger=ledger)}, listed=True)
     held = Storage(tmp_path)
     try:
@@ -416,6 +429,7 @@ def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None
     finally:
         held.close()
     assert restored.ledgers[7] == ledger
+    assert restored.syncs[7] == sync
 
 
 def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspace_totals(
@@ -430,7 +444,7 @@ def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspa
     assert first.scrape().value("census_workspace_records_processed_total") == 705
     first.exporter.close()
     workspace.remove_sync(13)  # deleted while the exporter is down
-    second = harness_factory(workspace, storage_path=str(tmp_path))
+    second = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     second.refresh()
     scrape = second.scrape()
     assert scrape.value("census_workspace_records_processed_total") == 705  # no drop, no reset
@@ -443,6 +457,259 @@ def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspa
     second.refresh()
     assert second.scrape().value("census_workspace_records_processed_total") == 707
     second.exporter.close()
-    third = harness_factory(workspace, storage_path=str(tmp_path))
+    third = harness_factory(workspace, storage_path=str(tmp_path), api_url=first.simulator.url)
     third.refresh()
     assert third.scrape().value("census_workspace_records_processed_total") == 707
+
+
+def test_a_restored_sync_the_first_listing_after_a_kill_9_misses_keeps_counting_through_the_grace(
+    tmp_path: Path,
+) -> None:
+    # A sync missing from one listing while the exporter runs keeps its ledger for the grace; one that a
+    # restart's first listing misses must too: it lost its stored counts and the runs finished meanwhile.
+    workspace = workspace_with_history()
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    token = tmp_path / "token"
+    token.write_text(TEST_TOKEN)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    argv = [
+        sys.executable,
+        "-m",
+        "census_exporter",
+        f"--census.api-url={simulator.url}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--census.cache-ttl=1",
+        "--census.max-requests-per-second=0",
+        f"--census.token-file={token}",
+        f"--storage.path={tmp_path / 'state'}",
+    ]
+    hidden_id = 12
+
+    def scrape() -> Scrape | None:
+        try:
+            response = httpx.get(url, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return parse_scrape(response.text) if response.status_code == 200 else None
+
+    def counted(at_least: float) -> Scrape | None:
+        scraped = scrape()
+        return scraped if scraped is not None and runs_total(scraped, hidden_id) >= at_least else None
+
+    first = Process(argv, tmp_path / "first.log")
+    second: Process | None = None
+    try:
+        wait_for(lambda: counted(0) is not None and runs_total(counted(0), 11) == 0, what=first.output)
+        for _ in range(5):
+            workspace.add_run(hidden_id, "completed")
+        wait_for(lambda: counted(5), timeout=30, what=first.output)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        for _ in range(3):
+            workspace.add_run(hidden_id, "completed")  # finished while the exporter is down
+        with workspace.lock:
+            definition = workspace.syncs.pop(hidden_id)  # unlisted; its runs endpoint still answers
+        listings = simulator.count(r"/syncs$")
+        second = Process(argv, tmp_path / "second.log")
+        # The first listing after the restart (without the sync) has been read and swapped in.
+        up = wait_for(
+            lambda: (
+                (s := scrape()) is not None
+                and s.value("census_up") == 1
+                and simulator.count(r"/syncs$") > listings
+                and s
+            ),
+            timeout=30,
+            what=second.output,
+        )
+        assert runs_total(up, hidden_id) == 5 + 3, "awaited with its restored ledger, read as usual"
+        with workspace.lock:
+            workspace.syncs[hidden_id] = definition
+        listed_again = simulator.count(r"/syncs$")
+        # Scrapes drive the refreshes: two listings with the sync in them.
+        wait_for(lambda: scrape() and simulator.count(r"/syncs$") > listed_again + 1, timeout=30)
+        workspace.add_run(hidden_id, "completed")
+        final = wait_for(lambda: counted(9), timeout=30, what=second.output)
+        assert runs_total(final, hidden_id) == 9
+        assert "has not been listed" not in second.log.read_text()
+        assert "dropping its series" not in second.log.read_text()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        simulator.close()
+
+
+@pytest.mark.parametrize("other", ["token", "api url"])
+def test_the_state_of_another_census_workspace_with_the_same_label_is_set_aside(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture, other: str
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path))
+    first.refresh()
+    workspace.add_run(11, "completed", records=3_000_000)
+    first.refresh()
+    assert first.scrape().value("census_workspace_records_processed_total") == 3_000_000
+    first.exporter.close()
+    (path,) = state_files(tmp_path)
+    stored = path.read_bytes()
+    assert TEST_TOKEN.encode() not in stored  # only a salted hash of it
+    # Another account's workspace, labelled "default" too, on the same directory.
+    another = workspace_with_history()
+    if other == "token":
+        # The same API URL (as every account on api.getcensus.com has), another workspace's token.
+        first.simulator.workspace, first.simulator.token = another, "another-token"
+        with caplog.at_level(logging.INFO, logger="census_exporter"):
+            second = harness_factory(
+                another, storage_path=str(tmp_path), token="another-token", api_url=first.simulator.url
+            )
+    else:
+        with caplog.at_level(logging.INFO, logger="census_exporter"):
+            second = harness_factory(another, storage_path=str(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
+    assert len(lines) == 1 and "another Census workspace" in lines[0] and "set aside" in lines[0], lines
+    assert path.with_name(path.name + ".set-aside").read_bytes() == stored
+    second.refresh()
+    assert second.scrape().value("census_workspace_records_processed_total") in (None, 0)
+    assert runs_total(second.scrape(), 11) == 0
+    # Its own file now: a restart of the same workspace continues from it.
+    another.add_run(11, "completed", records=5)
+    second.refresh()
+    second.exporter.close()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="census_exporter"):
+        third = harness_factory(
+            another,
+            storage_path=str(tmp_path),
+            token=second.exporter.config.token(),
+            api_url=second.exporter.config.api_url,
+        )
+    assert not [r for r in caplog.records if "not usable" in r.getMessage()]
+    third.refresh()
+    assert runs_total(third.scrape(), 11) == 1
+
+
+def test_with_a_workspace_or_group_id_the_id_decides_and_a_rotated_token_continues(tmp_path: Path) -> None:
+    sync = Sync(7, "s", "update", None, None, "Contact", "hourly", False)
+    ledger = SyncLedger(
+        recent_run_ids=RunIds([5]), pending_run_ids=frozenset(), counters=RunCounters.zero(12)
+    )
+    snapshot = Snapshot(workspace="w", syncs={7: SyncState(sync=sync, ledger=ledger)}, listed=True)
+    url = "https://app.getcensus.com/api/v1"
+
+    def stored_then_loaded(scope: str, token: str) -> storage.Restored:
+        held = Storage(tmp_path)
+        try:
+            saved = storage.Identity(url, "group:a", token=lambda: "old-token")
+            held.workspace("w", DEFAULT_DURATION_BUCKETS, saved).save(snapshot, 1)
+            loaded = storage.Identity(url, scope, token=lambda: token)
+            return held.workspace("w", DEFAULT_DURATION_BUCKETS, loaded).load()
+        finally:
+            held.close()
+
+    assert stored_then_loaded("group:a", "rotated-token").ledgers[7] == ledger
+    assert stored_then_loaded("group:b", "old-token").ledgers == {}
+    assert stored_then_loaded("workspace:1", "old-token").ledgers == {}
+
+
+def state_path(directory: Path, workspace: str = "default") -> Path:
+    """Where workspace ``workspace``'s state file lives in ``directory`` (created, unlocked again)."""
+    held = Storage(directory)
+    try:
+        return held.workspace(workspace, DEFAULT_DURATION_BUCKETS).path
+    finally:
+        held.close()
+
+
+def test_a_named_pipe_at_the_state_path_neither_hangs_the_start_nor_is_read(tmp_path: Path) -> None:
+    workspace = workspace_with_history()
+    simulator = SimulatorServer(workspace, token=TEST_TOKEN).start()
+    token = tmp_path / "token"
+    token.write_text(TEST_TOKEN)
+    path = state_path(tmp_path / "state")
+    os.mkfifo(path)  # nothing ever writes to it: a blocking open or read would wait forever
+    port = free_port()
+    process = Process(
+        [
+            sys.executable,
+            "-m",
+            "census_exporter",
+            f"--census.api-url={simulator.url}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--census.max-requests-per-second=0",
+            f"--census.token-file={token}",
+            f"--storage.path={tmp_path / 'state'}",
+        ],
+        tmp_path / "exporter.log",
+    )
+
+    def up() -> bool:
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        except httpx.HTTPError:
+            return False
+        return parse_scrape(response.text).value("census_up") == 1
+
+    try:
+        wait_for(up, timeout=30, what=process.output)
+        lines = [line for line in process.log.read_text().splitlines() if "not usable" in line]
+        assert len(lines) == 1 and "not a regular file" in lines[0], lines
+        assert stat.S_ISFIFO(path.with_name(path.name + ".set-aside").lstat().st_mode)
+        assert stat.S_ISREG(path.lstat().st_mode)  # its own file replaced it
+        assert "Traceback" not in process.log.read_text()
+    finally:
+        process.stop()
+        simulator.close()
+
+
+@pytest.mark.parametrize("target", ["another state file", "/dev/zero"])
+def test_a_symbolic_link_at_the_state_path_is_not_followed(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture, target: str
+) -> None:
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(tmp_path / "elsewhere"))
+    first.refresh()
+    workspace.add_run(11, "completed")
+    first.refresh()
+    first.exporter.close()
+    (elsewhere,) = state_files(tmp_path / "elsewhere")
+    planted = elsewhere.read_bytes()
+    path = state_path(tmp_path / "state")
+    path.symlink_to(elsewhere if target == "another state file" else Path(target))
+    with caplog.at_level(logging.INFO, logger="census_exporter"):
+        second = harness_factory(workspace, storage_path=str(tmp_path / "state"), api_url=first.simulator.url)
+    lines = [r.getMessage() for r in caplog.records if "not usable" in r.getMessage()]
+    assert len(lines) == 1 and "symbolic link" in lines[0] and "set aside" in lines[0], lines
+    assert path.with_name(path.name + ".set-aside").is_symlink()
+    workspace.add_run(11, "completed")
+    second.refresh()
+    assert runs_total(second.scrape(), 11) == 0  # a baseline: the linked file's ledgers were not used
+    assert elsewhere.read_bytes() == planted  # and nothing was written through the link
+    assert not path.is_symlink()
+
+
+def test_after_the_directory_is_removed_and_another_exporter_takes_it_the_first_writes_no_more(
+    harness_factory: Callable[..., Harness], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "state"
+    workspace = workspace_with_history()
+    first = harness_factory(workspace, storage_path=str(directory))
+    first.refresh()
+    shutil.rmtree(directory)
+    # Another exporter starts on the same path: the directory and its lock are new, so its lock succeeds.
+    second = harness_factory(workspace, storage_path=str(directory), api_url=first.simulator.url)
+    second.refresh()
+    workspace.add_run(11, "completed")
+    second.refresh()
+    (path,) = state_files(directory)
+    theirs = path.read_bytes()
+    workspace.add_run(12, "completed")
+    with caplog.at_level(logging.WARNING, logger="census_exporter.storage"):
+        first.refresh()
+        workspace.add_run(12, "completed")
+        first.refresh()
+    assert runs_total(first.scrape(), 12) == 2  # counting goes on in memory
+    assert path.read_bytes() == theirs, "the first exporter wrote into the second one's file"
+    lines = [r.getMessage() for r in caplog.records if "cannot store" in r.getMessage()]
+    assert len(lines) == 1 and "lock file was removed or replaced" in lines[0], lines

@@ -27,7 +27,8 @@ from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
-from census_exporter.storage import Restored, Storage
+from census_exporter.snapshot import SyncState
+from census_exporter.storage import Identity, Restored, Storage
 from census_exporter.web_config import WebConfigSource, WebSecurityCollector
 from census_exporter.webhooks.intake import WebhookTarget
 from census_exporter.webhooks.receiver import WebhookReceiver
@@ -213,7 +214,9 @@ class Exporter:
         lane = self._lanes.get(DISCOVERED_LANE if discovered else NAMED_LANE)
         ledger_file, restored = None, Restored()
         if self.storage is not None:
-            ledger_file = self.storage.workspace(workspace.name, config.duration_buckets)
+            ledger_file = self.storage.workspace(
+                workspace.name, config.duration_buckets, _identity(workspace)
+            )
             restored = ledger_file.load()
             if restored.departed is not None:
                 restored_counters = {sync_id: ledger.counters for sync_id, ledger in restored.ledgers.items()}
@@ -237,7 +240,10 @@ class Exporter:
             announcements=self._announcements.get(workspace.name),
             quota=self._quota,
             ledger_file=ledger_file,
-            restored=restored.ledgers,
+            restored={
+                sync_id: SyncState(sync=restored.syncs[sync_id], ledger=ledger)
+                for sync_id, ledger in restored.ledgers.items()
+            },
         )
 
         def release() -> None:
@@ -287,3 +293,13 @@ class Exporter:
             # Discovery may derive V2 groups from the syncs listing: bounded as syncs, not as groups.
             max_listed_syncs=self.config.max_syncs_per_workspace,
         )
+
+
+def _identity(workspace: Workspace) -> Identity:
+    """Which Census workspace ``workspace`` is, for its state file: its id if known, else its token."""
+    scope = None
+    if workspace.workspace_id is not None:
+        scope = f"workspace:{workspace.workspace_id}"
+    elif workspace.group_id is not None:
+        scope = f"group:{workspace.group_id}"
+    return Identity(api_url=workspace.api_url.rstrip("/"), scope=scope, token=workspace.token)

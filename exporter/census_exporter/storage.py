@@ -1,23 +1,26 @@
 """Ledger storage (``--storage.path``): each workspace's run ledgers on disk, so a restart counts on.
 
 One file per workspace, ``ledgers-<hash of the workspace name>.json``, holding every sync's ledger (the run
-ids accounted for, the pending runs, the counters, the streak and outcome times) and the counters of syncs
-that left the workspace (they stay in its totals). The refresher saves it before each refresh is swapped
-in, so what a scrape can see is never ahead of what a restart restores; a restart then pages each sync back
-to the runs it knows and counts every run that finished meanwhile exactly once.
+ids accounted for, the pending runs, the counters, the streak and outcome times) with the sync's definition
+as last listed (a restored sync missing from the first listing is awaited like any missing sync), and the
+counters of syncs that left the workspace (they stay in its totals). The refresher saves it before each
+refresh is swapped in, so what a scrape can see is never ahead of what a restart restores; a restart then
+pages each sync back to the runs it knows and counts every run that finished meanwhile exactly once.
 
 * Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the directory.
 * Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
   ledger's own caps, and every value read is checked against them.
 * Versioned (:data:`FORMAT`, :data:`VERSION`): a file that is corrupt, of another format or version, or of
-  another workspace is set aside (renamed ``*.set-aside``, replacing an older one) with one log line, and
-  the workspace starts fresh.
+  another workspace (its label, API URL, Census workspace or group id, or, without an id, its token, kept
+  only as a salted SHA-256) is set aside (renamed ``*.set-aside``, replacing an older one) with one log
+  line, and the workspace starts fresh.
 * One exporter per directory: a lock (``flock``) held for the process's life refuses a second one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -25,15 +28,17 @@ import json
 import logging
 import math
 import os
+import secrets
+import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from census_exporter.census.models import WORD_LIMIT
+from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, ConnectionId, Sync, check_connection_id
 from census_exporter.snapshot import Snapshot
 from census_exporter.state import (
     MAX_PENDING_RUNS_PER_SYNC,
@@ -49,7 +54,7 @@ from census_exporter.totals import covers, sum_counters
 log = logging.getLogger(__name__)
 
 FORMAT = "census-exporter/ledgers"
-VERSION = 1
+VERSION = 2
 #: A state file larger than this is neither written (the previous one stays) nor read (it is set aside).
 #: A ledger takes about 5 KB with its 500 remembered run ids; this leaves room for some 25,000 syncs.
 MAX_STATE_BYTES = 128 * 1024 * 1024
@@ -58,6 +63,9 @@ _MAX_STATUSES = 16 + MAX_UNDOCUMENTED_STATUSES
 _MAX_ID = 2**63 - 1
 _MAX_COUNT = 2**63 - 1
 LOCK_FILE = "census-exporter.lock"
+#: A stored time later than this past the clock now is not one the exporter stored (a clock set back a day
+#: or less still restores).
+_MAX_FUTURE_SECONDS = 86_400.0
 
 
 class StorageError(Exception):
@@ -70,10 +78,27 @@ class _Unusable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    """What a workspace's state file held: each sync's ledger, and the counters of syncs that left."""
+    """What a workspace's state file held: each sync's ledger and definition, and the counters of syncs
+    that left."""
 
     ledgers: Mapping[int, SyncLedger] = field(default_factory=dict)
     departed: RunCounters | None = None
+    syncs: Mapping[int, Sync] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Which Census workspace a state file belongs to, beyond its label: a directory pointed at another
+    account's workspace with the same label must not continue its counts.
+
+    ``scope`` is the Census workspace id (``workspace:123``) or V2 group id (``group:abc``) when known;
+    without one the token tells workspaces apart, stored only as a salted hash (a rotated token starts
+    afresh).
+    """
+
+    api_url: str
+    scope: str | None = None
+    token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 class Storage:
@@ -83,7 +108,11 @@ class Storage:
         self.directory = Path(directory)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._lock = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            self._lock = os.open(
+                self.directory / LOCK_FILE,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                0o600,
+            )
         except OSError as error:
             raise StorageError(f"cannot use {self.directory}: {error.strerror or error}") from None
         try:
@@ -95,9 +124,25 @@ class Storage:
             self.close()
             raise StorageError(f"cannot write to {self.directory}")
 
-    def workspace(self, name: str, buckets: tuple[float, ...]) -> LedgerFile:
-        """The state file of workspace ``name``."""
-        return LedgerFile(self.directory, name, buckets)
+    def workspace(
+        self, name: str, buckets: tuple[float, ...], identity: Identity | None = None
+    ) -> LedgerFile:
+        """The state file of workspace ``name`` (of the Census workspace ``identity`` names, if given)."""
+        return LedgerFile(self.directory, name, buckets, identity, self.still_held)
+
+    def still_held(self) -> bool:
+        """Whether the lock file at the directory is still the one this process locked: after the directory
+        was removed (and maybe made again by another exporter, which then holds a new lock), writing on
+        would put two exporters' counts in one file."""
+        lock = self._lock
+        if lock < 0:
+            return False
+        try:
+            held = os.fstat(lock)
+            there = os.stat(self.directory / LOCK_FILE, follow_symlinks=False)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
 
     def close(self) -> None:
         """Release the directory's lock (the process's end does too)."""
@@ -110,17 +155,29 @@ class Storage:
 class LedgerFile:
     """One workspace's state file: :meth:`load` once at start, then :meth:`save` before each swap."""
 
-    def __init__(self, directory: Path, workspace: str, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        workspace: str,
+        buckets: tuple[float, ...],
+        identity: Identity | None = None,
+        held: Callable[[], bool] = lambda: True,
+    ) -> None:
         digest = hashlib.sha256(workspace.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         self.path = directory / f"ledgers-{digest}.json"
         self._workspace = workspace
+        self._identity = identity or Identity(api_url="")
+        #: Whether the directory's lock is still this process's (checked before each write).
+        self._held = held
+        self._salt = secrets.token_hex(16)
         self._buckets = tuple(buckets)
         self._lock = threading.Lock()
         self._generation = -1
         #: The ledgers last saved (or restored): a save with the same objects writes nothing.
         self._saved: dict[int, SyncLedger] = {}
-        #: Each saved ledger's JSON, by sync: a ledger object that did not change is not encoded again.
-        self._encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        self._saved_syncs: dict[int, Sync] = {}
+        #: Each saved ledger's JSON, by sync: an unchanged ledger and definition are not encoded again.
+        self._encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
         self._departed = sum_counters((), len(self._buckets))
         self._failed_logged_at = -math.inf
 
@@ -129,10 +186,14 @@ class LedgerFile:
     def load(self) -> Restored:
         """The stored ledgers, or nothing (the file is then set aside, with one log line, if it exists)."""
         try:
-            with self.path.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > MAX_STATE_BYTES:
-                    raise _Unusable(f"{size} bytes, more than {MAX_STATE_BYTES}")
+            # Neither through a link nor blocked by a named pipe: only a regular file of its own is read.
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(descriptor, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise _Unusable("not a regular file")
+                if info.st_size > MAX_STATE_BYTES:
+                    raise _Unusable(f"{info.st_size} bytes, more than {MAX_STATE_BYTES}")
                 data = handle.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             log.info("workspace %s: no stored ledgers in %s; counting starts now", self._workspace, self.path)
@@ -140,6 +201,8 @@ class LedgerFile:
         except _Unusable as error:
             return self._set_aside(str(error))
         except OSError as error:
+            if error.errno == errno.ELOOP:
+                return self._set_aside("a symbolic link, not a regular file")
             return self._set_aside(f"unreadable: {error.strerror or error}")
         try:
             restored = self._decode(data)
@@ -147,6 +210,7 @@ class LedgerFile:
             return self._set_aside(str(error))
         with self._lock:
             self._saved = dict(restored.ledgers)
+            self._saved_syncs = dict(restored.syncs)
             if restored.departed is not None:
                 self._departed = restored.departed
         log.info(
@@ -175,7 +239,9 @@ class LedgerFile:
 
     def _decode(self, data: bytes) -> Restored:
         try:
-            document = json.loads(data)
+            document = json.loads(data, object_pairs_hook=_no_repeated_keys)
+        except _Unusable:
+            raise
         except (ValueError, RecursionError) as error:
             raise _Unusable(f"not JSON: {type(error).__name__}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
@@ -186,6 +252,10 @@ class LedgerFile:
             )
         if document.get("workspace") != self._workspace:
             raise _Unusable(f"it belongs to workspace {_short(document.get('workspace'))}")
+        if not self._same_census_workspace(document):
+            raise _Unusable(
+                "it belongs to another Census workspace (its API URL, workspace id or token differ)"
+            )
         stored_buckets = _floats(document.get("buckets"), "buckets", 64)
         same_buckets = tuple(stored_buckets) == self._buckets
         if not same_buckets:
@@ -198,11 +268,34 @@ class LedgerFile:
         if not isinstance(syncs, dict):
             raise _Unusable("no syncs")
         ledgers: dict[int, SyncLedger] = {}
+        definitions: dict[int, Sync] = {}
         for key, value in syncs.items():
             sync_id = _int(_parse_int(key), "sync id", 0, _MAX_ID)
             ledgers[sync_id] = self._ledger(value, len(stored_buckets), same_buckets)
+            definitions[sync_id] = _sync(value.get("sync"), sync_id)
         departed = self._counters(document.get("departed"), len(stored_buckets), same_buckets)
-        return Restored(MappingProxyType(ledgers), departed)
+        return Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
+
+    def _same_census_workspace(self, document: Mapping[str, Any]) -> bool:
+        identity = self._identity
+        if document.get("api_url") != identity.api_url or document.get("scope") != identity.scope:
+            return False
+        salt, stored = document.get("salt"), document.get("token_sha256")
+        if identity.scope is not None or identity.token is None:
+            return identity.scope is not None or stored is None
+        if not isinstance(salt, str) or not isinstance(stored, str):
+            return False
+        return secrets.compare_digest(stored, self._token_digest(salt) or "")
+
+    def _token_digest(self, salt: str) -> str | None:
+        """The salted hash of the current token (None: no token source, or it cannot be read now)."""
+        if self._identity.token is None:
+            return None
+        try:
+            token = self._identity.token()
+        except Exception:  # noqa: BLE001 - an unreadable token file is reported where requests are made
+            return None
+        return hashlib.sha256(f"{salt}:{token}".encode("utf-8", "surrogatepass")).hexdigest()
 
     def _ledger(self, value: Any, stored_buckets: int, same_buckets: bool) -> SyncLedger:
         if not isinstance(value, dict):
@@ -220,7 +313,7 @@ class LedgerFile:
         if not isinstance(seen_raw, dict) or len(seen_raw) > MAX_PENDING_RUNS_PER_SYNC:
             raise _Unusable("pending_seen")
         seen = {
-            _int(_parse_int(key), "pending run id", 0, _MAX_ID): _float(at, "pending_seen")
+            _int(_parse_int(key), "pending run id", 0, _MAX_ID): _time(at, "pending_seen")
             for key, at in seen_raw.items()
         }
         failing = value.get("failing")
@@ -230,17 +323,17 @@ class LedgerFile:
             recent_run_ids=RunIds(recent),
             pending_run_ids=frozenset(pending),
             counters=self._counters(value.get("counters"), stored_buckets, same_buckets),
-            last_success_at=_optional_float(value.get("last_success_at"), "last_success_at"),
-            last_failure_at=_optional_float(value.get("last_failure_at"), "last_failure_at"),
+            last_success_at=_optional_time(value.get("last_success_at"), "last_success_at"),
+            last_failure_at=_optional_time(value.get("last_failure_at"), "last_failure_at"),
             buckets=self._buckets,
             last_pending_lookup=_int(value.get("last_pending_lookup", 0), "last_pending_lookup", 0, _MAX_ID),
             floor_run_id=_int(value.get("floor_run_id", 0), "floor_run_id", 0, _MAX_ID),
             newest_outcome_run_id=_int(value.get("newest_outcome_run_id", 0), "newest_outcome", 0, _MAX_ID),
             failing=failing,
             failing_error_code=_optional_word(value.get("failing_error_code"), "failing_error_code"),
-            earliest_run_at=_optional_float(value.get("earliest_run_at"), "earliest_run_at"),
+            earliest_run_at=_optional_time(value.get("earliest_run_at"), "earliest_run_at"),
             pending_seen_at=MappingProxyType(seen),
-            watched_since=_optional_float(value.get("watched_since"), "watched_since"),
+            watched_since=_optional_time(value.get("watched_since"), "watched_since"),
             counted_fingerprints=RunIds(
                 _ints(
                     value.get("counted_fingerprints", []),
@@ -288,6 +381,7 @@ class LedgerFile:
         ledgers = {
             sync_id: state.ledger for sync_id, state in snapshot.syncs.items() if state.ledger is not None
         }
+        definitions = {sync_id: snapshot.syncs[sync_id].sync for sync_id in ledgers}
         with self._lock:
             if generation < self._generation:
                 return
@@ -299,20 +393,27 @@ class LedgerFile:
                 or (now is not before and not covers(now.counters, before.counters))
             ]
             unchanged = not left and ledgers.keys() == self._saved.keys()
-            if unchanged and all(ledgers[sync_id] is before for sync_id, before in self._saved.items()):
+            if (
+                unchanged
+                and all(ledgers[sync_id] is before for sync_id, before in self._saved.items())
+                and all(definitions[sync_id] == before for sync_id, before in self._saved_syncs.items())
+            ):
                 return
             # Only their record totals and durations stay in the workspace's totals (no run counts).
             departed = sum_counters([self._departed, *left], len(self._buckets)) if left else self._departed
-            data = self._encode(ledgers, departed)
+            data = self._encode(ledgers, definitions, departed)
             if len(data) > MAX_STATE_BYTES:
                 self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
+                return
+            if not self._held():
+                self._failed("its lock file was removed or replaced: the directory may be another exporter's")
                 return
             try:
                 _write_atomically(self.path, data)
             except OSError as error:
                 self._failed(error.strerror or str(error))
                 return
-            self._saved, self._departed = ledgers, departed
+            self._saved, self._saved_syncs, self._departed = ledgers, definitions, departed
 
     def _failed(self, reason: str) -> None:
         now = time.monotonic()
@@ -326,23 +427,30 @@ class LedgerFile:
                 reason,
             )
 
-    def _encode(self, ledgers: Mapping[int, SyncLedger], departed: RunCounters) -> bytes:
+    def _encode(
+        self, ledgers: Mapping[int, SyncLedger], definitions: Mapping[int, Sync], departed: RunCounters
+    ) -> bytes:
         header = {
             "format": FORMAT,
             "version": VERSION,
             "workspace": self._workspace,
+            "api_url": self._identity.api_url,
+            "scope": self._identity.scope,
+            "salt": self._salt,
+            "token_sha256": None if self._identity.scope is not None else self._token_digest(self._salt),
             "saved_at": time.time(),
             "buckets": list(self._buckets),
             "departed": _counters_json(departed),
         }
-        encoded: dict[int, tuple[SyncLedger, bytes]] = {}
+        encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
         parts = []
         for sync_id, ledger in sorted(ledgers.items()):
+            sync = definitions[sync_id]
             cached = self._encoded.get(sync_id)
-            if cached is None or cached[0] is not ledger:
-                cached = (ledger, _json(_ledger_json(ledger)))
+            if cached is None or cached[0] is not ledger or cached[1] != sync:
+                cached = (ledger, sync, _json({**_ledger_json(ledger), "sync": _sync_json(sync)}))
             encoded[sync_id] = cached
-            parts.append(b'"%d":%s' % (sync_id, cached[1]))
+            parts.append(b'"%d":%s' % (sync_id, cached[2]))
         self._encoded = encoded
         return _json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
 
@@ -370,6 +478,43 @@ def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
         "watched_since": ledger.watched_since,
         "counted_fingerprints": list(ledger.counted_fingerprints),
     }
+
+
+def _sync_json(sync: Sync) -> dict[str, Any]:
+    """The sync's definition as listed (what its series are labelled with while it is awaited)."""
+    return {
+        "label": sync.label,
+        "operation": sync.operation,
+        "source": sync.source_connection_id,
+        "destination": sync.destination_connection_id,
+        "object": sync.destination_object,
+        "schedule": sync.schedule,
+        "paused": sync.paused,
+        "health": sync.health,
+        "updated_at": sync.updated_at,
+        "created_at": sync.created_at,
+    }
+
+
+def _sync(value: Any, sync_id: int) -> Sync:
+    if not isinstance(value, dict):
+        raise _Unusable("a sync definition is not an object")
+    paused = value.get("paused")
+    if paused not in (None, True, False):
+        raise _Unusable("paused")
+    return Sync(
+        id=sync_id,
+        label=_text(value.get("label"), "label", NAME_LIMIT),
+        operation=_text(value.get("operation"), "operation", WORD_LIMIT, empty=True),
+        source_connection_id=_connection(value.get("source"), "source"),
+        destination_connection_id=_connection(value.get("destination"), "destination"),
+        destination_object=_text(value.get("object"), "object", NAME_LIMIT, empty=True),
+        schedule=_text(value.get("schedule"), "schedule", NAME_LIMIT, empty=True),
+        paused=paused,
+        health=_optional_word(value.get("health"), "health"),
+        updated_at=_optional_time(value.get("updated_at"), "updated_at"),
+        created_at=_optional_time(value.get("created_at"), "created_at"),
+    )
 
 
 def _counters_json(counters: RunCounters) -> dict[str, Any]:
@@ -441,13 +586,43 @@ def _floats(value: Any, what: str, most: int) -> list[float]:
     return [_float(item, what) for item in value]
 
 
-def _optional_float(value: Any, what: str) -> float | None:
-    return None if value is None else _float(value, what)
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice (two ledgers for one sync) makes the file unusable, not the last."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise _Unusable("a key is repeated in one object")
+    return document
+
+
+def _time(value: Any, what: str) -> float:
+    """A Unix time no earlier than 1970 and no later than a day from now (the exporter wrote no other)."""
+    at = _float(value, what)
+    if not 0 <= at <= time.time() + _MAX_FUTURE_SECONDS:
+        raise _Unusable(f"{what} {_short(value)}")
+    return at
+
+
+def _optional_time(value: Any, what: str) -> float | None:
+    return None if value is None else _time(value, what)
 
 
 def _word(value: Any, what: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= WORD_LIMIT:
         raise _Unusable(f"{what} {_short(value)}")
+    return value
+
+
+def _text(value: Any, what: str, limit: int, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > limit or not (value or empty):
+        raise _Unusable(what)
+    return value
+
+
+def _connection(value: Any, what: str) -> ConnectionId | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or check_connection_id(value) != value:
+        raise _Unusable(f"{what} connection {_short(value)}")
     return value
 
 

@@ -40,7 +40,6 @@ from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGon
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import SyncLedger
 from census_exporter.storage import LedgerFile
 from census_exporter.workers import DaemonPool
 
@@ -98,15 +97,16 @@ class Refresher:
         announcements: Announcements | None = None,
         quota: SyncQuota | None = None,
         ledger_file: LedgerFile | None = None,
-        restored: Mapping[int, SyncLedger] | None = None,
+        restored: Mapping[int, SyncState] | None = None,
     ) -> None:
         self._api = api
         #: The fleet-wide bound on watched syncs this workspace claims its syncs from (None: no bound).
         self._quota = quota
-        #: Where the ledgers are saved before each swap (``--storage.path``), and what it held at start:
-        #: the first refresh that lists the syncs continues from these ledgers instead of baselines.
+        #: Where the ledgers are saved before each swap (``--storage.path``), and what it held at start
+        #: (each sync's ledger and definition): the first refresh that lists the syncs continues from these
+        #: ledgers instead of baselines, and awaits a restored sync it does not list like any missing sync.
         self._ledger_file = ledger_file
-        self._restored: Mapping[int, SyncLedger] = restored or {}
+        self._restored: Mapping[int, SyncState] = restored or {}
         #: What webhooks announced (None: no receiver for this workspace); see :mod:`.announcements`.
         self._announcements = announcements
         #: Whether the running refresh is an announced read, and whether a full one was asked for meanwhile.
@@ -603,7 +603,7 @@ class Refresher:
         publish: Callable[[Mapping[int, SyncState]], None] | None,
     ) -> dict[int, SyncState]:
         # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
-        awaited = self._still_awaited(listed_ids, complete, previous, truncated)
+        awaited = self._still_awaited(listed_ids, complete, self._known_before(previous), truncated)
         listed_ids = {sync.id for sync in listed}
         known: dict[int, SyncState | None] = {
             sync.id: previous.get(sync.id) or self._restored_state(sync) for sync in listed
@@ -716,8 +716,22 @@ class Refresher:
 
     def _restored_state(self, sync: Sync) -> SyncState | None:
         """A listed sync's state as restored from storage (its ledger only), if the storage held it."""
-        ledger = self._restored.get(sync.id)
-        return None if ledger is None else SyncState(sync=sync, ledger=ledger)
+        restored = self._restored.get(sync.id)
+        return None if restored is None else SyncState(sync=sync, ledger=restored.ledger)
+
+    def _known_before(self, previous: Mapping[int, SyncState]) -> Mapping[int, SyncState]:
+        """The syncs known before this listing: the previous snapshot's, and until a listing has been swapped
+        in, the watched syncs restored from storage (a listing that misses one after a restart is one
+        missing listing, with the same grace and 404 probe, not a loss of its ledger)."""
+        if not self._restored:
+            return previous
+        admits = self._settings.syncs.admits
+        restored = {
+            sync_id: state
+            for sync_id, state in self._restored.items()
+            if sync_id not in previous and admits(state.sync.label, sync_id)
+        }
+        return {**restored, **previous} if restored else previous
 
     def _allowance(self, listing_requests: int, *, first: bool) -> int | None:
         """Sync reads this round may plan: the workspace's share of the budget over the round's time."""
