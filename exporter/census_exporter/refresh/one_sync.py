@@ -263,24 +263,19 @@ class SyncRefresh:
         past = [name for name in names if getattr(run, name) is not None and getattr(run, name) < early]
         if not future and not past:
             return run
+        reasons = [
+            *(f"{name} in the future" for name in future),
+            *(f"{name} before the sync existed" for name in past),
+        ]
         self._logs.once(
             ("implausible time", sync.id),
             "sync %s (%s): run %s has %s; treated as unknown",
             sync.id,
             bounded_text(sync.label, LABEL_LOG_LIMIT),
             run.id,
-            ", ".join(
-                [
-                    *(f"{name} in the future" for name in future),
-                    *(f"{name} before the sync existed" for name in past),
-                ]
-            ),
+            ", ".join(reasons),
         )
-        problems = (
-            *run.problems,
-            *(f"{name} in the future" for name in future),
-            *(f"{name} before the sync existed" for name in past),
-        )
+        problems = (*run.problems, *reasons)
         return replace(run, **dict.fromkeys([*future, *past]), problems=problems)  # type: ignore[arg-type]
 
     def _fetch_missing_pending(
