@@ -78,14 +78,13 @@ def test_readyz_answers_while_a_scrape_is_stuck_rendering(harness_factory: Harne
     assert scrape["response"].status_code == 200
 
 
-def test_a_published_view_is_frozen_once(unfrozen: None) -> None:
-    views = [FleetView()]
-    frozen = FrozenGenerations(lambda: views[-1], floor_objects=10**9)
-    assert frozen.step()  # the first view seen
-    assert not frozen.step()  # nothing new published: nothing to do
+def test_the_generations_are_frozen_once_they_hold_more_than_the_threshold(unfrozen: None) -> None:
+    tracked = [10]
+    frozen = FrozenGenerations(freeze_above=1_000, tracked=lambda: tracked[-1])
+    assert not frozen.step()  # few objects: a full collection over them is short anyway
     before = gc.get_freeze_count()
     kept = [_Kept() for _ in range(5_000)]
-    views.append(FleetView())
+    tracked.append(5_000)
     assert frozen.step()
     assert gc.get_freeze_count() >= before + len(kept)
     in_generations = {id(o) for o in gc.get_objects()}
@@ -93,28 +92,33 @@ def test_a_published_view_is_frozen_once(unfrozen: None) -> None:
     assert frozen.full_collections == 0
 
 
-def test_cycles_that_die_frozen_are_collected_once_the_frozen_objects_have_grown(unfrozen: None) -> None:
-    views = [FleetView()]
-    frozen = FrozenGenerations(lambda: views[-1], growth=2.0, floor_objects=0)
-    frozen.step()  # the first: a full collection (nothing frozen yet to compare with)
-    assert frozen.full_collections == 1
+def test_cycles_that_die_frozen_are_collected_once_grown_and_due(unfrozen: None) -> None:
+    now = [0.0]
+    frozen = FrozenGenerations(
+        freeze_above=0, growth=0.5, floor_objects=1_000, full_interval_seconds=60, clock=lambda: now[-1]
+    )
+    frozen.step()
     base = gc.get_freeze_count()
     cycle = _Cycle()
     dead = weakref.ref(cycle)
-    views.append(FleetView())
     frozen.step()  # the cycle is frozen while alive
-    assert frozen.full_collections == 1
     del cycle
     gc.collect()
-    assert dead() is not None, "a frozen cycle is not collected (this is the leak the growth bound ends)"
-    # The frozen objects grow past twice their number after the last full collection: one full
-    # collection, which frees the dead cycle, then everything alive is frozen again.
-    grown = [_Kept() for _ in range(2 * base + 1)]
-    views.append(FleetView())
+    assert dead() is not None, "a frozen cycle is not collected (this is the leak the full collection ends)"
+    # The frozen objects grow by more than half (and the floor), but the last full collection (at
+    # construction) was less than a minute ago: no full collection yet.
+    grown = [_Kept() for _ in range(base + 1_000)]
     frozen.step()
-    assert frozen.full_collections == 2
+    assert frozen.full_collections == 0
+    assert dead() is not None
+    now.append(61.0)
+    frozen.step()  # grown and due: one full collection frees the dead cycle; the rest is frozen again
+    assert frozen.full_collections == 1
     assert dead() is None
     assert gc.get_freeze_count() >= len(grown)
+    now.append(200.0)
+    frozen.step()  # due again, but not grown since: no second full collection
+    assert frozen.full_collections == 1
 
 
 def test_the_exporter_freezes_while_running_and_unfreezes_when_closed(

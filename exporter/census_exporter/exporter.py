@@ -87,7 +87,7 @@ class Exporter:
         self.storage = Storage(config.storage_path) if config.storage_path else None
         self.fleet = Fleet(self._watch, config.watched(), max_workspaces=config.max_workspaces)
         #: Full garbage collections over every snapshot paused the process (and /readyz) for up to 680 ms.
-        self._frozen = FrozenGenerations(lambda: self.fleet.view)
+        self._frozen = FrozenGenerations()
         self._stopping = threading.Event()
         self.discoverers = [
             Discoverer(
