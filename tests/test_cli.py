@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from census_exporter.cli import build_parser, parse_config
+from census_exporter.cli.assembly import parse_config
+from census_exporter.cli.flags import build_parser
 from census_exporter.config import Config
 from census_exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter, setup_logging
 from tests.conftest import HarnessFactory, log_lines_until_listening, parse_scrape, require_tool, wait_for
