@@ -38,11 +38,13 @@ def flag_token(parser: Parser, args: argparse.Namespace, environ: Mapping[str, s
     except TokenError as error:
         parser.error(f"{TOKEN_ENV}: {error}")
     if not args.demo and not token():
-        if raw is None:
-            parser.error(
-                f"no API token: set {TOKEN_ENV} or --census.token-file, or give --config.file (or use --demo)"
-            )
-        parser.error(f"{TOKEN_ENV} is empty: set it to the workspace API token, or use --census.token-file")
+        # An empty variable counts as unset, as every other one does (a secret whose key is missing often
+        # renders as one): the same error, saying that the variable was there but empty.
+        empty = "" if raw is None else f"; {TOKEN_ENV} is set but empty, which counts as unset"
+        parser.error(
+            f"no API token: set {TOKEN_ENV} or --census.token-file, or give --config.file "
+            f"(or use --demo){empty}"
+        )
     return token
 
 
