@@ -16,13 +16,13 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from census_exporter.census import client as client_module
-from census_exporter.census.client import (
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
+from census_exporter.census.errors import (
     AuthError,
-    CensusClient,
     ForbiddenError,
     MalformedResponseError,
     ResponseTooLargeError,
-    RetryPolicy,
     TransientError,
     UnsupportedCallError,
 )

@@ -16,16 +16,14 @@ from typing import Any
 import pytest
 
 from census_exporter.census._body import BODY_READ_INTERVAL_SECONDS
-from census_exporter.census.client import (
-    DEFAULT_MAX_RESPONSE_BYTES,
+from census_exporter.census._requests import DEFAULT_MAX_RESPONSE_BYTES, RetryPolicy
+from census_exporter.census.client import CensusClient, validate_base_url
+from census_exporter.census.errors import (
     AuthError,
     CensusAPIError,
-    CensusClient,
     MalformedResponseError,
     ResponseTooLargeError,
-    RetryPolicy,
     TransientError,
-    validate_base_url,
 )
 from census_exporter.cli import parse_config
 from census_exporter.config import TokenSource
@@ -473,7 +471,7 @@ def test_a_body_of_millions_of_empty_objects_is_refused_before_parsing(server: H
 
 
 def test_a_response_at_the_container_limit_is_parsed() -> None:
-    from census_exporter.census.client import MAX_JSON_CONTAINERS, _parse_envelope
+    from census_exporter.census._requests import MAX_JSON_CONTAINERS, _parse_envelope
 
     within = bytearray(b'{"data":[' + b"[]," * (MAX_JSON_CONTAINERS - 3) + b"[]]}")  # the limit exactly
     parsed = _parse_envelope(within)

@@ -20,7 +20,8 @@ from concurrent.futures import CancelledError, Future, wait
 from dataclasses import replace
 from typing import Any, Protocol
 
-from census_exporter.census.client import CensusAPIError, ForbiddenError, Listing
+from census_exporter.census.errors import CensusAPIError, ForbiddenError
+from census_exporter.census.listing import Listing
 from census_exporter.census.models import (
     Group,
     OrganizationWorkspace,

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from cachetools import TTLCache
 
-from census_exporter.census.client import AuthError, CensusAPIError
+from census_exporter.census.errors import AuthError, CensusAPIError
 from census_exporter.census.models import (
     MESSAGE_LIMIT,
     NAME_LIMIT,
