@@ -26,12 +26,10 @@ from census_exporter.census.errors import (
     TransientError,
     UnsupportedCallError,
 )
-from census_exporter.census.models import (
-    NAME_LIMIT,
-    TRUNCATION_MARKER,
+from census_exporter.census.models.fields import NAME_LIMIT, TRUNCATION_MARKER, Skipped
+from census_exporter.census.models.organization import (
     Group,
     OrganizationWorkspace,
-    Skipped,
     parse_group,
     parse_organization_workspace,
 )

@@ -503,7 +503,8 @@ def test_a_runs_page_within_the_slack_is_read(server: HostileServer) -> None:
 
 @pytest.mark.parametrize("total", [3, 5], ids=["consistent", "shifted"])
 def test_unhashable_ids_are_passed_through_for_the_models_to_skip(server: HostileServer, total: int) -> None:
-    from census_exporter.census.models import Skipped, parse_sync
+    from census_exporter.census.models.fields import Skipped
+    from census_exporter.census.models.syncs import parse_sync
 
     items: list[dict[str, object]] = [{"id": [3]}, {"id": 1}, {"id": {"a": 1}}]
     server.scripts["/api/v1/syncs"] = Reply(body=envelope(items, total_records=total, next_page=None))
@@ -517,7 +518,8 @@ def test_unhashable_ids_are_passed_through_for_the_models_to_skip(server: Hostil
 
 
 def test_a_huge_integer_makes_only_its_own_value_unknown(server: HostileServer) -> None:
-    from census_exporter.census.models import Skipped, Sync, parse_sync
+    from census_exporter.census.models.fields import Skipped
+    from census_exporter.census.models.syncs import Sync, parse_sync
 
     huge = "9" * 5000
     body = (

@@ -26,7 +26,8 @@ from cachetools import LRUCache
 
 from census_exporter.build import BUILD
 from census_exporter.census.budget import BudgetUse
-from census_exporter.census.models import SyncRun, bounded_text, clean_text
+from census_exporter.census.models.fields import bounded_text, clean_text
+from census_exporter.census.models.runs import SyncRun
 from census_exporter.config import Exposition
 from census_exporter.rendering import (
     Family,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from census_exporter.census.errors import CensusAPIError, ForbiddenError
 from census_exporter.census.listing import Listing
-from census_exporter.census.models import (
+from census_exporter.census.models.organization import (
     Group,
     OrganizationWorkspace,
     parse_organization_workspace,
