@@ -25,7 +25,7 @@ from census_exporter.census.errors import (
     ResponseTooLargeError,
     TransientError,
 )
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import TokenSource
 from tests.hostile_server import HostileServer, Reply, Request, envelope, gzip_bomb
 

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from census_exporter.census import _dialect, client
-from census_exporter.cli import log_api_version_notice, parse_config
+from census_exporter.cli.api_versions import log_api_version_notice
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import Config, Exposition, TokenSource
 from census_exporter.demo import DEMO_TOKEN, Fault, SimulatedOrganization, reference_workspace, start_demo
 from census_exporter.demo.organization import GROUP_PARAMETER, MISSING_GROUP_STATUS, base_url
