@@ -14,10 +14,10 @@ from census_exporter.census.models.runs import SyncRun
 from census_exporter.census.models.syncs import Sync
 from census_exporter.cli.assembly import parse_config
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.ledger import SyncLedger
 from census_exporter.refresh import schedule
 from census_exporter.refresh.schedule import Priority
 from census_exporter.snapshot import SyncState
-from census_exporter.state import SyncLedger
 from tests.conftest import TEST_TOKEN
 from tests.test_deployment import by_kind, render
 

@@ -17,6 +17,7 @@ from census_exporter.census.models.runs import SyncRun
 from census_exporter.census.models.syncs import Sync
 from census_exporter.demo.server import Fault
 from census_exporter.demo.workspace import SimulatedWorkspace, iso
+from census_exporter.ledger import IMPLAUSIBLE_RUN_ID_JUMP, SyncLedger
 from census_exporter.refresh.one_sync import (
     FIRST_READ_LOOKBACK_SECONDS,
     FIRST_READ_PAGES_WITHOUT_SUCCESS,
@@ -24,7 +25,6 @@ from census_exporter.refresh.one_sync import (
 )
 from census_exporter.refresh.schedule import Priority, plan, priority
 from census_exporter.snapshot import SyncState
-from census_exporter.state import IMPLAUSIBLE_RUN_ID_JUMP, SyncLedger
 from tests.conftest import Harness
 
 SYNC = 7

@@ -15,8 +15,8 @@ from census_exporter.cli.assembly import parse_config
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import DemoActivity, SimulatedWorkspace, reference_workspace
+from census_exporter.ledger import SyncLedger
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import SyncLedger
 from census_exporter.totals import WorkspaceTotals
 from tests.conftest import Harness, Scrape, parse_scrape, wait_for
 

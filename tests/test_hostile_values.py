@@ -17,9 +17,10 @@ from census_exporter.census.models.syncs import Sync
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import reference_workspace
+from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
 from census_exporter.rendering import RenderedFamilies
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
-from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, SyncLedger
 from tests.conftest import Harness, parse_scrape
 
 HarnessFactory = Callable[..., Harness]

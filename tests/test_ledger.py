@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 from census_exporter.census.models.runs import SyncRun
-from census_exporter.state import (
-    MAX_PENDING_RUNS_PER_SYNC,
-    MAX_UNDOCUMENTED_STATUSES,
-    OTHER_STATUS,
-    REMEMBERED_RUN_IDS,
-    SyncLedger,
-)
+from census_exporter.ledger import MAX_PENDING_RUNS_PER_SYNC, REMEMBERED_RUN_IDS, SyncLedger
+from census_exporter.run_counters import MAX_UNDOCUMENTED_STATUSES, OTHER_STATUS
 
 
 def run(run_id: int, status: str = "completed", duration: float = 30.0, records: int | None = 10) -> SyncRun:

@@ -40,8 +40,8 @@ from census_exporter.families import (
 )
 from census_exporter.family_lines import Families, Line, PerSyncFamilies, WorkspaceTotalFamilies
 from census_exporter.rendering import FamilyBlocks, RenderedFamilies, label_text, number, sample
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import FleetView, Snapshot
-from census_exporter.state import RunCounters
 from census_exporter.totals import WorkspaceTotals
 
 log = logging.getLogger(__name__)

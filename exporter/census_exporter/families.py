@@ -15,9 +15,10 @@ from typing import Generic, TypeVar
 
 from census_exporter.census.budget import BudgetUse
 from census_exporter.census.models.runs import SyncRun
+from census_exporter.ledger import SyncLedger
 from census_exporter.rendering import Family
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import SyncState
-from census_exporter.state import RunCounters, SyncLedger
 
 _Source = TypeVar("_Source")
 

@@ -36,9 +36,10 @@ from census_exporter.families import (
     WORKSPACE_RUN_DURATIONS,
     Series,
 )
+from census_exporter.ledger import SyncLedger
 from census_exporter.rendering import Family, histogram, label_text, sample
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import RunCounters, SyncLedger
 
 _Source = TypeVar("_Source")
 

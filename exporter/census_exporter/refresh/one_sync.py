@@ -21,15 +21,15 @@ from census_exporter.census.models.fields import bounded_text
 from census_exporter.census.models.runs import UNREPORTED_STATUS, SyncRun, parse_sync_run
 from census_exporter.census.models.syncs import Sync
 from census_exporter.config import SyncFilter
-from census_exporter.refresh.reporting import ERROR_CODE_LOG_LIMIT, LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
-from census_exporter.snapshot import SyncState
-from census_exporter.state import (
+from census_exporter.ledger import (
     DEFAULT_DURATION_BUCKETS,
     MAX_PENDING_RUNS_PER_SYNC,
     LedgerUpdate,
     SyncLedger,
     plausible_runs,
 )
+from census_exporter.refresh.reporting import ERROR_CODE_LOG_LIMIT, LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
+from census_exporter.snapshot import SyncState
 
 log = logging.getLogger(__name__)
 
