@@ -437,7 +437,7 @@ def test_max_response_bytes_reaches_the_client(harness_factory: HarnessFactory) 
     config = parse_config(["--census.max-response-bytes=64KiB"], TOKEN_ENV)
     assert config.max_response_bytes == 65536
     harness = harness_factory(max_response_bytes=config.max_response_bytes)
-    assert harness.exporter.refresher._api._max_response_bytes == 65536  # type: ignore[attr-defined]
+    assert harness.exporter.refresher._api._requester._max_response_bytes == 65536  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
