@@ -59,9 +59,7 @@ def start_demo(
     as it was at the start (no run starts or finishes), for measurements that must not depend on timing.
     """
     workspace = SimulatedWorkspace()
-    activity = DemoActivity(
-        workspace, seed=seed, syncs=syncs, failing_sync_ids=failing_sync_ids, clock=clock
-    )
+    activity = DemoActivity(workspace, seed=seed, syncs=syncs, failing_sync_ids=failing_sync_ids, clock=clock)
     if api_version == "v2":
         organization = SimulatedOrganization(pat=DEMO_TOKEN)
         organization.add_workspace("demo", group_id=group_id, workspace=workspace)
