@@ -3,17 +3,21 @@
 Scenarios (each against the project's simulator on loopback, the exporter in its own process at its
 default bounds): 200 and 300 discovered V2 groups of one sync each, one V1 workspace listing 200,000 syncs,
 the bound filled with data (20,000 syncs of 3 runs each listed, the request budget off so that every sync
-within --census.max-syncs is read: the most the syncs of the fleet can make the process hold), and one
-workspace whose API answers every request in 8 s beside five fast ones. While each runs, a scraper
-sends ``X-Prometheus-Scrape-Timeout-Seconds: 10`` every second and a prober asks ``/readyz`` every 100 ms;
-the exporter's peak RSS (VmHWM) and thread count come from /proc. Writes benchmarks/fleet-results.md.
+within --census.max-syncs is read: the most the syncs of the fleet can make the process hold), one
+workspace whose API answers every request in 8 s beside five fast ones, and the bound filled beside 200
+discovered groups (the worst case at the defaults). While each runs, a scraper sends
+``X-Prometheus-Scrape-Timeout-Seconds: 10`` every second and a prober, a process of its own, asks
+``/readyz`` every 100 ms and an idle server process as often (the control); the exporter's peak RSS
+(VmHWM) and thread count come from /proc. Writes benchmarks/fleet-results.md.
 
-    make bench-fleet        # about 8 minutes on two cores
+    make bench-fleet                                 # about 11 minutes on two cores
+    .venv/bin/python benchmarks/fleet.py --only 4 6  # the two scenarios at the bound
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -44,6 +48,10 @@ class Result:
     scrapes: list[float] = field(default_factory=list)
     overruns: int = 0
     readyz: list[float] = field(default_factory=list)
+    #: The same prober's answers from an idle server process: the machine's own delays.
+    control: list[float] = field(default_factory=list)
+    #: The 1-minute load average when the scenario ended.
+    load: float = 0.0
     peak_rss_mib: float = 0.0
     peak_threads: int = 0
     workspaces: int = 0
@@ -130,19 +138,6 @@ def run(
                             result.overruns += 1
                     stop.wait(max(0.0, 1.0 - (time.monotonic() - begun)))
 
-        def prober() -> None:
-            with httpx.Client(timeout=5) as http:
-                while not stop.is_set():
-                    begun = time.monotonic()
-                    try:
-                        answer = http.get(url + "/readyz")
-                        result.readyz.append(time.monotonic() - begun)
-                        if answer.status_code == 200 and result.ready_after is None:
-                            result.ready_after = time.monotonic() - started
-                    except httpx.TransportError:
-                        pass
-                    stop.wait(0.1)
-
         try:
             # until it listens
             deadline = time.monotonic() + 30
@@ -152,7 +147,14 @@ def run(
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            threads = [threading.Thread(target=scraper), threading.Thread(target=prober)]
+            # The prober is a process of its own: in this one the simulator's threads (serving the
+            # exporter's requests) would hold the GIL, and the prober would time them, not the exporter.
+            prober = subprocess.Popen(
+                [sys.executable, __file__, "--probe", url + "/readyz", "--seconds", str(seconds)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            threads = [threading.Thread(target=scraper)]
             for thread in threads:
                 thread.start()
             end = time.monotonic() + seconds
@@ -163,6 +165,14 @@ def run(
             stop.set()
             for thread in threads:
                 thread.join()
+            probed, _ = prober.communicate(timeout=30)
+            answers = [line.split() for line in probed.splitlines()]
+            result.readyz = [float(latency) for _, latency, _, _ in answers]
+            result.control = [float(control) for _, _, _, control in answers]
+            result.ready_after = next(
+                (float(at) - float(answers[0][0]) for at, _, code, _ in answers if code == "200"), None
+            )
+            result.load = os.getloadavg()[0]
             status = proc_status(process.pid)
             result.peak_rss_mib = int(status["VmHWM"].split()[0]) / 1024
             text = httpx.get(url + "/metrics", timeout=30).text
@@ -179,6 +189,48 @@ def run(
             process.terminate()
             process.wait(10)
     return result
+
+
+def probe(url: str, seconds: float) -> None:
+    """Ask ``url`` every 100 ms for ``seconds``, and as often an idle server process of its own (the
+    control: what the loaded machine alone costs an answer); print one line per pair of answers: when
+    (Unix time, to compare with the exporter's logs), the latency in seconds, the status code (000: it
+    failed) and the control's latency."""
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "ready").write_text("ready\n")
+        port = free_port()
+        control = subprocess.Popen(
+            [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", directory, str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with httpx.Client(timeout=5) as http:
+                control_url = f"http://127.0.0.1:{port}/ready"
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    try:
+                        http.get(control_url)
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.05)
+                started = time.monotonic()
+                while time.monotonic() - started < seconds:
+                    begun = time.monotonic()
+                    try:
+                        code = http.get(url).status_code
+                    except httpx.TransportError:
+                        code = 0
+                    latency = time.monotonic() - begun
+                    asked = time.monotonic()
+                    with contextlib.suppress(httpx.TransportError):
+                        http.get(control_url)
+                    control_latency = time.monotonic() - asked
+                    print(f"{time.time():.3f} {latency:.4f} {code:03d} {control_latency:.4f}", flush=True)
+                    time.sleep(max(0.0, 0.1 - (time.monotonic() - begun)))
+        finally:
+            control.terminate()
+            control.wait(5)
 
 
 def groups(count: int, seconds: float) -> Result:
@@ -232,6 +284,33 @@ def bound_filled(syncs: int, seconds: float) -> Result:
         server.close()
 
 
+def combined(syncs: int, count: int, seconds: float) -> Result:
+    """The bound filled with data (as :func:`bound_filled`) in a named workspace, and ``count`` discovered
+    groups of one sync each beside it: the worst case at the defaults, syncs and workspaces at once."""
+    organization = SimulatedOrganization(pat=PAT)
+    for number in range(count):
+        organization.add_workspace(f"group {number}", workspace=one_sync())
+    groups_server = organization.serve()
+    server = SimulatorServer(with_runs(syncs, 3), token=KEY).start()
+    try:
+        text = f"""workspaces:
+  - name: full
+    api_version: v1
+    api_url: {server.url}
+    token_env: KEY
+  - auto: true
+    api_version: v2
+    api_url: {base_url(groups_server, "v2")}
+    token_env: CENSUS_PAT
+"""
+        flags = ("--census.max-requests-per-second", "0", "--census.refresh-timeout", "300")
+        name = f"{syncs:,} syncs of 3 runs listed (no budget) and {count} discovered groups"
+        return run(name, text, {"KEY": KEY, "CENSUS_PAT": PAT}, seconds, flags)
+    finally:
+        server.close()
+        groups_server.close()
+
+
 def one_slow(seconds: float) -> Result:
     organization = SimulatedOrganization(pat=PAT)
     members = [organization.add_workspace(f"fast {n}", workspace=one_sync()) for n in range(5)]
@@ -273,19 +352,23 @@ def report(results: list[Result], commit: str) -> str:
         f"Measured at commit `{commit}` by `make bench-fleet` (benchmarks/fleet.py) on a shared 2-core",
         "machine, "
         "the exporter at its default bounds, scraped every second with a 10 s scrape-timeout header and",
-        "probed on /readyz every 100 ms. Peak RSS is the exporter process's VmHWM; the chart's limit is",
+        "probed on /readyz every 100 ms by a process of its own, which asks an idle server process as often",
+        "(the control: what the machine's load alone costs an answer). Load is the 1-minute load average at",
+        "the end of the scenario. Peak RSS is the exporter process's VmHWM; the chart's limit is",
         f"{CHART_MEMORY_LIMIT_MIB} MiB.",
         "",
-        "| Scenario | Scrapes | p50 s | p100 s | overruns | /readyz p100 ms | peak RSS MiB | peak threads "
-        "| watched | syncs | read | left out |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Scenario | Scrapes | p50 s | p100 s | overruns | /readyz p99 ms | /readyz p100 ms "
+        "| control p100 ms | load | peak RSS MiB | peak threads | watched | syncs | read | left out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         median = statistics.median(r.scrapes) if r.scrapes else float("nan")
         slowest = max(r.scrapes, default=float("nan"))
         readyz_ms = 1000 * max(r.readyz, default=0)
+        control_ms = 1000 * max(r.control, default=0)
         lines.append(
-            f"| {r.name} | {len(r.scrapes)} | {median:.2f} | {slowest:.2f} | {r.overruns} | {readyz_ms:.0f} "
+            f"| {r.name} | {len(r.scrapes)} | {median:.2f} | {slowest:.2f} | {r.overruns} "
+            f"| {1000 * percentile(r.readyz, 0.99):.0f} | {readyz_ms:.0f} | {control_ms:.0f} | {r.load:.1f} "
             f"| {r.peak_rss_mib:.0f} | {r.peak_threads} | {r.workspaces} | {r.syncs:,} | {r.read:,} "
             f"| {r.left_out:,.0f} |"
         )
@@ -296,7 +379,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=45.0, help="how long each scenario is measured")
     parser.add_argument("--only", type=int, nargs="*", help="run only these scenarios (1-based)")
+    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the /readyz prober's process
     args = parser.parse_args()
+    if args.probe:
+        probe(args.probe, args.seconds)
+        return
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
     ).stdout.strip()
@@ -307,6 +394,7 @@ def main() -> None:
         lambda: huge_listing(200_000, args.seconds),
         lambda: bound_filled(20_000, max(args.seconds, 150.0)),
         lambda: one_slow(args.seconds),
+        lambda: combined(20_000, 200, max(args.seconds, 150.0)),
     )
     for number, scenario in enumerate(scenarios, 1):
         if args.only and number not in args.only:

@@ -19,6 +19,7 @@ from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector, render_budget
 from census_exporter.config import Config, Discovery, Workspace
 from census_exporter.fleet_metrics import render_fleet
+from census_exporter.garbage import FrozenGenerations
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.announcements import Announcements
@@ -86,6 +87,8 @@ class Exporter:
         #: The locked storage directory (raises StorageError when it cannot be used).
         self.storage = Storage(config.storage_path) if config.storage_path else None
         self.fleet = Fleet(self._watch, config.watched(), max_workspaces=config.max_workspaces)
+        #: Full garbage collections over every snapshot paused the process (and /readyz) for up to 680 ms.
+        self._frozen = FrozenGenerations(lambda: self.fleet.view)
         self._stopping = threading.Event()
         self.discoverers = [
             Discoverer(
@@ -184,6 +187,7 @@ class Exporter:
             member.refresher.trigger()
         for discoverer in self.discoverers:
             discoverer.start()
+        self._frozen.start()
 
     def close(self) -> bool:
         """Stop serving and release connections; background work ends with the process.
@@ -198,6 +202,7 @@ class Exporter:
             discoverer.close()
         self.fleet.close()
         self._runners.shutdown()
+        self._frozen.close()
         if self.storage is not None:
             self.storage.close()
         return stopped
