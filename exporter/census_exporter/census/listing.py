@@ -3,7 +3,7 @@
 Census pages lists by page number; a list that changes while it is read shifts records between pages. The
 functions here walk the pages through a ``fetch`` callable (one page per call, :class:`PageFetch`), drop
 repeated records by id, detect the shift from ``pagination.total_records`` (hints read by
-:mod:`census_exporter.census._paging`), and stop reading once ``max_listed`` records are kept. Nothing here
+:mod:`census_exporter.census._paging`), and stop reading once ``limit`` records are kept. Nothing here
 sends a request, names an endpoint of its own or knows the API dialect.
 """
 
