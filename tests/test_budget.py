@@ -8,9 +8,11 @@ import time
 import pytest
 
 from census_exporter.census.budget import JITTER_ALLOWANCE, RequestBudget
-from census_exporter.census.client import CensusClient, TransientError
-from census_exporter.census.models import Sync, SyncRun
-from census_exporter.cli import parse_config
+from census_exporter.census.client import CensusClient
+from census_exporter.census.errors import TransientError
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
+from census_exporter.cli.assembly import parse_config
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import schedule
 from census_exporter.refresh.schedule import Priority

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from census_exporter.cli import build_parser
+from census_exporter.cli.flags import build_parser
 from tests import mixin
 from tests.conftest import require_tool
 from tests.stack import REPO, promtool_check_groups, run_tool

@@ -13,7 +13,8 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from census_exporter.census.models import Sync, SyncRun
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
 from census_exporter.demo.server import Fault
 from census_exporter.demo.workspace import SimulatedWorkspace, iso
 from census_exporter.refresh.one_sync import (

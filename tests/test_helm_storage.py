@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from census_exporter.cli import build_parser
+from census_exporter.cli.flags import build_parser
 from tests.test_deployment import CHART, by_kind, helm, render
 
 MOUNT = "/var/lib/census-exporter"

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from census_exporter.census.client import CensusClient, RetryPolicy
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
 from census_exporter.demo.workspace import iso
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.snapshot import Snapshot

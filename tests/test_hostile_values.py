@@ -11,7 +11,9 @@ import pytest
 from cachetools import LRUCache
 
 from census_exporter import collector
-from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, Sync, SyncRun
+from census_exporter.census.models.fields import NAME_LIMIT, WORD_LIMIT
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import reference_workspace

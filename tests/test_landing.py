@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from census_exporter.census.models import Sync, SyncRun
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
 from census_exporter.demo import SimulatedWorkspace
 from census_exporter.landing import MAX_LISTED_FAILURES, RUNBOOK_URL, render_landing_page
 from census_exporter.snapshot import FleetView, Snapshot, SyncState

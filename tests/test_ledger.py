@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from census_exporter.census.models import SyncRun
+from census_exporter.census.models.runs import SyncRun
 from census_exporter.state import (
     MAX_PENDING_RUNS_PER_SYNC,
     MAX_UNDOCUMENTED_STATUSES,

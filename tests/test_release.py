@@ -129,7 +129,7 @@ def test_the_python_step_builds_a_twine_checked_sdist_and_wheel_with_build_info(
     assert f"\nVersion: {__version__}\n" in metadata and "Requires-Dist: httpx" in metadata
     assert "REVISION = '0123abc'" in stamped and "BRANCH = 'v9'" in stamped
     with tarfile.open(sdist) as archive:
-        assert f"census_exporter-{__version__}/exporter/census_exporter/cli.py" in archive.getnames()
+        assert f"census_exporter-{__version__}/exporter/census_exporter/cli/main.py" in archive.getnames()
     assert build_info.exists() == existed, "the build info of a release must not land in the work tree"
 
 

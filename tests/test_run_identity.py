@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from census_exporter.census.client import CensusClient, RetryPolicy
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.state import OUT_OF_ORDER_TOLERANCE_SECONDS

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from census_exporter import storage
-from census_exporter.census.models import Sync
+from census_exporter.census.models.syncs import Sync
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, RunIds, SyncLedger

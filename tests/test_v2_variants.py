@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from census_exporter import defaults
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import Config, Discovery, Exposition, TokenSource, Workspace
 from census_exporter.demo import Fault, SimulatedOrganization
 from census_exporter.demo.organization import V2_VARIANTS, base_url

@@ -41,7 +41,7 @@ from types import MappingProxyType
 from typing import overload
 
 from census_exporter import defaults
-from census_exporter.census.models import KNOWN_RUN_STATUSES, SyncRun
+from census_exporter.census.models.runs import KNOWN_RUN_STATUSES, SyncRun
 
 #: Statuses whose run counters exist (at 0) before any such run is seen, so that rate() works at once.
 PREINITIALISED_STATUSES = ("completed", "failed", "skipped")

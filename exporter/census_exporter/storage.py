@@ -38,7 +38,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, ConnectionId, Sync, check_connection_id
+from census_exporter.census.models.fields import NAME_LIMIT, WORD_LIMIT, ConnectionId, check_connection_id
+from census_exporter.census.models.syncs import Sync
 from census_exporter.snapshot import Snapshot
 from census_exporter.state import (
     MAX_PENDING_RUNS_PER_SYNC,

@@ -31,8 +31,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
 
-from census_exporter.census.client import LIST_PAGE_SIZE, CensusAPIError
-from census_exporter.census.models import ConnectionId, Sync, bounded_text, parse_connection, parse_sync
+from census_exporter.census.errors import CensusAPIError
+from census_exporter.census.listing import LIST_PAGE_SIZE
+from census_exporter.census.models.connections import parse_connection
+from census_exporter.census.models.fields import ConnectionId, bounded_text
+from census_exporter.census.models.syncs import Sync, parse_sync
 from census_exporter.logs import CURRENT_WORKSPACE
 from census_exporter.refresh import schedule
 from census_exporter.refresh.announcements import Announcements, counted_runs, known_ids

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from enum import IntEnum
 
-from census_exporter.census.models import PENDING_RUN_STATUSES
+from census_exporter.census.models.runs import PENDING_RUN_STATUSES
 from census_exporter.snapshot import SyncState
 
 #: Seconds between scheduled runs, by the schedule word ``describe_schedule`` yields.
