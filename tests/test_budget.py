@@ -20,7 +20,7 @@ from census_exporter.snapshot import SyncState
 from census_exporter.state import SyncLedger
 from tests.conftest import TEST_TOKEN
 from tests.factories import make_run, make_sync
-from tests.test_deployment import by_kind, render
+from tests.helm import by_kind, render
 
 
 class FakeClock:
