@@ -19,7 +19,8 @@ from census_exporter.refresh import schedule
 from census_exporter.refresh.schedule import Priority
 from census_exporter.snapshot import SyncState
 from tests.conftest import TEST_TOKEN
-from tests.test_deployment import by_kind, render
+from tests.factories import make_run, make_sync
+from tests.helm import by_kind, render
 
 
 class FakeClock:
@@ -96,29 +97,11 @@ def test_a_budget_of_zero_or_less_is_refused() -> None:
 
 
 def sync(sync_id: int, schedule_word: str = "hourly") -> Sync:
-    return Sync(sync_id, f"s{sync_id}", "upsert", None, None, "Contact", schedule_word, False)
+    return make_sync(sync_id, destination_object="Contact", schedule=schedule_word)
 
 
 def run(run_id: int, status: str, created_at: float) -> SyncRun:
-    return SyncRun(
-        run_id,
-        None,
-        status,
-        created_at,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+    return make_run(run_id, status, created_at=created_at)
 
 
 NOW = 1_800_000_000.0

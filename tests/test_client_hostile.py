@@ -9,6 +9,7 @@ import random
 import socket
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,15 @@ def zeros(total: int) -> Callable[[], Iterator[bytes]]:
 @pytest.fixture(scope="module")
 def gigabyte_bomb() -> bytes:
     return gzip_bomb(1024 * MiB)
+
+
+@pytest.mark.parametrize("inflated", [0, 1, MiB, 3 * MiB + 5])
+def test_the_bomb_is_one_gzip_member_of_that_many_zeros_about_a_thousandth_its_size(inflated: int) -> None:
+    bomb = gzip_bomb(inflated)
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    assert inflater.decompress(bomb) == bytes(inflated)
+    assert inflater.eof and not inflater.unused_data
+    assert len(bomb) < 64 + inflated // 900
 
 
 def test_a_declared_200_mb_body_is_refused_before_it_is_read_and_not_retried(server: HostileServer) -> None:

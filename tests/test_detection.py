@@ -26,6 +26,7 @@ from census_exporter.refresh.one_sync import (
 from census_exporter.refresh.schedule import Priority, plan, priority
 from census_exporter.snapshot import SyncState
 from tests.conftest import Harness
+from tests.factories import make_run, make_sync
 
 SYNC = 7
 
@@ -166,18 +167,7 @@ def test_a_working_run_without_created_at_still_shows_as_unfinished(
 
 
 def sync(sync_id: int, health: str | None = "up to date", updated_at: float | None = 1.0) -> Sync:
-    return Sync(
-        id=sync_id,
-        label=f"s{sync_id}",
-        operation="upsert",
-        source_connection_id=None,
-        destination_connection_id=None,
-        destination_object="",
-        schedule="",
-        paused=False,
-        health=health,
-        updated_at=updated_at,
-    )
+    return make_sync(sync_id, health=health, updated_at=updated_at)
 
 
 def test_the_budget_reads_first_a_sync_whose_listing_changed_since_its_last_read() -> None:
@@ -221,25 +211,7 @@ def test_the_budget_reads_first_a_sync_whose_listing_changed_since_its_last_read
 
 
 def run(run_id: int, status: str, created_at: float | None = None, error_code: str | None = None) -> SyncRun:
-    return SyncRun(
-        id=run_id,
-        sync_id=1,
-        status=status,
-        created_at=created_at,
-        updated_at=None,
-        completed_at=None,
-        scheduled_execution_time=None,
-        source_record_count=None,
-        records_processed=None,
-        records_updated=None,
-        records_failed=None,
-        records_invalid=None,
-        error_code=error_code,
-        error_message=None,
-        canceled=None,
-        full_sync=None,
-        trigger=None,
-    )
+    return make_run(run_id, status, sync_id=1, created_at=created_at, error_code=error_code)
 
 
 def test_the_newest_run_is_the_highest_id_but_not_an_implausible_one() -> None:

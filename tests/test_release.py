@@ -16,6 +16,7 @@ import yaml
 
 from census_exporter import __version__
 from tests.conftest import require_tool
+from tests.helm import helm_3
 from tests.stack import REPO, run_tool
 
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -134,9 +135,7 @@ def test_the_python_step_builds_a_twine_checked_sdist_and_wheel_with_build_info(
 
 
 def test_the_chart_step_packages_the_chart_artefact(tmp_path: Path) -> None:
-    from tests.test_deployment import _helm_3
-
-    helm = _helm_3()
+    helm = helm_3()
     helm_home = {f"HELM_{k}_HOME": str(tmp_path / "helm" / k) for k in ("CACHE", "CONFIG", "DATA")}
     env = {"DIST": str(tmp_path), "PATH": f"{Path(helm).parent}{os.pathsep}{os.environ['PATH']}", **helm_home}
     result = release("chart", env=env)
