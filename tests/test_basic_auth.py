@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from census_exporter import web_config
+from census_exporter import basic_auth
 from tests.conftest import Harness, HarnessFactory, Scrape
 
 PASSWORD = "correct horse battery staple"
@@ -35,7 +35,7 @@ class Checks:
         self.running = 0
         self.most_running = 0
         self._lock = threading.Lock()
-        self._real = web_config.bcrypt.checkpw
+        self._real = basic_auth.bcrypt.checkpw
 
     def __call__(self, password: bytes, hashed: bytes) -> bool:
         with self._lock:
@@ -52,7 +52,7 @@ class Checks:
 @pytest.fixture
 def checks(monkeypatch: pytest.MonkeyPatch) -> Checks:
     counting = Checks()
-    monkeypatch.setattr(web_config.bcrypt, "checkpw", counting)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", counting)
     return counting
 
 
@@ -137,7 +137,7 @@ def test_a_wrong_password_flood_never_runs_more_than_the_cap_and_cached_scrapes_
         for thread in threads:
             thread.join(timeout=30)
     assert valid == [200] * 20
-    assert checks.most_running <= web_config.MAX_CONCURRENT_PASSWORD_CHECKS
+    assert checks.most_running <= basic_auth.MAX_CONCURRENT_PASSWORD_CHECKS
     assert set(flood_statuses) <= {401, 429}
     found = counts(own(harness))
     assert found["busy"] == flood_statuses.count(429) > 0

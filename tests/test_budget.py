@@ -8,16 +8,19 @@ import time
 import pytest
 
 from census_exporter.census.budget import JITTER_ALLOWANCE, RequestBudget
-from census_exporter.census.client import CensusClient, TransientError
-from census_exporter.census.models import Sync, SyncRun
-from census_exporter.cli import parse_config
+from census_exporter.census.client import CensusClient
+from census_exporter.census.errors import TransientError
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
+from census_exporter.cli.assembly import parse_config
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.ledger import SyncLedger
 from census_exporter.refresh import schedule
 from census_exporter.refresh.schedule import Priority
 from census_exporter.snapshot import SyncState
-from census_exporter.state import SyncLedger
 from tests.conftest import TEST_TOKEN
-from tests.test_deployment import by_kind, render
+from tests.factories import make_run, make_sync
+from tests.helm import by_kind, render
 
 
 class FakeClock:
@@ -94,29 +97,11 @@ def test_a_budget_of_zero_or_less_is_refused() -> None:
 
 
 def sync(sync_id: int, schedule_word: str = "hourly") -> Sync:
-    return Sync(sync_id, f"s{sync_id}", "upsert", None, None, "Contact", schedule_word, False)
+    return make_sync(sync_id, destination_object="Contact", schedule=schedule_word)
 
 
 def run(run_id: int, status: str, created_at: float) -> SyncRun:
-    return SyncRun(
-        run_id,
-        None,
-        status,
-        created_at,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+    return make_run(run_id, status, created_at=created_at)
 
 
 NOW = 1_800_000_000.0

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from census_exporter.cli import build_parser, parse_config
+from census_exporter.cli.assembly import parse_config
+from census_exporter.cli.flags import build_parser
 from census_exporter.config import Config
 from census_exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter, setup_logging
 from tests.conftest import HarnessFactory, log_lines_until_listening, parse_scrape, require_tool, wait_for
@@ -436,7 +437,7 @@ def test_max_response_bytes_reaches_the_client(harness_factory: HarnessFactory) 
     config = parse_config(["--census.max-response-bytes=64KiB"], TOKEN_ENV)
     assert config.max_response_bytes == 65536
     harness = harness_factory(max_response_bytes=config.max_response_bytes)
-    assert harness.exporter.refresher._api._max_response_bytes == 65536  # type: ignore[attr-defined]
+    assert harness.exporter.refresher._api._requester._max_response_bytes == 65536  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -467,20 +468,38 @@ def test_the_api_base_url_is_logged_once_at_start() -> None:
     assert len(started) == 1, lines
 
 
+NO_TOKEN = "no API token: set CENSUS_API_TOKEN or --census.token-file, or give --config.file (or use --demo)"
+EMPTY = "CENSUS_API_TOKEN is set but empty, which counts as unset"
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"CENSUS_API_TOKEN": ""}, "CENSUS_API_TOKEN is empty"),
-        ({"CENSUS_API_TOKEN": "  \n"}, "CENSUS_API_TOKEN is empty"),
-        ({}, "no API token: set CENSUS_API_TOKEN or --census.token-file"),
+        ({"CENSUS_API_TOKEN": ""}, f"{NO_TOKEN}; {EMPTY} (see --help)"),
+        ({"CENSUS_API_TOKEN": "  \n"}, f"{NO_TOKEN}; {EMPTY} (see --help)"),
+        ({}, f"{NO_TOKEN} (see --help)"),
     ],
 )
-def test_token_messages_name_the_source(
+def test_an_empty_token_variable_counts_as_unset_and_says_it_is_empty(
     environ: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         parse_config([], environ)
+    assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_empty_token_variable_is_no_token_for_the_real_cli_too() -> None:
+    result = run_cli(env={"CENSUS_API_TOKEN": ""})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"census-exporter: error: {NO_TOKEN}; {EMPTY} (see --help)"]
+
+
+def test_an_empty_token_variable_beside_a_token_file_is_ignored(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("secret-token:from-the-file\n")
+    config = parse_config(["--census.token-file", str(token_file)], {"CENSUS_API_TOKEN": ""})
+    assert config.token() == "secret-token:from-the-file"
 
 
 def test_an_empty_token_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

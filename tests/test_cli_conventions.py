@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
-from census_exporter.cli import TOKEN_ENV, Setting, build_parser, parse_config
+from census_exporter.cli.assembly import parse_config
+from census_exporter.cli.flags import build_parser
+from census_exporter.cli.parser import Setting
+from census_exporter.cli.tokens import TOKEN_ENV
 from tests.conftest import log_lines_until_listening
 
 SETTINGS = build_parser().settings

@@ -9,15 +9,14 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from census_exporter.census.client import (
+from census_exporter.census._requests import RetryPolicy, parse_retry_after
+from census_exporter.census.client import CensusClient
+from census_exporter.census.errors import (
     AuthError,
     CensusAPIError,
-    CensusClient,
     MalformedResponseError,
     NotFoundError,
-    RetryPolicy,
     TransientError,
-    parse_retry_after,
 )
 from tests.conftest import Recorder
 

@@ -16,22 +16,20 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from census_exporter.census import client as client_module
-from census_exporter.census.client import (
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
+from census_exporter.census.errors import (
     AuthError,
-    CensusClient,
     ForbiddenError,
     MalformedResponseError,
     ResponseTooLargeError,
-    RetryPolicy,
     TransientError,
     UnsupportedCallError,
 )
-from census_exporter.census.models import (
-    NAME_LIMIT,
-    TRUNCATION_MARKER,
+from census_exporter.census.models.fields import NAME_LIMIT, TRUNCATION_MARKER, Skipped
+from census_exporter.census.models.organization import (
     Group,
     OrganizationWorkspace,
-    Skipped,
     parse_group,
     parse_organization_workspace,
 )

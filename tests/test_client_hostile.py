@@ -9,6 +9,7 @@ import random
 import socket
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,18 +17,16 @@ from typing import Any
 import pytest
 
 from census_exporter.census._body import BODY_READ_INTERVAL_SECONDS
-from census_exporter.census.client import (
-    DEFAULT_MAX_RESPONSE_BYTES,
+from census_exporter.census._requests import DEFAULT_MAX_RESPONSE_BYTES, RetryPolicy
+from census_exporter.census.client import CensusClient, validate_base_url
+from census_exporter.census.errors import (
     AuthError,
     CensusAPIError,
-    CensusClient,
     MalformedResponseError,
     ResponseTooLargeError,
-    RetryPolicy,
     TransientError,
-    validate_base_url,
 )
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import TokenSource
 from tests.hostile_server import HostileServer, Reply, Request, envelope, gzip_bomb
 
@@ -197,6 +196,15 @@ def zeros(total: int) -> Callable[[], Iterator[bytes]]:
 @pytest.fixture(scope="module")
 def gigabyte_bomb() -> bytes:
     return gzip_bomb(1024 * MiB)
+
+
+@pytest.mark.parametrize("inflated", [0, 1, MiB, 3 * MiB + 5])
+def test_the_bomb_is_one_gzip_member_of_that_many_zeros_about_a_thousandth_its_size(inflated: int) -> None:
+    bomb = gzip_bomb(inflated)
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+    assert inflater.decompress(bomb) == bytes(inflated)
+    assert inflater.eof and not inflater.unused_data
+    assert len(bomb) < 64 + inflated // 900
 
 
 def test_a_declared_200_mb_body_is_refused_before_it_is_read_and_not_retried(server: HostileServer) -> None:
@@ -473,7 +481,7 @@ def test_a_body_of_millions_of_empty_objects_is_refused_before_parsing(server: H
 
 
 def test_a_response_at_the_container_limit_is_parsed() -> None:
-    from census_exporter.census.client import MAX_JSON_CONTAINERS, _parse_envelope
+    from census_exporter.census._requests import MAX_JSON_CONTAINERS, _parse_envelope
 
     within = bytearray(b'{"data":[' + b"[]," * (MAX_JSON_CONTAINERS - 3) + b"[]]}")  # the limit exactly
     parsed = _parse_envelope(within)
@@ -505,7 +513,8 @@ def test_a_runs_page_within_the_slack_is_read(server: HostileServer) -> None:
 
 @pytest.mark.parametrize("total", [3, 5], ids=["consistent", "shifted"])
 def test_unhashable_ids_are_passed_through_for_the_models_to_skip(server: HostileServer, total: int) -> None:
-    from census_exporter.census.models import Skipped, parse_sync
+    from census_exporter.census.models.fields import Skipped
+    from census_exporter.census.models.syncs import parse_sync
 
     items: list[dict[str, object]] = [{"id": [3]}, {"id": 1}, {"id": {"a": 1}}]
     server.scripts["/api/v1/syncs"] = Reply(body=envelope(items, total_records=total, next_page=None))
@@ -519,7 +528,8 @@ def test_unhashable_ids_are_passed_through_for_the_models_to_skip(server: Hostil
 
 
 def test_a_huge_integer_makes_only_its_own_value_unknown(server: HostileServer) -> None:
-    from census_exporter.census.models import Skipped, Sync, parse_sync
+    from census_exporter.census.models.fields import Skipped
+    from census_exporter.census.models.syncs import Sync, parse_sync
 
     huge = "9" * 5000
     body = (

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from census_exporter.cli import Setting, build_parser, flag_table_markdown
+from census_exporter.cli.flags import build_parser, flag_table_markdown
+from census_exporter.cli.parser import Setting
 from tests.stack import REPO
 
 DOC = REPO / "docs" / "configuration.md"

@@ -17,7 +17,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from census_exporter.census.client import Listing, NotFoundError, RunsPage
+from census_exporter.census.errors import NotFoundError
+from census_exporter.census.listing import Listing, RunsPage
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.one_sync import FIRST_READ_PAGES_WITHOUT_SUCCESS
 

@@ -6,60 +6,19 @@ The image build-and-run smoke test needs a Docker daemon and root; it is scripts
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from census_exporter.cli import build_parser
+from census_exporter.cli.flags import build_parser
 from tests import mixin
 from tests.conftest import require_tool
+from tests.helm import CHART, CRD_KINDS, VALUE_SETS, by_kind, helm, render, render_notes, validate_offline
 from tests.stack import REPO, promtool_check_groups, run_tool
-
-CHART = REPO / "helm" / "census-exporter"
-VALUE_SETS = {
-    "defaults": [],
-    "all-features": ["-f", str(CHART / "ci" / "all-features-values.yaml")],
-    "existing-secret": ["-f", str(CHART / "ci" / "existing-secret-values.yaml")],
-    "workspaces": ["-f", str(CHART / "ci" / "workspaces-values.yaml")],
-}
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
-
-
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_tool(_helm_3(), *args)
-
-
-@functools.cache
-def _helm_3() -> str:
-    """The helm binary if it is helm 3: helm 4's `lint --strict` passes a template `fail` (the guards)."""
-    path = require_tool("helm")
-    found = run_tool(path, "version", "--short").stdout.strip()
-    if not found.startswith("v3."):
-        message = f"the chart tests need helm 3 (.ci/install-helm installs 3.17.2); {path} is {found or '?'}"
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def render(*values: str) -> list[dict[str, Any]]:
-    result = helm("template", "census", str(CHART), "--namespace", "monitoring", *values)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def by_kind(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    matches = [doc for doc in documents if doc["kind"] == kind]
-    assert len(matches) == 1, f"expected one {kind}, got {len(matches)}"
-    return matches[0]
-
 
 # ------------------------------------------------------------------ Dockerfile
 
@@ -95,15 +54,8 @@ def test_helm_lint_strict(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_rendered_manifests_validate_offline(name: str, tmp_path: Path) -> None:
-    validator = require_tool("kubernetes-validate")
     documents = render(*VALUE_SETS[name])
-    path = tmp_path / "manifests.yaml"
-    path.write_text(yaml.safe_dump_all(documents))
-    result = run_tool(validator, "--strict", str(path))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    core = [doc for doc in documents if doc["kind"] not in CRD_KINDS]
-    assert output.count(" passed ") == len(core), output
+    output = validate_offline(documents, tmp_path)
     # The tool ships no schemas for prometheus-operator CRDs: it may only say so, for those kinds alone.
     warnings = [line for line in output.splitlines() if line.startswith("WARN")]
     crds = {doc["kind"] for doc in documents if doc["kind"] in CRD_KINDS}
@@ -145,25 +97,6 @@ def test_token_from_existing_secret_or_chart_made_secret() -> None:
     secret = by_kind(made, "Secret")
     assert secret["data"]["token"] == "c2VjcmV0LXRva2VuOmFiYw=="
     assert "checksum/secret" in by_kind(made, "Deployment")["spec"]["template"]["metadata"]["annotations"]
-
-
-def render_notes(tmp_path: Path, *values: str) -> str:
-    """NOTES.txt as helm would print it. `helm template` skips NOTES and `helm install --dry-run` needs a
-    cluster, so a copy of the chart turns it into a named template and renders that."""
-    import shutil
-
-    copy = tmp_path / "chart"
-    shutil.copytree(CHART, copy)
-    notes = (copy / "templates" / "NOTES.txt").read_text()
-    (copy / "templates" / "NOTES.txt").unlink()
-    (copy / "templates" / "_notes.tpl").write_text('{{- define "test.notes" }}' + notes + "{{- end }}")
-    (copy / "templates" / "notes.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
-    result = helm(
-        "template", "census", str(copy), "-n", "monitoring", "--show-only", "templates/notes.yaml", *values
-    )
-    assert result.returncode == 0, result.stderr
-    text: str = yaml.safe_load(result.stdout)["notes"]
-    return text
 
 
 def test_notes_tell_how_to_reach_it_and_warn_without_a_token(tmp_path: Path) -> None:

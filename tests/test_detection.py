@@ -13,9 +13,11 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from census_exporter.census.models import Sync, SyncRun
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
 from census_exporter.demo.server import Fault
 from census_exporter.demo.workspace import SimulatedWorkspace, iso
+from census_exporter.ledger import IMPLAUSIBLE_RUN_ID_JUMP, SyncLedger
 from census_exporter.refresh.one_sync import (
     FIRST_READ_LOOKBACK_SECONDS,
     FIRST_READ_PAGES_WITHOUT_SUCCESS,
@@ -23,8 +25,8 @@ from census_exporter.refresh.one_sync import (
 )
 from census_exporter.refresh.schedule import Priority, plan, priority
 from census_exporter.snapshot import SyncState
-from census_exporter.state import IMPLAUSIBLE_RUN_ID_JUMP, SyncLedger
 from tests.conftest import Harness
+from tests.factories import make_run, make_sync
 
 SYNC = 7
 
@@ -165,18 +167,7 @@ def test_a_working_run_without_created_at_still_shows_as_unfinished(
 
 
 def sync(sync_id: int, health: str | None = "up to date", updated_at: float | None = 1.0) -> Sync:
-    return Sync(
-        id=sync_id,
-        label=f"s{sync_id}",
-        operation="upsert",
-        source_connection_id=None,
-        destination_connection_id=None,
-        destination_object="",
-        schedule="",
-        paused=False,
-        health=health,
-        updated_at=updated_at,
-    )
+    return make_sync(sync_id, health=health, updated_at=updated_at)
 
 
 def test_the_budget_reads_first_a_sync_whose_listing_changed_since_its_last_read() -> None:
@@ -220,25 +211,7 @@ def test_the_budget_reads_first_a_sync_whose_listing_changed_since_its_last_read
 
 
 def run(run_id: int, status: str, created_at: float | None = None, error_code: str | None = None) -> SyncRun:
-    return SyncRun(
-        id=run_id,
-        sync_id=1,
-        status=status,
-        created_at=created_at,
-        updated_at=None,
-        completed_at=None,
-        scheduled_execution_time=None,
-        source_record_count=None,
-        records_processed=None,
-        records_updated=None,
-        records_failed=None,
-        records_invalid=None,
-        error_code=error_code,
-        error_message=None,
-        canceled=None,
-        full_sync=None,
-        trigger=None,
-    )
+    return make_run(run_id, status, sync_id=1, created_at=created_at, error_code=error_code)
 
 
 def test_the_newest_run_is_the_highest_id_but_not_an_implausible_one() -> None:

@@ -14,7 +14,7 @@ from typing import Literal
 import httpx
 import pytest
 
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.demo import Fault, SimulatedOrganization, SimulatedWorkspace
 from census_exporter.demo.organization import base_url
 from census_exporter.exporter import Exporter

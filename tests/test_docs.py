@@ -12,7 +12,7 @@ import bcrypt
 import httpx
 import yaml
 
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import Exposition
 from census_exporter.demo import SimulatedOrganization, reference_workspace
 from census_exporter.demo.organization import base_url

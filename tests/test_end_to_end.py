@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from census_exporter.census.models import parse_timestamp
+from census_exporter.census.models.fields import parse_timestamp
 from census_exporter.config import Exposition
 from census_exporter.demo import Fault, SimulatedWorkspace, reference_workspace
 from tests.conftest import TEST_TOKEN, Harness

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from census_exporter.census.client import CensusClient, RetryPolicy
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
 from census_exporter.collector import CensusCollector
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings

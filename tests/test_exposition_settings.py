@@ -8,13 +8,15 @@ from dataclasses import replace
 
 import pytest
 
-from census_exporter.census.models import Skipped, parse_sync, parse_sync_run
-from census_exporter.cli import parse_config
+from census_exporter.census.models.fields import Skipped
+from census_exporter.census.models.runs import parse_sync_run
+from census_exporter.census.models.syncs import parse_sync
+from census_exporter.cli.assembly import parse_config
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import DemoActivity, SimulatedWorkspace, reference_workspace
+from census_exporter.ledger import SyncLedger
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import SyncLedger
 from census_exporter.totals import WorkspaceTotals
 from tests.conftest import Harness, Scrape, parse_scrape, wait_for
 

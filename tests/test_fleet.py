@@ -18,7 +18,7 @@ from typing import Literal
 import httpx
 import pytest
 
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import Workspace
 from census_exporter.demo import SimulatedOrganization, SimulatedWorkspace, SimulatorServer
 from census_exporter.demo.organization import base_url

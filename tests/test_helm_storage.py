@@ -10,24 +10,14 @@ from typing import Any
 
 import pytest
 
-from census_exporter.cli import build_parser
-from tests.test_deployment import CHART, by_kind, helm, render
+from census_exporter.cli.flags import build_parser
+from tests.helm import CHART, by_kind, container, helm, pod_spec, render
 
 MOUNT = "/var/lib/census-exporter"
 
 
-def pod_spec(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = by_kind(documents, "Deployment")["spec"]["template"]["spec"]
-    return spec
-
-
 def storage_volume(documents: list[dict[str, Any]]) -> dict[str, Any] | None:
     return next((v for v in pod_spec(documents)["volumes"] if v["name"] == "storage"), None)
-
-
-def container(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = pod_spec(documents)["containers"][0]
-    return found
 
 
 def test_by_default_the_ledgers_live_in_an_empty_dir_mounted_where_the_flag_points() -> None:

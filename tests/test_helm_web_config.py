@@ -10,9 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import require_tool
-from tests.stack import run_tool
-from tests.test_deployment import CHART, CRD_KINDS, by_kind, helm, render
+from tests.helm import CHART, assert_lints_and_validates, by_kind, container, helm, render
 
 HASH = "$2b$12$" + "a" * 53
 TLS = {"cert_file": "/etc/census-exporter/tls/tls.crt", "key_file": "/etc/census-exporter/tls/tls.key"}
@@ -26,12 +24,6 @@ def web_config_values(config: dict[str, Any], **extra: Any) -> list[str]:
         "--set",
         "serviceMonitor.enabled=true",
     ]
-
-
-def container(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    deployment = by_kind(documents, "Deployment")
-    result: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
-    return result
 
 
 def test_inline_tls_and_basic_auth_render_a_secret_mount_and_tcp_probes() -> None:
@@ -117,13 +109,4 @@ def test_web_config_manifests_lint_and_validate(tmp_path: Path) -> None:
     values = web_config_values(
         {"tls_server_config": TLS, "basic_auth_users": {"prometheus": HASH}}, tlsSecret="census-exporter-tls"
     )
-    lint = helm("lint", "--strict", str(CHART), *values)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    documents = render(*values)
-    path = tmp_path / "manifests.yaml"
-    path.write_text(yaml.safe_dump_all(documents))
-    result = run_tool(require_tool("kubernetes-validate"), "--strict", str(path))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    core = [doc for doc in documents if doc["kind"] not in CRD_KINDS]
-    assert output.count(" passed ") == len(core), output
+    assert_lints_and_validates(values, tmp_path)

@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from census_exporter.workspaces import parse_workspaces_file
-from tests.conftest import require_tool
-from tests.stack import run_tool
-from tests.test_deployment import CHART, CRD_KINDS, by_kind, helm, render
+from tests.helm import CHART, assert_lints_and_validates, by_kind, helm, pod_spec, render
 
 INGRESS_PEERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
 MONITORING_PEERS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
@@ -23,11 +20,6 @@ SECRETS = [{"name": "census-webhook", "key": "secret"}, {"name": "census-webhook
 def one_workspace(**webhooks: Any) -> list[str]:
     values = {"enabled": True, "existingSecrets": SECRETS, **webhooks}
     return ["--set", "census.token=secret-token:x", "--set-json", f"webhooks={json.dumps(values)}"]
-
-
-def pod(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = by_kind(documents, "Deployment")["spec"]["template"]["spec"]
-    return spec
 
 
 def named(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -53,7 +45,7 @@ def test_off_by_default_nothing_of_the_receiver_renders() -> None:
     assert [doc["metadata"]["name"] for doc in documents if doc["kind"] == "Service"] == [
         "census-census-exporter"
     ]
-    container = pod(documents)["containers"][0]
+    container = pod_spec(documents)["containers"][0]
     assert not [arg for arg in container["args"] if "webhook" in arg]
     assert [port["name"] for port in container["ports"]] == ["http"]
     rules = by_kind(documents, "NetworkPolicy")["spec"]["ingress"]
@@ -77,7 +69,7 @@ def test_one_workspace_listener_secrets_service_ingress_and_policy() -> None:
         "--set-json",
         f"networkPolicy.ingressFrom={json.dumps(MONITORING_PEERS)}",
     )
-    spec = pod(documents)
+    spec = pod_spec(documents)
     container = spec["containers"][0]
     args = container["args"]
     assert "--web.webhook-listen-address=:10050" in args
@@ -160,7 +152,7 @@ def test_workspaces_entries_carry_their_secret_files_into_a_file_the_exporter_ac
         "--set",
         "webhooks.enabled=true",
     )
-    args = pod(documents)["containers"][0]["args"]
+    args = pod_spec(documents)["containers"][0]["args"]
     assert "--web.webhook-listen-address=:10050" in args
     assert not [arg for arg in args if arg.startswith("--web.webhook-secret-file")]
     text = named(documents, "ConfigMap", "census-census-exporter-workspaces")["data"]["workspaces.yaml"]
@@ -172,7 +164,7 @@ def test_workspaces_entries_carry_their_secret_files_into_a_file_the_exporter_ac
         "/run/secrets/census-webhooks/marketing-1",
     ]
     assert by_name["sales"].webhook_secrets == ()
-    files = projected_files(pod(documents))
+    files = projected_files(pod_spec(documents))
     assert files == {
         "marketing-0": ("census-webhook", "secret"),
         "marketing-1": ("census-webhook-next", "secret"),
@@ -232,13 +224,4 @@ def test_webhook_manifests_lint_and_validate(tmp_path: Path) -> None:
         "--set",
         "networkPolicy.enabled=true",
     ]
-    lint = helm("lint", "--strict", str(CHART), *values)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    documents = render(*values)
-    path = tmp_path / "manifests.yaml"
-    path.write_text(yaml.safe_dump_all(documents))
-    result = run_tool(require_tool("kubernetes-validate"), "--strict", str(path))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    core = [doc for doc in documents if doc["kind"] not in CRD_KINDS]
-    assert output.count(" passed ") == len(core), output
+    assert_lints_and_validates(values, tmp_path)

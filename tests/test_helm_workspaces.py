@@ -21,7 +21,7 @@ from census_exporter.workspaces import (
     default_api_url,
     parse_workspaces_file,
 )
-from tests.test_deployment import CHART, VALUE_SETS, by_kind, helm, render, render_notes
+from tests.helm import CHART, VALUE_SETS, by_kind, helm, pod_spec, render, render_notes
 
 VALUES_FILE = CHART / "ci" / "workspaces-values.yaml"
 SINGLE_WORKSPACE_FLAGS = (
@@ -46,11 +46,6 @@ def with_workspaces(entries: list[dict[str, Any]], *extra: str) -> list[str]:
 def pod_template(documents: list[dict[str, Any]]) -> dict[str, Any]:
     template: dict[str, Any] = by_kind(documents, "Deployment")["spec"]["template"]
     return template
-
-
-def pod_spec(documents: list[dict[str, Any]]) -> dict[str, Any]:
-    spec: dict[str, Any] = pod_template(documents)["spec"]
-    return spec
 
 
 def rendered_file(documents: list[dict[str, Any]]) -> str:

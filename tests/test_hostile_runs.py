@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from census_exporter.census.client import CensusClient, RetryPolicy
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
 from census_exporter.demo.workspace import iso
+from census_exporter.ledger import MAX_PENDING_RUNS_PER_SYNC
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.snapshot import Snapshot
-from census_exporter.state import MAX_PENDING_RUNS_PER_SYNC
 from tests.hostile_server import HostileServer, Reply, Request, envelope
 
 TOKEN = "secret-token:hostile-runs-5e1a"

@@ -11,47 +11,37 @@ import pytest
 from cachetools import LRUCache
 
 from census_exporter import collector
-from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, Sync, SyncRun
+from census_exporter.census.models.fields import NAME_LIMIT, WORD_LIMIT
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
 from census_exporter.collector import CensusCollector
 from census_exporter.config import Exposition
 from census_exporter.demo import reference_workspace
+from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
 from census_exporter.rendering import RenderedFamilies
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
-from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, SyncLedger
 from tests.conftest import Harness, parse_scrape
+from tests.factories import make_run, make_sync
 
 HarnessFactory = Callable[..., Harness]
 
 
 def sync(sync_id: int, label: str = "ok") -> Sync:
-    return Sync(
-        id=sync_id,
-        label=label,
-        operation="upsert",
-        source_connection_id=None,
-        destination_connection_id=None,
-        destination_object="Lead",
-        schedule="daily",
-        paused=False,
-    )
+    return make_sync(sync_id, label=label, destination_object="Lead", schedule="daily")
 
 
 def finished_run(run_id: int, records: int = 10) -> SyncRun:
-    return SyncRun(
-        id=run_id,
-        sync_id=None,
-        status="completed",
+    return make_run(
+        run_id,
         created_at=1_700_000_000.0,
         updated_at=1_700_000_060.0,
         completed_at=1_700_000_060.0,
-        scheduled_execution_time=None,
         source_record_count=records,
         records_processed=records,
         records_updated=records,
         records_failed=0,
         records_invalid=0,
-        error_code=None,
-        error_message=None,
         canceled=False,
         full_sync=False,
         trigger="Schedule",

@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from census_exporter.census.models import Sync, SyncRun
 from census_exporter.demo import SimulatedWorkspace
 from census_exporter.landing import MAX_LISTED_FAILURES, RUNBOOK_URL, render_landing_page
 from census_exporter.snapshot import FleetView, Snapshot, SyncState
 from tests.conftest import HarnessFactory, wait_for
+from tests.factories import make_run, make_sync
 
 REPO = Path(__file__).resolve().parent.parent
 US = "https://app.getcensus.com/api/v1"
@@ -27,11 +27,15 @@ EU = "https://app-eu.getcensus.com/api/v1"
 
 
 def sync_state(sync_id: int, label: str, status: str = "completed") -> SyncState:
-    sync = Sync(sync_id, label, "upsert", 1, 2, "Contact", "hourly", False)
-    run = SyncRun(
-        *(sync_id * 10, sync_id, status, 1.0, 2.0, 2.0, None),
-        *(None, None, None, None, None, None, None, None, None, None),
+    sync = make_sync(
+        sync_id,
+        label=label,
+        source_connection_id=1,
+        destination_connection_id=2,
+        destination_object="Contact",
+        schedule="hourly",
     )
+    run = make_run(sync_id * 10, status, sync_id=sync_id, created_at=1.0, updated_at=2.0, completed_at=2.0)
     return SyncState(sync=sync, latest_run=run)
 
 

@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-from census_exporter.census.models import SyncRun
-from census_exporter.state import (
-    MAX_PENDING_RUNS_PER_SYNC,
-    MAX_UNDOCUMENTED_STATUSES,
-    OTHER_STATUS,
-    REMEMBERED_RUN_IDS,
-    SyncLedger,
-)
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.ledger import MAX_PENDING_RUNS_PER_SYNC, REMEMBERED_RUN_IDS, SyncLedger
+from census_exporter.run_counters import MAX_UNDOCUMENTED_STATUSES, OTHER_STATUS
+from tests.factories import make_run
 
 
 def run(run_id: int, status: str = "completed", duration: float = 30.0, records: int | None = 10) -> SyncRun:
     finished = status not in ("queued", "working")
-    return SyncRun(
-        id=run_id,
+    return make_run(
+        run_id,
+        status,
         sync_id=1,
-        status=status,
         created_at=1000.0 + run_id,
         updated_at=1000.0 + run_id + duration,
         completed_at=1000.0 + run_id + duration if finished and status != "failed" else None,
-        scheduled_execution_time=None,
         source_record_count=records,
         records_processed=records,
         records_updated=records,
         records_failed=1 if records else None,
         records_invalid=0,
-        error_code=None,
-        error_message=None,
         canceled=False,
         full_sync=False,
-        trigger=None,
     )
 
 

@@ -131,7 +131,7 @@ def test_the_same_address_twice_is_refused() -> None:
 
 
 def test_the_variable_takes_several_addresses_separated_by_commas() -> None:
-    from census_exporter.cli import parse_config
+    from census_exporter.cli.assembly import parse_config
 
     config = parse_config(["--demo"], {"CENSUS_EXPORTER_WEB_LISTEN_ADDRESS": "127.0.0.1:1, [::1]:2"})
     assert (config.listen_host, config.listen_port, config.more_listen_addresses) == (

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from census_exporter.census.client import CensusClient, Listing, RunsPage
+from census_exporter.census.client import CensusClient
+from census_exporter.census.listing import Listing, RunsPage
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import (
     GONE_AFTER_MISSING_LISTINGS,

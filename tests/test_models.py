@@ -6,24 +6,21 @@ import json
 
 import pytest
 
-from census_exporter.census.models import (
+from census_exporter.census.models.connections import Connection, parse_connection
+from census_exporter.census.models.fields import (
     MAX_COUNT,
     MAX_ID,
     MESSAGE_LIMIT,
     NAME_LIMIT,
     TRUNCATION_MARKER,
     WORD_LIMIT,
-    Connection,
     Skipped,
-    Sync,
-    SyncRun,
     bounded_text,
     clean_text,
-    parse_connection,
-    parse_sync,
-    parse_sync_run,
     parse_timestamp,
 )
+from census_exporter.census.models.runs import SyncRun, parse_sync_run
+from census_exporter.census.models.syncs import Sync, parse_sync
 
 RUN_93 = {
     "id": 93,

@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 
 from census_exporter.census.client import CensusClient
-from census_exporter.census.models import Skipped, SyncRun, parse_sync_run
+from census_exporter.census.models.fields import Skipped
+from census_exporter.census.models.runs import SyncRun, parse_sync_run
 from census_exporter.demo import Fault, SimulatedWorkspace, SimulatorServer
 from census_exporter.refresh import Refresher, RefreshSettings, one_sync
 from tests.conftest import TEST_TOKEN, Harness

@@ -11,12 +11,16 @@ from typing import Any
 
 import pytest
 
-from census_exporter.census.client import CensusClient, Listing, RunsPage
-from census_exporter.census.models import Sync, SyncRun, parse_status, parse_sync, parse_sync_run
+from census_exporter.census.client import CensusClient
+from census_exporter.census.listing import Listing, RunsPage
+from census_exporter.census.models.runs import SyncRun, parse_status, parse_sync_run
+from census_exporter.census.models.syncs import Sync, parse_sync
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.ledger import REMEMBERED_RUN_IDS, SyncLedger
 from census_exporter.refresh import Refresher, RefreshSettings
-from census_exporter.refresh.refresher import QUEUED_READS_PER_WORKER
-from census_exporter.state import REMEMBERED_RUN_IDS, RunCounters, RunIds, SyncLedger
+from census_exporter.refresh.rounds import QUEUED_READS_PER_WORKER
+from census_exporter.run_counters import RunCounters
+from census_exporter.run_ids import RunIds
 from census_exporter.workers import DaemonPool
 from tests.conftest import TEST_TOKEN
 

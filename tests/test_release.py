@@ -16,6 +16,7 @@ import yaml
 
 from census_exporter import __version__
 from tests.conftest import require_tool
+from tests.helm import helm_3
 from tests.stack import REPO, run_tool
 
 WORKFLOWS = REPO / ".github" / "workflows"
@@ -129,14 +130,12 @@ def test_the_python_step_builds_a_twine_checked_sdist_and_wheel_with_build_info(
     assert f"\nVersion: {__version__}\n" in metadata and "Requires-Dist: httpx" in metadata
     assert "REVISION = '0123abc'" in stamped and "BRANCH = 'v9'" in stamped
     with tarfile.open(sdist) as archive:
-        assert f"census_exporter-{__version__}/exporter/census_exporter/cli.py" in archive.getnames()
+        assert f"census_exporter-{__version__}/exporter/census_exporter/cli/main.py" in archive.getnames()
     assert build_info.exists() == existed, "the build info of a release must not land in the work tree"
 
 
 def test_the_chart_step_packages_the_chart_artefact(tmp_path: Path) -> None:
-    from tests.test_deployment import _helm_3
-
-    helm = _helm_3()
+    helm = helm_3()
     helm_home = {f"HELM_{k}_HOME": str(tmp_path / "helm" / k) for k in ("CACHE", "CONFIG", "DATA")}
     env = {"DIST": str(tmp_path), "PATH": f"{Path(helm).parent}{os.pathsep}{os.environ['PATH']}", **helm_home}
     result = release("chart", env=env)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from census_exporter.census.client import CensusClient, RetryPolicy
+from census_exporter.census._requests import RetryPolicy
+from census_exporter.census.client import CensusClient
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.ledger import OUT_OF_ORDER_TOLERANCE_SECONDS
 from census_exporter.refresh import Refresher, RefreshSettings
-from census_exporter.state import OUT_OF_ORDER_TOLERANCE_SECONDS
 from tests.conftest import TEST_TOKEN, Harness
 
 SYNC = 5

@@ -6,7 +6,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
@@ -32,31 +33,45 @@ def simulator() -> Iterator[SimulatorServer]:
     server.close()
 
 
+@dataclass
+class Exporter:
+    """The real census-exporter process on a loopback port, and its /metrics URL."""
+
+    process: Process
+    url: str
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[Callable[..., Exporter]]:
+    """Start the CLI with the given flags, on a free port, a 1 s TTL and no request budget (log in
+    ``tmp_path``); it is stopped at teardown."""
+    started: list[Process] = []
+
+    def start(*flags: str) -> Exporter:
+        port = free_port()
+        command = [sys.executable, "-m", "census_exporter", *flags, f"--web.listen-address=127.0.0.1:{port}"]
+        command += ["--census.cache-ttl=1", "--census.max-requests-per-second=0"]
+        started.append(Process(command, tmp_path / "exporter.log"))
+        return Exporter(started[-1], f"http://127.0.0.1:{port}/metrics")
+
+    yield start
+    for process in started:
+        process.stop()
+
+
 def workspaces_file(path: Path, url: str, token: Path, *names: str) -> None:
     path.write_text("workspaces:\n" + "".join(ENTRY.format(name=n, url=url, token=token) for n in names))
 
 
 def test_sighup_under_scrapes_reloads_the_workspaces_file_and_never_fails_a_scrape(
-    tmp_path: Path, simulator: SimulatorServer
+    tmp_path: Path, simulator: SimulatorServer, exporter: Callable[..., Exporter]
 ) -> None:
     token = tmp_path / "token"
     token.write_text(TEST_TOKEN)
     config = tmp_path / "workspaces.yaml"
     workspaces_file(config, simulator.url, token, "alpha")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "census_exporter",
-            f"--config.file={config}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--census.cache-ttl=1",
-            "--census.max-requests-per-second=0",
-        ],
-        tmp_path / "exporter.log",
-    )
+    started = exporter(f"--config.file={config}")
+    process, url = started.process, started.url
     scrapes: list[Scrape] = []
     failures: list[str] = []
     stop = threading.Event()
@@ -88,48 +103,44 @@ def test_sighup_under_scrapes_reloads_the_workspaces_file_and_never_fails_a_scra
             wait_for(lambda b=began: reloads() > b, what="the SIGHUP's reload to begin")
             wait_for(lambda n=seen: len(scrapes) >= n + 2, what="scrapes between SIGHUPs")
 
-    try:
-
-        def serving() -> bool:
-            try:
-                return httpx.get(url, timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(serving, timeout=30, what=lambda: f"the exporter to serve: {process.output()}")
-        thread = threading.Thread(target=scrape_forever)
-        thread.start()
+    def serving() -> bool:
         try:
-            wait_for(lambda: up("alpha"), what="alpha to be up")
-            hang_up(10)
-            # A workspace added, then the first removed: each applies on a SIGHUP.
-            workspaces_file(config, simulator.url, token, "alpha", "beta")
-            hang_up(3)
-            wait_for(lambda: up("beta"), what="beta to be watched after SIGHUP")
-            workspaces_file(config, simulator.url, token, "beta")
-            hang_up(3)
-            wait_for(
-                lambda: scrapes[-1].value("census_up", workspace="alpha") is None,
-                what="alpha's series to go after SIGHUP",
-            )
-            # A broken file keeps what runs, with one warning line however many SIGHUPs.
-            config.write_text("workspaces: [unterminated\n")
-            hang_up(5)
-            assert up("beta")
-        finally:
-            stop.set()
-            thread.join(timeout=30)
-        assert process.process.poll() is None, "SIGHUP ended the process"
-        assert failures == []
-        assert len(scrapes) > 40
-        log = process.log.read_text(errors="replace")
-        assert "added beta; removed none" in log and "added none; removed alpha" in log, log
-        assert log.count("keeping the running workspaces") == 1, log  # once per distinct problem
-        assert reloads() == 21, log
-        process.process.send_signal(signal.SIGTERM)
-        assert process.process.wait(timeout=15) == 0
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(serving, timeout=30, what=lambda: f"the exporter to serve: {process.output()}")
+    thread = threading.Thread(target=scrape_forever)
+    thread.start()
+    try:
+        wait_for(lambda: up("alpha"), what="alpha to be up")
+        hang_up(10)
+        # A workspace added, then the first removed: each applies on a SIGHUP.
+        workspaces_file(config, simulator.url, token, "alpha", "beta")
+        hang_up(3)
+        wait_for(lambda: up("beta"), what="beta to be watched after SIGHUP")
+        workspaces_file(config, simulator.url, token, "beta")
+        hang_up(3)
+        wait_for(
+            lambda: scrapes[-1].value("census_up", workspace="alpha") is None,
+            what="alpha's series to go after SIGHUP",
+        )
+        # A broken file keeps what runs, with one warning line however many SIGHUPs.
+        config.write_text("workspaces: [unterminated\n")
+        hang_up(5)
+        assert up("beta")
     finally:
-        process.stop()
+        stop.set()
+        thread.join(timeout=30)
+    assert process.process.poll() is None, "SIGHUP ended the process"
+    assert failures == []
+    assert len(scrapes) > 40
+    log = process.log.read_text(errors="replace")
+    assert "added beta; removed none" in log and "added none; removed alpha" in log, log
+    assert log.count("keeping the running workspaces") == 1, log  # once per distinct problem
+    assert reloads() == 21, log
+    process.process.send_signal(signal.SIGTERM)
+    assert process.process.wait(timeout=15) == 0
 
 
 def rewrite_keeping_stat(path: Path, data: bytes) -> None:
@@ -142,7 +153,7 @@ def rewrite_keeping_stat(path: Path, data: bytes) -> None:
 
 
 def test_sighup_reads_a_token_file_and_the_web_config_that_stat_cannot_tell_changed(
-    tmp_path: Path, simulator: SimulatorServer
+    tmp_path: Path, simulator: SimulatorServer, exporter: Callable[..., Exporter]
 ) -> None:
     token = tmp_path / "token"
     token.write_text(TEST_TOKEN)
@@ -150,22 +161,10 @@ def test_sighup_reads_a_token_file_and_the_web_config_that_stat_cannot_tell_chan
     new_hash = bcrypt.hashpw(b"new", bcrypt.gensalt(rounds=4)).decode()
     web = tmp_path / "web.yml"
     web.write_text(f"basic_auth_users:\n  prometheus: {old_hash}\n")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/metrics"
-    process = Process(
-        [
-            sys.executable,
-            "-m",
-            "census_exporter",
-            f"--census.api-url={simulator.url}",
-            f"--census.token-file={token}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--web.config.file={web}",
-            "--census.cache-ttl=1",
-            "--census.max-requests-per-second=0",
-        ],
-        tmp_path / "exporter.log",
+    started = exporter(
+        f"--census.api-url={simulator.url}", f"--census.token-file={token}", f"--web.config.file={web}"
     )
+    process, url = started.process, started.url
 
     def status(password: str) -> int:
         try:
@@ -177,24 +176,22 @@ def test_sighup_reads_a_token_file_and_the_web_config_that_stat_cannot_tell_chan
         response = httpx.get(url, auth=("prometheus", password), timeout=10)
         return parse_scrape(response.text).value("census_up", workspace="default")
 
-    try:
-        wait_for(lambda: status("old") == 200, timeout=30, what=process.output)
-        wait_for(lambda: up("old") == 1, what="a first good refresh")
-        rewrite_keeping_stat(web, f"basic_auth_users:\n  prometheus: {new_hash}\n".encode())
-        wrong = TEST_TOKEN[:-1] + ("x" if TEST_TOKEN[-1] != "x" else "y")
-        rewrite_keeping_stat(token, wrong.encode())
-        assert status("old") == 200 and status("new") == 401  # stat() saw nothing
+    wait_for(lambda: status("old") == 200, timeout=30, what=process.output)
+    wait_for(lambda: up("old") == 1, what="a first good refresh")
+    rewrite_keeping_stat(web, f"basic_auth_users:\n  prometheus: {new_hash}\n".encode())
+    wrong = TEST_TOKEN[:-1] + ("x" if TEST_TOKEN[-1] != "x" else "y")
+    rewrite_keeping_stat(token, wrong.encode())
+    assert status("old") == 200 and status("new") == 401  # stat() saw nothing
+    process.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: status("new") == 200, what="SIGHUP to apply the new password")
+    assert status("old") == 401
+    wait_for(lambda: up("new") == 0, what="SIGHUP to put the rewritten (wrong) token in use")
+    # An emptied token file on SIGHUP: one warning line naming it, and the exporter carries on.
+    token.write_text("")
+    for _ in range(3):
         process.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: status("new") == 200, what="SIGHUP to apply the new password")
-        assert status("old") == 401
-        wait_for(lambda: up("new") == 0, what="SIGHUP to put the rewritten (wrong) token in use")
-        # An emptied token file on SIGHUP: one warning line naming it, and the exporter carries on.
-        token.write_text("")
-        for _ in range(3):
-            process.process.send_signal(signal.SIGHUP)
-        wait_for(lambda: f"SIGHUP: token file {token} is empty" in process.output(), what="the warning")
-        assert status("new") == 200
-        assert process.process.poll() is None
-    finally:
-        process.stop()
+    wait_for(lambda: f"SIGHUP: token file {token} is empty" in process.output(), what="the warning")
+    assert status("new") == 200
+    assert process.process.poll() is None
+    process.stop()  # the whole log, before it is read
     assert process.log.read_text().count(f"SIGHUP: token file {token} is empty") == 1

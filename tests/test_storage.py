@@ -27,10 +27,12 @@ import httpx
 import pytest
 
 from census_exporter import storage
-from census_exporter.census.models import Sync
+from census_exporter.census.models.syncs import Sync
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
+from census_exporter.run_counters import RunCounters
+from census_exporter.run_ids import RunIds
 from census_exporter.snapshot import Snapshot, SyncState
-from census_exporter.state import DEFAULT_DURATION_BUCKETS, RunCounters, RunIds, SyncLedger
 from census_exporter.storage import FORMAT, VERSION, Storage, StorageError
 from tests.conftest import TEST_TOKEN, Harness, Scrape, parse_scrape, wait_for
 from tests.stack import Process, free_port

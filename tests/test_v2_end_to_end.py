@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from census_exporter.census import client
-from census_exporter.cli import log_api_version_notice, parse_config
+from census_exporter.census import _dialect, client
+from census_exporter.cli.api_versions import log_api_version_notice
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import Config, Exposition, TokenSource
 from census_exporter.demo import DEMO_TOKEN, Fault, SimulatedOrganization, reference_workspace, start_demo
 from census_exporter.demo.organization import GROUP_PARAMETER, MISSING_GROUP_STATUS, base_url
@@ -257,7 +258,7 @@ def test_the_v2_demo_serves_its_workspace_to_a_v2_exporter() -> None:
 
 def test_the_client_names_the_group_as_the_simulator_assumes() -> None:
     # Both sides hold the same unpublished assumption; correcting it must change both.
-    assert client.GROUP_PARAMETER == GROUP_PARAMETER
+    assert _dialect.GROUP_PARAMETER == GROUP_PARAMETER
 
 
 def test_a_v1_client_with_a_group_cannot_be_built() -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from census_exporter import defaults
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.config import Config, Discovery, Exposition, TokenSource, Workspace
 from census_exporter.demo import Fault, SimulatedOrganization
 from census_exporter.demo.organization import V2_VARIANTS, base_url
@@ -121,6 +121,13 @@ class Served:
         assert response.status_code == 200
         return parse_scrape(response.text)
 
+    def scrape_after_new_runs(self, exporter: Exporter) -> Scrape:
+        """:meth:`add_runs`, then two scrapes (two refreshes at a TTL of 0: the second must count nothing
+        again); the second one."""
+        self.add_runs()
+        self.scrape(exporter)
+        return self.scrape(exporter)
+
     def close(self) -> None:
         for exporter in self.exporters:
             exporter.close()
@@ -128,11 +135,23 @@ class Served:
         self.server.close()
 
 
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    """Serve an organization in one variant (``Served``'s arguments); everything is closed at teardown."""
+    started: list[Served] = []
+
+    def start(variant: str, **organization: Any) -> Served:
+        started.append(Served(variant, **organization))
+        return started[-1]
+
+    yield start
+    for organization in started:
+        organization.close()
+
+
 @pytest.fixture(params=list(V2_VARIANTS))
-def served(request: pytest.FixtureRequest) -> Iterator[Served]:
-    organization = Served(str(request.param))
-    yield organization
-    organization.close()
+def served(request: pytest.FixtureRequest, serve: Callable[..., Served]) -> Served:
+    return serve(str(request.param))
 
 
 def configured_groups(served: Served) -> Exporter:
@@ -175,9 +194,7 @@ def test_two_configured_groups_never_share_a_sync_and_count_every_run_once(
     with caplog.at_level(logging.INFO):
         exporter = configured_groups(served)
         wait_for(all_syncs_seen(served, exporter), what=f"every sync in {served.variant}")
-        served.add_runs()
-        served.scrape(exporter)
-        m = served.scrape(exporter)  # a second refresh must not count anything again
+        m = served.scrape_after_new_runs(exporter)
     assert_each_sync_once_with_every_run_once(served, m)
     if served.variant == "param-ignored-untagged":
         # Nothing tells the groups apart: each sync is watched once, and the overlap is said.
@@ -229,9 +246,7 @@ def test_a_pat_without_a_group_watches_each_group_apart(
     with caplog.at_level(logging.INFO):
         exporter = served.exporter(discoveries=(discovery,), workspace="everything")
         wait_for(all_syncs_seen(served, exporter), what=f"every sync in {served.variant}")
-        served.add_runs()
-        served.scrape(exporter)
-        m = served.scrape(exporter)
+        m = served.scrape_after_new_runs(exporter)
     assert_each_sync_once_with_every_run_once(served, m)
     found = [r.getMessage() for r in caplog.records if " found workspace " in r.getMessage()]
     # Discovery finds both groups in every variant: from the groups listing, else from the records.
@@ -262,19 +277,15 @@ def test_a_pat_without_a_group_watches_each_group_apart(
 
 def test_a_pat_whose_records_name_no_group_and_no_groups_route_is_watched_as_one(
     caplog: pytest.LogCaptureFixture,
+    serve: Callable[..., Served],
 ) -> None:
-    served = Served("param-ignored-untagged")
-    try:
-        discovery = served.discovery()
-        served.server.inject(Fault(r"^/api/v2/groups$", status=404))
-        exporter = served.exporter(discoveries=(discovery,))
-        m = wait_for(all_syncs_seen(served, exporter), what="every sync")
-        assert {workspace for shown in owners(m).values() for workspace in shown} == {"everything"}
-        served.add_runs()
-        served.scrape(exporter)
-        assert_each_sync_once_with_every_run_once(served, served.scrape(exporter))
-    finally:
-        served.close()
+    served = serve("param-ignored-untagged")
+    discovery = served.discovery()
+    served.server.inject(Fault(r"^/api/v2/groups$", status=404))
+    exporter = served.exporter(discoveries=(discovery,))
+    m = wait_for(all_syncs_seen(served, exporter), what="every sync")
+    assert {workspace for shown in owners(m).values() for workspace in shown} == {"everything"}
+    assert_each_sync_once_with_every_run_once(served, served.scrape_after_new_runs(exporter))
 
 
 PROBE_FAMILIES = ("census_api_info", "census_v2_group_overlap_syncs")
@@ -299,22 +310,19 @@ def test_a_v1_workspace_has_no_probe_and_renders_neither_probe_family(
     assert not [r for r in caplog.records if r.getMessage().startswith("Census API probe")]
 
 
-def test_a_v2_client_renders_the_probe_only_once_it_has_listed() -> None:
-    served = Served("param-ignored")  # the same code path in every variant
-    try:
-        served.server.inject(Fault(r"^/api/v2/syncs$", status=404, times=-1))  # 404: not retried
-        exporter = configured_groups(served)
-        wait_for(
-            lambda: served.scrape(exporter).value("census_up", workspace="marketing") == 0,
-            what="the first refresh to fail",
-        )
-        # Nothing was listed yet: what the API does with the group is unknown, so both families are absent.
-        assert probe_lines(served.http.get(f"http://127.0.0.1:{exporter.port}/metrics").text) == []
-        served.server.clear_faults()
-        m = wait_for(all_syncs_seen(served, exporter), what="every sync once the list answers")
-        assert len(m.all("census_api_info")) == 2
-    finally:
-        served.close()
+def test_a_v2_client_renders_the_probe_only_once_it_has_listed(serve: Callable[..., Served]) -> None:
+    served = serve("param-ignored")  # the same code path in every variant
+    served.server.inject(Fault(r"^/api/v2/syncs$", status=404, times=-1))  # 404: not retried
+    exporter = configured_groups(served)
+    wait_for(
+        lambda: served.scrape(exporter).value("census_up", workspace="marketing") == 0,
+        what="the first refresh to fail",
+    )
+    # Nothing was listed yet: what the API does with the group is unknown, so both families are absent.
+    assert probe_lines(served.http.get(f"http://127.0.0.1:{exporter.port}/metrics").text) == []
+    served.server.clear_faults()
+    m = wait_for(all_syncs_seen(served, exporter), what="every sync once the list answers")
+    assert len(m.all("census_api_info")) == 2
 
 
 def test_a_pat_only_command_line_works_on_day_one(served: Served) -> None:
@@ -354,54 +362,41 @@ def test_a_pat_only_command_line_works_on_day_one(served: Served) -> None:
 
 def test_a_group_parameter_refused_with_422_is_dropped_once_per_client(
     caplog: pytest.LogCaptureFixture,
+    serve: Callable[..., Served],
 ) -> None:
-    served = Served("param-refused", refused_status=422)
-    try:
-        with caplog.at_level(logging.INFO):
-            exporter = configured_groups(served)
-            wait_for(all_syncs_seen(served, exporter), what="every sync")
-            served.add_runs()
-            served.scrape(exporter)
-            m = served.scrape(exporter)
-        assert_each_sync_once_with_every_run_once(served, m)
-        for name, sync_ids in served.syncs.items():
-            assert {owners(m)[str(s)][0] for s in sync_ids} == {name}
-        refused = [
-            r.getMessage() for r in caplog.records if "refused the group_id parameter" in r.getMessage()
-        ]
-        assert len(refused) == 2 and all("HTTP 422" in line for line in refused), refused
-        # One refused request per client, whatever the number of lists, pages and refreshes since.
-        assert sum(m.all("census_api_requests_total", code="422").values()) == 2
-        assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"refused"}
-    finally:
-        served.close()
+    served = serve("param-refused", refused_status=422)
+    with caplog.at_level(logging.INFO):
+        exporter = configured_groups(served)
+        wait_for(all_syncs_seen(served, exporter), what="every sync")
+        m = served.scrape_after_new_runs(exporter)
+    assert_each_sync_once_with_every_run_once(served, m)
+    for name, sync_ids in served.syncs.items():
+        assert {owners(m)[str(s)][0] for s in sync_ids} == {name}
+    refused = [r.getMessage() for r in caplog.records if "refused the group_id parameter" in r.getMessage()]
+    assert len(refused) == 2 and all("HTTP 422" in line for line in refused), refused
+    # One refused request per client, whatever the number of lists, pages and refreshes since.
+    assert sum(m.all("census_api_requests_total", code="422").values()) == 2
+    assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"refused"}
 
 
-def test_a_named_group_beside_a_pat_watched_as_one_never_shares_a_sync() -> None:
+def test_a_named_group_beside_a_pat_watched_as_one_never_shares_a_sync(serve: Callable[..., Served]) -> None:
     # No groups route and no record naming a group: the discovery entry watches everything as one
     # workspace, beside a group named in the file. Each sync must still be watched, and counted, once.
-    served = Served("param-ignored-untagged")
-    try:
-        served.server.inject(Fault(r"^/api/v2/groups$", status=404, times=-1))
-        discovery = served.discovery()
-        named = Workspace("marketing", served.url, TokenSource(value=PAT), "v2", GROUPS["marketing"][0])
-        exporter = served.exporter(
-            config_file="workspaces.yaml", workspaces=(named,), discoveries=(discovery,)
-        )
-        wait_for(all_syncs_seen(served, exporter), what="every sync")
-        both = ("marketing", "everything")
-        wait_for(
-            lambda: all(served.scrape(exporter).value("census_up", workspace=w) == 1 for w in both),
-            what="both workspaces listed",
-        )
-        served.add_runs()
-        served.scrape(exporter)
-        m = served.scrape(exporter)
-        assert_each_sync_once_with_every_run_once(served, m)
-        assert {w for shown in owners(m).values() for w in shown} <= {"marketing", "everything"}
-        assert sorted(m.all("census_v2_group_overlap_syncs").values()) == [0, 5]
-    finally:
-        served.close()
+    served = serve("param-ignored-untagged")
+    served.server.inject(Fault(r"^/api/v2/groups$", status=404, times=-1))
+    discovery = served.discovery()
+    named = Workspace("marketing", served.url, TokenSource(value=PAT), "v2", GROUPS["marketing"][0])
+    exporter = served.exporter(config_file="workspaces.yaml", workspaces=(named,), discoveries=(discovery,))
+    wait_for(all_syncs_seen(served, exporter), what="every sync")
+    both = ("marketing", "everything")
+    wait_for(
+        lambda: all(served.scrape(exporter).value("census_up", workspace=w) == 1 for w in both),
+        what="both workspaces listed",
+    )
+    m = served.scrape_after_new_runs(exporter)
+    assert_each_sync_once_with_every_run_once(served, m)
+    assert {w for shown in owners(m).values() for w in shown} <= {"marketing", "everything"}
+    assert sorted(m.all("census_v2_group_overlap_syncs").values()) == [0, 5]
 
 
 def refused_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -427,64 +422,57 @@ def listed_again_with_new_runs(served: Served, exporter: Exporter) -> Callable[[
 
 def test_a_one_off_400_on_the_sync_list_does_not_switch_the_group_parameter_off(
     caplog: pytest.LogCaptureFixture,
+    serve: Callable[..., Served],
 ) -> None:
     # The API requires ?group_id=. One transient 400 must not make the client stop sending it: the
     # retry without it is refused too, so switching it off would fail every later list until a restart.
-    served = Served("param-required")
-    try:
-        with caplog.at_level(logging.INFO):
-            exporter = configured_groups(served)
-            wait_for(all_syncs_seen(served, exporter), what="every sync")
-            fault = Fault(r"^/api/v2/syncs$", status=400, body=b'{"status":"error","message":"Bad Request"}')
-            served.server.inject(fault)
-            refresh_every_member(exporter)
-            assert fault.times == 0  # the one-off 400 was answered
-            failed = served.scrape(exporter)
-            refresh_every_member(exporter)
-            served.add_runs()
-            m = wait_for(
-                listed_again_with_new_runs(served, exporter), what="both groups up, new runs counted"
-            )
-        assert refused_lines(caplog) == []
-        assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"honoured"}
-        assert_each_sync_once_with_every_run_once(served, m)
-        # The one-off 400 and the retry without the parameter (refused: "group_id is required"), once.
-        assert sum(m.all("census_api_requests_total", code="400").values()) == 2
-        assert sum(failed.all("census_api_requests_total", code="400").values()) == 2
-    finally:
-        served.close()
+    served = serve("param-required")
+    with caplog.at_level(logging.INFO):
+        exporter = configured_groups(served)
+        wait_for(all_syncs_seen(served, exporter), what="every sync")
+        fault = Fault(r"^/api/v2/syncs$", status=400, body=b'{"status":"error","message":"Bad Request"}')
+        served.server.inject(fault)
+        refresh_every_member(exporter)
+        assert fault.times == 0  # the one-off 400 was answered
+        failed = served.scrape(exporter)
+        refresh_every_member(exporter)
+        served.add_runs()
+        m = wait_for(listed_again_with_new_runs(served, exporter), what="both groups up, new runs counted")
+    assert refused_lines(caplog) == []
+    assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"honoured"}
+    assert_each_sync_once_with_every_run_once(served, m)
+    # The one-off 400 and the retry without the parameter (refused: "group_id is required"), once.
+    assert sum(m.all("census_api_requests_total", code="400").values()) == 2
+    assert sum(failed.all("census_api_requests_total", code="400").values()) == 2
 
 
 def test_a_422_to_every_list_keeps_the_group_parameter_and_recovers_when_the_api_does(
     caplog: pytest.LogCaptureFixture,
+    serve: Callable[..., Served],
 ) -> None:
     # Every list refused, with or without the parameter: the parameter was not the cause, so the
     # client keeps sending it and asks again on each list; once the API answers, nothing has changed.
-    served = Served("param-required")
-    try:
-        with caplog.at_level(logging.INFO):
-            exporter = configured_groups(served)
-            wait_for(all_syncs_seen(served, exporter), what="every sync")
-            served.server.inject(Fault(r"^/api/v2/syncs$", status=422, times=-1))
-            refresh_every_member(exporter)
-            refresh_every_member(exporter)
-            down = served.scrape(exporter)
-            assert down.value("census_up", workspace="marketing") == 0
-            assert down.value("census_up", workspace="sales") == 0
-            served.server.clear_faults()
-            served.add_runs()
-            m = wait_for(
-                listed_again_with_new_runs(served, exporter), what="both groups up, new runs counted"
-            )
-        assert refused_lines(caplog) == []
-        assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"honoured"}
-        assert_each_sync_once_with_every_run_once(served, m)
-    finally:
-        served.close()
+    served = serve("param-required")
+    with caplog.at_level(logging.INFO):
+        exporter = configured_groups(served)
+        wait_for(all_syncs_seen(served, exporter), what="every sync")
+        served.server.inject(Fault(r"^/api/v2/syncs$", status=422, times=-1))
+        refresh_every_member(exporter)
+        refresh_every_member(exporter)
+        down = served.scrape(exporter)
+        assert down.value("census_up", workspace="marketing") == 0
+        assert down.value("census_up", workspace="sales") == 0
+        served.server.clear_faults()
+        served.add_runs()
+        m = wait_for(listed_again_with_new_runs(served, exporter), what="both groups up, new runs counted")
+    assert refused_lines(caplog) == []
+    assert {dict(k)["group_parameter"] for k in m.all("census_api_info")} == {"honoured"}
+    assert_each_sync_once_with_every_run_once(served, m)
 
 
 def test_a_pat_whose_syncs_name_a_thousand_groups_watches_a_bounded_number_and_says_so_once(
     caplog: pytest.LogCaptureFixture,
+    serve: Callable[..., Served],
 ) -> None:
     # No groups route and every sync naming its own group: discovery derives the groups from the records.
     # Watching one workspace per group_id without a bound took 1,000 workspaces and 4,700 threads.

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from census_exporter import web_config
+from census_exporter import basic_auth
 from census_exporter.web_config import WebConfigError, load_web_config
 from tests.conftest import Harness, HarnessFactory, require_tool, wait_for
 
@@ -318,13 +318,13 @@ def test_basic_auth_protects_every_endpoint(
     pki: Pki, start_exporter: StartExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checks: list[bytes] = []
-    real_checkpw = web_config.bcrypt.checkpw
+    real_checkpw = basic_auth.bcrypt.checkpw
 
     def counting_checkpw(password: bytes, hashed: bytes) -> bool:
         checks.append(password)
         return real_checkpw(password, hashed)
 
-    monkeypatch.setattr(web_config.bcrypt, "checkpw", counting_checkpw)
+    monkeypatch.setattr(basic_auth.bcrypt, "checkpw", counting_checkpw)
     harness = start_exporter({"basic_auth_users": {"prometheus": PASSWORD_HASH}})
     for path in ("/", "/metrics", "/healthz", "/readyz"):
         response = harness.get(path)

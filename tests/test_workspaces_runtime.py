@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from census_exporter.cli import parse_config
+from census_exporter.cli.assembly import parse_config
 from census_exporter.demo import Fault, SimulatedOrganization, SimulatedWorkspace, SimulatorServer
 from census_exporter.demo.organization import HostedWorkspace, base_url
 from census_exporter.exporter import Exporter

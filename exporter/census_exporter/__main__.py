@@ -1,5 +1,5 @@
 """Allow ``python -m census_exporter``."""
 
-from census_exporter.cli import main
+from census_exporter.cli.main import main
 
 raise SystemExit(main())

@@ -30,7 +30,8 @@ from census_exporter.rendering import RenderedFamilies
 from census_exporter.server import ExporterApp, HTTPServer
 from census_exporter.snapshot import SyncState
 from census_exporter.storage import Identity, Restored, Storage
-from census_exporter.web_config import WebConfigSource, WebSecurityCollector
+from census_exporter.web_config_reload import WebConfigSource
+from census_exporter.web_security_metrics import WebSecurityCollector
 from census_exporter.webhooks.intake import WebhookTarget
 from census_exporter.webhooks.receiver import WebhookReceiver
 from census_exporter.webhooks.signature import WebhookSecrets

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from census_exporter.cli import build_parser
+from census_exporter.cli.flags import build_parser
 from census_exporter.server import parse_listen_address
 from census_exporter.web_config import WebConfig, WebConfigError, load_web_config
 

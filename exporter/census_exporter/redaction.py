@@ -2,8 +2,9 @@
 
 Every token source registers its token here as soon as it reads it. Logs are scrubbed by
 :class:`census_exporter.logs.RedactingFilter`; text from the API is scrubbed once, when it is parsed into
-records (:func:`census_exporter.census.models.clean_text`), so a token the API echoes back in a sync label,
-a connection name or an error reaches neither ``/metrics`` nor the landing page, and no scrape pays for it.
+records (:func:`census_exporter.census.models.fields.clean_text`), so a token the API echoes back in a sync
+label, a connection name or an error reaches neither ``/metrics`` nor the landing page, and no scrape pays
+for it.
 """
 
 from __future__ import annotations

@@ -38,12 +38,13 @@ import cheroot.wsgi
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from census_exporter.basic_auth import BasicAuth
 from census_exporter.collector import CensusCollector
 from census_exporter.landing import render_landing_page
 from census_exporter.refresh.fleet import Fleet
 from census_exporter.rendering import RenderedFamilies
 from census_exporter.snapshot import FleetView
-from census_exporter.web_config import BasicAuth, WebConfigSource
+from census_exporter.web_config_reload import WebConfigSource
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from census_exporter.census.models import ConnectionId, Sync, SyncRun
-from census_exporter.state import DEFAULT_DURATION_BUCKETS, SyncLedger
+from census_exporter.census.models.fields import ConnectionId
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
+from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
 
 #: The ``error_code`` label of a code past the per-sync bound (see ``SyncState.shown_error_codes``).
 OTHER_ERROR_CODE = "other"

@@ -38,17 +38,17 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from census_exporter.census.models import NAME_LIMIT, WORD_LIMIT, ConnectionId, Sync, check_connection_id
-from census_exporter.snapshot import Snapshot
-from census_exporter.state import (
+from census_exporter.census.models.fields import NAME_LIMIT, WORD_LIMIT, ConnectionId, check_connection_id
+from census_exporter.census.models.syncs import Sync
+from census_exporter.ledger import (
     MAX_PENDING_RUNS_PER_SYNC,
-    MAX_UNDOCUMENTED_STATUSES,
     REMEMBERED_FINGERPRINTS,
     REMEMBERED_RUN_IDS,
-    RunCounters,
-    RunIds,
     SyncLedger,
 )
+from census_exporter.run_counters import MAX_UNDOCUMENTED_STATUSES, RunCounters
+from census_exporter.run_ids import RunIds
+from census_exporter.snapshot import Snapshot
 from census_exporter.totals import covers, sum_counters
 
 log = logging.getLogger(__name__)

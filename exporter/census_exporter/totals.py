@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import Snapshot
-from census_exporter.state import RunCounters
 
 
 def sum_counters(counters: Iterable[RunCounters], bucket_count: int) -> RunCounters:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +21,7 @@ import yaml
 from census_exporter.census.client import validate_base_url
 from census_exporter.config import ApiVersion, FileTooLargeError, SyncFilter, TokenSource, read_small_file
 from census_exporter.patterns import SyncPattern
+from census_exporter.yaml_lines import LineDict, LineLoader, shown
 
 API_VERSIONS: tuple[ApiVersion, ...] = ("v1", "v2")
 
@@ -139,7 +140,7 @@ def load_workspaces_file(path: str | Path) -> WorkspacesFile:
 def parse_workspaces_file(text: str, path: str) -> WorkspacesFile:
     """Validate the YAML ``text`` of a workspaces file; ``path`` is only used in error messages."""
     try:
-        document = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        document = yaml.load(text, Loader=LineLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{path}:{mark.line + 1}" if mark is not None else path
@@ -147,7 +148,7 @@ def parse_workspaces_file(text: str, path: str) -> WorkspacesFile:
         raise WorkspacesFileError(f"{where}: not valid YAML: {problem}") from None
     except yaml.YAMLError as error:
         raise WorkspacesFileError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(document, _LineDict):
+    if not isinstance(document, LineDict):
         raise WorkspacesFileError(f"{path}: the file must be a mapping with a `workspaces` list")
     top = _Entry(path, document, "the file")
     top.reject_unknown(frozenset({"workspaces"}))
@@ -158,7 +159,7 @@ def parse_workspaces_file(text: str, path: str) -> WorkspacesFile:
     discoveries: list[AutoDiscovery] = []
     names: dict[str, int | None] = {}
     for index, raw in enumerate(entries):
-        if not isinstance(raw, _LineDict):
+        if not isinstance(raw, LineDict):
             raise top.error("workspaces", f"entry {index + 1} must be a mapping")
         entry = _Entry(path, raw, _entry_title(raw, index))
         if "auto" in raw:
@@ -231,7 +232,7 @@ def entry_error(
 
 def workspace_title(name: str) -> str:
     """How errors name a named entry (bounded: a name may be any length until it is validated)."""
-    return f"workspace {_shown(name)}"
+    return f"workspace {shown(name)}"
 
 
 def _field_error(path: str, line: int | None, title: str, field: str, problem: str) -> WorkspacesFileError:
@@ -239,7 +240,7 @@ def _field_error(path: str, line: int | None, title: str, field: str, problem: s
     return WorkspacesFileError(f"{where}: {title}: field `{field}` {problem}")
 
 
-def _entry_title(raw: _LineDict, index: int) -> str:
+def _entry_title(raw: LineDict, index: int) -> str:
     name = raw.get("name")
     if isinstance(name, str) and name.strip():
         return workspace_title(name)
@@ -251,7 +252,7 @@ def _entry_title(raw: _LineDict, index: int) -> str:
 class _Entry:
     """One mapping of the file with what is needed to phrase an error about it."""
 
-    def __init__(self, path: str, raw: _LineDict, title: str) -> None:
+    def __init__(self, path: str, raw: LineDict, title: str) -> None:
         self.path = path
         self.raw = raw
         self.title = title
@@ -277,7 +278,7 @@ class _Entry:
     def string(self, field: str) -> str:
         value = self.require(field)
         if not isinstance(value, str) or not value.strip():
-            raise self.error(field, f"must be a non-empty string, got {_shown(value)}")
+            raise self.error(field, f"must be a non-empty string, got {shown(value)}")
         return value
 
     def optional_string(self, field: str) -> str | None:
@@ -292,14 +293,14 @@ class _Entry:
         low, high = RELIST_INTERVAL_RANGE
         if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
             raise self.error(
-                field, f"must be a number of seconds from {low:g} to {high:g}, got {_shown(value)}"
+                field, f"must be a number of seconds from {low:g} to {high:g}, got {shown(value)}"
             )
         return float(value)
 
     def api_version(self) -> ApiVersion:
         value = self.require("api_version")
         if value not in API_VERSIONS:
-            raise self.error("api_version", f"must be v1 or v2, got {_shown(value)}")
+            raise self.error("api_version", f"must be v1 or v2, got {shown(value)}")
         return cast(ApiVersion, value)
 
     def api_url(self, api_version: ApiVersion) -> str:
@@ -308,7 +309,7 @@ class _Entry:
         if region is not None:
             if region not in REGION_HOSTS:
                 choices = " or ".join(REGION_HOSTS)
-                raise self.error("region", f"must be {choices}, got {_shown(region)}")
+                raise self.error("region", f"must be {choices}, got {shown(region)}")
             return default_api_url(api_version, region)
         url = self.optional_string("api_url")
         if url is None:
@@ -330,7 +331,7 @@ class _Entry:
         if token_env is None:
             raise self.error("token_file", "or `token_env` is required (where to read the API token)")
         if not _ENV_NAME.fullmatch(token_env):
-            raise self.error("token_env", f"must be an environment variable name, got {_shown(token_env)}")
+            raise self.error("token_env", f"must be an environment variable name, got {shown(token_env)}")
         return TokenLocation(env=token_env)
 
     def webhook_secrets(self) -> tuple[TokenLocation, ...]:
@@ -339,7 +340,7 @@ class _Entry:
         for name in variables:
             if not _ENV_NAME.fullmatch(name):
                 raise self.error(
-                    "webhook_secret_env", f"must hold environment variable names, got {_shown(name)}"
+                    "webhook_secret_env", f"must hold environment variable names, got {shown(name)}"
                 )
         locations = (*files, *(TokenLocation(env=name) for name in variables))
         if len(locations) > MAX_WEBHOOK_SECRETS:
@@ -355,7 +356,7 @@ class _Entry:
             return []
         items = value if isinstance(value, list) else [value]
         if not items or any(not isinstance(item, str) or not item.strip() for item in items):
-            raise self.error(field, f"must be a non-empty string or a list of them, got {_shown(value)}")
+            raise self.error(field, f"must be a non-empty string or a list of them, got {shown(value)}")
         return [item.strip() for item in items]
 
     def sync_filter(self) -> SyncFilter:
@@ -370,56 +371,13 @@ class _Entry:
         patterns = []
         for item in value:
             if not isinstance(item, str):
-                raise self.error(field, f"must hold strings, got {_shown(item)}")
+                raise self.error(field, f"must hold strings, got {shown(item)}")
             try:
                 patterns.append(SyncPattern(item))
             except ValueError as error:
-                raise self.error(field, f"has an invalid regex {_shown(item)}: {error}") from None
+                raise self.error(field, f"has an invalid regex {shown(item)}: {error}") from None
         return tuple(patterns)
 
     def _at_most_one(self, first: str, second: str) -> None:
         if self.raw.get(first) is not None and self.raw.get(second) is not None:
             raise self.error(second, f"cannot be combined with `{first}`: give one of them")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# ---------------------------------------------------------------------- YAML with line numbers
-
-
-class _LineDict(dict[str, Any]):
-    """A YAML mapping that remembers its own line and each key's line (1-based)."""
-
-    line: int | None = None
-    key_lines: dict[str, int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings are :class:`_LineDict` and which refuses duplicate keys."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    mapping = _LineDict()
-    mapping.line = node.start_mark.line + 1
-    mapping.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, str):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"keys must be strings, got {_shown(key)}", key_node.start_mark
-            )
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.key_lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    cast(Callable[[yaml.SafeLoader, yaml.Node], Any], _construct_mapping),
-)

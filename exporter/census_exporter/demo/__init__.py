@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from census_exporter.demo.activity import DemoActivity
@@ -47,15 +49,17 @@ def start_demo(
     *,
     api_version: Literal["v1", "v2"] = "v1",
     group_id: str = DEMO_GROUP_ID,
+    clock: Callable[[], float] = time.time,
 ) -> SimulatorServer:
     """Start the simulated API on an ephemeral loopback port with demo activity; return it running.
 
     With ``api_version="v2"`` the workspace is the Fivetran group ``group_id`` of a
     :class:`SimulatedOrganization` whose personal access token is :data:`DEMO_TOKEN`; its base URL is
-    :func:`demo_api_url`.
+    :func:`demo_api_url`. ``clock`` drives the activity: a clock that stands still freezes the workspace
+    as it was at the start (no run starts or finishes), for measurements that must not depend on timing.
     """
     workspace = SimulatedWorkspace()
-    activity = DemoActivity(workspace, seed=seed, syncs=syncs, failing_sync_ids=failing_sync_ids)
+    activity = DemoActivity(workspace, seed=seed, syncs=syncs, failing_sync_ids=failing_sync_ids, clock=clock)
     if api_version == "v2":
         organization = SimulatedOrganization(pat=DEMO_TOKEN)
         organization.add_workspace("demo", group_id=group_id, workspace=workspace)

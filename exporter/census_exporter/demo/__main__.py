@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from census_exporter.cli import NumberRange
+from census_exporter.converters import NumberRange
 from census_exporter.defaults import DEMO_SEED, DEMO_SYNCS
 from census_exporter.demo import (
     DEMO_MARKETING_API_KEY,

@@ -10,7 +10,9 @@ ledger as every other read, so a run is counted once whichever path sees it firs
   :data:`MAX_URGENT_SYNCS` are marked at once.
 * **Reconcile.** While webhooks are healthy (an event within the reconcile interval and no run found that no
   event announced), a full refresh reads only the syncs not read for a reconcile interval (and any never
-  read); the others wait for their events.
+  read) and those whose last read showed a run queued or working; the others wait for their events. A sync
+  with an unfinished run is polled as without webhooks until the run ends: its terminal event may arrive
+  before the API shows the outcome, or be lost, and neither may hide the outcome for a reconcile interval.
 * **Silence.** A run a poll finds (a sync's counts moved on a read no event asked for) must be announced
   within :data:`ANNOUNCEMENT_GRACE_SECONDS`; if not, it counts as unannounced and the workspace falls back
   to full polling for one reconcile interval.
@@ -25,6 +27,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from census_exporter import defaults
+from census_exporter.refresh import schedule
 from census_exporter.snapshot import SyncState
 
 #: Syncs marked for an urgent read at once; more marks wait for the next round (and are refused).
@@ -120,7 +123,8 @@ class Announcements:
         """For a full refresh: the marked syncs to read first, and the candidates left for the plan.
 
         Marks for syncs not among ``candidates`` (no listing shows them) are dropped. While reconciling,
-        the plan gets only the syncs not read for a reconcile interval and those never read.
+        the plan gets only the syncs not read for a reconcile interval, those never read and those with an
+        unfinished run.
         """
         now = self._clock()
         reconciling = self.reconciling()
@@ -137,7 +141,7 @@ class Announcements:
 
     def _reconcile_due(self, state: SyncState, now: float) -> bool:
         read = state.runs_read_monotonic
-        return read is None or now - read >= self.reconcile_interval_seconds
+        return read is None or now - read >= self.reconcile_interval_seconds or schedule.unfinished(state)
 
     def polled(self, found: Iterable[int]) -> None:
         """Syncs whose runs a read no event asked for found new; each awaits its event for the grace."""

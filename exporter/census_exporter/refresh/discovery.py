@@ -20,8 +20,9 @@ from concurrent.futures import CancelledError, Future, wait
 from dataclasses import replace
 from typing import Any, Protocol
 
-from census_exporter.census.client import CensusAPIError, ForbiddenError, Listing
-from census_exporter.census.models import (
+from census_exporter.census.errors import CensusAPIError, ForbiddenError
+from census_exporter.census.listing import Listing
+from census_exporter.census.models.organization import (
     Group,
     OrganizationWorkspace,
     parse_organization_workspace,

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from census_exporter.census._scope import record_group
-from census_exporter.census.client import GROUPS_ROUTE_ABSENT_STATUSES, CensusAPIError, Listing
-from census_exporter.census.models import Group, parse_group
+from census_exporter.census.client import GROUPS_ROUTE_ABSENT_STATUSES
+from census_exporter.census.errors import CensusAPIError
+from census_exporter.census.listing import Listing
+from census_exporter.census.models.organization import Group, parse_group
 from census_exporter.refresh.reporting import RefreshLog
 
 

@@ -15,18 +15,21 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from census_exporter import defaults
-from census_exporter.census.client import AuthError, CensusAPIError, Listing, NotFoundError, RunsPage
-from census_exporter.census.models import UNREPORTED_STATUS, Sync, SyncRun, bounded_text, parse_sync_run
+from census_exporter.census.errors import AuthError, CensusAPIError, NotFoundError
+from census_exporter.census.listing import Listing, RunsPage
+from census_exporter.census.models.fields import bounded_text
+from census_exporter.census.models.runs import UNREPORTED_STATUS, SyncRun, parse_sync_run
+from census_exporter.census.models.syncs import Sync
 from census_exporter.config import SyncFilter
-from census_exporter.refresh.reporting import ERROR_CODE_LOG_LIMIT, LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
-from census_exporter.snapshot import SyncState
-from census_exporter.state import (
+from census_exporter.ledger import (
     DEFAULT_DURATION_BUCKETS,
     MAX_PENDING_RUNS_PER_SYNC,
     LedgerUpdate,
     SyncLedger,
     plausible_runs,
 )
+from census_exporter.refresh.reporting import ERROR_CODE_LOG_LIMIT, LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
+from census_exporter.snapshot import SyncState
 
 log = logging.getLogger(__name__)
 

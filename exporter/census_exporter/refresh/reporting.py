@@ -14,16 +14,10 @@ from typing import Any, TypeVar
 
 from cachetools import TTLCache
 
-from census_exporter.census.client import AuthError, CensusAPIError
-from census_exporter.census.models import (
-    MESSAGE_LIMIT,
-    NAME_LIMIT,
-    WORD_LIMIT,
-    Skipped,
-    Sync,
-    SyncRun,
-    bounded_text,
-)
+from census_exporter.census.errors import AuthError, CensusAPIError
+from census_exporter.census.models.fields import MESSAGE_LIMIT, NAME_LIMIT, WORD_LIMIT, Skipped, bounded_text
+from census_exporter.census.models.runs import SyncRun
+from census_exporter.census.models.syncs import Sync
 from census_exporter.snapshot import SyncState
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ import math
 from collections.abc import Sequence
 from enum import IntEnum
 
-from census_exporter.census.models import PENDING_RUN_STATUSES
+from census_exporter.census.models.runs import PENDING_RUN_STATUSES
 from census_exporter.snapshot import SyncState
 
 #: Seconds between scheduled runs, by the schedule word ``describe_schedule`` yields.
@@ -88,10 +88,7 @@ def priority(state: SyncState, now_wall: float, horizon_seconds: float) -> Prior
     if read is not None and state.sync.health_differs(read):
         return Priority.HEALTH_CHANGED
     latest = state.latest_run
-    pending = state.ledger is not None and bool(state.ledger.pending_run_ids)
-    if pending or state.oldest_unfinished_created_at is not None:
-        return Priority.UNFINISHED_RUN
-    if latest is not None and latest.status in PENDING_RUN_STATUSES:
+    if unfinished(state):
         return Priority.UNFINISHED_RUN
     if read is not None and state.sync.listing_differs(read):
         return Priority.LISTING_UPDATED
@@ -102,6 +99,16 @@ def priority(state: SyncState, now_wall: float, horizon_seconds: float) -> Prior
     if failing or state.sync.health == "failing" or (latest is not None and latest.status == "failed"):
         return Priority.LAST_RUN_FAILED
     return Priority.NONE
+
+
+def unfinished(state: SyncState) -> bool:
+    """Whether the sync's last read showed a run queued or working (or one still waited on)."""
+    if state.ledger is not None and state.ledger.pending_run_ids:
+        return True
+    if state.oldest_unfinished_created_at is not None:
+        return True
+    latest = state.latest_run
+    return latest is not None and latest.status in PENDING_RUN_STATUSES
 
 
 def _run_due(state: SyncState, now_wall: float, horizon_seconds: float) -> bool:

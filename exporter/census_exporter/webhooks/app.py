@@ -1,10 +1,17 @@
 """The receiver: ``POST /webhooks/census/<workspace>``, a WSGI app served on its own listener.
 
-Checks, in order, each answered at once and counted by result: the source address's rate (429), the method
-(405), the workspace (404), the body's size (413: the listener refuses a body over the cap unread) and
-framing (411 without a length), the content type (415), the signature over the raw body against every
-accepted secret (401), then the JSON (400). A verified event seen before is answered 200 and ignored; a
-new one is queued (202), or refused with 503 when the queue is full, so that Census delivers it again.
+Checks, in order, each answered at once and counted by result: the method (405), the workspace (404), the
+body's size (413: the listener refuses a body over the cap unread) and framing (411 without a length), the
+content type (415), the signature over the raw body against every accepted secret (401), then the JSON
+(400). Each of these failures takes a token of its source address's rate limit, and once that is spent the
+address's failures are answered 429: the limit never refuses a verified delivery, so behind an Ingress (one
+source address for every sender) a flood of unsigned requests cannot make Census's own deliveries 429.
+Verifying first is cheap and bounded (a body of at most 8 KiB, an HMAC per accepted secret).
+
+A verified event already shown by a read is answered 200 and ignored (a duplicate); a new one, or one taken
+before whose read did not show it yet, is queued (202), or refused with 503 when the queue is full, so that
+Census delivers it again: the queue bounds verified deliveries. An event about a sync the workspace does
+not watch is taken too (``unknown_sync``), but says nothing about the workspace's webhooks being alive.
 Nothing here waits on the Census API or the refresher: every answer is a few microseconds of work.
 The body and the secrets are never logged.
 """
@@ -17,7 +24,14 @@ from typing import Any
 
 from census_exporter.server import BODY_OVER_CAP_KEY, StartResponse
 from census_exporter.webhooks.events import EventError, parse_event
-from census_exporter.webhooks.intake import Dispatcher, RateLimiter, RecentEvents, WebhookTarget
+from census_exporter.webhooks.intake import (
+    Dispatcher,
+    RateLimiter,
+    RecentEvents,
+    WebhookTarget,
+    shown,
+    watched,
+)
 from census_exporter.webhooks.metrics import WebhookMetrics
 from census_exporter.webhooks.signature import signature_matches
 
@@ -29,6 +43,7 @@ MAX_BODY_BYTES = 8 * 1024
 
 _ANSWERS = {
     "accepted": ("202 Accepted", b"accepted\n"),
+    "unknown_sync": ("202 Accepted", b"accepted, but no watched sync has this id\n"),
     "duplicate": ("200 OK", b"duplicate, ignored\n"),
     "rate_limited": ("429 Too Many Requests", b"too many requests\n"),
     "method_not_allowed": ("405 Method Not Allowed", b"method not allowed\n"),
@@ -40,6 +55,9 @@ _ANSWERS = {
     "malformed": ("400 Bad Request", b"malformed event\n"),
     "queue_full": ("503 Service Unavailable", b"busy, deliver again later\n"),
 }
+
+#: Results of verified deliveries: never rate limited (the queue bounds them).
+_TAKEN = frozenset({"accepted", "unknown_sync", "duplicate", "queue_full"})
 
 
 class WebhookApp:
@@ -66,12 +84,15 @@ class WebhookApp:
         """Answer one delivery."""
         target = self._target(environ)
         result = self._check(environ, target)
+        unread = result in ("too_large", "length_required")
+        if result not in _TAKEN and not self._limiter.allows(str(environ.get("REMOTE_ADDR", ""))):
+            result = "rate_limited"
         self._metrics.request(target.name if target is not None else "", result)
         status, body = _ANSWERS[result]
         headers = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
         if result == "rate_limited":
             headers.append(("Retry-After", "1"))
-        if result in ("too_large", "length_required"):
+        if unread:
             # The body was not read: what follows must not be taken for the next request.
             headers.append(("Connection", "close"))
         start_response(status, headers)
@@ -89,8 +110,6 @@ class WebhookApp:
         return self._targets(name) if name and "/" not in name else None
 
     def _check(self, environ: dict[str, Any], target: WebhookTarget | None) -> str:
-        if not self._limiter.allows(str(environ.get("REMOTE_ADDR", ""))):
-            return "rate_limited"
         if environ.get("REQUEST_METHOD") != "POST":
             return "method_not_allowed"
         if target is None:
@@ -114,13 +133,18 @@ class WebhookApp:
             log.debug("webhook for workspace %s refused: %s", target.name, error)
             return "malformed"
         key = (target.name, *event.dedup_key)
-        if self._recent.seen(key):
+        taken = self._recent.state(key)
+        snapshot = target.refresher.snapshot
+        if taken is not None and (taken or shown(event, snapshot)):
+            self._recent.remember(key, confirmed=True)
             return "duplicate"
+        # New, or taken before but not shown by a read yet (the API said the run was still working): read.
         if not self._dispatcher.offer(target, event):
             return "queue_full"
-        self._recent.remember(key)
-        self._metrics.event(target.name, event.event)
-        return "accepted"
+        if taken is None:
+            self._recent.remember(key, confirmed=shown(event, snapshot))
+            self._metrics.event(target.name, event.event)
+        return "accepted" if watched(event, snapshot) else "unknown_sync"
 
     def _body(self, environ: dict[str, Any]) -> bytes | None:
         """The raw body (all of it is buffered already: the listener waits for it), or None over the cap."""

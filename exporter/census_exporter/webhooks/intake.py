@@ -65,25 +65,30 @@ class RateLimiter:
 
 
 class RecentEvents:
-    """The most recent event keys, for ignoring deliveries of an event already taken."""
+    """The most recent event keys, for ignoring deliveries of an event already taken.
+
+    A key is remembered unconfirmed when its event is taken, and confirmed once a read shows what the event
+    announced (:func:`shown`): a delivery of an unconfirmed event is taken again (its sync is read again),
+    so a ``sync.failed`` that arrived while the API still said the run was working is not lost as a duplicate.
+    """
 
     def __init__(self, size: int = MAX_REMEMBERED_EVENTS) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._keys: OrderedDict[Hashable, None] = OrderedDict()
+        self._keys: OrderedDict[Hashable, bool] = OrderedDict()
 
-    def seen(self, key: Hashable) -> bool:
-        """Whether ``key`` was remembered (it then counts as recent again)."""
+    def state(self, key: Hashable) -> bool | None:
+        """None: never taken; False: taken, not shown yet; True: shown (a delivery is a duplicate)."""
         with self._lock:
-            if key in self._keys:
+            confirmed = self._keys.get(key)
+            if confirmed is not None:
                 self._keys.move_to_end(key)
-                return True
-            return False
+            return confirmed
 
-    def remember(self, key: Hashable) -> None:
-        """Remember ``key``; the oldest key is forgotten past the bound."""
+    def remember(self, key: Hashable, *, confirmed: bool = True) -> None:
+        """Remember ``key`` (confirmed or not); the oldest key is forgotten past the bound."""
         with self._lock:
-            self._keys[key] = None
+            self._keys[key] = confirmed or self._keys.get(key, False)
             self._keys.move_to_end(key)
             while len(self._keys) > self._size:
                 self._keys.popitem(last=False)
@@ -110,6 +115,32 @@ class WebhookTarget:
     refresher: WorkspaceRefresh
 
 
+def watched(event: WebhookEvent, snapshot: Snapshot) -> bool:
+    """Whether the event is about a sync the workspace watches (listed, or awaited after a listing missed it).
+
+    Only such events count as webhooks being alive: events about syncs no listing shows (another
+    workspace's, filtered out, or made up by a holder of the secret) say nothing about this one's.
+    """
+    return event.sync_id in snapshot.syncs
+
+
+def shown(event: WebhookEvent, snapshot: Snapshot) -> bool:
+    """Whether the snapshot already shows what ``event`` announced, so a delivery of it again is a duplicate.
+
+    A run's end is shown once its ledger accounts for the run as finished (whatever its outcome), its start
+    once the ledger knows the run. Events with nothing to show (alerts, undocumented events, syncs not
+    watched) are shown at once.
+    """
+    state = snapshot.syncs.get(event.sync_id)
+    run_id = event.sync_run_id
+    if state is None or run_id is None or event.event not in TERMINAL_EVENTS | START_EVENTS:
+        return True
+    ledger = state.ledger
+    if ledger is None or not ledger.knows(run_id):
+        return False
+    return event.event in START_EVENTS or run_id not in ledger.pending_run_ids
+
+
 def needs_read(event: WebhookEvent, snapshot: Snapshot) -> bool:
     """Whether ``event`` can show something the snapshot does not have yet.
 
@@ -134,9 +165,11 @@ class Dispatcher:
     """The bounded queue of accepted events and the worker that hands each to its workspace."""
 
     def __init__(
-        self, on_read: Callable[[str], None], *, size: int = QUEUE_SIZE, name: str = "census-webhooks"
+        self, on_read: Callable[[str], None], *, size: int | None = None, name: str = "census-webhooks"
     ) -> None:
-        self._queue: queue.Queue[tuple[WebhookTarget, WebhookEvent] | None] = queue.Queue(maxsize=size)
+        self._queue: queue.Queue[tuple[WebhookTarget, WebhookEvent] | None] = queue.Queue(
+            maxsize=QUEUE_SIZE if size is None else size
+        )
         self._on_read = on_read
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._started = False
@@ -173,8 +206,10 @@ class Dispatcher:
     def handle(self, target: WebhookTarget, event: WebhookEvent) -> None:
         """Note the event and, when it can show something new, read its sync ahead of every other."""
         announcements = target.announcements
-        announcements.heard(event.sync_id)
-        if not needs_read(event, target.refresher.snapshot):
+        snapshot = target.refresher.snapshot
+        if watched(event, snapshot):
+            announcements.heard(event.sync_id)
+        if not needs_read(event, snapshot):
             return
         if announcements.announce(event.sync_id):
             self._on_read(target.name)

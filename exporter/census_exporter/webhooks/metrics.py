@@ -13,9 +13,10 @@ from census_exporter.refresh.announcements import AnnouncementStatus
 from census_exporter.rendering import Family, FamilyBlocks, RenderedFamilies, label_text, sample
 from census_exporter.webhooks.events import EVENTS, OTHER_EVENT
 
-#: Every ``result`` of census_webhook_requests_total, in the order the receiver checks.
+#: Every ``result`` of census_webhook_requests_total.
 RESULTS = (
     "accepted",
+    "unknown_sync",
     "duplicate",
     "rate_limited",
     "method_not_allowed",
@@ -46,7 +47,8 @@ READS = Family(
 LAST_EVENT = Family(
     "census_webhook_last_event_timestamp_seconds",
     "gauge",
-    "Unix time of the last verified webhook event of the workspace (absent before the first).",
+    "Unix time of the last verified webhook event about a watched sync of the workspace (absent before the "
+    "first).",
 )
 RECONCILING = Family(
     "census_webhook_reconciling",

@@ -1,0 +1,208 @@
+"""Webhook deliveries the review found mishandled, over real HTTP: a terminal event that arrives before the
+API shows the outcome, a terminal event lost on the way, a flood of unsigned requests from the one address
+an Ingress gives every sender, events about syncs the workspace does not watch, and a full queue."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from census_exporter.config import TokenSource
+from census_exporter.demo import SimulatedWorkspace
+from census_exporter.webhooks import intake
+from census_exporter.webhooks.signature import sign
+from tests.conftest import Harness, Scrape, wait_for
+
+SECRET = "whsec-delivery-51c2"
+WORKSPACE = "default"
+
+
+def _start(harness_factory: Callable[..., Harness], syncs: int = 3, **config: Any) -> Harness:
+    workspace = SimulatedWorkspace()
+    for sync_id in range(1, syncs + 1):
+        workspace.add_sync(sync_id, label=f"Sync {sync_id}")
+        workspace.add_run(sync_id, "completed")
+    settings: dict[str, Any] = {
+        "cache_ttl": 1.0,  # the normal poll: a full refresh every second (scrapes start them)
+        "webhook_listen": ("127.0.0.1", 0),
+        "webhook_secrets": (TokenSource(value=SECRET),),
+    } | config
+    harness = harness_factory(workspace, **settings)
+    assert harness.exporter.webhooks is not None
+    harness.exporter.webhooks.start()
+    harness.refresh()  # every sync's baseline
+    return harness
+
+
+def _post(harness: Harness, payload: dict[str, Any], *, secret: str | None = SECRET) -> httpx.Response:
+    assert harness.exporter.webhooks is not None
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers["X-Signature"] = sign(body, secret)
+    url = f"http://127.0.0.1:{harness.exporter.webhooks.port}/webhooks/census/{WORKSPACE}"
+    return harness.http.post(url, content=body, headers=headers)
+
+
+def _event(sync_id: int, run_id: int, event: str) -> dict[str, Any]:
+    return {"workspace_id": 3167, "sync_id": sync_id, "sync_run_id": run_id, "event": event}
+
+
+def _runs(scrape: Scrape, sync_id: int, status: str) -> float:
+    return scrape.value("census_sync_runs_total", sync_id=str(sync_id), status=status) or 0.0
+
+
+def _requests(scrape: Scrape, result: str) -> float:
+    return scrape.value("census_webhook_requests_total", workspace=WORKSPACE, result=result) or 0.0
+
+
+def _gauge(scrape: Scrape, name: str) -> float | None:
+    return scrape.value(name, workspace=WORKSPACE)
+
+
+def _knows_pending(harness: Harness, sync_id: int, run_id: int) -> bool:
+    state = harness.exporter.refresher.snapshot.syncs.get(sync_id)
+    return state is not None and state.ledger is not None and run_id in state.ledger.pending_run_ids
+
+
+def _read_at(harness: Harness, sync_id: int) -> float | None:
+    return harness.exporter.refresher.snapshot.syncs[sync_id].runs_read_monotonic
+
+
+def test_a_failure_announced_while_the_api_says_working_shows_at_the_normal_poll_not_the_reconcile(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = _start(harness_factory)  # the reconcile interval is its default, an hour
+    workspace = harness.workspace
+    run_id = int(workspace.add_run(1, "working")["id"])
+    # Census says the run failed before its API does.
+    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 202
+    wait_for(lambda: _knows_pending(harness, 1, run_id), timeout=10, what="the read the event asked for")
+    scrape = harness.scrape()
+    assert _gauge(scrape, "census_webhook_reconciling") == 1
+    assert _runs(scrape, 1, "failed") == 0
+    # Delivered again while the API still says working: not a duplicate, it is taken (and read) again.
+    read_at = _read_at(harness, 1)
+    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 202
+    wait_for(lambda: _read_at(harness, 1) != read_at, timeout=10, what="the read the redelivery asked for")
+    others = {sync_id: harness.simulator.count(rf"/syncs/{sync_id}/sync_runs$") for sync_id in (2, 3)}
+    listings = harness.simulator.count(r"/syncs$")
+
+    workspace.finish_run(run_id, "failed", error_code="INVALID_CREDENTIALS")
+    # The sync with the unfinished run is polled at normal priority (TTL 1 s), not in an hour.
+    wait_for(lambda: _runs(harness.scrape(), 1, "failed") == 1, timeout=15, what="the failure in /metrics")
+    assert harness.simulator.count(r"/syncs$") > listings  # a full refresh's poll showed it
+    # The syncs without unfinished runs stay on the reconcile interval: not read again.
+    assert {sync_id: harness.simulator.count(rf"/syncs/{sync_id}/sync_runs$") for sync_id in (2, 3)} == others
+    # Shown now: a delivery again is a duplicate, and the run stays counted once.
+    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 200
+    scrape = harness.scrape()
+    assert _requests(scrape, "duplicate") == 1
+    assert _runs(scrape, 1, "failed") == 1
+    assert scrape.value("census_webhook_events_total", workspace=WORKSPACE, event="sync.failed") == 1
+
+
+def test_a_terminal_event_lost_on_the_way_makes_the_poll_find_the_run_and_fall_back(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = _start(harness_factory, webhook_announcement_grace_seconds=1.0)
+    workspace = harness.workspace
+    run_id = int(workspace.add_run(1, "working")["id"])
+    assert _post(harness, _event(1, run_id, "sync.started")).status_code == 202
+    wait_for(lambda: _knows_pending(harness, 1, run_id), timeout=10, what="the read the event asked for")
+    assert _gauge(harness.scrape(), "census_webhook_reconciling") == 1
+    # The run fails; its sync.failed is refused (a 429, a network fault) and never delivered again.
+    workspace.finish_run(run_id, "failed", error_code="QUERY_TIMEOUT")
+    wait_for(
+        lambda: _gauge(harness.scrape(), "census_webhook_polling_fallback") == 1,
+        timeout=20,
+        what="the fallback to full polling",
+    )
+    scrape = harness.scrape()
+    assert _runs(scrape, 1, "failed") == 1
+    assert _gauge(scrape, "census_webhook_unannounced_runs_total") == 1
+    assert _gauge(scrape, "census_webhook_reconciling") == 0
+
+
+def test_a_flood_of_unsigned_requests_from_the_ingress_address_does_not_429_a_signed_delivery(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = _start(harness_factory, webhook_max_requests_per_second=5.0)
+    # Behind an Ingress every sender has the controller's address: here 127.0.0.1 for all of them.
+    flood = [_post(harness, _event(2, 9000 + n, "sync.failed"), secret=None).status_code for n in range(150)]
+    assert flood.count(429) >= 100
+    assert set(flood) <= {401, 429}
+    run_id = int(harness.workspace.add_run(1, "failed")["id"])
+    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 202
+    wait_for(lambda: _runs(harness.scrape(), 1, "failed") == 1, timeout=10, what="the signed delivery's run")
+    # Signed deliveries are not rate limited at all, however many (the queue bounds them).
+    answers = {_post(harness, _event(3, 7000 + n, "sync.started")).status_code for n in range(40)}
+    assert answers == {202}
+    scrape = harness.scrape()
+    assert _requests(scrape, "rate_limited") == flood.count(429)
+    assert _requests(scrape, "bad_signature") == flood.count(401)
+
+
+def test_events_about_syncs_the_workspace_does_not_watch_do_not_make_webhooks_healthy(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    harness = _start(harness_factory)
+    for n in range(5):
+        assert _post(harness, _event(404_000 + n, 1, "sync.failed")).status_code == 202
+    wait_for(lambda: _requests(harness.scrape(), "unknown_sync") == 5, timeout=10, what="5 unknown_sync")
+    scrape = harness.scrape()
+    assert _gauge(scrape, "census_webhook_reconciling") == 0  # still full polling
+    assert _gauge(scrape, "census_webhook_last_event_timestamp_seconds") is None
+    assert _requests(scrape, "accepted") == 0
+    # An event about a watched sync does.
+    run_id = int(harness.workspace.add_run(1, "completed")["id"])
+    assert _post(harness, _event(1, run_id, "sync.success")).status_code == 202
+    wait_for(
+        lambda: _gauge(harness.scrape(), "census_webhook_reconciling") == 1, timeout=10, what="reconciling"
+    )
+
+
+@pytest.fixture
+def stalled_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """A queue of two events whose worker blocks on the first event it takes until released."""
+    monkeypatch.setattr(intake, "QUEUE_SIZE", 2)
+    entered, release = threading.Event(), threading.Event()
+    handle = intake.Dispatcher.handle
+
+    def stalled(self: intake.Dispatcher, target: intake.WebhookTarget, event: Any) -> None:
+        entered.set()
+        release.wait(timeout=30)
+        handle(self, target, event)
+
+    monkeypatch.setattr(intake.Dispatcher, "handle", stalled)
+    yield entered, release
+    release.set()
+
+
+def test_a_full_queue_answers_503_and_the_delivery_is_taken_when_sent_again(
+    harness_factory: Callable[..., Harness], stalled_worker: tuple[threading.Event, threading.Event]
+) -> None:
+    entered, release = stalled_worker
+    harness = _start(harness_factory, syncs=4)
+    runs = {sync_id: int(harness.workspace.add_run(sync_id, "failed")["id"]) for sync_id in range(1, 5)}
+    assert _post(harness, _event(1, runs[1], "sync.failed")).status_code == 202
+    assert entered.wait(timeout=10)  # the worker holds the first; the queue has room for two more
+    assert _post(harness, _event(2, runs[2], "sync.failed")).status_code == 202
+    assert _post(harness, _event(3, runs[3], "sync.failed")).status_code == 202
+    refused = _post(harness, _event(4, runs[4], "sync.failed"))
+    assert refused.status_code == 503
+    scrape = harness.scrape()
+    assert _requests(scrape, "queue_full") == 1
+    # Refused, so not remembered: Census's next delivery of it is taken, not a duplicate.
+    release.set()
+    wait_for(lambda: _runs(harness.scrape(), 3, "failed") == 1, timeout=10, what="the queued events read")
+    assert _post(harness, _event(4, runs[4], "sync.failed")).status_code == 202
+    wait_for(
+        lambda: all(_runs(harness.scrape(), s, "failed") == 1 for s in runs), timeout=10, what="all four runs"
+    )
+    assert _requests(harness.scrape(), "duplicate") == 0
