@@ -6,7 +6,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from census_exporter.demo import reference_workspace
-from census_exporter.server import scrape_budget
+from census_exporter.http.scrape import scrape_budget
 from tests.conftest import Harness, wait_for
 
 HarnessFactory = Callable[..., Harness]

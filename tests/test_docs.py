@@ -296,7 +296,7 @@ def test_readme_per_sync_cost_is_the_one_docs_metrics_states() -> None:
 
 
 def test_the_example_prometheus_comment_states_the_scrape_wait_the_server_uses() -> None:
-    from census_exporter.server import scrape_budget
+    from census_exporter.http.scrape import scrape_budget
 
     config = (REPO / "prometheus" / "prometheus.yml").read_text()
     timeout = yaml.safe_load(config)["scrape_configs"][0]["scrape_timeout"]

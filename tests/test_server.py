@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from census_exporter.demo import DEMO_TOKEN, SimulatedWorkspace
-from census_exporter.server import HTTPServer, ServerLimits, scrape_budget
+from census_exporter.http.cheroot_adapter import ServerLimits
+from census_exporter.http.scrape import scrape_budget
+from census_exporter.http.server import HTTPServer
 from tests.conftest import HarnessFactory, wait_for
 
 
@@ -318,7 +320,7 @@ def test_a_scrape_holding_the_replaced_view_is_served_the_newer_one() -> None:
     view's rendering: going back would render the old view again, then the new one again for the next scrape,
     and show older data than the scrape before it."""
     from census_exporter.collector import CensusCollector
-    from census_exporter.server import _ViewRendering
+    from census_exporter.http.view_cache import ViewRendering
     from census_exporter.snapshot import FleetView, Snapshot
 
     renders: list[FleetView] = []
@@ -330,7 +332,7 @@ def test_a_scrape_holding_the_replaced_view_is_served_the_newer_one() -> None:
         return original(view)
 
     collector.render = counting  # type: ignore[method-assign]
-    cache = _ViewRendering(collector)
+    cache = ViewRendering(collector)
     older = FleetView((Snapshot(workspace="older", up=True, refreshed=True, listed=True),))
     newer = FleetView((Snapshot(workspace="newer", up=True, refreshed=True, listed=True),))
     cache.body(older, False, b"", False)

@@ -20,6 +20,8 @@ from census_exporter.collector import CensusCollector, render_budget
 from census_exporter.config import Config, Discovery, Workspace
 from census_exporter.fleet_metrics import render_fleet
 from census_exporter.garbage import FrozenGenerations
+from census_exporter.http.scrape import ExporterApp
+from census_exporter.http.server import HTTPServer
 from census_exporter.instrumentation import ApiRequestMetrics, WorkspaceRequestObserver
 from census_exporter.refresh import Refresher, RefreshSettings
 from census_exporter.refresh.announcements import Announcements
@@ -27,7 +29,6 @@ from census_exporter.refresh.discovery import Discoverer
 from census_exporter.refresh.fleet import Fleet, WatchedWorkspace
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.rendering import RenderedFamilies
-from census_exporter.server import ExporterApp, HTTPServer
 from census_exporter.snapshot import SyncState
 from census_exporter.storage import Identity, Restored, Storage
 from census_exporter.web_config_reload import WebConfigSource

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from census_exporter.cli.flags import build_parser
-from census_exporter.server import parse_listen_address
+from census_exporter.http.server import parse_listen_address
 from census_exporter.web_config import WebConfig, WebConfigError, load_web_config
 
 TIMEOUT_SECONDS = 4.0

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from census_exporter.census.client import validate_base_url
-from census_exporter.server import parse_listen_address
+from census_exporter.http.server import parse_listen_address
 from census_exporter.web_config import WebConfigError, load_web_config
 from census_exporter.workspaces import WorkspacesFile, WorkspacesFileError, load_workspaces_file
 

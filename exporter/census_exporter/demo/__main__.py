@@ -27,8 +27,8 @@ from census_exporter.demo import (
     SimulatorServer,
 )
 from census_exporter.demo.organization import V2_VARIANTS, V2Variant
+from census_exporter.http.server import parse_listen_address
 from census_exporter.logs import setup_logging
-from census_exporter.server import parse_listen_address
 
 log = logging.getLogger("census_exporter.demo")
 

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from census_exporter.server import BODY_OVER_CAP_KEY, StartResponse
+from census_exporter.http.wsgi import BODY_OVER_CAP_KEY, StartResponse
 from census_exporter.webhooks.events import EventError, parse_event
 from census_exporter.webhooks.intake import (
     Dispatcher,

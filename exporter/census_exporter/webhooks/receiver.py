@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from census_exporter.http.cheroot_adapter import ServerLimits
+from census_exporter.http.server import HTTPServer
 from census_exporter.refresh.announcements import AnnouncementStatus
 from census_exporter.rendering import RenderedFamilies
-from census_exporter.server import HTTPServer, ServerLimits
 from census_exporter.webhooks.app import MAX_BODY_BYTES, WebhookApp
 from census_exporter.webhooks.intake import Dispatcher, RateLimiter, WebhookTarget
 from census_exporter.webhooks.metrics import WebhookMetrics

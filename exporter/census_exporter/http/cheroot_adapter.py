@@ -1,0 +1,429 @@
+"""The listener on cheroot, with its limits: every cheroot subclass of the exporter but the TLS adapter.
+
+Connections wait in a selector, not a thread, until their request headers (and, with a body cap, their
+body) are complete; the idle and header timeouts, the connection cap and the eviction of the longest-waiting
+connection are enforced there (:class:`ServerLimits`). Answers go to the socket without cheroot's copies,
+gathered, under a deadline (:class:`_SocketWriter`). cheroot's error log goes through ``logging``.
+
+The interface, used by :mod:`census_exporter.http.server` alone: :class:`ServerLimits`, and
+``CherootServer(app, host, port, limits)`` with cheroot's own ``ssl_adapter``, ``prepare()``, ``serve()``,
+``stop()``, ``ready``, ``socket`` and ``bind_addr``, plus :attr:`CherootServer.open_connections`.
+
+cheroot internals relied on, each exercised by tests/test_server.py and tests/test_adversary_rendering.py:
+
+- ``HTTPServer._connections._selector`` (the connection manager's selector: ``register``, ``unregister``,
+  ``connections``): connections are parked there until their request is buffered, and evicted from it.
+- ``makefile.StreamReader._read_buf`` / ``_read_pos``: headers read in the selector go there for the
+  parser.
+- ``makefile.StreamWriter._write_lock``, ``_flush_unlocked()``, ``_checkClosed()``: the writer sends under
+  cheroot's lock after flushing cheroot's own buffer.
+- ``HTTPConnection.last_used`` (the idle timeout's clock), ``HTTPServer.process_conn`` (overridden: a
+  connection reaches a worker only once its request is buffered) and ``keep_alive_conn_limit``.
+- ``wsgi.Gateway_10.remaining_bytes_out``, ``HTTPRequest.chunked_write`` and ``ensure_headers_sent()``: a
+  whole answer goes to the writer at once.
+- ``HTTPServer.prepare()`` reporting a failed bind with ``[Errno N]`` in its message (read by the server).
+
+Tested with cheroot 10.0.1 and 11.1.2 (the one locked in uv.lock); pyproject.toml allows ``>=10,<12``: a new
+major version must pass these tests before the upper bound moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cheroot.makefile
+import cheroot.server
+import cheroot.wsgi
+
+from census_exporter.http.request_body import HEADERS_END, MAX_CHUNK_OVERHEAD, body_state
+from census_exporter.http.wsgi import BODY_OVER_CAP_KEY, REQUEST_ARRIVED_KEY, WSGIApp
+
+#: The server's log lines keep the logger name they had before it became a package.
+log = logging.getLogger("census_exporter.server")
+
+REFUSED_LOG_INTERVAL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client, or many, may hold of the server.
+
+    Connections wait in a selector, not a thread, until their request headers are complete, so idle,
+    half-open and slowly-sending connections cost a file descriptor and a few kilobytes each: a silent one
+    until ``idle_timeout_seconds`` after it was accepted or last answered, one whose headers still trickle
+    in ``header_timeout_seconds`` after their first byte. Only a complete request takes one of the
+    ``workers`` threads.
+    """
+
+    workers: int = 8
+    backlog: int = 128
+    header_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 30.0
+    max_connections: int = 512
+    max_header_bytes: int = 16 * 1024
+    shutdown_timeout_seconds: float = 2.0
+    #: Largest request body taken (0: none; every endpoint of the metrics listener refuses bodies). With a
+    #: cap, a body waits in the selector with its headers, under the header timeout, and only a complete
+    #: one takes a worker; a larger one is answered 413 unread (see :func:`body_complete`).
+    max_body_bytes: int = 0
+
+
+class _Request(cheroot.server.HTTPRequest):
+    """Notes when the request's first byte arrived (the scrape budget counts from then)."""
+
+    arrived: float | None = None
+
+    def parse_request(self) -> None:
+        self.arrived = self.conn.request_arrived or time.monotonic()
+        super().parse_request()
+
+
+class _SocketWriter(cheroot.makefile.StreamWriter):
+    """cheroot's socket writer without its copies, with gathered writes and a deadline.
+
+    cheroot's writer appends each chunk to a buffer and then, for every ``send()``, copies what is left of
+    the buffer into a new ``bytes``: a body of several megabytes, which the kernel takes a few hundred
+    kilobytes at a time, was copied tens of times over (most of a warm scrape's time at thousands of syncs)
+    and held twice per scrape in flight. This one sends the caller's bytes as they are and, on a plain
+    socket, a response's chunks together (``sendmsg``): the small HELP/TYPE pieces between megabytes of
+    samples would otherwise each cost a system call and a TCP segment of their own.
+
+    Each send waits at most the socket's timeout (the idle timeout) for the client to take more, so a
+    client that keeps reading, however slowly, is not cut off for being slow once; and the whole answer
+    must be taken within that timeout plus its size at :data:`MIN_SEND_BYTES_PER_SECOND`, so a client
+    reading a trickle cannot hold a worker for ever.
+    """
+
+    def __init__(self, sock: socket.socket, mode: str = "wb", bufsize: int = 0) -> None:
+        super().__init__(sock, mode, bufsize)
+        self._socket = sock
+        #: TLS sockets have no ``sendmsg``.
+        self.gathers = not isinstance(sock, ssl.SSLSocket)
+
+    # cheroot's two stubs name the argument differently (``b`` and ``val``); no signature satisfies both.
+    def write(self, data: Any, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
+        self.write_all([data])
+        return len(data)
+
+    def write_all(self, chunks: Sequence[Any]) -> None:
+        """Send ``chunks`` one after the other, in as few system calls as the socket's buffer allows."""
+        self._checkClosed()
+        with self._write_lock:  # type: ignore[attr-defined]
+            self._flush_unlocked()  # type: ignore[attr-defined]
+            views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+            total = sum(len(view) for view in views)
+            try:
+                self._send(views, total)
+            finally:
+                for view in views:
+                    view.release()
+        self.bytes_written += total
+
+    def _send(self, views: list[memoryview], total: int) -> None:
+        timeout = self._socket.gettimeout()
+        deadline = None if timeout is None else time.monotonic() + timeout + total / MIN_SEND_BYTES_PER_SECOND
+        pending = list(views)
+        shortened = False
+        try:
+            while pending:
+                if deadline is not None and timeout is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("the client took too long to read the answer")
+                    if remaining < timeout:  # only near the deadline: each settimeout() is a system call
+                        self._socket.settimeout(remaining)
+                        shortened = True
+                if self.gathers:
+                    sent = self._socket.sendmsg(pending[:_GATHERED_CHUNKS])
+                else:  # sliced, since a TLS socket writes all it is given before it returns
+                    sent = self._socket.send(pending[0][:_SEND_SLICE_BYTES])
+                while sent:
+                    head = pending[0]
+                    if sent < len(head):
+                        pending[0] = head[sent:]
+                        break
+                    sent -= len(head)
+                    pending.pop(0)
+        finally:
+            if shortened:
+                self._socket.settimeout(timeout)
+
+
+#: The slowest a client may read an answer on average, after one idle timeout of grace: 64 KiB/s reads a
+#: plain scrape of 5,000 syncs in under two minutes on top of it.
+MIN_SEND_BYTES_PER_SECOND = 64 * 1024
+#: The most one TLS ``send()`` is given: it waits until all of it is written.
+_SEND_SLICE_BYTES = 1024 * 1024
+#: Buffers per ``sendmsg()`` (Linux takes up to 1,024).
+_GATHERED_CHUNKS = 256
+
+
+def _make_file(sock: socket.socket, mode: str = "r", bufsize: int = -1) -> Any:
+    """Reader or writer over ``sock`` (plain or TLS): cheroot's ``MakeFile`` with :class:`_SocketWriter`."""
+    if "r" in mode:
+        return cheroot.makefile.StreamReader(sock, mode, bufsize)
+    return _SocketWriter(sock, mode, bufsize)
+
+
+class _Connection(cheroot.server.HTTPConnection):
+    """A connection that counts itself and gathers each request's headers before it needs a worker."""
+
+    RequestHandlerClass = _Request
+
+    def __init__(self, server: CherootServer, sock: socket.socket, makefile: Any = None) -> None:
+        # Plain or TLS, the socket itself is the file: cheroot's own makefile would copy each body.
+        super().__init__(server, sock, _make_file)
+        self.is_new = True
+        # cheroot sets this only when a connection returns to its selector; the idle timeout (and its
+        # expiry loop, which compares it) must count from the accept for connections parked there first.
+        self.last_used = time.time()
+        self.headers_started: float | None = None
+        self.request_arrived: float | None = None
+        #: With a body cap: the buffered request's body is over it (the app refuses it unread).
+        self.body_over_cap = False
+        self._counted = True
+        server.connection_opened()
+
+    def buffered(self) -> bytes:
+        """Bytes read from the socket and not yet parsed."""
+        rfile = self.rfile
+        return bytes(rfile._read_buf[rfile._read_pos :])
+
+    def read_available(self, limit: int) -> bytes | None:
+        """Read what the socket has without blocking (up to ``limit`` bytes) into the parser's buffer.
+
+        Returns the new bytes, or ``None`` when the peer closed or failed (a TLS handshake that went
+        wrong included). The TLS handshake itself progresses here, in the selector thread, so a silent
+        TLS client never holds a worker.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            self.socket.setblocking(False)
+            while size < limit:
+                try:
+                    chunk = self.socket.recv(limit - size)
+                except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    break
+                if not chunk:
+                    return None
+                chunks.append(chunk)
+                size += len(chunk)
+        except (OSError, ValueError) as error:
+            # Scanners, plain HTTP on the TLS port, clients without an accepted certificate: their
+            # problem, not the exporter's, and frequent enough that logging each would be noise.
+            log.debug("connection from %s failed: %s", self.remote_addr, error)
+            return None
+        finally:
+            with contextlib.suppress(OSError):
+                self.socket.settimeout(self.server.timeout)
+        data = b"".join(chunks)
+        if data:
+            rfile = self.rfile
+            rfile._read_buf = rfile._read_buf[rfile._read_pos :] + data
+            rfile._read_pos = 0
+        return data
+
+    def close(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.connection_closed()
+        super().close()
+
+
+class _Gateway(cheroot.wsgi.Gateway_10):
+    def respond(self) -> None:
+        """As cheroot's, but a whole answer of ``bytes`` chunks with its Content-Length goes to the socket
+        writer at once, which sends the chunks together (see :class:`_SocketWriter`)."""
+        response = self.req.server.wsgi_app(self.env, self.start_response)
+        try:
+            chunks = [chunk for chunk in response if chunk]
+            writer = self.req.conn.wfile
+            if not all(isinstance(chunk, bytes) for chunk in chunks):
+                raise ValueError("WSGI Applications must yield bytes")
+            if (
+                isinstance(writer, _SocketWriter)
+                and not self.req.chunked_write
+                and self.remaining_bytes_out == sum(len(chunk) for chunk in chunks)
+            ):
+                self.req.ensure_headers_sent()
+                writer.write_all(chunks)
+                self.remaining_bytes_out = 0
+            else:
+                for chunk in chunks:
+                    self.write(chunk)
+        finally:
+            self.req.ensure_headers_sent()
+            if hasattr(response, "close"):
+                response.close()
+
+    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]
+        environ: dict[str, Any] = super().get_environ()  # type: ignore[no-untyped-call]
+        environ[REQUEST_ARRIVED_KEY] = getattr(self.req, "arrived", None) or time.monotonic()
+        environ[BODY_OVER_CAP_KEY] = getattr(self.req.conn, "body_over_cap", False)
+        return environ
+
+
+class CherootServer(cheroot.wsgi.Server):
+    """cheroot, with its error log in the exporter's log format and the limits of :class:`ServerLimits`."""
+
+    ConnectionClass = _Connection
+
+    def __init__(self, app: WSGIApp, host: str, port: int, limits: ServerLimits) -> None:
+        super().__init__(
+            (host, port),
+            app,
+            numthreads=limits.workers,
+            max=limits.workers,
+            server_name="census-exporter",
+            request_queue_size=limits.backlog,
+            # cheroot's stubs say int; it only ever passes these to settimeout() and arithmetic.
+            timeout=limits.idle_timeout_seconds,  # type: ignore[arg-type]
+            shutdown_timeout=limits.shutdown_timeout_seconds,  # type: ignore[arg-type]
+        )
+        self.gateway = _Gateway
+        self.max_request_header_size = limits.max_header_bytes
+        # A backstop: the app refuses bodies over the cap unread (BODY_OVER_CAP_KEY); cheroot would refuse
+        # one past this while reading it.
+        self.max_request_body_size = (
+            limits.max_body_bytes + MAX_CHUNK_OVERHEAD if limits.max_body_bytes else 0
+        )
+        self._max_body_bytes = limits.max_body_bytes
+        self.keep_alive_conn_limit = limits.max_connections
+        self._max_connections = limits.max_connections
+        self._header_timeout = limits.header_timeout_seconds
+        self._open_connections = 0
+        self._count_lock = threading.Lock()
+        self._refused_logged_at = -math.inf
+
+    def connection_opened(self) -> None:
+        """Called for each accepted connection."""
+        with self._count_lock:
+            self._open_connections += 1
+
+    def connection_closed(self) -> None:
+        """Called once for each connection when it closes."""
+        with self._count_lock:
+            self._open_connections -= 1
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed."""
+        return self._open_connections
+
+    def process_conn(self, conn: _Connection) -> None:
+        """Hand a connection to a worker only once its request headers are complete.
+
+        cheroot would hand every new or readable connection straight to a worker, which then blocks
+        reading headers: a few hundred silent or slow clients would hold every worker and queue real
+        scrapes behind them. Here the selector thread gathers the headers without blocking, and a
+        connection waits in the selector (a file descriptor and a small buffer, no thread) until they are
+        complete, the header timeout passes, or the idle timeout closes it.
+        """
+        if conn.is_new:
+            conn.is_new = False
+            if self._open_connections > self._max_connections and not self._evict_oldest_waiting():
+                self._refuse(conn)
+                return
+        if not self.ready:
+            conn.close()
+            return
+        buffered = conn.buffered()
+        complete = self._request_buffered(conn, buffered)
+        if complete is None:
+            return
+        if not complete:
+            data = conn.read_available(self._read_limit(buffered))
+            if data is None:
+                conn.close()
+                return
+            now = time.monotonic()
+            if conn.headers_started is None and data:
+                conn.headers_started = now
+            buffered += data
+            complete = self._request_buffered(conn, buffered)
+            if complete is None:
+                return
+            if not complete:
+                if conn.headers_started is not None and now - conn.headers_started > self._header_timeout:
+                    log.debug(
+                        "closing a connection whose request headers took over %gs", self._header_timeout
+                    )
+                    conn.close()
+                    return
+                # Straight back to the selector: cheroot's put_conn() would dispatch buffered data at once.
+                selector = self._connections._selector  # type: ignore[attr-defined]
+                selector.register(conn.socket.fileno(), selectors.EVENT_READ, data=conn)
+                return
+        conn.request_arrived = conn.headers_started or time.monotonic()
+        conn.headers_started = None
+        super().process_conn(conn)
+
+    def _request_buffered(self, conn: _Connection, buffered: bytes) -> bool | None:
+        """Whether the request (headers, and with a body cap its body) is all buffered, or over a limit
+        cheroot answers; ``None`` after closing ``conn`` (a body that cannot be read)."""
+        if HEADERS_END not in buffered:
+            return len(buffered) > self.max_request_header_size
+        if not self._max_body_bytes:
+            return True
+        state, over = body_state(buffered, self._max_body_bytes)
+        if state is None:
+            log.debug("closing a connection whose request body is malformed")
+            conn.close()
+        conn.body_over_cap = over
+        return state
+
+    def _read_limit(self, buffered: bytes) -> int:
+        """Bytes to read at most now: up to the header limit, and with a body cap the body's room too."""
+        room = self.max_request_header_size + 1
+        if self._max_body_bytes:
+            room += self._max_body_bytes + MAX_CHUNK_OVERHEAD
+        return max(1, room - len(buffered))
+
+    def _evict_oldest_waiting(self) -> bool:
+        """Close the connection that has waited longest in the selector, to make room for a new one.
+
+        A flood of idle connections then costs its oldest members, not the next real scrape.
+        """
+        selector = self._connections._selector  # type: ignore[attr-defined]
+        waiting = [conn for _, conn in selector.connections if isinstance(conn, _Connection)]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda conn: conn.last_used)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            selector.unregister(oldest.socket.fileno())
+        oldest.close()
+        now = time.monotonic()
+        if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
+            self._refused_logged_at = now
+            log.warning(
+                "%d connections open, the limit: closing the longest-waiting ones to admit new ones",
+                self._max_connections,
+            )
+        return True
+
+    def _refuse(self, conn: _Connection) -> None:
+        now = time.monotonic()
+        if now - self._refused_logged_at > REFUSED_LOG_INTERVAL_SECONDS:
+            self._refused_logged_at = now
+            log.warning(
+                "refusing connections: %d open, the limit is %d",
+                self._open_connections - 1,
+                self._max_connections,
+            )
+        conn.close()
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        """cheroot's complaints, as one log line (the traceback only at debug level)."""
+        with_traceback = traceback and log.isEnabledFor(logging.DEBUG)
+        log.log(level, "http server: %s", msg, exc_info=with_traceback)
