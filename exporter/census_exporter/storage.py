@@ -8,6 +8,7 @@ refresh is swapped in, so what a scrape can see is never ahead of what a restart
 pages each sync back to the runs it knows and counts every run that finished meanwhile exactly once.
 
 * Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the directory.
+* The format (encoding, and the checked reading of every value) is :mod:`census_exporter.ledger_format`.
 * Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
   ledger's own caps, and every value read is checked against them.
 * Versioned (:data:`FORMAT`, :data:`VERSION`): a file that is corrupt, of another format or version, or of
@@ -23,7 +24,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -38,16 +38,25 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from census_exporter.census.models.fields import NAME_LIMIT, WORD_LIMIT, ConnectionId, check_connection_id
 from census_exporter.census.models.syncs import Sync
-from census_exporter.ledger import (
-    MAX_PENDING_RUNS_PER_SYNC,
-    REMEMBERED_FINGERPRINTS,
-    REMEMBERED_RUN_IDS,
-    SyncLedger,
+from census_exporter.ledger import SyncLedger
+from census_exporter.ledger_format import (
+    MAX_ID,
+    Unusable,
+    checked_floats,
+    checked_int,
+    counters_json,
+    decode_counters,
+    decode_ledger,
+    decode_sync,
+    ledger_json,
+    no_repeated_keys,
+    parse_key,
+    short,
+    sync_json,
+    to_json,
 )
-from census_exporter.run_counters import MAX_UNDOCUMENTED_STATUSES, RunCounters
-from census_exporter.run_ids import RunIds
+from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import Snapshot
 from census_exporter.totals import covers, sum_counters
 
@@ -58,22 +67,11 @@ VERSION = 2
 #: A state file larger than this is neither written (the previous one stays) nor read (it is set aside).
 #: A ledger takes about 5 KB with its 500 remembered run ids; this leaves room for some 25,000 syncs.
 MAX_STATE_BYTES = 128 * 1024 * 1024
-#: Statuses one ledger can count under: the documented ones, the undocumented cap and ``other``.
-_MAX_STATUSES = 16 + MAX_UNDOCUMENTED_STATUSES
-_MAX_ID = 2**63 - 1
-_MAX_COUNT = 2**63 - 1
 LOCK_FILE = "census-exporter.lock"
-#: A stored time later than this past the clock now is not one the exporter stored (a clock set back a day
-#: or less still restores).
-_MAX_FUTURE_SECONDS = 86_400.0
 
 
 class StorageError(Exception):
     """The storage directory cannot be used (not creatable, not writable, or locked by another exporter)."""
-
-
-class _Unusable(Exception):
-    """A state file that cannot be restored; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,14 +189,14 @@ class LedgerFile:
             with os.fdopen(descriptor, "rb") as handle:
                 info = os.fstat(handle.fileno())
                 if not stat.S_ISREG(info.st_mode):
-                    raise _Unusable("not a regular file")
+                    raise Unusable("not a regular file")
                 if info.st_size > MAX_STATE_BYTES:
-                    raise _Unusable(f"{info.st_size} bytes, more than {MAX_STATE_BYTES}")
+                    raise Unusable(f"{info.st_size} bytes, more than {MAX_STATE_BYTES}")
                 data = handle.read(MAX_STATE_BYTES + 1)
         except FileNotFoundError:
             log.info("workspace %s: no stored ledgers in %s; counting starts now", self._workspace, self.path)
             return Restored()
-        except _Unusable as error:
+        except Unusable as error:
             return self._set_aside(str(error))
         except OSError as error:
             if error.errno == errno.ELOOP:
@@ -206,7 +204,7 @@ class LedgerFile:
             return self._set_aside(f"unreadable: {error.strerror or error}")
         try:
             restored = self._decode(data)
-        except _Unusable as error:
+        except Unusable as error:
             return self._set_aside(str(error))
         with self._lock:
             self._saved = dict(restored.ledgers)
@@ -239,24 +237,22 @@ class LedgerFile:
 
     def _decode(self, data: bytes) -> Restored:
         try:
-            document = json.loads(data, object_pairs_hook=_no_repeated_keys)
-        except _Unusable:
+            document = json.loads(data, object_pairs_hook=no_repeated_keys)
+        except Unusable:
             raise
         except (ValueError, RecursionError) as error:
-            raise _Unusable(f"not JSON: {type(error).__name__}") from None
+            raise Unusable(f"not JSON: {type(error).__name__}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise _Unusable("not a census-exporter ledger file")
+            raise Unusable("not a census-exporter ledger file")
         if document.get("version") != VERSION:
-            raise _Unusable(
-                f"format version {_short(document.get('version'))}, this exporter reads {VERSION}"
-            )
+            raise Unusable(f"format version {short(document.get('version'))}, this exporter reads {VERSION}")
         if document.get("workspace") != self._workspace:
-            raise _Unusable(f"it belongs to workspace {_short(document.get('workspace'))}")
+            raise Unusable(f"it belongs to workspace {short(document.get('workspace'))}")
         if not self._same_census_workspace(document):
-            raise _Unusable(
+            raise Unusable(
                 "it belongs to another Census workspace (its API URL, workspace id or token differ)"
             )
-        stored_buckets = _floats(document.get("buckets"), "buckets", 64)
+        stored_buckets = checked_floats(document.get("buckets"), "buckets", 64)
         same_buckets = tuple(stored_buckets) == self._buckets
         if not same_buckets:
             log.warning(
@@ -266,14 +262,14 @@ class LedgerFile:
             )
         syncs = document.get("syncs")
         if not isinstance(syncs, dict):
-            raise _Unusable("no syncs")
+            raise Unusable("no syncs")
         ledgers: dict[int, SyncLedger] = {}
         definitions: dict[int, Sync] = {}
         for key, value in syncs.items():
-            sync_id = _int(_parse_int(key), "sync id", 0, _MAX_ID)
-            ledgers[sync_id] = self._ledger(value, len(stored_buckets), same_buckets)
-            definitions[sync_id] = _sync(value.get("sync"), sync_id)
-        departed = self._counters(document.get("departed"), len(stored_buckets), same_buckets)
+            sync_id = checked_int(parse_key(key), "sync id", 0, MAX_ID)
+            ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
+            definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
+        departed = decode_counters(document.get("departed"), len(stored_buckets), same_buckets, self._buckets)
         return Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
 
     def _same_census_workspace(self, document: Mapping[str, Any]) -> bool:
@@ -296,77 +292,6 @@ class LedgerFile:
         except Exception:  # noqa: BLE001 - an unreadable token file is reported where requests are made
             return None
         return hashlib.sha256(f"{salt}:{token}".encode("utf-8", "surrogatepass")).hexdigest()
-
-    def _ledger(self, value: Any, stored_buckets: int, same_buckets: bool) -> SyncLedger:
-        if not isinstance(value, dict):
-            raise _Unusable("a ledger is not an object")
-        deltas = _ints(value.get("recent"), "recent", REMEMBERED_RUN_IDS, 0, _MAX_ID)
-        recent: list[int] = []
-        total = 0
-        for delta in deltas:
-            total += delta
-            if total > _MAX_ID or (recent and delta == 0):
-                raise _Unusable("recent run ids out of range")
-            recent.append(total)
-        pending = _ints(value.get("pending"), "pending", MAX_PENDING_RUNS_PER_SYNC, 0, _MAX_ID)
-        seen_raw = value.get("pending_seen", {})
-        if not isinstance(seen_raw, dict) or len(seen_raw) > MAX_PENDING_RUNS_PER_SYNC:
-            raise _Unusable("pending_seen")
-        seen = {
-            _int(_parse_int(key), "pending run id", 0, _MAX_ID): _time(at, "pending_seen")
-            for key, at in seen_raw.items()
-        }
-        failing = value.get("failing")
-        if failing not in (None, True, False):
-            raise _Unusable("failing")
-        return SyncLedger(
-            recent_run_ids=RunIds(recent),
-            pending_run_ids=frozenset(pending),
-            counters=self._counters(value.get("counters"), stored_buckets, same_buckets),
-            last_success_at=_optional_time(value.get("last_success_at"), "last_success_at"),
-            last_failure_at=_optional_time(value.get("last_failure_at"), "last_failure_at"),
-            buckets=self._buckets,
-            last_pending_lookup=_int(value.get("last_pending_lookup", 0), "last_pending_lookup", 0, _MAX_ID),
-            floor_run_id=_int(value.get("floor_run_id", 0), "floor_run_id", 0, _MAX_ID),
-            newest_outcome_run_id=_int(value.get("newest_outcome_run_id", 0), "newest_outcome", 0, _MAX_ID),
-            failing=failing,
-            failing_error_code=_optional_word(value.get("failing_error_code"), "failing_error_code"),
-            earliest_run_at=_optional_time(value.get("earliest_run_at"), "earliest_run_at"),
-            pending_seen_at=MappingProxyType(seen),
-            watched_since=_optional_time(value.get("watched_since"), "watched_since"),
-            counted_fingerprints=RunIds(
-                _ints(
-                    value.get("counted_fingerprints", []),
-                    "counted_fingerprints",
-                    REMEMBERED_FINGERPRINTS,
-                    -(2**63),
-                    _MAX_ID,
-                )
-            ),
-        )
-
-    def _counters(self, value: Any, stored_buckets: int, same_buckets: bool) -> RunCounters:
-        if not isinstance(value, dict):
-            raise _Unusable("counters are not an object")
-        runs = value.get("runs")
-        if not isinstance(runs, dict) or len(runs) > _MAX_STATUSES:
-            raise _Unusable("run counts")
-        by_status = {
-            _word(status, "status"): _int(count, "run count", 0, _MAX_COUNT) for status, count in runs.items()
-        }
-        records = _ints(value.get("records"), "records", 5, 0, _MAX_COUNT)
-        if len(records) != 5:
-            raise _Unusable("records")
-        durations = _ints(value.get("durations"), "durations", stored_buckets + 1, 0, _MAX_COUNT)
-        if len(durations) != stored_buckets + 1:
-            raise _Unusable("duration buckets")
-        duration_sum = _float(value.get("duration_sum", 0.0), "duration_sum")
-        if duration_sum < 0:
-            raise _Unusable("duration_sum")
-        if not same_buckets:
-            durations, duration_sum = [0] * (len(self._buckets) + 1), 0.0
-        superseded = _int(value.get("superseded_failures", 0), "superseded_failures", 0, _MAX_COUNT)
-        return RunCounters.of(by_status, records, durations, duration_sum, superseded)
 
     # ------------------------------------------------------------------ writing
 
@@ -440,7 +365,7 @@ class LedgerFile:
             "token_sha256": None if self._identity.scope is not None else self._token_digest(self._salt),
             "saved_at": time.time(),
             "buckets": list(self._buckets),
-            "departed": _counters_json(departed),
+            "departed": counters_json(departed),
         }
         encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
         parts = []
@@ -448,83 +373,11 @@ class LedgerFile:
             sync = definitions[sync_id]
             cached = self._encoded.get(sync_id)
             if cached is None or cached[0] is not ledger or cached[1] != sync:
-                cached = (ledger, sync, _json({**_ledger_json(ledger), "sync": _sync_json(sync)}))
+                cached = (ledger, sync, to_json({**ledger_json(ledger), "sync": sync_json(sync)}))
             encoded[sync_id] = cached
             parts.append(b'"%d":%s' % (sync_id, cached[2]))
         self._encoded = encoded
-        return _json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _ledger_json(ledger: SyncLedger) -> dict[str, Any]:
-    ids = list(ledger.recent_run_ids)
-    return {
-        # Ascending ids as the first and then the gaps: a third of the size of the ids themselves.
-        "recent": [ids[0], *(b - a for a, b in itertools.pairwise(ids))] if ids else [],
-        "floor_run_id": ledger.floor_run_id,
-        "pending": sorted(ledger.pending_run_ids),
-        "pending_seen": {str(run_id): at for run_id, at in sorted(ledger.pending_seen_at.items())},
-        "last_pending_lookup": ledger.last_pending_lookup,
-        "counters": _counters_json(ledger.counters),
-        "last_success_at": ledger.last_success_at,
-        "last_failure_at": ledger.last_failure_at,
-        "newest_outcome_run_id": ledger.newest_outcome_run_id,
-        "failing": ledger.failing,
-        "failing_error_code": ledger.failing_error_code,
-        "earliest_run_at": ledger.earliest_run_at,
-        "watched_since": ledger.watched_since,
-        "counted_fingerprints": list(ledger.counted_fingerprints),
-    }
-
-
-def _sync_json(sync: Sync) -> dict[str, Any]:
-    """The sync's definition as listed (what its series are labelled with while it is awaited)."""
-    return {
-        "label": sync.label,
-        "operation": sync.operation,
-        "source": sync.source_connection_id,
-        "destination": sync.destination_connection_id,
-        "object": sync.destination_object,
-        "schedule": sync.schedule,
-        "paused": sync.paused,
-        "health": sync.health,
-        "updated_at": sync.updated_at,
-        "created_at": sync.created_at,
-    }
-
-
-def _sync(value: Any, sync_id: int) -> Sync:
-    if not isinstance(value, dict):
-        raise _Unusable("a sync definition is not an object")
-    paused = value.get("paused")
-    if paused not in (None, True, False):
-        raise _Unusable("paused")
-    return Sync(
-        id=sync_id,
-        label=_text(value.get("label"), "label", NAME_LIMIT),
-        operation=_text(value.get("operation"), "operation", WORD_LIMIT, empty=True),
-        source_connection_id=_connection(value.get("source"), "source"),
-        destination_connection_id=_connection(value.get("destination"), "destination"),
-        destination_object=_text(value.get("object"), "object", NAME_LIMIT, empty=True),
-        schedule=_text(value.get("schedule"), "schedule", NAME_LIMIT, empty=True),
-        paused=paused,
-        health=_optional_word(value.get("health"), "health"),
-        updated_at=_optional_time(value.get("updated_at"), "updated_at"),
-        created_at=_optional_time(value.get("created_at"), "created_at"),
-    )
-
-
-def _counters_json(counters: RunCounters) -> dict[str, Any]:
-    return {
-        "runs": dict(sorted(counters.runs_by_status.items())),
-        "records": list(counters.record_totals()),
-        "durations": list(counters.duration_bucket_counts),
-        "duration_sum": counters.duration_sum_seconds,
-        "superseded_failures": counters.superseded_failures,
-    }
+        return to_json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -547,84 +400,3 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
-
-
-# ----------------------------------------------------------------------------- checked reading
-
-
-def _short(value: Any) -> str:
-    return repr(value)[:40]
-
-
-def _parse_int(text: Any) -> int:
-    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or len(text) > 19:
-        raise _Unusable(f"key {_short(text)}")
-    return int(text)
-
-
-def _int(value: Any, what: str, low: int, high: int) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise _Unusable(f"{what} {_short(value)}")
-    return value
-
-
-def _ints(value: Any, what: str, most: int, low: int, high: int) -> list[int]:
-    if not isinstance(value, list) or len(value) > most:
-        raise _Unusable(what)
-    return [_int(item, what, low, high) for item in value]
-
-
-def _float(value: Any, what: str) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value):
-        raise _Unusable(f"{what} {_short(value)}")
-    return float(value)
-
-
-def _floats(value: Any, what: str, most: int) -> list[float]:
-    if not isinstance(value, list) or len(value) > most:
-        raise _Unusable(what)
-    return [_float(item, what) for item in value]
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object; a key given twice (two ledgers for one sync) makes the file unusable, not the last."""
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        raise _Unusable("a key is repeated in one object")
-    return document
-
-
-def _time(value: Any, what: str) -> float:
-    """A Unix time no earlier than 1970 and no later than a day from now (the exporter wrote no other)."""
-    at = _float(value, what)
-    if not 0 <= at <= time.time() + _MAX_FUTURE_SECONDS:
-        raise _Unusable(f"{what} {_short(value)}")
-    return at
-
-
-def _optional_time(value: Any, what: str) -> float | None:
-    return None if value is None else _time(value, what)
-
-
-def _word(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= WORD_LIMIT:
-        raise _Unusable(f"{what} {_short(value)}")
-    return value
-
-
-def _text(value: Any, what: str, limit: int, *, empty: bool = False) -> str:
-    if not isinstance(value, str) or len(value) > limit or not (value or empty):
-        raise _Unusable(what)
-    return value
-
-
-def _connection(value: Any, what: str) -> ConnectionId | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or check_connection_id(value) != value:
-        raise _Unusable(f"{what} connection {_short(value)}")
-    return value
-
-
-def _optional_word(value: Any, what: str) -> str | None:
-    return None if value is None else _word(value, what)

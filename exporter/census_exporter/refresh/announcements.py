@@ -4,10 +4,11 @@ The webhook receiver (:mod:`census_exporter.webhooks`) writes here; the refreshe
 HTTP or counts runs: a sync announced by an event is read ahead of the budget's plan, through the same
 ledger as every other read, so a run is counted once whichever path sees it first.
 
-* **Urgent reads.** An event marks its sync (:meth:`Announcements.announce`); the refresher reads the marked
-  syncs it knows at once, without listing (:meth:`take_known`), and a full refresh takes the rest first
-  (:meth:`arrange`). Ids no listing shows are dropped by the next full refresh. At most
-  :data:`MAX_URGENT_SYNCS` are marked at once.
+* **Urgent reads.** An event marks its sync (:meth:`Announcements.announce`); the refresher's announced
+  reads (:mod:`.announced`, beside any full refresh, never behind one) take the marked syncs it knows
+  (:meth:`take_known`); a full refresh takes first the marked syncs it must list to read (never read yet)
+  and those whose announced read failed (:meth:`arrange`). Ids no listing shows are dropped by the next
+  full refresh. At most :data:`MAX_URGENT_SYNCS` are marked at once.
 * **Reconcile.** While webhooks are healthy (an event within the reconcile interval and no run found that no
   event announced), a full refresh reads only the syncs not read for a reconcile interval (and any never
   read) and those whose last read showed a run queued or working; the others wait for their events. A sync
@@ -71,6 +72,9 @@ class Announcements:
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._urgent: OrderedDict[int, None] = OrderedDict()
+        #: Syncs whose announced read failed: the next full refresh reads them first (not the announced
+        #: reads again at once: a failing API would make that a loop).
+        self._retry: OrderedDict[int, None] = OrderedDict()
         #: Per sync, when a poll found runs no event had announced yet.
         self._awaited: OrderedDict[int, float] = OrderedDict()
         self._last_event: float | None = None
@@ -104,38 +108,47 @@ class Announcements:
         with self._lock:
             return any(sync_id in known for sync_id in self._urgent)
 
-    def take_known(self, known: Container[int]) -> list[int]:
-        """The marked syncs among ``known``, unmarked, in the order they were marked."""
+    def take_known(self, known: Container[int], limit: int | None = None) -> list[int]:
+        """The marked syncs among ``known`` (at most ``limit``), unmarked, in the order they were marked."""
         with self._lock:
-            taken = [sync_id for sync_id in self._urgent if sync_id in known]
+            taken = [sync_id for sync_id in self._urgent if sync_id in known][:limit]
             for sync_id in taken:
                 del self._urgent[sync_id]
             return taken
 
     def again(self, sync_ids: Iterable[int]) -> None:
-        """Mark again syncs whose urgent read failed; the next full refresh takes them first."""
+        """Syncs whose urgent read failed: the next full refresh reads them first."""
         with self._lock:
             for sync_id in sync_ids:
-                if len(self._urgent) < MAX_URGENT_SYNCS:
-                    self._urgent[sync_id] = None
+                if len(self._retry) < MAX_URGENT_SYNCS:
+                    self._retry[sync_id] = None
 
     def arrange(self, candidates: Sequence[SyncState]) -> tuple[list[int], list[SyncState]]:
-        """For a full refresh: the marked syncs to read first, and the candidates left for the plan.
+        """For a full refresh: the syncs to read first, and the candidates left for the plan.
 
-        Marks for syncs not among ``candidates`` (no listing shows them) are dropped. While reconciling,
-        the plan gets only the syncs not read for a reconcile interval, those never read and those with an
-        unfinished run.
+        First: the marked syncs never read yet (the announced reads cannot take them) and those whose
+        announced read failed. Marks for syncs not among ``candidates`` (no listing shows them) are dropped;
+        the marks of the others are left for the announced reads. While reconciling, the plan gets only the
+        syncs not read for a reconcile interval, those never read and those with an unfinished run.
         """
         now = self._clock()
         reconciling = self.reconciling()
+        listed = {state.sync.id for state in candidates}
         with self._lock:
-            marked = set(self._urgent)
-            self._urgent.clear()
-        first = [state.sync.id for state in candidates if state.sync.id in marked]
+            retry = set(self._retry)
+            self._retry.clear()
+            for sync_id in [sync_id for sync_id in self._urgent if sync_id not in listed]:
+                del self._urgent[sync_id]
+            unread = {state.sync.id for state in candidates if state.ledger is None}
+            marked = {sync_id for sync_id in self._urgent if sync_id in unread}
+            for sync_id in marked:
+                del self._urgent[sync_id]
+        first_ids = retry | marked
+        first = [state.sync.id for state in candidates if state.sync.id in first_ids]
         rest = [
             state
             for state in candidates
-            if state.sync.id not in marked and (not reconciling or self._reconcile_due(state, now))
+            if state.sync.id not in first_ids and (not reconciling or self._reconcile_due(state, now))
         ]
         return first, rest
 

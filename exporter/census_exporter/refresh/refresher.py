@@ -12,7 +12,9 @@
   (the snapshot stays not ``refreshed`` and stale, so scrapes keep sharing the one running refresh).
 
 What one round reads (listing, the budget's plan, absence) is :mod:`.rounds` and :mod:`.absence`; the
-syncs webhook events announced are read by :mod:`.announced`.
+syncs webhook events announced are read by :mod:`.announced`, beside the full refreshes: whatever changes
+the snapshot's syncs (a round's swap, a partial publish, an announced read's swap) merges with them as
+they are now and saves before it swaps, under one lock.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
 from census_exporter.logs import CURRENT_WORKSPACE
-from census_exporter.refresh.announced import build_announced
-from census_exporter.refresh.announcements import Announcements, known_ids
+from census_exporter.refresh.announced import AnnouncedReads, Reads, after_round, applied, merged
+from census_exporter.refresh.announcements import Announcements
 from census_exporter.refresh.coverage import log_left_out, syncs_behind
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncRefresh
 from census_exporter.refresh.quota import SyncQuota
@@ -72,9 +74,6 @@ class Refresher:
         self._ledger_file = ledger_file
         #: What webhooks announced (None: no receiver for this workspace); see :mod:`.announcements`.
         self._announcements = announcements
-        #: Whether the running refresh is an announced read, and whether a full one was asked for meanwhile.
-        self._inflight_announced = False
-        self._full_wanted = False
         #: Where refreshes run: the fleet's fixed set of refresh threads (queued while all are busy), or,
         #: without one, a thread of its own per refresh.
         self._runners = runners
@@ -97,6 +96,11 @@ class Refresher:
             workspace=settings.workspace, duration_buckets=settings.duration_buckets, api_url=settings.api_url
         )
         self._lock = threading.Lock()
+        #: Held (before ``_lock``) by whatever changes the snapshot's syncs: the full refresh's swap, the
+        #: first refresh's partial publish, an announced read's swap. Each merges with the syncs as they are
+        #: and saves before it swaps, so saves and swaps happen in one order.
+        self._swap_lock = threading.Lock()
+        self._saves = 0
         self._inflight: Future[Snapshot] | None = None
         self._generation = 0
         #: The generation neither swapped in nor abandoned yet; whichever happens first settles it.
@@ -122,6 +126,20 @@ class Refresher:
             note_left_out=self._note_left_out,
             restored=restored or {},
         )
+        #: The announced reads (None without a receiver): beside full refreshes, never behind one.
+        self._announced: AnnouncedReads | None = None
+        if announcements is not None:
+            self._announced = AnnouncedReads(
+                announcements,
+                self._rounds,
+                settings,
+                self._logs,
+                self._stopping,
+                snapshot=lambda: self._snapshot,
+                swap=self._swap_announced,
+                context=self._in_workspace,
+                clock=clock,
+            )
         self.refresh_count = 0
 
     # ------------------------------------------------------------------ public
@@ -141,17 +159,13 @@ class Refresher:
         started = self._snapshot.started_monotonic
         return started is None or self._clock() - started >= self._settings.cache_ttl_seconds
 
-    def trigger(self, *, announced: bool = False) -> Future[Snapshot]:
+    def trigger(self) -> Future[Snapshot]:
         """Start a refresh unless one is already running; return the running one.
 
         The future resolves when the refresh is swapped in or abandoned at its deadline, whichever is first.
-        ``announced``: read only the syncs webhook events marked (see :mod:`.announcements`), without
-        listing and without renewing the TTL; a full refresh asked for while one runs starts after it.
         """
         with self._lock:
             if self._inflight is not None and not self._inflight.done():
-                if self._inflight_announced and not announced:
-                    self._full_wanted = True
                 return self._inflight
             future: Future[Snapshot] = Future()
             future.set_running_or_notify_cancel()
@@ -167,18 +181,15 @@ class Refresher:
             self._inflight = future
             self._inflight_started = None
             self._inflight_triggered = self._clock()
-            self._inflight_announced = announced
         if self._runners is None:
             runner = threading.Thread(
                 target=self._in_workspace().run,
-                args=(self._start, generation, future, announced),
+                args=(self._start, generation, future),
                 name=f"census-refresh-{generation}",
                 daemon=True,
             )
             runner.start()
-        elif self._runners.submit(
-            self._in_workspace().run, self._start, generation, future, announced
-        ).cancelled():
+        elif self._runners.submit(self._in_workspace().run, self._start, generation, future).cancelled():
             self._settle_unstarted(generation, future)  # the fleet is closing: no refresh thread is left
         return future
 
@@ -230,10 +241,12 @@ class Refresher:
             pools = list(self._pools)
         for pool in pools:
             pool.shutdown()
+        if self._announced is not None:
+            self._announced.close()
 
     # ------------------------------------------------------------------ refresh
 
-    def _start(self, generation: int, future: Future[Snapshot], announced: bool = False) -> None:
+    def _start(self, generation: int, future: Future[Snapshot]) -> None:
         """Run refresh ``generation`` now that it has a thread; its deadline counts from here."""
         started = self._clock()
         with self._lock:
@@ -253,7 +266,7 @@ class Refresher:
         abandon.daemon = True
         abandon.name = f"census-deadline-{generation}"
         abandon.start()
-        self._refresh_and_swap(generation, future, started, abandon, announced)
+        self._refresh_and_swap(generation, future, started, abandon)
 
     def _settle_unstarted(self, generation: int, future: Future[Snapshot]) -> None:
         """A refresh that never got a thread (shutting down) ends with the snapshot as it is."""
@@ -270,12 +283,7 @@ class Refresher:
         return context
 
     def _refresh_and_swap(
-        self,
-        generation: int,
-        future: Future[Snapshot],
-        started: float,
-        abandon: threading.Timer,
-        announced: bool = False,
+        self, generation: int, future: Future[Snapshot], started: float, abandon: threading.Timer
     ) -> None:
         fetchers = DaemonPool(self._settings.concurrency, f"census-fetch-{generation}")
         with self._lock:
@@ -285,19 +293,7 @@ class Refresher:
         previous = self._snapshot
         first = not previous.listed
         try:
-            if announced:
-                assert self._announcements is not None  # read_announced() checked it
-                built = build_announced(
-                    previous,
-                    started,
-                    fetchers,
-                    announcements=self._announcements,
-                    rounds=self._rounds,
-                    settings=self._settings,
-                    logs=self._logs,
-                )
-            else:
-                built = self._build_guarded(previous, started, fetchers, generation)
+            built = self._build_guarded(previous, started, fetchers, generation)
         except BaseException as error:  # noqa: BLE001 - handed to whoever waits on the future
             failure = error
         finally:
@@ -305,64 +301,77 @@ class Refresher:
             fetchers.shutdown()
             with self._lock:
                 self._pools.discard(fetchers)
-        if built is not None and self._ledger_file is not None:
-            # Before the swap: no scrape can see a count that a restart would not restore.
-            self._ledger_file.save(built.snapshot, generation)
-        with self._lock:
-            if self._unsettled != generation:
-                # Abandoned at its deadline: a newer snapshot may exist, and its ledgers must not be undone.
-                self._abandoned_running -= 1
-                log.debug("discarded the late result of abandoned refresh %d", generation)
-                return
-            self._unsettled = None
-            if built is not None:
-                self._snapshot = built.snapshot
-                self.refresh_count += 1
-                if built.left_out is not None:
-                    self._note_left_out(built.left_out)
-                    self.syncs_unread = built.unread
-                    self.syncs_behind = syncs_behind(
-                        built.snapshot, self._settings.cache_ttl_seconds, self._clock
-                    )
-                if built.snapshot.listed:
-                    self._rounds.restored = {}
-        if built is None:
+        kept: set[int] = set()
+        with self._swap_lock:
+            snapshot = None
+            if built is not None and self._unsettled == generation:
+                # What announced reads swapped in during this round is newer than the round's reads.
+                syncs, kept = merged(built.snapshot.syncs, self._snapshot.syncs, built.bases)
+                snapshot = replace(built.snapshot, syncs=syncs) if kept else built.snapshot
+                # Before the swap: no scrape can see a count that a restart would not restore.
+                self._save(snapshot)
+            with self._lock:
+                if self._unsettled != generation:
+                    # Abandoned at its deadline: a newer snapshot may exist, its ledgers must not be undone.
+                    self._abandoned_running -= 1
+                    log.debug("discarded the late result of abandoned refresh %d", generation)
+                    return
+                self._unsettled = None
+                if built is not None and snapshot is not None:
+                    self._snapshot = snapshot
+                    self.refresh_count += 1
+                    if built.left_out is not None:
+                        self._note_left_out(built.left_out)
+                        self.syncs_unread = built.unread
+                        self.syncs_behind = syncs_behind(
+                            snapshot, self._settings.cache_ttl_seconds, self._clock
+                        )
+                    if snapshot.listed:
+                        self._rounds.restored = {}
+        if built is None or snapshot is None:
             future.set_exception(failure or RuntimeError("refresh ended without a result"))
             return
-        if built.announced:
-            self._logs.failed_runs(built.outcomes, first_refresh=False, watched=len(built.snapshot.syncs))
-            future.set_result(built.snapshot)
-            self._follow_up()
-            return
-        if built.snapshot.up:
+        if self._announcements is not None:
+            after_round(self._announcements, built, kept)
+        if snapshot.up:
             self._logs.succeeded()
         self._logs.failed_runs(
-            built.outcomes, first_refresh=first and built.snapshot.listed, watched=len(built.snapshot.syncs)
+            [(sync, outcome) for sync, outcome in built.outcomes if sync.id not in kept],
+            first_refresh=first and snapshot.listed,
+            watched=len(snapshot.syncs),
         )
-        self._logs.outcome(list(built.errors), have_data=built.snapshot.listed)
-        future.set_result(built.snapshot)
-        self._follow_up()
+        self._logs.outcome(list(built.errors), have_data=snapshot.listed)
+        future.set_result(snapshot)
+        self.read_announced()  # marks made meanwhile the announced reads could not take yet
+
+    def _save(self, snapshot: Snapshot) -> None:
+        """Save ``snapshot``'s ledgers (``_swap_lock`` held, so saves keep the order of the swaps)."""
+        if self._ledger_file is not None:
+            self._saves += 1
+            self._ledger_file.save(snapshot, self._saves)
 
     # ------------------------------------------------------------------ webhook announcements
 
     def read_announced(self) -> None:
-        """Read the syncs webhook events marked, now, unless a refresh is running (then right after it)."""
-        announcements = self._announcements
-        if announcements is None or not self._snapshot.listed or self._stopping.is_set():
-            return
-        if announcements.has_known(known_ids(self._snapshot.syncs)):
-            self.trigger(announced=True)
+        """Read the syncs webhook events marked, now, beside any full refresh (see :mod:`.announced`)."""
+        if self._announced is not None:
+            self._announced.wake()
 
-    def _follow_up(self) -> None:
-        """After a swap: the full refresh asked for during an announced read, else marks made meanwhile."""
-        with self._lock:
-            full, self._full_wanted = self._full_wanted, False
-        if self._stopping.is_set():
-            return
-        if full:
-            self.trigger()
-        else:
-            self.read_announced()
+    def _swap_announced(self, reads: Reads) -> set[int]:
+        """Swap in the announced reads whose sync nothing advanced since they read it; the syncs swapped in.
+
+        A sync a full refresh advanced meanwhile keeps that state and is marked again, to be read from it.
+        """
+        with self._swap_lock:
+            syncs, swapped, again = applied(self._snapshot.syncs, reads)
+            if swapped:
+                self._save(replace(self._snapshot, syncs=syncs))
+                with self._lock:
+                    self._snapshot = replace(self._snapshot, syncs=syncs)
+        if self._announcements is not None:
+            for sync_id in again:
+                self._announcements.announce(sync_id)
+        return swapped
 
     def _abandon(self, generation: int, future: Future[Snapshot], started: float) -> None:
         """Give up on a refresh past its deadline: say so in the snapshot and let the next one start."""
@@ -423,9 +432,12 @@ class Refresher:
         """
 
         def publish(syncs: Mapping[int, SyncState]) -> None:
-            with self._lock:
+            with self._swap_lock, self._lock:
                 if self._unsettled != generation or self._snapshot.refreshed:
                     return
-                self._snapshot = replace(previous, syncs=syncs, listed=True)
+                # An announced read may have advanced a sync published before: its state is newer.
+                self._snapshot = replace(
+                    previous, syncs=merged(syncs, self._snapshot.syncs, {})[0], listed=True
+                )
 
         return publish

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from census_exporter.census.errors import CensusAPIError
@@ -27,6 +27,7 @@ from census_exporter.census.listing import LIST_PAGE_SIZE
 from census_exporter.census.models.connections import parse_connection
 from census_exporter.census.models.fields import ConnectionId, bounded_text
 from census_exporter.census.models.syncs import Sync, parse_sync
+from census_exporter.ledger import SyncLedger
 from census_exporter.refresh import schedule
 from census_exporter.refresh.absence import known_before, restored_state, still_awaited
 from census_exporter.refresh.announcements import Announcements, counted_runs
@@ -59,8 +60,11 @@ class Built:
     #: Syncs the listing held beyond the bound, and syncs the budget's plan left unread (None: not listed).
     left_out: int | None = None
     unread: int | None = None
-    #: Built by an announced read (webhook events, no listing): it says nothing about the API's health.
-    announced: bool = False
+    #: Each sync's ledger as the round started from it (None: never read), to tell at the swap which syncs
+    #: an announced read advanced meanwhile (:func:`~census_exporter.refresh.announced.merged`).
+    bases: Mapping[int, SyncLedger | None] = field(default_factory=dict)
+    #: Syncs whose runs this round counted although no event asked for their read (they await an event).
+    found: frozenset[int] = frozenset()
 
 
 class RoundReader:
@@ -128,6 +132,8 @@ class RoundReader:
         outcomes: list[tuple[Sync, SyncOutcome]] = []
         left_out: int | None = None
         unread: list[int] = []
+        bases: dict[int, SyncLedger | None] = {}
+        found: list[int] = []
         try:
             listed, complete, listed_records, left_out = self._read_sync_list(previous.syncs, deadline)
         except CensusAPIError as error:
@@ -158,6 +164,8 @@ class RoundReader:
                 fetchers=fetchers,
                 allowance=self._allowance(listing_requests, first=not previous.listed),
                 publish=publish,
+                bases=bases,
+                found=found,
             )
 
         ok = not errors
@@ -177,7 +185,10 @@ class RoundReader:
             duration_buckets=previous.duration_buckets,
             api_url=previous.api_url,
         )
-        return Built(snapshot, tuple(errors), tuple(outcomes), left_out, unread[0] if unread else None)
+        unread_count = unread[0] if unread else None
+        return Built(
+            snapshot, tuple(errors), tuple(outcomes), left_out, unread_count, bases, frozenset(found)
+        )
 
     def _refresh_syncs(
         self,
@@ -193,7 +204,9 @@ class RoundReader:
         outcomes: list[tuple[Sync, SyncOutcome]],
         fetchers: DaemonPool,
         allowance: int | None,
-        publish: Callable[[Mapping[int, SyncState]], None] | None,
+        publish: Publish | None,
+        bases: dict[int, SyncLedger | None],
+        found: list[int],
     ) -> dict[int, SyncState]:
         # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
         known_earlier = known_before(previous, self.restored, self._settings.syncs.admits)
@@ -204,12 +217,14 @@ class RoundReader:
         }
         for state in awaited:
             known[state.sync.id] = state
+        bases.update((sync_id, None if state is None else state.ledger) for sync_id, state in known.items())
         jobs = {sync.id: sync for sync in [*listed, *(state.sync for state in awaited)]}
         # Unread syncs are planned as they were (a new one: never read); the plan orders the reads too.
         candidates = [_planned_as(known[sync.id], sync) for sync in jobs.values()]
         announced: list[int] = []
         if self._announcements is not None:
-            # Announced syncs first, ahead of the budget's priorities; the rest as reconciling allows.
+            # Announced syncs it must read first, ahead of the budget's priorities; the rest as reconciling
+            # allows (the announced reads take the other announced syncs, beside this round).
             announced, candidates = self._announcements.arrange(candidates)
         chosen = schedule.plan(candidates, allowance, self._wall_clock(), self._settings.cache_ttl_seconds)
         unread.append(len(candidates) - len(chosen))
@@ -217,7 +232,8 @@ class RoundReader:
         results = self.read(planned, jobs, known=known, deadline=deadline, fetchers=fetchers, publish=publish)
         if self._announcements is not None:
             unasked = set(announced)
-            self._announcements.polled(
+            # Noted as polled at the swap, unless an announced read advanced the sync meanwhile.
+            found.extend(
                 sync_id
                 for sync_id, result in results.items()
                 if sync_id not in unasked
