@@ -25,6 +25,7 @@ TEST_TOKEN = "secret-token:test-4f1c9a7e2b"
 
 #: Modules marked `slow` as a whole (`make test-fast` deselects them; `make test` runs everything): they start
 #: real binaries (prometheus, helm, docker-compose, the CLI many times), soak, benchmark or sweep properties.
+#: A single test over ~10 s elsewhere carries ``@pytest.mark.slow`` itself.
 SLOW_MODULES = frozenset(
     {
         "test_alerting",
@@ -40,11 +41,13 @@ SLOW_MODULES = frozenset(
         "test_listing_churn",
         "test_release",
         "test_refresh_memory",
+        "test_sighup",
         "test_simulator_cli",
         "test_simulator_latency",
         "test_sizing",
         "test_soak",
         "test_v2_end_to_end",
+        "test_webhook_fallback",
     }
 )
 
@@ -60,11 +63,15 @@ SERIAL_MODULES = frozenset({"test_refresh_memory", "test_sizing", "test_simulato
 #: when the others are nearly done: the soak, the real-Prometheus episodes, the release build, the fleet.
 FIRST = (
     "test_soak",
+    "test_alerting",
     "test_release",
+    "test_fleet",
+    "test_dashboard",
     "test_webhook_fallback",
     "test_detection_alerts",
-    "test_fleet",
+    "test_simulator_cli",
     "test_benchmark_detection",
+    "test_benchmarks",
 )
 
 
