@@ -30,7 +30,7 @@ test: lint typecheck pytest
 # Lint, types and the unit tests: everything but the tests marked slow (real prometheus, helm, docker-compose,
 # soak, benchmarks; tests/conftest.py lists them). `make test` stays the full suite that CI runs.
 test-fast: lint typecheck
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(call run_pytest,not slow and ,-q)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -40,8 +40,22 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict exporter
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(call run_pytest,,)
 
+# The suite in two passes: first the tests marked serial (they measure memory, request rates or latency of
+# this process and machine) in one process with nothing else of the suite running, then all the others on
+# $(PYTEST_WORKERS) pytest-xdist workers: most tests wait on sockets, subprocesses and polls, not on the CPU,
+# so 2 cores keep 4 workers busy. --dist loadgroup hands out one test at a time and keeps an xdist_group on
+# one worker. PYTEST_ARGS goes to both passes (a pass it leaves no test in is not a failure); both passes
+# run even when the first fails. PYTEST_WORKERS=0 runs the second pass in one process too.
+PYTEST_WORKERS ?= 4
+define run_pytest
+	status=0; \
+	$(BIN)/pytest -n 0 -m "$(1)serial" $(2) $(PYTEST_ARGS) || test $$? -eq 5 || status=1; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "$(1)not serial" $(2) $(PYTEST_ARGS) \
+		|| test $$? -eq 5 || status=1; \
+	exit $$status
+endef
 # The flag table of docs/configuration.md comes from the parser; tests/test_config_docs.py checks it.
 docs: $(RUNTIME_STAMP)
 	$(BIN)/python scripts/gen-config-docs

@@ -204,6 +204,7 @@ def test_a_discovered_workspace_named_like_a_named_one_is_skipped(
     assert watching.scrape().value("census_discovery_workspaces", discovery=base_url(server, "v2")) == 1
 
 
+@pytest.mark.slow  # waits out a stalled read, 12-15 s
 def test_one_stalled_key_read_does_not_keep_the_other_workspaces_out(
     organization: SimulatedOrganization, watch: StartWatching
 ) -> None:

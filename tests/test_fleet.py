@@ -356,6 +356,7 @@ def test_scrapes_and_readyz_are_answered_while_discovery_builds_its_clients(
 # ---------------------------------------------------------------------- bounds
 
 
+@pytest.mark.slow  # rounds of refreshes of many workspaces, 15-80 s
 def test_a_sync_list_beyond_the_bound_is_read_only_up_to_it_and_says_how_many_were_left_out(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -485,6 +486,7 @@ workspaces:
 # ---------------------------------------------------------------------- fair shares and threads
 
 
+@pytest.mark.slow  # rounds of refreshes of many workspaces, 15-80 s
 def test_a_named_workspace_keeps_its_share_of_reads_beside_sixty_discovered_groups(
     organization: SimulatedOrganization, start: Start
 ) -> None:
@@ -538,6 +540,7 @@ def exporter_threads() -> int:
     return sum(thread.name.startswith("census-") for thread in threading.enumerate())
 
 
+@pytest.mark.slow  # rounds of refreshes of many workspaces, 15-80 s
 def test_refresh_threads_are_bounded_by_configuration_not_by_the_number_of_workspaces(
     organization: SimulatedOrganization, start: Start
 ) -> None:

@@ -184,6 +184,7 @@ def test_mutual_tls_with_and_without_the_client_certificate(
     assert given.stdout.strip() == f"healthy: https://127.0.0.1:{exporter.port}/healthz: 200"
 
 
+@pytest.mark.slow  # real processes and timeouts, 10-16 s
 def test_a_stopped_exporter_or_a_stranger_on_its_port_is_unhealthy(
     tmp_path: Path, tls: dict[str, Any], started: list[Exporter]
 ) -> None:

@@ -299,6 +299,7 @@ def test_a_scrape_keeps_the_time_its_rendering_takes_out_of_its_wait(
     assert budgets and budgets[0] <= scrape_budget("10") - render_seconds + 1e-3
 
 
+@pytest.mark.slow  # 306 registrations, each compiling the pattern: 11-26 s of CPU
 def test_the_redaction_list_keeps_the_newest_secrets_within_its_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

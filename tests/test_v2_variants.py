@@ -470,6 +470,7 @@ def test_a_422_to_every_list_keeps_the_group_parameter_and_recovers_when_the_api
     assert_each_sync_once_with_every_run_once(served, m)
 
 
+@pytest.mark.slow  # a thousand groups listed, 10-15 s
 def test_a_pat_whose_syncs_name_a_thousand_groups_watches_a_bounded_number_and_says_so_once(
     caplog: pytest.LogCaptureFixture,
     serve: Callable[..., Served],
