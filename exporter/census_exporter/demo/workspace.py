@@ -19,8 +19,11 @@ def iso(timestamp: float | None) -> str | None:
     """Unix seconds as the API writes times: ``2021-10-20T02:51:07.546Z``."""
     if timestamp is None:
         return None
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Rounded to the millisecond as a whole number: truncating the float's microseconds wrote two runs
+    # stamped 1 ms apart with the same time now and then (x.0239999 and x.024 both read .023).
+    milliseconds = round(timestamp * 1000)
+    moment = datetime.fromtimestamp(milliseconds // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds % 1000:03d}Z"
 
 
 class SimulatedWorkspace:
@@ -203,7 +206,12 @@ class SimulatedWorkspace:
                 if run_id is None:
                     run_id = self._next_run_id
                 # Census stamps runs to the millisecond; two runs of one sync never share a creation time.
-                created = max(self.clock(), self._last_created + 0.001) if created_at is None else created_at
+                # Whole milliseconds: a float 1 ms past the last one can write the same time.
+                created = (
+                    max(round(self.clock() * 1000), round(self._last_created * 1000) + 1) / 1000
+                    if created_at is None
+                    else created_at
+                )
                 self._last_created = max(self._last_created, created)
                 finished = status not in ("queued", "working")
                 completed = created + (duration or 0.0) if finished else None
