@@ -6,6 +6,7 @@ drives it over time. It stores raw dicts on purpose: it plays the API, and the A
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,11 +20,8 @@ def iso(timestamp: float | None) -> str | None:
     """Unix seconds as the API writes times: ``2021-10-20T02:51:07.546Z``."""
     if timestamp is None:
         return None
-    # Rounded to the millisecond as a whole number: truncating the float's microseconds wrote two runs
-    # stamped 1 ms apart with the same time now and then (x.0239999 and x.024 both read .023).
-    milliseconds = round(timestamp * 1000)
-    moment = datetime.fromtimestamp(milliseconds // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{milliseconds % 1000:03d}Z"
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 class SimulatedWorkspace:
@@ -206,9 +204,11 @@ class SimulatedWorkspace:
                 if run_id is None:
                     run_id = self._next_run_id
                 # Census stamps runs to the millisecond; two runs of one sync never share a creation time.
-                # Whole milliseconds: a float 1 ms past the last one can write the same time.
+                # A millisecond after the last one written, in its middle: a float 1 ms past the last can
+                # truncate to the same written time (x.0239999 and x.024 both write .023).
                 created = (
-                    max(round(self.clock() * 1000), round(self._last_created * 1000) + 1) / 1000
+                    (max(math.floor(self.clock() * 1000), math.floor(self._last_created * 1000) + 1) + 0.5)
+                    / 1000
                     if created_at is None
                     else created_at
                 )
