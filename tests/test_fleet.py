@@ -541,6 +541,8 @@ def exporter_threads() -> int:
 
 
 @pytest.mark.slow  # rounds of refreshes of many workspaces, 15-80 s
+# Counts this process's threads: in a parallel worker, an earlier test's exporter may still be ending its own.
+@pytest.mark.serial
 def test_refresh_threads_are_bounded_by_configuration_not_by_the_number_of_workspaces(
     organization: SimulatedOrganization, start: Start
 ) -> None:

@@ -471,6 +471,7 @@ def test_a_422_to_every_list_keeps_the_group_parameter_and_recovers_when_the_api
 
 
 @pytest.mark.slow  # a thousand groups listed, 10-15 s
+@pytest.mark.serial  # counts this process's threads (see tests/test_fleet.py)
 def test_a_pat_whose_syncs_name_a_thousand_groups_watches_a_bounded_number_and_says_so_once(
     caplog: pytest.LogCaptureFixture,
     serve: Callable[..., Served],
