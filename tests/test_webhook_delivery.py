@@ -4,7 +4,6 @@ an Ingress gives every sender, events about syncs the workspace does not watch, 
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,45 +11,22 @@ from typing import Any
 import httpx
 import pytest
 
-from census_exporter.config import TokenSource
-from census_exporter.demo import SimulatedWorkspace
 from census_exporter.webhooks import intake
-from census_exporter.webhooks.signature import sign
 from tests.conftest import Harness, Scrape, wait_for
+from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
 
 SECRET = "whsec-delivery-51c2"
-WORKSPACE = "default"
 
 
 def _start(harness_factory: Callable[..., Harness], syncs: int = 3, **config: Any) -> Harness:
-    workspace = SimulatedWorkspace()
-    for sync_id in range(1, syncs + 1):
-        workspace.add_sync(sync_id, label=f"Sync {sync_id}")
-        workspace.add_run(sync_id, "completed")
-    settings: dict[str, Any] = {
-        "cache_ttl": 1.0,  # the normal poll: a full refresh every second (scrapes start them)
-        "webhook_listen": ("127.0.0.1", 0),
-        "webhook_secrets": (TokenSource(value=SECRET),),
-    } | config
-    harness = harness_factory(workspace, **settings)
-    assert harness.exporter.webhooks is not None
-    harness.exporter.webhooks.start()
-    harness.refresh()  # every sync's baseline
-    return harness
+    # The normal poll: a full refresh every second (scrapes start them).
+    return start_receiving(
+        harness_factory, workspace_with_syncs(syncs), SECRET, **({"cache_ttl": 1.0} | config)
+    )
 
 
 def _post(harness: Harness, payload: dict[str, Any], *, secret: str | None = SECRET) -> httpx.Response:
-    assert harness.exporter.webhooks is not None
-    body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json"}
-    if secret is not None:
-        headers["X-Signature"] = sign(body, secret)
-    url = f"http://127.0.0.1:{harness.exporter.webhooks.port}/webhooks/census/{WORKSPACE}"
-    return harness.http.post(url, content=body, headers=headers)
-
-
-def _event(sync_id: int, run_id: int, event: str) -> dict[str, Any]:
-    return {"workspace_id": 3167, "sync_id": sync_id, "sync_run_id": run_id, "event": event}
+    return deliver(harness, payload, secret=secret)
 
 
 def _runs(scrape: Scrape, sync_id: int, status: str) -> float:
@@ -81,14 +57,14 @@ def test_a_failure_announced_while_the_api_says_working_shows_at_the_normal_poll
     workspace = harness.workspace
     run_id = int(workspace.add_run(1, "working")["id"])
     # Census says the run failed before its API does.
-    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 202
+    assert _post(harness, webhook_event(1, run_id, "sync.failed")).status_code == 202
     wait_for(lambda: _knows_pending(harness, 1, run_id), timeout=10, what="the read the event asked for")
     scrape = harness.scrape()
     assert _gauge(scrape, "census_webhook_reconciling") == 1
     assert _runs(scrape, 1, "failed") == 0
     # Delivered again while the API still says working: not a duplicate, it is taken (and read) again.
     read_at = _read_at(harness, 1)
-    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 202
+    assert _post(harness, webhook_event(1, run_id, "sync.failed")).status_code == 202
     wait_for(lambda: _read_at(harness, 1) != read_at, timeout=10, what="the read the redelivery asked for")
     others = {sync_id: harness.simulator.count(rf"/syncs/{sync_id}/sync_runs$") for sync_id in (2, 3)}
     listings = harness.simulator.count(r"/syncs$")
@@ -100,7 +76,7 @@ def test_a_failure_announced_while_the_api_says_working_shows_at_the_normal_poll
     # The syncs without unfinished runs stay on the reconcile interval: not read again.
     assert {sync_id: harness.simulator.count(rf"/syncs/{sync_id}/sync_runs$") for sync_id in (2, 3)} == others
     # Shown now: a delivery again is a duplicate, and the run stays counted once.
-    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 200
+    assert _post(harness, webhook_event(1, run_id, "sync.failed")).status_code == 200
     scrape = harness.scrape()
     assert _requests(scrape, "duplicate") == 1
     assert _runs(scrape, 1, "failed") == 1
@@ -113,7 +89,7 @@ def test_a_terminal_event_lost_on_the_way_makes_the_poll_find_the_run_and_fall_b
     harness = _start(harness_factory, webhook_announcement_grace_seconds=1.0)
     workspace = harness.workspace
     run_id = int(workspace.add_run(1, "working")["id"])
-    assert _post(harness, _event(1, run_id, "sync.started")).status_code == 202
+    assert _post(harness, webhook_event(1, run_id, "sync.started")).status_code == 202
     wait_for(lambda: _knows_pending(harness, 1, run_id), timeout=10, what="the read the event asked for")
     assert _gauge(harness.scrape(), "census_webhook_reconciling") == 1
     # The run fails; its sync.failed is refused (a 429, a network fault) and never delivered again.
@@ -134,14 +110,16 @@ def test_a_flood_of_unsigned_requests_from_the_ingress_address_does_not_429_a_si
 ) -> None:
     harness = _start(harness_factory, webhook_max_requests_per_second=5.0)
     # Behind an Ingress every sender has the controller's address: here 127.0.0.1 for all of them.
-    flood = [_post(harness, _event(2, 9000 + n, "sync.failed"), secret=None).status_code for n in range(150)]
+    flood = [
+        _post(harness, webhook_event(2, 9000 + n, "sync.failed"), secret=None).status_code for n in range(150)
+    ]
     assert flood.count(429) >= 100
     assert set(flood) <= {401, 429}
     run_id = int(harness.workspace.add_run(1, "failed")["id"])
-    assert _post(harness, _event(1, run_id, "sync.failed")).status_code == 202
+    assert _post(harness, webhook_event(1, run_id, "sync.failed")).status_code == 202
     wait_for(lambda: _runs(harness.scrape(), 1, "failed") == 1, timeout=10, what="the signed delivery's run")
     # Signed deliveries are not rate limited at all, however many (the queue bounds them).
-    answers = {_post(harness, _event(3, 7000 + n, "sync.started")).status_code for n in range(40)}
+    answers = {_post(harness, webhook_event(3, 7000 + n, "sync.started")).status_code for n in range(40)}
     assert answers == {202}
     scrape = harness.scrape()
     assert _requests(scrape, "rate_limited") == flood.count(429)
@@ -153,7 +131,7 @@ def test_events_about_syncs_the_workspace_does_not_watch_do_not_make_webhooks_he
 ) -> None:
     harness = _start(harness_factory)
     for n in range(5):
-        assert _post(harness, _event(404_000 + n, 1, "sync.failed")).status_code == 202
+        assert _post(harness, webhook_event(404_000 + n, 1, "sync.failed")).status_code == 202
     wait_for(lambda: _requests(harness.scrape(), "unknown_sync") == 5, timeout=10, what="5 unknown_sync")
     scrape = harness.scrape()
     assert _gauge(scrape, "census_webhook_reconciling") == 0  # still full polling
@@ -161,7 +139,7 @@ def test_events_about_syncs_the_workspace_does_not_watch_do_not_make_webhooks_he
     assert _requests(scrape, "accepted") == 0
     # An event about a watched sync does.
     run_id = int(harness.workspace.add_run(1, "completed")["id"])
-    assert _post(harness, _event(1, run_id, "sync.success")).status_code == 202
+    assert _post(harness, webhook_event(1, run_id, "sync.success")).status_code == 202
     wait_for(
         lambda: _gauge(harness.scrape(), "census_webhook_reconciling") == 1, timeout=10, what="reconciling"
     )
@@ -190,18 +168,18 @@ def test_a_full_queue_answers_503_and_the_delivery_is_taken_when_sent_again(
     entered, release = stalled_worker
     harness = _start(harness_factory, syncs=4)
     runs = {sync_id: int(harness.workspace.add_run(sync_id, "failed")["id"]) for sync_id in range(1, 5)}
-    assert _post(harness, _event(1, runs[1], "sync.failed")).status_code == 202
+    assert _post(harness, webhook_event(1, runs[1], "sync.failed")).status_code == 202
     assert entered.wait(timeout=10)  # the worker holds the first; the queue has room for two more
-    assert _post(harness, _event(2, runs[2], "sync.failed")).status_code == 202
-    assert _post(harness, _event(3, runs[3], "sync.failed")).status_code == 202
-    refused = _post(harness, _event(4, runs[4], "sync.failed"))
+    assert _post(harness, webhook_event(2, runs[2], "sync.failed")).status_code == 202
+    assert _post(harness, webhook_event(3, runs[3], "sync.failed")).status_code == 202
+    refused = _post(harness, webhook_event(4, runs[4], "sync.failed"))
     assert refused.status_code == 503
     scrape = harness.scrape()
     assert _requests(scrape, "queue_full") == 1
     # Refused, so not remembered: Census's next delivery of it is taken, not a duplicate.
     release.set()
     wait_for(lambda: _runs(harness.scrape(), 3, "failed") == 1, timeout=10, what="the queued events read")
-    assert _post(harness, _event(4, runs[4], "sync.failed")).status_code == 202
+    assert _post(harness, webhook_event(4, runs[4], "sync.failed")).status_code == 202
     wait_for(
         lambda: all(_runs(harness.scrape(), s, "failed") == 1 for s in runs), timeout=10, what="all four runs"
     )

@@ -4,7 +4,6 @@ does not wait for announced reads that cannot finish within its budget."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -12,37 +11,18 @@ from typing import Any
 
 import httpx
 
-from census_exporter.config import TokenSource
-from census_exporter.demo import SimulatedWorkspace
-from census_exporter.webhooks.signature import sign
 from tests.conftest import Harness, Scrape, parse_scrape, wait_for
+from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
 
 SECRET = "whsec-lanes-0a9e"
-WORKSPACE = "default"
 
 
 def _start(harness_factory: Callable[..., Harness], syncs: int, **config: Any) -> Harness:
-    workspace = SimulatedWorkspace()
-    for sync_id in range(1, syncs + 1):
-        workspace.add_sync(sync_id, label=f"Sync {sync_id}")
-        workspace.add_run(sync_id, "completed")
-    settings: dict[str, Any] = {
-        "webhook_listen": ("127.0.0.1", 0),
-        "webhook_secrets": (TokenSource(value=SECRET),),
-    } | config
-    harness = harness_factory(workspace, **settings)
-    assert harness.exporter.webhooks is not None
-    harness.exporter.webhooks.start()
-    harness.refresh()
-    return harness
+    return start_receiving(harness_factory, workspace_with_syncs(syncs), SECRET, **config)
 
 
 def _post(harness: Harness, sync_id: int, run_id: int, event: str = "sync.failed") -> httpx.Response:
-    assert harness.exporter.webhooks is not None
-    body = json.dumps({"workspace_id": 1, "sync_id": sync_id, "sync_run_id": run_id, "event": event}).encode()
-    url = f"http://127.0.0.1:{harness.exporter.webhooks.port}/webhooks/census/{WORKSPACE}"
-    headers = {"Content-Type": "application/json", "X-Signature": sign(body, SECRET)}
-    return harness.http.post(url, content=body, headers=headers)
+    return deliver(harness, webhook_event(sync_id, run_id, event, workspace_id=1), secret=SECRET)
 
 
 def _failed(scrape: Scrape, sync_id: int) -> float:

@@ -18,28 +18,22 @@ from census_exporter.demo import SimulatedWorkspace
 from census_exporter.webhooks.app import MAX_BODY_BYTES
 from census_exporter.webhooks.signature import sign
 from tests.conftest import Harness, Scrape, wait_for
+from tests.webhook_harness import (
+    WORKSPACE,
+    deliver,
+    start_receiving,
+    webhook_event,
+    webhook_url,
+    workspace_with_syncs,
+)
 
 SECRET = "whsec-test-6b1d0e"
 OTHER_SECRET = "whsec-other-91ac"
-WORKSPACE = "default"
 
 
 def _start(harness_factory: Callable[..., Harness], workspace: SimulatedWorkspace, **config: Any) -> Harness:
-    settings: dict[str, Any] = {
-        "cache_ttl": 3600.0,  # no poll can be what shows a run: only the webhook path
-        "webhook_listen": ("127.0.0.1", 0),
-        "webhook_secrets": (TokenSource(value=SECRET),),
-    } | config
-    harness = harness_factory(workspace, **settings)
-    assert harness.exporter.webhooks is not None
-    harness.exporter.webhooks.start()
-    harness.refresh()
-    return harness
-
-
-def _url(harness: Harness, workspace: str = WORKSPACE) -> str:
-    assert harness.exporter.webhooks is not None
-    return f"http://127.0.0.1:{harness.exporter.webhooks.port}/webhooks/census/{workspace}"
+    # No poll can be what shows a run: only the webhook path.
+    return start_receiving(harness_factory, workspace, SECRET, **({"cache_ttl": 3600.0} | config))
 
 
 def _post(
@@ -50,16 +44,7 @@ def _post(
     workspace: str = WORKSPACE,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    sent = {"Content-Type": "application/json"}
-    if secret is not None:
-        sent["X-Signature"] = sign(body, secret)
-    sent |= headers or {}
-    return harness.http.post(_url(harness, workspace), content=body, headers=sent)
-
-
-def _event(sync_id: int, run_id: int, event: str = "sync.failed") -> dict[str, Any]:
-    return {"workspace_id": 3167, "sync_id": sync_id, "sync_run_id": run_id, "event": event}
+    return deliver(harness, payload, secret=secret, workspace=workspace, headers=headers)
 
 
 def _failed(scrape: Scrape, sync_id: int) -> float | None:
@@ -70,25 +55,17 @@ def _requests(scrape: Scrape, result: str) -> float | None:
     return scrape.value("census_webhook_requests_total", workspace=WORKSPACE, result=result)
 
 
-def _workspace_with_syncs(count: int) -> SimulatedWorkspace:
-    workspace = SimulatedWorkspace()
-    for sync_id in range(1, count + 1):
-        workspace.add_sync(sync_id, label=f"Sync {sync_id}")
-        workspace.add_run(sync_id, "completed")
-    return workspace
-
-
 def test_a_signed_failure_is_in_metrics_at_once_for_each_of_50_events(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    workspace = _workspace_with_syncs(50)
+    workspace = workspace_with_syncs(50)
     harness = _start(harness_factory, workspace)
     listings = harness.simulator.count(r"/syncs$")
     latencies = []
     for sync_id in range(1, 51):
         run = workspace.add_run(sync_id, "failed", error_code="DESTINATION_RATE_LIMITED")
         sent = time.monotonic()
-        assert _post(harness, _event(sync_id, int(run["id"]))).status_code == 202
+        assert _post(harness, webhook_event(sync_id, int(run["id"]))).status_code == 202
         wait_for(lambda s=sync_id: _failed(harness.scrape(), s) == 1, timeout=10, interval=0.01)
         latencies.append(time.monotonic() - sent)
     scrape = harness.scrape()
@@ -105,10 +82,10 @@ def test_a_signed_failure_is_in_metrics_at_once_for_each_of_50_events(
 
 
 def test_a_replayed_event_is_ignored_and_counted_once(harness_factory: Callable[..., Harness]) -> None:
-    workspace = _workspace_with_syncs(2)
+    workspace = workspace_with_syncs(2)
     harness = _start(harness_factory, workspace)
     run = workspace.add_run(1, "failed")
-    event = _event(1, int(run["id"]))
+    event = webhook_event(1, int(run["id"]))
     assert _post(harness, event).status_code == 202
     wait_for(lambda: _failed(harness.scrape(), 1) == 1, timeout=10)
     for _ in range(5):
@@ -122,12 +99,12 @@ def test_a_replayed_event_is_ignored_and_counted_once(harness_factory: Callable[
 
 
 def test_an_event_for_a_run_already_counted_reads_nothing(harness_factory: Callable[..., Harness]) -> None:
-    workspace = _workspace_with_syncs(1)
+    workspace = workspace_with_syncs(1)
     harness = _start(harness_factory, workspace)
     run = workspace.add_run(1, "failed")
     harness.refresh()  # the poller counts it first
     reads = harness.simulator.count(r"/sync_runs")
-    assert _post(harness, _event(1, int(run["id"]), "sync.completed")).status_code == 202
+    assert _post(harness, webhook_event(1, int(run["id"]), "sync.completed")).status_code == 202
     wait_for(lambda: harness.scrape().value("census_webhook_events_total", event="sync.completed") == 1)
     assert harness.simulator.count(r"/sync_runs") == reads
     assert _failed(harness.scrape(), 1) == 1
@@ -154,10 +131,10 @@ def test_an_event_for_a_run_already_counted_reads_nothing(harness_factory: Calla
 def test_bad_deliveries_are_refused_and_change_nothing(
     harness_factory: Callable[..., Harness], case: str, status: int, result: str
 ) -> None:
-    workspace = _workspace_with_syncs(1)
+    workspace = workspace_with_syncs(1)
     harness = _start(harness_factory, workspace)
     run = workspace.add_run(1, "failed")
-    event = _event(1, int(run["id"]))
+    event = webhook_event(1, int(run["id"]))
     body = json.dumps(event).encode()
     reads = harness.simulator.count(r"/sync_runs")
     if case == "no signature":
@@ -167,7 +144,7 @@ def test_bad_deliveries_are_refused_and_change_nothing(
     elif case == "garbage signature":
         response = _post(harness, event, secret=None, headers={"X-Signature": "%%%not base64" * 30})
     elif case == "signature of another body":
-        other = json.dumps(_event(1, int(run["id"]) + 1)).encode()
+        other = json.dumps(webhook_event(1, int(run["id"]) + 1)).encode()
         response = _post(harness, body, secret=None, headers={"X-Signature": sign(other, SECRET)})
     elif case == "text/plain":
         response = _post(harness, event, headers={"Content-Type": "text/plain"})
@@ -186,7 +163,7 @@ def test_bad_deliveries_are_refused_and_change_nothing(
     elif case == "oversized":
         response = _post(harness, event | {"details": "x" * (MAX_BODY_BYTES + 1)})
     else:
-        response = harness.http.get(_url(harness))
+        response = harness.http.get(webhook_url(harness))
     assert response.status_code == status, response.text
     scrape = harness.scrape()
     assert _requests(scrape, result) == 1
@@ -199,9 +176,9 @@ def test_bad_deliveries_are_refused_and_change_nothing(
 def test_an_unknown_workspace_is_404_without_a_label_of_its_own(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    harness = _start(harness_factory, _workspace_with_syncs(1))
+    harness = _start(harness_factory, workspace_with_syncs(1))
     for name in ("nope", "x" * 500, "%00", "default/extra"):
-        assert _post(harness, _event(1, 2), workspace=name).status_code == 404
+        assert _post(harness, webhook_event(1, 2), workspace=name).status_code == 404
     scrape = harness.scrape()
     assert scrape.value("census_webhook_requests_total", workspace="", result="unknown_workspace") == 4
     assert {dict(labels)["workspace"] for labels in scrape.all("census_webhook_requests_total")} == {
@@ -216,7 +193,7 @@ def test_any_accepted_secret_verifies_during_a_rotation(
     old, new = tmp_path / "old", tmp_path / "new"
     old.write_text(SECRET + "\n")
     new.write_text(OTHER_SECRET)
-    workspace = _workspace_with_syncs(2)
+    workspace = workspace_with_syncs(2)
     harness = _start(
         harness_factory,
         workspace,
@@ -224,11 +201,11 @@ def test_any_accepted_secret_verifies_during_a_rotation(
     )
     first = workspace.add_run(1, "failed")
     second = workspace.add_run(2, "failed")
-    assert _post(harness, _event(1, int(first["id"])), secret=SECRET).status_code == 202
-    assert _post(harness, _event(2, int(second["id"])), secret=OTHER_SECRET).status_code == 202
+    assert _post(harness, webhook_event(1, int(first["id"])), secret=SECRET).status_code == 202
+    assert _post(harness, webhook_event(2, int(second["id"])), secret=OTHER_SECRET).status_code == 202
     old.write_text("retired-secret")  # the old one is replaced: its signatures stop verifying
     third = workspace.add_run(1, "failed")
-    assert _post(harness, _event(1, int(third["id"])), secret=SECRET).status_code == 401
+    assert _post(harness, webhook_event(1, int(third["id"])), secret=SECRET).status_code == 401
     wait_for(lambda: _failed(harness.scrape(), 2) == 1)
 
 
@@ -258,7 +235,7 @@ def _request_head(body_headers: str) -> bytes:
 def test_a_lying_length_or_a_huge_chunk_holds_no_worker_and_reads_nothing(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    harness = _start(harness_factory, _workspace_with_syncs(1))
+    harness = _start(harness_factory, workspace_with_syncs(1))
     assert harness.exporter.webhooks is not None
     # A Content-Length far above the cap: refused at once, unread.
     answer = _raw(harness, _request_head("Content-Length: 1000000000\r\n") + b"{")
@@ -277,7 +254,7 @@ def test_a_lying_length_or_a_huge_chunk_holds_no_worker_and_reads_nothing(
             sock.sendall(_request_head("Content-Length: 500\r\n") + b'{"event":')
         # With 20 stalled senders (5 times the workers), a real delivery still gets its answer at once.
         started = time.monotonic()
-        assert _post(harness, _event(1, 99)).status_code == 202
+        assert _post(harness, webhook_event(1, 99)).status_code == 202
         assert time.monotonic() - started < 1.0
     finally:
         for sock in stalled:
@@ -285,10 +262,10 @@ def test_a_lying_length_or_a_huge_chunk_holds_no_worker_and_reads_nothing(
 
 
 def test_a_signed_chunked_body_within_the_cap_is_taken(harness_factory: Callable[..., Harness]) -> None:
-    workspace = _workspace_with_syncs(1)
+    workspace = workspace_with_syncs(1)
     harness = _start(harness_factory, workspace)
     run = workspace.add_run(1, "failed")
-    body = json.dumps(_event(1, int(run["id"]))).encode()
+    body = json.dumps(webhook_event(1, int(run["id"]))).encode()
     chunked = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:10], body[10:]))
     request = _request_head(f"Transfer-Encoding: chunked\r\nX-Signature: {sign(body, SECRET)}\r\n")
     assert _raw(harness, request + chunked + b"0\r\n\r\n").startswith(b"HTTP/1.1 202")
@@ -298,13 +275,13 @@ def test_a_signed_chunked_body_within_the_cap_is_taken(harness_factory: Callable
 def test_a_flood_from_one_address_is_rate_limited_and_answered_fast(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    workspace = _workspace_with_syncs(1)
+    workspace = workspace_with_syncs(1)
     harness = _start(harness_factory, workspace, webhook_max_requests_per_second=5.0)
     answers = []
     slowest = 0.0
     for n in range(200):
         started = time.monotonic()
-        answers.append(_post(harness, _event(1, 1000 + n), secret=OTHER_SECRET).status_code)
+        answers.append(_post(harness, webhook_event(1, 1000 + n), secret=OTHER_SECRET).status_code)
         slowest = max(slowest, time.monotonic() - started)
     assert answers.count(429) >= 150
     assert set(answers) <= {401, 429}
@@ -317,7 +294,7 @@ def test_a_flood_from_one_address_is_rate_limited_and_answered_fast(
 def test_the_receiver_is_off_by_default_and_metrics_has_no_webhook_path(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    harness = harness_factory(_workspace_with_syncs(1))
+    harness = harness_factory(workspace_with_syncs(1))
     assert harness.exporter.webhooks is None
     response = harness.http.post(
         harness.base_url + "/webhooks/census/default",
@@ -332,11 +309,14 @@ def test_neither_a_body_nor_a_secret_reaches_the_log(
     harness_factory: Callable[..., Harness], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    workspace = _workspace_with_syncs(2)
+    workspace = workspace_with_syncs(2)
     harness = _start(harness_factory, workspace)
     marker = "BODY-MARKER-7f3a"
     run = workspace.add_run(1, "failed")
-    alert = _event(1, int(run["id"]), "sync.alert.raised") | {"message": marker, "details": {"why": marker}}
+    alert = webhook_event(1, int(run["id"]), "sync.alert.raised") | {
+        "message": marker,
+        "details": {"why": marker},
+    }
     answers = [
         _post(harness, alert).status_code,  # taken
         _post(harness, alert).status_code,  # a duplicate
@@ -361,17 +341,17 @@ def test_neither_a_body_nor_a_secret_reaches_the_log(
 
 
 def test_the_rate_limit_is_per_source_address(harness_factory: Callable[..., Harness]) -> None:
-    workspace = _workspace_with_syncs(2)
+    workspace = workspace_with_syncs(2)
     harness = _start(harness_factory, workspace, webhook_max_requests_per_second=5.0)
-    flood = [_post(harness, _event(1, 5000 + n), secret=OTHER_SECRET).status_code for n in range(150)]
+    flood = [_post(harness, webhook_event(1, 5000 + n), secret=OTHER_SECRET).status_code for n in range(150)]
     assert flood.count(429) >= 100
     # Another source address (loopback has the whole of 127/8) still gets through during the flood.
     run = workspace.add_run(2, "failed")
-    body = json.dumps(_event(2, int(run["id"]))).encode()
+    body = json.dumps(webhook_event(2, int(run["id"]))).encode()
     transport = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=transport, timeout=10) as other:
         answer = other.post(
-            _url(harness),
+            webhook_url(harness),
             content=body,
             headers={"Content-Type": "application/json", "X-Signature": sign(body, SECRET)},
         )
