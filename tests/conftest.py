@@ -92,6 +92,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(_module(item), len(FIRST)))
 
 
+def version_output(package_parent: Path, *, cwd: Path, path: str | None = None) -> str:
+    """What ``python -m census_exporter --version`` prints with the package imported from
+    ``package_parent``, run in ``cwd`` (and with ``PATH`` set to ``path`` when given)."""
+    env = os.environ | {"PYTHONPATH": str(package_parent)}
+    if path is not None:
+        env["PATH"] = path
+    result = subprocess.run(
+        [sys.executable, "-m", "census_exporter", "--version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=cwd,
+    )
+    return result.stdout
+
+
 def require_tool(name: str) -> str:
     """Path of a real binary; skip locally when absent, but fail in CI where a skip would hide a gap."""
     # Tools installed by pip into the test environment live beside its interpreter, maybe not on PATH.

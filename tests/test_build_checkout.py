@@ -7,13 +7,11 @@ and runs ``python -m census_exporter --version`` on it, as a real process.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import require_tool
+from tests.conftest import require_tool, version_output
 from tests.stack import REPO
 
 
@@ -50,19 +48,7 @@ def _checkout(tmp_path: Path, branch: str = "feature/faster-readyz") -> Path:
 
 
 def _first_line(package_parent: Path, path: str | None = None) -> str:
-    env = os.environ | {"PYTHONPATH": str(package_parent)}
-    if path is not None:
-        env["PATH"] = path
-    result = subprocess.run(
-        [sys.executable, "-m", "census_exporter", "--version"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        cwd=package_parent,
-    )
-    return result.stdout.splitlines()[0]
+    return version_output(package_parent, cwd=package_parent, path=path).splitlines()[0]
 
 
 def test_a_checkout_reports_its_head_commit_and_branch(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ import sys
 from pathlib import Path
 
 from census_exporter.build import BUILD
-from tests.conftest import HarnessFactory
+from tests.conftest import HarnessFactory, version_output
 from tests.stack import REPO
 
 PLATFORM = f"{sys.platform}/{platform.machine()}"
@@ -42,17 +41,7 @@ def _package_copy(tmp_path: Path) -> Path:
 
 
 def _version(root: Path) -> str:
-    env = os.environ | {"PYTHONPATH": str(root / "exporter")}
-    result = subprocess.run(
-        [sys.executable, "-m", "census_exporter", "--version"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        cwd=root,
-    )
-    return result.stdout
+    return version_output(root / "exporter", cwd=root)
 
 
 def test_a_plain_checkout_says_unknown(tmp_path: Path) -> None:
