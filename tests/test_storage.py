@@ -29,6 +29,7 @@ import pytest
 from census_exporter import storage
 from census_exporter.census.models.syncs import Sync
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
+from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET, WebhookSender
 from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
 from census_exporter.run_counters import RunCounters
 from census_exporter.run_ids import RunIds
@@ -119,10 +120,17 @@ def test_the_state_file_is_replaced_whole_and_private(
     harness = harness_factory(workspace, storage_path=str(tmp_path))
     harness.refresh()
     (path,) = state_files(tmp_path)
-    inode = path.stat().st_ino
+    inode, whole = path.stat().st_ino, path.read_bytes()
     workspace.add_run(11, "completed")
     harness.refresh()
+    # One ledger changed: appended to the journal; the state file is never rewritten in place.
+    journal = path.with_suffix(".journal")
+    assert path.read_bytes() == whole and journal.read_bytes().count(b"\n") == 1
+    assert journal.stat().st_mode & 0o777 == 0o600
+    workspace.add_sync(14, label="sync 14")
+    harness.refresh()  # the set of syncs changed: the state file is replaced whole
     assert path.stat().st_ino != inode  # renamed over, never rewritten in place
+    assert not journal.exists()
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
     document = json.loads(path.read_bytes())
@@ -231,8 +239,9 @@ def test_one_exporter_per_directory(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- real processes
 
 
+@pytest.mark.parametrize("webhooks", [False, True], ids=["polling", "webhooks"])
 def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_without_a_reset(
-    tmp_path: Path,
+    tmp_path: Path, webhooks: bool
 ) -> None:
     workspace = workspace_with_history()
     working = {sync_id: workspace.add_run(sync_id, "working")["id"] for sync_id in SYNCS}
@@ -252,6 +261,15 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
         f"--census.token-file={token}",
         f"--storage.path={tmp_path / 'state'}",
     ]
+    sender: WebhookSender | None = None
+    if webhooks:
+        # Signed events read their syncs at once: most saves are journal lines, not rewrites.
+        hooks = free_port()
+        secret = tmp_path / "webhook-secret"
+        secret.write_text(DEMO_WEBHOOK_SECRET)
+        argv += [f"--web.webhook-listen-address=127.0.0.1:{hooks}", f"--web.webhook-secret-file={secret}"]
+        sender = WebhookSender(f"http://127.0.0.1:{hooks}/webhooks/census/default").start()
+        workspace.run_listeners.append(sender)
     expected = dict.fromkeys((*SYNCS, RECORDS), 0)
     expected_lock = threading.Lock()
     seen: list[dict[int, float]] = []
@@ -303,6 +321,8 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
         for thread in threads:
             thread.start()
         wait_for(lambda: seen and sum(seen[-1][s] for s in SYNCS) >= 60, timeout=30, what=process.output)
+        if webhooks:
+            assert list((tmp_path / "state").glob("*.journal")), "no save went to the journal"
         process.process.send_signal(signal.SIGKILL)
         process.process.wait(timeout=10)
         last_seen = dict(seen[-1])
@@ -342,6 +362,8 @@ def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_with
                 thread.join(timeout=15)
         process.stop()
         simulator.close()
+        if sender is not None:
+            sender.close()
 
 
 def test_the_cli_refuses_a_directory_another_exporter_holds_in_one_line(tmp_path: Path) -> None:
@@ -380,10 +402,17 @@ def test_a_leftover_or_planted_temporary_file_is_never_written_through(
     victim = tmp_path / "victim"
     victim.write_text("untouched")
     (path.parent / f".{path.name}.tmp").symlink_to(victim)
+    path.with_suffix(".journal").symlink_to(victim)
     workspace.add_run(11, "completed")
+    # One ledger changed: for the journal, which is not written through either; the state file is
+    # rewritten instead (and the link in the journal's place removed).
     harness.refresh()
     assert victim.read_text() == "untouched"
     assert json.loads(path.read_bytes())["syncs"]["11"]["counters"]["runs"]["completed"] == 1
+    workspace.add_run(11, "completed")
+    harness.refresh()
+    assert victim.read_text() == "untouched"
+    assert not path.with_suffix(".journal").is_symlink()
 
 
 def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None:

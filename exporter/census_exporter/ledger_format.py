@@ -5,10 +5,14 @@ refused (:class:`Unusable`) rather than restored.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
+import secrets
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -32,8 +36,49 @@ _MAX_COUNT = 2**63 - 1
 _MAX_FUTURE_SECONDS = 86_400.0
 
 
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Which Census workspace a state file belongs to, beyond its label: a directory pointed at another
+    account's workspace with the same label must not continue its counts.
+
+    ``scope`` is the Census workspace id (``workspace:123``) or V2 group id (``group:abc``) when known;
+    without one the token tells workspaces apart, stored only as a salted hash (a rotated token starts
+    afresh).
+    """
+
+    api_url: str
+    scope: str | None = None
+    token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+
+
 class Unusable(Exception):
     """A state file that cannot be restored; the message says why."""
+
+
+# ----------------------------------------------------------------------------- identity
+
+
+def same_census_workspace(document: Mapping[str, Any], identity: Identity) -> bool:
+    """Whether the state file ``document`` is of the Census workspace ``identity`` names."""
+    if document.get("api_url") != identity.api_url or document.get("scope") != identity.scope:
+        return False
+    salt, stored = document.get("salt"), document.get("token_sha256")
+    if identity.scope is not None or identity.token is None:
+        return identity.scope is not None or stored is None
+    if not isinstance(salt, str) or not isinstance(stored, str):
+        return False
+    return secrets.compare_digest(stored, token_digest(identity, salt) or "")
+
+
+def token_digest(identity: Identity, salt: str) -> str | None:
+    """The salted hash of the current token (None: no token source, or it cannot be read now)."""
+    if identity.token is None:
+        return None
+    try:
+        token = identity.token()
+    except Exception:  # noqa: BLE001 - an unreadable token file is reported where requests are made
+        return None
+    return hashlib.sha256(f"{salt}:{token}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # ----------------------------------------------------------------------------- encoding

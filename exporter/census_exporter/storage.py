@@ -7,7 +7,8 @@ counters of syncs that left the workspace (they stay in its totals). The refresh
 refresh is swapped in, so what a scrape can see is never ahead of what a restart restores; a restart then
 pages each sync back to the runs it knows and counts every run that finished meanwhile exactly once.
 
-* Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the directory.
+* Writes are atomic: a temporary file, fsync, rename, fsync of the directory; a save of a few ledgers is a
+  journal line instead (its bound and crash window: :mod:`census_exporter.ledger_files`).
 * The format (encoding, and the checked reading of every value) is :mod:`census_exporter.ledger_format`.
 * Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
   ledger's own caps, and every value read is checked against them.
@@ -36,12 +37,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from census_exporter.census.models.syncs import Sync
 from census_exporter.ledger import SyncLedger
+from census_exporter.ledger_files import (
+    JOURNAL_MIN_BYTES,
+    JournalWriter,
+    journal_line,
+    journal_path,
+    read_journal,
+    write_atomically,
+)
 from census_exporter.ledger_format import (
     MAX_ID,
+    Identity,
     Unusable,
     checked_floats,
     checked_int,
@@ -52,15 +61,28 @@ from census_exporter.ledger_format import (
     ledger_json,
     no_repeated_keys,
     parse_key,
+    same_census_workspace,
     short,
     sync_json,
     to_json,
+    token_digest,
 )
 from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import Snapshot
 from census_exporter.totals import covers, sum_counters
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMAT",
+    "MAX_STATE_BYTES",
+    "VERSION",
+    "Identity",
+    "LedgerFile",
+    "Restored",
+    "Storage",
+    "StorageError",
+]
 
 FORMAT = "census-exporter/ledgers"
 VERSION = 2
@@ -82,21 +104,6 @@ class Restored:
     ledgers: Mapping[int, SyncLedger] = field(default_factory=dict)
     departed: RunCounters | None = None
     syncs: Mapping[int, Sync] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Which Census workspace a state file belongs to, beyond its label: a directory pointed at another
-    account's workspace with the same label must not continue its counts.
-
-    ``scope`` is the Census workspace id (``workspace:123``) or V2 group id (``group:abc``) when known;
-    without one the token tells workspaces apart, stored only as a salted hash (a rotated token starts
-    afresh).
-    """
-
-    api_url: str
-    scope: str | None = None
-    token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 class Storage:
@@ -171,6 +178,13 @@ class LedgerFile:
         self._buckets = tuple(buckets)
         self._lock = threading.Lock()
         self._generation = -1
+        #: The journal beside the state file (:mod:`.ledger_files`), the id the state file gives it (None:
+        #: the next save rewrites the state file), and the state file's size (the journal's bound).
+        self._journal = JournalWriter(journal_path(self.path))
+        self._journal_id: str | None = None
+        self._state_bytes = 0
+        #: Bytes written to the state file and the journal since start (the cost of saves, measured).
+        self.bytes_written = 0
         #: The ledgers last saved (or restored): a save with the same objects writes nothing.
         self._saved: dict[int, SyncLedger] = {}
         self._saved_syncs: dict[int, Sync] = {}
@@ -248,7 +262,7 @@ class LedgerFile:
             raise Unusable(f"format version {short(document.get('version'))}, this exporter reads {VERSION}")
         if document.get("workspace") != self._workspace:
             raise Unusable(f"it belongs to workspace {short(document.get('workspace'))}")
-        if not self._same_census_workspace(document):
+        if not same_census_workspace(document, self._identity):
             raise Unusable(
                 "it belongs to another Census workspace (its API URL, workspace id or token differ)"
             )
@@ -270,28 +284,21 @@ class LedgerFile:
             ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
             definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
         departed = decode_counters(document.get("departed"), len(stored_buckets), same_buckets, self._buckets)
+        journal_id = document.get("journal")
+        self._journal_id, self._state_bytes = None, len(data)
+        if isinstance(journal_id, str):
+            saves, taken, whole = read_journal(self._journal.path, journal_id, MAX_STATE_BYTES)
+            for save in saves:  # each save replaces the ledgers it holds, oldest first
+                for key, value in save.items():
+                    sync_id = checked_int(parse_key(key), "sync id", 0, MAX_ID)
+                    if sync_id not in ledgers:
+                        raise Unusable("its journal holds a sync the state file does not")
+                    ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
+                    definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
+            # After a torn line nothing is appended: the next save rewrites the state file.
+            self._journal_id = journal_id if whole else None
+            self._journal.restart(taken if whole else 0)
         return Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
-
-    def _same_census_workspace(self, document: Mapping[str, Any]) -> bool:
-        identity = self._identity
-        if document.get("api_url") != identity.api_url or document.get("scope") != identity.scope:
-            return False
-        salt, stored = document.get("salt"), document.get("token_sha256")
-        if identity.scope is not None or identity.token is None:
-            return identity.scope is not None or stored is None
-        if not isinstance(salt, str) or not isinstance(stored, str):
-            return False
-        return secrets.compare_digest(stored, self._token_digest(salt) or "")
-
-    def _token_digest(self, salt: str) -> str | None:
-        """The salted hash of the current token (None: no token source, or it cannot be read now)."""
-        if self._identity.token is None:
-            return None
-        try:
-            token = self._identity.token()
-        except Exception:  # noqa: BLE001 - an unreadable token file is reported where requests are made
-            return None
-        return hashlib.sha256(f"{salt}:{token}".encode("utf-8", "surrogatepass")).hexdigest()
 
     # ------------------------------------------------------------------ writing
 
@@ -317,28 +324,75 @@ class LedgerFile:
                 if (now := ledgers.get(sync_id)) is None
                 or (now is not before and not covers(now.counters, before.counters))
             ]
-            unchanged = not left and ledgers.keys() == self._saved.keys()
-            if (
-                unchanged
-                and all(ledgers[sync_id] is before for sync_id, before in self._saved.items())
-                and all(definitions[sync_id] == before for sync_id, before in self._saved_syncs.items())
-            ):
-                return
-            # Only their record totals and durations stay in the workspace's totals (no run counts).
-            departed = sum_counters([self._departed, *left], len(self._buckets)) if left else self._departed
-            data = self._encode(ledgers, definitions, departed)
-            if len(data) > MAX_STATE_BYTES:
-                self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
+            changed = [
+                sync_id
+                for sync_id, ledger in ledgers.items()
+                if ledger is not self._saved.get(sync_id)
+                or definitions[sync_id] != self._saved_syncs.get(sync_id)
+            ]
+            same_syncs = not left and ledgers.keys() == self._saved.keys()
+            if same_syncs and not changed:
                 return
             if not self._held():
                 self._failed("its lock file was removed or replaced: the directory may be another exporter's")
                 return
-            try:
-                _write_atomically(self.path, data)
-            except OSError as error:
-                self._failed(error.strerror or str(error))
+            if same_syncs and self._journal_id is not None and self._append(changed, ledgers, definitions):
+                self._saved, self._saved_syncs = ledgers, definitions
                 return
-            self._saved, self._saved_syncs, self._departed = ledgers, definitions, departed
+            # Only their record totals and durations stay in the workspace's totals (no run counts).
+            departed = sum_counters([self._departed, *left], len(self._buckets)) if left else self._departed
+            self._rewrite(ledgers, definitions, departed)
+
+    def close(self) -> None:
+        """At a clean stop: fold the journal into the state file (a restart then reads one file)."""
+        with self._lock:
+            if self._journal.size and self._saved and self._held():
+                self._rewrite(self._saved, self._saved_syncs, self._departed)
+            self._journal.close()
+
+    def _rewrite(
+        self, ledgers: dict[int, SyncLedger], definitions: dict[int, Sync], departed: RunCounters
+    ) -> None:
+        """Replace the state file whole, naming a new journal (lock held); a failure is logged."""
+        journal_id = secrets.token_hex(8)
+        data = self._encode(ledgers, definitions, departed, journal_id)
+        if len(data) > MAX_STATE_BYTES:
+            self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
+            return
+        try:
+            write_atomically(self.path, data)
+            # The state file names the new journal id now: the old journal's lines are not taken.
+            self._journal.restart()
+        except OSError as error:
+            self._failed(error.strerror or str(error))
+            return
+        self.bytes_written += len(data)
+        self._journal_id, self._state_bytes = journal_id, len(data)
+        self._saved, self._saved_syncs, self._departed = ledgers, definitions, departed
+
+    def _append(
+        self, changed: list[int], ledgers: Mapping[int, SyncLedger], definitions: Mapping[int, Sync]
+    ) -> bool:
+        """Append the ``changed`` ledgers to the journal (lock held); False when the state file is due for a
+        rewrite instead (the journal would outgrow it) or the append failed."""
+        assert self._journal_id is not None
+        line = journal_line(
+            self._journal_id,
+            [
+                b'"%d":%s' % (sync_id, self._encoded_sync(sync_id, ledgers[sync_id], definitions[sync_id]))
+                for sync_id in sorted(changed)
+            ],
+        )
+        if self._journal.size + len(line) > max(self._state_bytes, JOURNAL_MIN_BYTES):
+            return False
+        try:
+            self._journal.append(line)
+        except OSError as error:
+            self._failed(f"its journal: {error.strerror or error}")
+            self._journal_id = None  # a line may be torn: rewrite the state file next
+            return False
+        self.bytes_written += len(line)
+        return True
 
     def _failed(self, reason: str) -> None:
         now = time.monotonic()
@@ -353,7 +407,11 @@ class LedgerFile:
             )
 
     def _encode(
-        self, ledgers: Mapping[int, SyncLedger], definitions: Mapping[int, Sync], departed: RunCounters
+        self,
+        ledgers: Mapping[int, SyncLedger],
+        definitions: Mapping[int, Sync],
+        departed: RunCounters,
+        journal_id: str,
     ) -> bytes:
         header = {
             "format": FORMAT,
@@ -362,41 +420,28 @@ class LedgerFile:
             "api_url": self._identity.api_url,
             "scope": self._identity.scope,
             "salt": self._salt,
-            "token_sha256": None if self._identity.scope is not None else self._token_digest(self._salt),
+            "token_sha256": None
+            if self._identity.scope is not None
+            else token_digest(self._identity, self._salt),
             "saved_at": time.time(),
             "buckets": list(self._buckets),
             "departed": counters_json(departed),
+            "journal": journal_id,
         }
-        encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
+        encoded = self._encoded
+        self._encoded = {}
         parts = []
         for sync_id, ledger in sorted(ledgers.items()):
-            sync = definitions[sync_id]
-            cached = self._encoded.get(sync_id)
-            if cached is None or cached[0] is not ledger or cached[1] != sync:
-                cached = (ledger, sync, to_json({**ledger_json(ledger), "sync": sync_json(sync)}))
-            encoded[sync_id] = cached
-            parts.append(b'"%d":%s' % (sync_id, cached[2]))
-        self._encoded = encoded
+            cached = encoded.get(sync_id)
+            if cached is not None:
+                self._encoded[sync_id] = cached
+            parts.append(b'"%d":%s' % (sync_id, self._encoded_sync(sync_id, ledger, definitions[sync_id])))
         return to_json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, whole."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    # A leftover of a crash is removed, and nothing planted there (a symbolic link) is written through.
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    def _encoded_sync(self, sync_id: int, ledger: SyncLedger, sync: Sync) -> bytes:
+        """The sync's ledger and definition as JSON, encoded again only when either changed."""
+        cached = self._encoded.get(sync_id)
+        if cached is None or cached[0] is not ledger or cached[1] != sync:
+            cached = (ledger, sync, to_json({**ledger_json(ledger), "sync": sync_json(sync)}))
+            self._encoded[sync_id] = cached
+        return cached[2]

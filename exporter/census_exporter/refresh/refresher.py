@@ -243,6 +243,8 @@ class Refresher:
             pool.shutdown()
         if self._announced is not None:
             self._announced.close()
+        if self._ledger_file is not None:
+            self._ledger_file.close()
 
     # ------------------------------------------------------------------ refresh
 
