@@ -108,8 +108,9 @@ def add_web_flags(parser: Parser) -> None:
         default=defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND,
         shown_default=f"{defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND:g}",
         metavar="N",
-        help="Webhook deliveries a second one source address may make (bursts of twice that); more are "
-        "answered 429. Behind an Ingress every delivery comes from its address.",
+        help="Refused webhook requests (bad signature, malformed, unknown workspace...) a second one source "
+        "address may make (bursts of twice that); more are answered 429. Verified deliveries are never "
+        "limited (the queue bounds them). Behind an Ingress every request comes from its address.",
     )
 
 
