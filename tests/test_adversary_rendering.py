@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from census_exporter.demo import SimulatedWorkspace
-from census_exporter.http import cheroot_adapter as server_module
+from census_exporter.http import cheroot_writer as server_module
 from census_exporter.http.cheroot_adapter import ServerLimits
 from census_exporter.http.server import HTTPServer
 from tests.conftest import HarnessFactory, wait_for

@@ -18,7 +18,7 @@ from census_exporter.census.models.syncs import Sync, parse_sync
 from census_exporter.demo import SimulatedWorkspace, SimulatorServer
 from census_exporter.ledger import REMEMBERED_RUN_IDS, SyncLedger
 from census_exporter.refresh import Refresher, RefreshSettings
-from census_exporter.refresh.rounds import QUEUED_READS_PER_WORKER
+from census_exporter.refresh.reading import QUEUED_READS_PER_WORKER
 from census_exporter.run_counters import RunCounters
 from census_exporter.run_ids import RunIds
 from census_exporter.workers import DaemonPool

@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 import time
-from contextvars import ContextVar
+from contextvars import Context, ContextVar, copy_context
 
 from census_exporter import redaction
 from census_exporter.redaction import MAX_REDACTED_SECRETS, REDACTED
@@ -29,6 +29,13 @@ __all__ = ["MAX_REDACTED_SECRETS", "REDACTED", "RedactingFilter"]
 #: The workspace whose refresh is logging, if any: every line it logs carries ``workspace=<name>``.
 #: Set for a refresh's threads (the worker pool carries it into each task), so no message repeats it.
 CURRENT_WORKSPACE: ContextVar[str | None] = ContextVar("census_workspace", default=None)
+
+
+def workspace_context(workspace: str) -> Context:
+    """A context whose log lines carry ``workspace``; one per thread (a context runs in one at once)."""
+    context = copy_context()
+    context.run(CURRENT_WORKSPACE.set, workspace)
+    return context
 
 
 class WorkspaceField(logging.Filter):

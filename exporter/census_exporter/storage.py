@@ -9,7 +9,8 @@ pages each sync back to the runs it knows and counts every run that finished mea
 
 * Writes are atomic: a temporary file, fsync, rename, fsync of the directory; a save of a few ledgers is a
   journal line instead (its bound and crash window: :mod:`census_exporter.ledger_files`).
-* The format (encoding, and the checked reading of every value) is :mod:`census_exporter.ledger_format`.
+* The document (header and syncs, encoded and decoded whole) is :mod:`census_exporter.ledger_document`,
+  each value's encoding and checked reading :mod:`census_exporter.ledger_format`.
 * Bounded: a file above :data:`MAX_STATE_BYTES` is neither written nor read; each ledger is bounded by the
   ledger's own caps, and every value read is checked against them.
 * Versioned (:data:`FORMAT`, :data:`VERSION`): a file that is corrupt, of another format or version, or of
@@ -25,7 +26,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
 import logging
 import math
 import os
@@ -34,39 +34,19 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 from census_exporter.census.models.syncs import Sync
 from census_exporter.ledger import SyncLedger
+from census_exporter.ledger_document import FORMAT, VERSION, LedgerDocument, Restored
 from census_exporter.ledger_files import (
     JOURNAL_MIN_BYTES,
     JournalWriter,
     journal_line,
     journal_path,
-    read_journal,
     write_atomically,
 )
-from census_exporter.ledger_format import (
-    MAX_ID,
-    Identity,
-    Unusable,
-    checked_floats,
-    checked_int,
-    counters_json,
-    decode_counters,
-    decode_ledger,
-    decode_sync,
-    ledger_json,
-    no_repeated_keys,
-    parse_key,
-    same_census_workspace,
-    short,
-    sync_json,
-    to_json,
-    token_digest,
-)
+from census_exporter.ledger_format import Identity, Unusable
 from census_exporter.run_counters import RunCounters
 from census_exporter.snapshot import Snapshot
 from census_exporter.totals import covers, sum_counters
@@ -84,8 +64,6 @@ __all__ = [
     "StorageError",
 ]
 
-FORMAT = "census-exporter/ledgers"
-VERSION = 2
 #: A state file larger than this is neither written (the previous one stays) nor read (it is set aside).
 #: A ledger takes about 5 KB with its 500 remembered run ids; this leaves room for some 25,000 syncs.
 MAX_STATE_BYTES = 128 * 1024 * 1024
@@ -94,16 +72,6 @@ LOCK_FILE = "census-exporter.lock"
 
 class StorageError(Exception):
     """The storage directory cannot be used (not creatable, not writable, or locked by another exporter)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """What a workspace's state file held: each sync's ledger and definition, and the counters of syncs
-    that left."""
-
-    ledgers: Mapping[int, SyncLedger] = field(default_factory=dict)
-    departed: RunCounters | None = None
-    syncs: Mapping[int, Sync] = field(default_factory=dict)
 
 
 class Storage:
@@ -171,11 +139,11 @@ class LedgerFile:
         digest = hashlib.sha256(workspace.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         self.path = directory / f"ledgers-{digest}.json"
         self._workspace = workspace
-        self._identity = identity or Identity(api_url="")
         #: Whether the directory's lock is still this process's (checked before each write).
         self._held = held
-        self._salt = secrets.token_hex(16)
         self._buckets = tuple(buckets)
+        #: The state file's bytes: its header and each sync's JSON (:mod:`.ledger_document`).
+        self._document = LedgerDocument(workspace, identity or Identity(api_url=""), self._buckets)
         self._lock = threading.Lock()
         self._generation = -1
         #: The journal beside the state file (:mod:`.ledger_files`), the id the state file gives it (None:
@@ -188,8 +156,6 @@ class LedgerFile:
         #: The ledgers last saved (or restored): a save with the same objects writes nothing.
         self._saved: dict[int, SyncLedger] = {}
         self._saved_syncs: dict[int, Sync] = {}
-        #: Each saved ledger's JSON, by sync: an unchanged ledger and definition are not encoded again.
-        self._encoded: dict[int, tuple[SyncLedger, Sync, bytes]] = {}
         self._departed = sum_counters((), len(self._buckets))
         self._failed_logged_at = -math.inf
 
@@ -216,10 +182,14 @@ class LedgerFile:
             if error.errno == errno.ELOOP:
                 return self._set_aside("a symbolic link, not a regular file")
             return self._set_aside(f"unreadable: {error.strerror or error}")
+        self._journal_id, self._state_bytes = None, len(data)
         try:
-            restored = self._decode(data)
+            decoded = self._document.decode(data, self._journal.path, MAX_STATE_BYTES, self._buckets_changed)
         except Unusable as error:
             return self._set_aside(str(error))
+        self._journal_id, restored = decoded.journal_id, decoded.restored
+        if decoded.journal_taken is not None:
+            self._journal.restart(decoded.journal_taken)
         with self._lock:
             self._saved = dict(restored.ledgers)
             self._saved_syncs = dict(restored.syncs)
@@ -249,56 +219,12 @@ class LedgerFile:
         )
         return Restored()
 
-    def _decode(self, data: bytes) -> Restored:
-        try:
-            document = json.loads(data, object_pairs_hook=no_repeated_keys)
-        except Unusable:
-            raise
-        except (ValueError, RecursionError) as error:
-            raise Unusable(f"not JSON: {type(error).__name__}") from None
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise Unusable("not a census-exporter ledger file")
-        if document.get("version") != VERSION:
-            raise Unusable(f"format version {short(document.get('version'))}, this exporter reads {VERSION}")
-        if document.get("workspace") != self._workspace:
-            raise Unusable(f"it belongs to workspace {short(document.get('workspace'))}")
-        if not same_census_workspace(document, self._identity):
-            raise Unusable(
-                "it belongs to another Census workspace (its API URL, workspace id or token differ)"
-            )
-        stored_buckets = checked_floats(document.get("buckets"), "buckets", 64)
-        same_buckets = tuple(stored_buckets) == self._buckets
-        if not same_buckets:
-            log.warning(
-                "workspace %s: the duration buckets changed since the ledgers were stored; run and record "
-                "counters continue, the duration histograms start again from 0",
-                self._workspace,
-            )
-        syncs = document.get("syncs")
-        if not isinstance(syncs, dict):
-            raise Unusable("no syncs")
-        ledgers: dict[int, SyncLedger] = {}
-        definitions: dict[int, Sync] = {}
-        for key, value in syncs.items():
-            sync_id = checked_int(parse_key(key), "sync id", 0, MAX_ID)
-            ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
-            definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
-        departed = decode_counters(document.get("departed"), len(stored_buckets), same_buckets, self._buckets)
-        journal_id = document.get("journal")
-        self._journal_id, self._state_bytes = None, len(data)
-        if isinstance(journal_id, str):
-            saves, taken, whole = read_journal(self._journal.path, journal_id, MAX_STATE_BYTES)
-            for save in saves:  # each save replaces the ledgers it holds, oldest first
-                for key, value in save.items():
-                    sync_id = checked_int(parse_key(key), "sync id", 0, MAX_ID)
-                    if sync_id not in ledgers:
-                        raise Unusable("its journal holds a sync the state file does not")
-                    ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
-                    definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
-            # After a torn line nothing is appended: the next save rewrites the state file.
-            self._journal_id = journal_id if whole else None
-            self._journal.restart(taken if whole else 0)
-        return Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
+    def _buckets_changed(self) -> None:
+        log.warning(
+            "workspace %s: the duration buckets changed since the ledgers were stored; run and record "
+            "counters continue, the duration histograms start again from 0",
+            self._workspace,
+        )
 
     # ------------------------------------------------------------------ writing
 
@@ -355,7 +281,7 @@ class LedgerFile:
     ) -> None:
         """Replace the state file whole, naming a new journal (lock held); a failure is logged."""
         journal_id = secrets.token_hex(8)
-        data = self._encode(ledgers, definitions, departed, journal_id)
+        data = self._document.encode(ledgers, definitions, departed, journal_id)
         if len(data) > MAX_STATE_BYTES:
             self._failed(f"{len(data)} bytes, more than {MAX_STATE_BYTES}")
             return
@@ -376,10 +302,11 @@ class LedgerFile:
         """Append the ``changed`` ledgers to the journal (lock held); False when the state file is due for a
         rewrite instead (the journal would outgrow it) or the append failed."""
         assert self._journal_id is not None
+        encoded = self._document.encoded_sync
         line = journal_line(
             self._journal_id,
             [
-                b'"%d":%s' % (sync_id, self._encoded_sync(sync_id, ledgers[sync_id], definitions[sync_id]))
+                b'"%d":%s' % (sync_id, encoded(sync_id, ledgers[sync_id], definitions[sync_id]))
                 for sync_id in sorted(changed)
             ],
         )
@@ -405,43 +332,3 @@ class LedgerFile:
                 self.path,
                 reason,
             )
-
-    def _encode(
-        self,
-        ledgers: Mapping[int, SyncLedger],
-        definitions: Mapping[int, Sync],
-        departed: RunCounters,
-        journal_id: str,
-    ) -> bytes:
-        header = {
-            "format": FORMAT,
-            "version": VERSION,
-            "workspace": self._workspace,
-            "api_url": self._identity.api_url,
-            "scope": self._identity.scope,
-            "salt": self._salt,
-            "token_sha256": None
-            if self._identity.scope is not None
-            else token_digest(self._identity, self._salt),
-            "saved_at": time.time(),
-            "buckets": list(self._buckets),
-            "departed": counters_json(departed),
-            "journal": journal_id,
-        }
-        encoded = self._encoded
-        self._encoded = {}
-        parts = []
-        for sync_id, ledger in sorted(ledgers.items()):
-            cached = encoded.get(sync_id)
-            if cached is not None:
-                self._encoded[sync_id] = cached
-            parts.append(b'"%d":%s' % (sync_id, self._encoded_sync(sync_id, ledger, definitions[sync_id])))
-        return to_json(header)[:-1] + b',"syncs":{' + b",".join(parts) + b"}}"
-
-    def _encoded_sync(self, sync_id: int, ledger: SyncLedger, sync: Sync) -> bytes:
-        """The sync's ledger and definition as JSON, encoded again only when either changed."""
-        cached = self._encoded.get(sync_id)
-        if cached is None or cached[0] is not ledger or cached[1] != sync:
-            cached = (ledger, sync, to_json({**ledger_json(ledger), "sync": sync_json(sync)}))
-            self._encoded[sync_id] = cached
-        return cached[2]

@@ -1,26 +1,25 @@
-"""The listener on cheroot, with its limits: every cheroot subclass of the exporter but the TLS adapter.
+"""The listener on cheroot, with its limits: every cheroot subclass of the exporter but the TLS adapter and
+the answer writer (:mod:`.cheroot_writer`).
 
 Connections wait in a selector, not a thread, until their request headers (and, with a body cap, their
 body) are complete; the idle and header timeouts, the connection cap and the eviction of the longest-waiting
 connection are enforced there (:class:`ServerLimits`). Answers go to the socket without cheroot's copies,
-gathered, under a deadline (:class:`_SocketWriter`). cheroot's error log goes through ``logging``.
+gathered, under a deadline (:mod:`.cheroot_writer`, whose subclasses only this module uses). cheroot's error
+log goes through ``logging``.
 
 The interface, used by :mod:`census_exporter.http.server` alone: :class:`ServerLimits`, and
 ``CherootServer(app, host, port, limits)`` with cheroot's own ``ssl_adapter``, ``prepare()``, ``serve()``,
 ``stop()``, ``ready``, ``socket`` and ``bind_addr``, plus :attr:`CherootServer.open_connections`.
 
-cheroot internals relied on, each exercised by tests/test_server.py and tests/test_adversary_rendering.py:
+cheroot internals relied on here (the answer writer's are named in :mod:`.cheroot_writer`), each exercised
+by tests/test_server.py and tests/test_adversary_rendering.py:
 
 - ``HTTPServer._connections._selector`` (the connection manager's selector: ``register``, ``unregister``,
   ``connections``): connections are parked there until their request is buffered, and evicted from it.
 - ``makefile.StreamReader._read_buf`` / ``_read_pos``: headers read in the selector go there for the
   parser.
-- ``makefile.StreamWriter._write_lock``, ``_flush_unlocked()``, ``_checkClosed()``: the writer sends under
-  cheroot's lock after flushing cheroot's own buffer.
 - ``HTTPConnection.last_used`` (the idle timeout's clock), ``HTTPServer.process_conn`` (overridden: a
   connection reaches a worker only once its request is buffered) and ``keep_alive_conn_limit``.
-- ``wsgi.Gateway_10.remaining_bytes_out``, ``HTTPRequest.chunked_write`` and ``ensure_headers_sent()``: a
-  whole answer goes to the writer at once.
 - ``HTTPServer.prepare()`` reporting a failed bind with ``[Errno N]`` in its message (read by the server).
 
 Tested with cheroot 10.0.1 and 11.1.2 (the one locked in uv.lock); pyproject.toml allows ``>=10,<12``: a new
@@ -37,16 +36,15 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cheroot.makefile
 import cheroot.server
 import cheroot.wsgi
 
+from census_exporter.http.cheroot_writer import Gateway, make_file
 from census_exporter.http.request_body import HEADERS_END, MAX_CHUNK_OVERHEAD, body_state
-from census_exporter.http.wsgi import BODY_OVER_CAP_KEY, REQUEST_ARRIVED_KEY, WSGIApp
+from census_exporter.http.wsgi import WSGIApp
 
 #: The server's log lines keep the logger name they had before it became a package.
 log = logging.getLogger("census_exporter.server")
@@ -88,93 +86,6 @@ class _Request(cheroot.server.HTTPRequest):
         super().parse_request()
 
 
-class _SocketWriter(cheroot.makefile.StreamWriter):
-    """cheroot's socket writer without its copies, with gathered writes and a deadline.
-
-    cheroot's writer appends each chunk to a buffer and then, for every ``send()``, copies what is left of
-    the buffer into a new ``bytes``: a body of several megabytes, which the kernel takes a few hundred
-    kilobytes at a time, was copied tens of times over (most of a warm scrape's time at thousands of syncs)
-    and held twice per scrape in flight. This one sends the caller's bytes as they are and, on a plain
-    socket, a response's chunks together (``sendmsg``): the small HELP/TYPE pieces between megabytes of
-    samples would otherwise each cost a system call and a TCP segment of their own.
-
-    Each send waits at most the socket's timeout (the idle timeout) for the client to take more, so a
-    client that keeps reading, however slowly, is not cut off for being slow once; and the whole answer
-    must be taken within that timeout plus its size at :data:`MIN_SEND_BYTES_PER_SECOND`, so a client
-    reading a trickle cannot hold a worker for ever.
-    """
-
-    def __init__(self, sock: socket.socket, mode: str = "wb", bufsize: int = 0) -> None:
-        super().__init__(sock, mode, bufsize)
-        self._socket = sock
-        #: TLS sockets have no ``sendmsg``.
-        self.gathers = not isinstance(sock, ssl.SSLSocket)
-
-    # cheroot's two stubs name the argument differently (``b`` and ``val``); no signature satisfies both.
-    def write(self, data: Any, *args: Any, **kwargs: Any) -> int:  # type: ignore[override]
-        self.write_all([data])
-        return len(data)
-
-    def write_all(self, chunks: Sequence[Any]) -> None:
-        """Send ``chunks`` one after the other, in as few system calls as the socket's buffer allows."""
-        self._checkClosed()
-        with self._write_lock:  # type: ignore[attr-defined]
-            self._flush_unlocked()  # type: ignore[attr-defined]
-            views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
-            total = sum(len(view) for view in views)
-            try:
-                self._send(views, total)
-            finally:
-                for view in views:
-                    view.release()
-        self.bytes_written += total
-
-    def _send(self, views: list[memoryview], total: int) -> None:
-        timeout = self._socket.gettimeout()
-        deadline = None if timeout is None else time.monotonic() + timeout + total / MIN_SEND_BYTES_PER_SECOND
-        pending = list(views)
-        shortened = False
-        try:
-            while pending:
-                if deadline is not None and timeout is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError("the client took too long to read the answer")
-                    if remaining < timeout:  # only near the deadline: each settimeout() is a system call
-                        self._socket.settimeout(remaining)
-                        shortened = True
-                if self.gathers:
-                    sent = self._socket.sendmsg(pending[:_GATHERED_CHUNKS])
-                else:  # sliced, since a TLS socket writes all it is given before it returns
-                    sent = self._socket.send(pending[0][:_SEND_SLICE_BYTES])
-                while sent:
-                    head = pending[0]
-                    if sent < len(head):
-                        pending[0] = head[sent:]
-                        break
-                    sent -= len(head)
-                    pending.pop(0)
-        finally:
-            if shortened:
-                self._socket.settimeout(timeout)
-
-
-#: The slowest a client may read an answer on average, after one idle timeout of grace: 64 KiB/s reads a
-#: plain scrape of 5,000 syncs in under two minutes on top of it.
-MIN_SEND_BYTES_PER_SECOND = 64 * 1024
-#: The most one TLS ``send()`` is given: it waits until all of it is written.
-_SEND_SLICE_BYTES = 1024 * 1024
-#: Buffers per ``sendmsg()`` (Linux takes up to 1,024).
-_GATHERED_CHUNKS = 256
-
-
-def _make_file(sock: socket.socket, mode: str = "r", bufsize: int = -1) -> Any:
-    """Reader or writer over ``sock`` (plain or TLS): cheroot's ``MakeFile`` with :class:`_SocketWriter`."""
-    if "r" in mode:
-        return cheroot.makefile.StreamReader(sock, mode, bufsize)
-    return _SocketWriter(sock, mode, bufsize)
-
-
 class _Connection(cheroot.server.HTTPConnection):
     """A connection that counts itself and gathers each request's headers before it needs a worker."""
 
@@ -182,7 +93,7 @@ class _Connection(cheroot.server.HTTPConnection):
 
     def __init__(self, server: CherootServer, sock: socket.socket, makefile: Any = None) -> None:
         # Plain or TLS, the socket itself is the file: cheroot's own makefile would copy each body.
-        super().__init__(server, sock, _make_file)
+        super().__init__(server, sock, make_file)
         self.is_new = True
         # cheroot sets this only when a connection returns to its selector; the idle timeout (and its
         # expiry loop, which compares it) must count from the accept for connections parked there first.
@@ -241,39 +152,6 @@ class _Connection(cheroot.server.HTTPConnection):
         super().close()
 
 
-class _Gateway(cheroot.wsgi.Gateway_10):
-    def respond(self) -> None:
-        """As cheroot's, but a whole answer of ``bytes`` chunks with its Content-Length goes to the socket
-        writer at once, which sends the chunks together (see :class:`_SocketWriter`)."""
-        response = self.req.server.wsgi_app(self.env, self.start_response)
-        try:
-            chunks = [chunk for chunk in response if chunk]
-            writer = self.req.conn.wfile
-            if not all(isinstance(chunk, bytes) for chunk in chunks):
-                raise ValueError("WSGI Applications must yield bytes")
-            if (
-                isinstance(writer, _SocketWriter)
-                and not self.req.chunked_write
-                and self.remaining_bytes_out == sum(len(chunk) for chunk in chunks)
-            ):
-                self.req.ensure_headers_sent()
-                writer.write_all(chunks)
-                self.remaining_bytes_out = 0
-            else:
-                for chunk in chunks:
-                    self.write(chunk)
-        finally:
-            self.req.ensure_headers_sent()
-            if hasattr(response, "close"):
-                response.close()
-
-    def get_environ(self) -> dict[str, Any]:  # type: ignore[override]
-        environ: dict[str, Any] = super().get_environ()  # type: ignore[no-untyped-call]
-        environ[REQUEST_ARRIVED_KEY] = getattr(self.req, "arrived", None) or time.monotonic()
-        environ[BODY_OVER_CAP_KEY] = getattr(self.req.conn, "body_over_cap", False)
-        return environ
-
-
 class CherootServer(cheroot.wsgi.Server):
     """cheroot, with its error log in the exporter's log format and the limits of :class:`ServerLimits`."""
 
@@ -291,7 +169,7 @@ class CherootServer(cheroot.wsgi.Server):
             timeout=limits.idle_timeout_seconds,  # type: ignore[arg-type]
             shutdown_timeout=limits.shutdown_timeout_seconds,  # type: ignore[arg-type]
         )
-        self.gateway = _Gateway
+        self.gateway = Gateway
         self.max_request_header_size = limits.max_header_bytes
         # A backstop: the app refuses bodies over the cap unread (BODY_OVER_CAP_KEY); cheroot would refuse
         # one past this while reading it.

@@ -6,7 +6,8 @@ and waits, within its one budget, for those that can be expected to finish in it
 workspace's last refresh took): a workspace slower than the budget is served from its previous snapshot
 without holding the scrape. Workspaces found by discovery join and leave here: one that a named entry or an
 earlier discovery entry already watches (same V2 group, V1 workspace id or V1 API key at the same API, or a
-name equal up to case and Unicode form) is skipped, and at most ``max_workspaces`` are watched in all.
+name equal up to case and Unicode form) is skipped, and at most ``max_workspaces`` are watched in all
+(:mod:`.admission`).
 
 Locks: ``_lock`` guards the membership dictionaries for a few lines at a time and is never held across I/O
 or client construction, so scrapes and ``/readyz`` never wait on discovery; ``_changing`` serializes the
@@ -15,16 +16,15 @@ membership changes themselves (building the clients of new workspaces happens un
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
 
-from census_exporter.config import TokenError, Workspace
+from census_exporter.config import Workspace
+from census_exporter.refresh.admission import Identity, admitted, identities
 from census_exporter.refresh.refresher import Refresher
 from census_exporter.snapshot import DiscoveryStatus, FleetView, Snapshot
 from census_exporter.workspaces import name_key
@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 #: Share of a scrape's budget it may wait for first refreshes: their view's size is unknown, and rendering
 #: 10,000 first-read syncs took over a second on a loaded machine (benchmarks/fleet.py).
 FIRST_REFRESH_SHARE = 0.5
-
-#: What identifies the Census workspace or group a workspace watches (see :func:`identities`).
-Identity = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -266,25 +263,13 @@ class Fleet:
             listed = list(workspaces)
             # Already watched first: a new workspace listed before them cannot push them out at the bound.
             listed.sort(key=lambda workspace: workspace.name not in current)
-            wanted: dict[str, tuple[Workspace, frozenset[Identity]]] = {}
-            beyond = 0
-            for workspace in listed:
-                ids = identities(workspace)
-                key = name_key(workspace.name)
-                if ids & taken_ids:
-                    self._log_conflict_once(name, workspace, "it is already watched (same Census id or key)")
-                    continue
-                if key in taken_names:
-                    self._log_conflict_once(
-                        name, workspace, "a workspace of that name (up to case) is already watched"
-                    )
-                    continue
-                if room is not None and len(wanted) >= room:
-                    beyond += 1
-                    continue
-                wanted[workspace.name] = (workspace, ids)
-                taken_ids |= ids
-                taken_names.add(key)
+            wanted, beyond = admitted(
+                listed,
+                taken_ids=taken_ids,
+                taken_names=taken_names,
+                room=room,
+                skipped=lambda workspace, reason: self._log_conflict_once(name, workspace, reason),
+            )
             stopped = [member for workspace_name, member in current.items() if workspace_name not in wanted]
             kept: dict[str, WatchedWorkspace] = {}
             started: list[WatchedWorkspace] = []
@@ -380,27 +365,6 @@ class Fleet:
             )
         elif before and not now:
             log.info("discovery %s: every workspace it lists fits the bounds again", name)
-
-
-def identities(workspace: Workspace) -> frozenset[Identity]:
-    """What says two entries watch the same Census workspace or group: at the same API (scheme, host and
-    path, case-insensitive where URLs are), the same V2 group id, the same V1 workspace id, or the same V1
-    API key (kept as a digest: the token never sits in another structure)."""
-    parts = urlsplit(workspace.api_url)
-    api = f"{parts.scheme.lower()}://{parts.netloc.lower()}{parts.path.rstrip('/')}"
-    found: set[Identity] = set()
-    if workspace.group_id is not None:
-        found.add(("group", api, workspace.group_id))
-    if workspace.workspace_id is not None:
-        found.add(("workspace", api, str(workspace.workspace_id)))
-    if workspace.api_version == "v1":
-        try:
-            token = workspace.token()
-        except TokenError:
-            token = ""
-        if token:
-            found.add(("key", api, hashlib.sha256(token.encode()).hexdigest()))
-    return frozenset(found)
 
 
 def _same(left: Sequence[object], right: Sequence[object]) -> bool:

@@ -6,6 +6,7 @@
 * Deadline: a refresh still running ``refresh_timeout_seconds`` after it started is abandoned: the snapshot
   turns ``up=False``, a new refresh may start, and whatever the abandoned one produces later is discarded
   (ledger included). Each refresh runs on its own threads, so a hung request cannot block the next one.
+  The deadline's timer, and when a running refresh can be expected to end, are :mod:`.timing`.
 * Partial failure: a sync whose requests failed keeps its previous state (and ledger); ``up`` is false until a
   refresh finishes without errors.
 * First refresh: until it ends, the syncs read so far are swapped in every ``PARTIAL_PUBLISH_SECONDS``
@@ -20,6 +21,7 @@ they are now and saves before it swaps, under one lock.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -28,7 +30,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
-from census_exporter.logs import CURRENT_WORKSPACE
+from census_exporter.logs import workspace_context
 from census_exporter.refresh.announced import AnnouncedReads, Reads, after_round, applied, merged
 from census_exporter.refresh.announcements import Announcements
 from census_exporter.refresh.coverage import log_left_out, syncs_behind
@@ -36,6 +38,7 @@ from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncRef
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.refresh.rounds import Built, RoundReader
+from census_exporter.refresh.timing import ended_without_result, expected_finish, start_deadline
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.storage import LedgerFile
 from census_exporter.workers import DaemonPool
@@ -196,12 +199,7 @@ class Refresher:
     def expected_finish(self) -> float | None:
         """When the running refresh can be expected to end (monotonic), from how long the last one took.
 
-        None when no refresh is running. One still queued for a refresh thread is expected to wait for the
-        refreshes queued before it (at most the whole backlog, shared by the fleet's refresh threads, each
-        taking about as long as this workspace's last one) and then take as long as its last one; one
-        already running longer than the last one took, as long again as it has run so far. With nothing to
-        learn from (no refresh has finished yet), as long again as it has been asked for so far, queued or
-        running: a first refresh that outlasted one scrape's budget is not waited for by every later scrape.
+        None when no refresh is running; how it is estimated: :func:`.timing.expected_finish`.
         """
         with self._lock:
             if self._inflight is None or self._inflight.done():
@@ -209,17 +207,7 @@ class Refresher:
             started = self._inflight_started
             triggered = self._inflight_triggered
         last = self._snapshot.refresh_duration_seconds
-        now = self._clock()
-        if last is None:
-            return now + (now - triggered)
-        if started is None:
-            queued = 0.0
-            if self._runners is not None:
-                queued = self._runners.backlog() / self._runners.workers * last
-            return now + queued + last
-        if started + last >= now:
-            return started + last
-        return now + (now - started)
+        return expected_finish(self._clock(), triggered, started, last, self._runners)
 
     def snapshot_within(self, budget_seconds: float) -> Snapshot:
         """A snapshot no older than the TTL if one can be had within the budget, else the newest one."""
@@ -260,14 +248,8 @@ class Refresher:
             if current:
                 self._settle_unstarted(generation, future)
             return
-        abandon = threading.Timer(
-            self._settings.refresh_timeout_seconds,
-            self._in_workspace().run,
-            args=(self._abandon, generation, future, started),
-        )
-        abandon.daemon = True
-        abandon.name = f"census-deadline-{generation}"
-        abandon.start()
+        at_deadline = functools.partial(self._in_workspace().run, self._abandon, generation, future, started)
+        abandon = start_deadline(self._settings.refresh_timeout_seconds, generation, at_deadline)
         self._refresh_and_swap(generation, future, started, abandon)
 
     def _settle_unstarted(self, generation: int, future: Future[Snapshot]) -> None:
@@ -280,9 +262,7 @@ class Refresher:
 
     def _in_workspace(self) -> contextvars.Context:
         """A context whose log lines carry this workspace; one per thread (a context runs in one at once)."""
-        context = contextvars.copy_context()
-        context.run(CURRENT_WORKSPACE.set, self._settings.workspace)
-        return context
+        return workspace_context(self._settings.workspace)
 
     def _refresh_and_swap(
         self, generation: int, future: Future[Snapshot], started: float, abandon: threading.Timer
@@ -335,14 +315,8 @@ class Refresher:
             return
         if self._announcements is not None:
             after_round(self._announcements, built, kept)
-        if snapshot.up:
-            self._logs.succeeded()
-        self._logs.failed_runs(
-            [(sync, outcome) for sync, outcome in built.outcomes if sync.id not in kept],
-            first_refresh=first and snapshot.listed,
-            watched=len(snapshot.syncs),
-        )
-        self._logs.outcome(list(built.errors), have_data=snapshot.listed)
+        outcomes = [(sync, outcome) for sync, outcome in built.outcomes if sync.id not in kept]
+        self._logs.round_kept(snapshot, outcomes, list(built.errors), first_refresh=first and snapshot.listed)
         future.set_result(snapshot)
         self.read_announced()  # marks made meanwhile the announced reads could not take yet
 
@@ -384,14 +358,7 @@ class Refresher:
                 return
             self._unsettled = None
             self._abandoned_running += 1
-            self._snapshot = replace(
-                self._snapshot,
-                up=False,
-                refreshed=True,
-                last_error=message,
-                started_monotonic=started,
-                refresh_duration_seconds=self._clock() - started,
-            )
+            self._snapshot = ended_without_result(self._snapshot, message, started, self._clock())
             snapshot = self._snapshot
             self._logs.abandoned(message, generation)
         future.set_result(snapshot)
@@ -406,15 +373,8 @@ class Refresher:
                 raise  # shutting down: the client was closed under this refresh; nobody reads the result
             # A bug, not an API fault: keep serving the previous data and say so once.
             self._logs.unexpected_failure(error)
-            snapshot = replace(
-                previous,
-                up=False,
-                last_error=f"unexpected {type(error).__name__}",
-                refreshed=True,
-                started_monotonic=started,
-                refresh_duration_seconds=self._clock() - started,
-            )
-            return Built(snapshot, (), ())
+            message = f"unexpected {type(error).__name__}"
+            return Built(ended_without_result(previous, message, started, self._clock()), (), ())
 
     def _build(self, previous: Snapshot, started: float, fetchers: DaemonPool, generation: int) -> Built:
         publish = self._publisher(previous, generation) if not previous.listed else None

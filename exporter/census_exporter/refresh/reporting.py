@@ -18,7 +18,7 @@ from census_exporter.census.errors import AuthError, CensusAPIError
 from census_exporter.census.models.fields import MESSAGE_LIMIT, NAME_LIMIT, WORD_LIMIT, Skipped, bounded_text
 from census_exporter.census.models.runs import SyncRun
 from census_exporter.census.models.syncs import Sync
-from census_exporter.snapshot import SyncState
+from census_exporter.snapshot import Snapshot, SyncState
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,21 @@ class RefreshLog:
                     bounded_text(run.error_code or "", ERROR_CODE_LOG_LIMIT),
                     bounded_text(run.error_message or "", ERROR_MESSAGE_LOG_LIMIT),
                 )
+
+    def round_kept(
+        self,
+        snapshot: Snapshot,
+        outcomes: list[tuple[Sync, SyncOutcome]],
+        errors: list[CensusAPIError],
+        *,
+        first_refresh: bool,
+    ) -> None:
+        """Log a full refresh round that was swapped in as ``snapshot``: its failed runs (``outcomes``, of
+        the syncs it read and kept) and its outcome (:meth:`failed_runs`, :meth:`outcome`)."""
+        if snapshot.up:
+            self.succeeded()
+        self.failed_runs(outcomes, first_refresh=first_refresh, watched=len(snapshot.syncs))
+        self.outcome(errors, have_data=snapshot.listed)
 
     def outcome(self, errors: list[CensusAPIError], *, have_data: bool = True) -> None:
         """Log the refresh outcome when it differs from the previous one (not on every refresh).

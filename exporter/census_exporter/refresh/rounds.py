@@ -6,7 +6,7 @@
   :mod:`~census_exporter.refresh.schedule` plans within the workspace's share of the budget; the others keep
   their previous state.
 * Reading: a window of reads queued at a time on the round's fetchers; with ``publish`` (the first refresh),
-  the syncs read so far are handed over every ``PARTIAL_PUBLISH_SECONDS``.
+  the syncs read so far are handed over every ``PARTIAL_PUBLISH_SECONDS`` (:mod:`.reading`).
 * Partial failure: a sync whose requests failed keeps its previous state (and ledger); its error is the
   round's, so ``up`` is false.
 * Absence: syncs missing from the listing are awaited (:mod:`.absence`).
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,21 +31,14 @@ from census_exporter.refresh.absence import known_before, restored_state, still_
 from census_exporter.refresh.announcements import Announcements, counted_runs
 from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncGone, SyncRefresh
 from census_exporter.refresh.quota import SyncQuota
+from census_exporter.refresh.reading import Publish, SyncReads
 from census_exporter.refresh.reporting import LABEL_LOG_LIMIT, RefreshLog, SyncOutcome
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.workers import DaemonPool
 
 log = logging.getLogger("census_exporter.refresh.refresher")
 
-#: During the first refresh, the syncs read so far are published this often.
-PARTIAL_PUBLISH_SECONDS = 1.0
-#: Reads queued per worker at a time: enough that no worker waits for the next, few enough that thousands
-#: of syncs do not each hold a future for the whole refresh.
-QUEUED_READS_PER_WORKER = 4
-
 LIST_CHANGED_ERROR = "the sync list changed while it was being read; a sync may be missing from it"
-
-Publish = Callable[[Mapping[int, SyncState]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +81,8 @@ class RoundReader:
         self._api = api
         self._settings = settings
         self._logs = logs
-        self._one_sync = one_sync
+        #: Reads the planned syncs, a window at a time (:mod:`.reading`); the announced reads use it too.
+        self.read = SyncReads(one_sync, settings, stopping).read
         self._clock = clock
         self._wall_clock = wall_clock
         self._stopping = stopping
@@ -332,64 +324,6 @@ class RoundReader:
             settings.cache_ttl_seconds, settings.refresh_timeout_seconds, first=first
         )
         return schedule.round_allowance(int(seconds / interval), self._workspaces(), listing_requests)
-
-    def read(
-        self,
-        planned: Iterable[int],
-        jobs: Mapping[int, Sync],
-        *,
-        known: Mapping[int, SyncState | None],
-        deadline: float,
-        fetchers: DaemonPool,
-        publish: Publish | None,
-    ) -> dict[int, SyncOutcome | BaseException]:
-        """Each planned sync's outcome, or what its read raised, read on ``fetchers`` in plan order.
-
-        Only a window of reads is queued at a time: a future per sync of a large workspace, all alive at
-        once, weighed more than the snapshot. With ``publish`` (the first refresh), the syncs read so far
-        are published every ``PARTIAL_PUBLISH_SECONDS`` until every read ended.
-        """
-        results: dict[int, SyncOutcome | BaseException] = {}
-        waiting = iter(planned)
-        in_flight: dict[Future[SyncOutcome], int] = {}
-        window = max(1, self._settings.concurrency) * QUEUED_READS_PER_WORKER
-        published_at = time.monotonic()
-        while True:
-            while len(in_flight) < window and (sync_id := next(waiting, None)) is not None:
-                future = fetchers.submit(self._one_sync.run, jobs[sync_id], known[sync_id], deadline)
-                in_flight[future] = sync_id
-            if not in_flight:
-                return results
-            done, _ = wait(in_flight, timeout=PARTIAL_PUBLISH_SECONDS, return_when=FIRST_COMPLETED)
-            for future in done:
-                sync_id = in_flight.pop(future)
-                try:
-                    results[sync_id] = future.result()
-                except BaseException as error:  # noqa: BLE001 - raised again where the outcomes are read
-                    results[sync_id] = error
-            if publish is not None and time.monotonic() - published_at >= PARTIAL_PUBLISH_SECONDS:
-                published_at = time.monotonic()
-                if in_flight and not self._stopping.is_set():
-                    publish(self._read_so_far(results, known, jobs))
-
-    @staticmethod
-    def _read_so_far(
-        results: Mapping[int, SyncOutcome | BaseException],
-        known: Mapping[int, SyncState | None],
-        jobs: Mapping[int, Sync],
-    ) -> dict[int, SyncState]:
-        """Every sync as read so far this refresh, else as it was known before."""
-        syncs: dict[int, SyncState] = {}
-        for sync_id, sync in sorted(jobs.items()):
-            result = results.get(sync_id)
-            before = known[sync_id]
-            # A sync restored from storage shows what was stored until the whole refresh is saved: a
-            # partial result is not, and a crash now must not undo a count that a scrape has seen.
-            if isinstance(result, SyncOutcome) and (before is None or before.ledger is None):
-                syncs[sync_id] = result.state
-            else:
-                syncs[sync_id] = before or SyncState(sync=sync)
-        return syncs
 
     def _read_sync_list(
         self, previous: Mapping[int, SyncState], deadline: float

@@ -129,6 +129,16 @@ def non_numeric_id(what: str, value: object) -> Skipped | None:
     return Skipped(f"{what} id {shown!r} is not numeric; V2 non-numeric ids are not supported yet")
 
 
+def record_id(record: Mapping[str, Any], what: str) -> int | Skipped:
+    """The ``id`` of a ``what`` record (``sync``, ``sync run``) as :func:`parse_id` reads it, or why the
+    record is skipped: a non-numeric id (:func:`non_numeric_id`), or none that is usable."""
+    value = record.get("id")
+    parsed = parse_id(value)
+    if parsed is not None:
+        return parsed
+    return non_numeric_id(what, value) or Skipped(f"{what} without a usable id")
+
+
 def check_count(value: object) -> int | Unusable | None:
     """A record count in ``0..MAX_COUNT``; floats (even ``1e400`` or NaN) are not counts."""
     if value is None:

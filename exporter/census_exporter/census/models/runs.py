@@ -14,9 +14,8 @@ from census_exporter.census.models.fields import (
     bounded_text,
     check_text,
     mapping,
-    non_numeric_id,
-    parse_id,
     parse_text,
+    record_id,
 )
 
 #: Run statuses that mean "not finished yet". ``preparing`` and ``new`` were replaced by ``queued`` and
@@ -111,11 +110,9 @@ def parse_sync_run(raw: object) -> SyncRun | Skipped:
     ``source_record_updates``/``_deletes``/``_invalids`` (newer, optional breakdowns of the source count).
     """
     record = mapping(raw)
-    run_id = parse_id(record.get("id"))
-    if run_id is None:
-        if word_id := non_numeric_id("sync run", record.get("id")):
-            return word_id
-        return Skipped("sync run without a usable id")
+    run_id = record_id(record, "sync run")
+    if isinstance(run_id, Skipped):
+        return run_id
     fields = Fields(record)
     trigger = mapping(record.get("sync_trigger_reason"))
     return SyncRun(

@@ -16,9 +16,8 @@ from census_exporter.census.models.fields import (
     bounded_text,
     clean_text,
     mapping,
-    non_numeric_id,
-    parse_id,
     parse_text,
+    record_id,
 )
 
 
@@ -94,11 +93,9 @@ def _destination_object(value: object) -> str:
 def parse_sync(raw: object) -> Sync | Skipped:
     """A sync from ``GET /syncs``. The label falls back to ``resource_identifier``, then ``sync_<id>``."""
     record = mapping(raw)
-    sync_id = parse_id(record.get("id"))
-    if sync_id is None:
-        if word_id := non_numeric_id("sync", record.get("id")):
-            return word_id
-        return Skipped("sync without a usable id")
+    sync_id = record_id(record, "sync")
+    if isinstance(sync_id, Skipped):
+        return sync_id
     fields = Fields(record)
     label = (
         fields.text("label", NAME_LIMIT)
