@@ -10,6 +10,7 @@ import httpx
 
 from tests.conftest import Scrape, parse_scrape, wait_for
 from tests.stack import Process, free_port
+from tests.webhook_harness import WORKSPACE  # the demo's one workspace has the default name too
 
 
 def test_the_demo_posts_signed_webhooks_that_the_receiver_takes(tmp_path: Path) -> None:
@@ -36,14 +37,14 @@ def test_the_demo_posts_signed_webhooks_that_the_receiver_takes(tmp_path: Path) 
 
         def reconciling() -> Scrape | None:
             found = scrape()
-            if found is None or found.value("census_webhook_reconciling", workspace="default") != 1:
+            if found is None or found.value("census_webhook_reconciling", workspace=WORKSPACE) != 1:
                 return None
             return found
 
         found = wait_for(reconciling, timeout=60, what=lambda: f"the demo's webhooks: {process.output()}")
-        assert (found.value("census_webhook_requests_total", workspace="default", result="accepted") or 0) > 0
+        assert (found.value("census_webhook_requests_total", workspace=WORKSPACE, result="accepted") or 0) > 0
         # Only verified deliveries: the sender signs with the secret the demo's receiver takes.
-        assert not found.value("census_webhook_requests_total", workspace="default", result="bad_signature")
+        assert not found.value("census_webhook_requests_total", workspace=WORKSPACE, result="bad_signature")
         log = process.output()
         assert "the simulator posts signed webhooks for its runs to http://127.0.0.1:" in log
     finally:

@@ -13,15 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from census_exporter.config import TokenSource
-from census_exporter.demo import SimulatedWorkspace
 from census_exporter.demo.webhooks import DEMO_WEBHOOK_SECRET, WebhookSender
 from tests.conftest import Harness, Scrape, wait_for
 from tests.stack import Prometheus
+from tests.webhook_harness import WORKSPACE, start_receiving, webhook_url, workspace_with_syncs
 
 RECONCILE_SECONDS = 15.0
 GRACE_SECONDS = 2.0
-WORKSPACE = "default"
 #: Its events keep arriving throughout: webhooks as a whole stay alive, only some deliveries are lost.
 HEARTBEAT = 1
 ANNOUNCED = 2
@@ -44,24 +42,19 @@ def _runs_read(harness: Harness, sync_id: int) -> int:
 def test_silent_webhooks_fall_back_to_full_polling_and_raise_the_alert_signal(
     harness_factory: Callable[..., Harness], tmp_path: Path
 ) -> None:
-    workspace = SimulatedWorkspace()
-    for sync_id in (HEARTBEAT, ANNOUNCED, *SILENT, LATE):
-        workspace.add_sync(sync_id, label=f"Sync {sync_id}")
-        workspace.add_run(sync_id, "completed")
-    harness = harness_factory(
+    assert (HEARTBEAT, ANNOUNCED, *SILENT, LATE) == tuple(range(1, LATE + 1))  # the syncs made below
+    workspace = workspace_with_syncs(LATE)
+    # Every sync's first read done on return (no event yet: full polling).
+    harness = start_receiving(
+        harness_factory,
         workspace,
+        DEMO_WEBHOOK_SECRET,
         cache_ttl=1.0,
-        webhook_listen=("127.0.0.1", 0),
-        webhook_secrets=(TokenSource(value=DEMO_WEBHOOK_SECRET),),
         webhook_reconcile_interval_seconds=RECONCILE_SECONDS,
         webhook_announcement_grace_seconds=GRACE_SECONDS,
     )
-    webhooks = harness.exporter.webhooks
-    assert webhooks is not None
-    webhooks.start()
-    harness.refresh()  # the first read of every sync (no event yet: full polling)
     started = time.monotonic()
-    sender = WebhookSender(f"http://127.0.0.1:{webhooks.port}/webhooks/census/{WORKSPACE}").start()
+    sender = WebhookSender(webhook_url(harness)).start()
     delivering = {"all": True}
 
     def deliver(run: dict[str, Any]) -> None:
