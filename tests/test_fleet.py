@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ from census_exporter.exporter import Exporter
 from census_exporter.refresh.fleet import WatchedWorkspace
 from census_exporter.refresh.refresher import Refresher
 from tests.conftest import TEST_TOKEN, Scrape, parse_scrape, wait_for
+from tests.threads import exporter_threads
 
 PAT = "secret-token:fleet-pat"
 
@@ -533,18 +533,6 @@ workspaces:
     assert scrape.value("census_data_within_bound", workspace="named") == 1
     # threads: a fixed set of refresh workers, not a set per workspace
     assert exporter_threads() <= 8 + 8 * (1 + 8) + 1
-
-
-#: The simulator's own threads (census_exporter.demo), which share the exporter's "census-" prefix.
-SIMULATOR_THREADS = frozenset({"census-simulator", "census-churn"})
-
-
-def exporter_threads() -> int:
-    """Threads of the exporter's own background work (the simulator's and the HTTP server's are not)."""
-    return sum(
-        thread.name.startswith("census-") and thread.name not in SIMULATOR_THREADS
-        for thread in threading.enumerate()
-    )
 
 
 @pytest.mark.slow  # rounds of refreshes of many workspaces, 15-80 s

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from census_exporter.demo.organization import V2_VARIANTS, base_url
 from census_exporter.demo.workspace import SimulatedWorkspace
 from census_exporter.exporter import Exporter
 from tests.conftest import Scrape, parse_scrape, wait_for
+from tests.threads import exporter_threads
 
 PAT = "secret-token:activations-pat-variants"
 GROUPS = {"marketing": ("glad_otter", (52, 53)), "sales": ("warm_heron", (70, 71, 72))}
@@ -471,7 +471,7 @@ def test_a_422_to_every_list_keeps_the_group_parameter_and_recovers_when_the_api
 
 
 @pytest.mark.slow  # a thousand groups listed, 10-15 s
-@pytest.mark.serial  # counts this process's threads (see tests/test_fleet.py)
+@pytest.mark.serial  # counts this process's threads (see tests/threads.py)
 def test_a_pat_whose_syncs_name_a_thousand_groups_watches_a_bounded_number_and_says_so_once(
     caplog: pytest.LogCaptureFixture,
     serve: Callable[..., Served],
@@ -512,11 +512,12 @@ def test_a_pat_whose_syncs_name_a_thousand_groups_watches_a_bounded_number_and_s
         assert m.value("census_discovery_workspaces_left_out", discovery=discovery) == 800
         said = [r.getMessage() for r in caplog.records if "left out by" in r.getMessage()]
         assert len(said) == 1 and "800 workspaces left out" in said[0], said
-        census_threads = sum(thread.name.startswith("census-") for thread in threading.enumerate())
-        # Set by configuration (tests/test_fleet.py's count: each refresh worker with its deadline timer and
-        # the readers of two refreshes, and discovery's thread), not by the number of groups listed.
-        bound = defaults.REFRESH_WORKERS * (2 + 2 * defaults.CONCURRENCY) + 1
-        assert census_threads <= bound < 1000, census_threads
+        threads = exporter_threads()
+        # The exporter's own threads (tests/threads.py: not the simulator's), set by configuration: each
+        # refresh worker with its deadline timer and the readers of two refreshes, discovery's thread and
+        # the garbage collector's; not by the number of groups listed.
+        bound = defaults.REFRESH_WORKERS * (2 + 2 * defaults.CONCURRENCY) + 1 + 1
+        assert threads <= bound < 1000, threads
     finally:
         http.close()
         exporter.close()
