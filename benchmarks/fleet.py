@@ -289,19 +289,29 @@ def huge_listing(syncs: int, seconds: float) -> Result:
         server.close()
 
 
-def bound_filled(syncs: int, seconds: float) -> Result:
-    """Twice the default --census.max-syncs listed, each sync with 3 runs: the bound filled with data."""
+#: No request budget and a refresh timeout long enough to read every sync within the bound.
+FULL_FLAGS = ("--census.max-requests-per-second", "0", "--census.refresh-timeout", "300")
+
+
+def full_workspace(syncs: int) -> tuple[SimulatorServer, str]:
+    """The named workspace "full": its own simulator (niced) serving ``syncs`` syncs of 3 runs each, and
+    its entry in a workspaces file (token in ``KEY``; run it with :data:`FULL_FLAGS`)."""
     server = niced(SimulatorServer(with_runs(syncs, 3), token=KEY).start)
-    try:
-        text = f"""workspaces:
-  - name: full
+    entry = f"""  - name: full
     api_version: v1
     api_url: {server.url}
     token_env: KEY
 """
-        flags = ("--census.max-requests-per-second", "0", "--census.refresh-timeout", "300")
+    return server, entry
+
+
+def bound_filled(syncs: int, seconds: float) -> Result:
+    """Twice the default --census.max-syncs listed, each sync with 3 runs: the bound filled with data."""
+    server, full = full_workspace(syncs)
+    try:
+        text = "workspaces:\n" + full
         name = f"{syncs:,} syncs of 3 runs listed, those within the bound all read (no budget)"
-        return run(name, text, {"KEY": KEY}, seconds, flags)
+        return run(name, text, {"KEY": KEY}, seconds, FULL_FLAGS)
     finally:
         server.close()
 
@@ -313,21 +323,16 @@ def combined(syncs: int, count: int, seconds: float) -> Result:
     for number in range(count):
         organization.add_workspace(f"group {number}", workspace=one_sync())
     groups_server = niced(organization.serve)
-    server = niced(SimulatorServer(with_runs(syncs, 3), token=KEY).start)
+    server, full = full_workspace(syncs)
     try:
         text = f"""workspaces:
-  - name: full
-    api_version: v1
-    api_url: {server.url}
-    token_env: KEY
-  - auto: true
+{full}  - auto: true
     api_version: v2
     api_url: {base_url(groups_server, "v2")}
     token_env: CENSUS_PAT
 """
-        flags = ("--census.max-requests-per-second", "0", "--census.refresh-timeout", "300")
         name = f"{syncs:,} syncs of 3 runs listed (no budget) and {count} discovered groups"
-        return run(name, text, {"KEY": KEY, "CENSUS_PAT": PAT}, seconds, flags)
+        return run(name, text, {"KEY": KEY, "CENSUS_PAT": PAT}, seconds, FULL_FLAGS)
     finally:
         server.close()
         groups_server.close()
