@@ -76,6 +76,9 @@ class ServerLimits:
     #: cap, a body waits in the selector with its headers, under the header timeout, and only a complete
     #: one takes a worker; a larger one is answered 413 unread (see :func:`body_complete`).
     max_body_bytes: int = 0
+    #: How long a client may leave an answer untaken, on top of its size at MIN_SEND_BYTES_PER_SECOND (None:
+    #: the idle timeout). A client that pipelines requests and reads no answer holds a worker this long.
+    send_grace_seconds: float | None = None
 
 
 class _Request(cheroot.server.HTTPRequest):
@@ -100,9 +103,12 @@ class _SocketWriter(cheroot.makefile.StreamWriter):
 
     Each send waits at most the socket's timeout (the idle timeout) for the client to take more, so a
     client that keeps reading, however slowly, is not cut off for being slow once; and the whole answer
-    must be taken within that timeout plus its size at :data:`MIN_SEND_BYTES_PER_SECOND`, so a client
-    reading a trickle cannot hold a worker for ever.
+    must be taken within that timeout (or the shorter :attr:`grace`) plus its size at
+    :data:`MIN_SEND_BYTES_PER_SECOND`, so a client reading a trickle cannot hold a worker for ever.
     """
+
+    #: ``ServerLimits.send_grace_seconds`` of the listener (set by :class:`_Connection`).
+    grace: float | None = None
 
     def __init__(self, sock: socket.socket, mode: str = "wb", bufsize: int = 0) -> None:
         super().__init__(sock, mode, bufsize)
@@ -131,7 +137,8 @@ class _SocketWriter(cheroot.makefile.StreamWriter):
 
     def _send(self, views: list[memoryview], total: int) -> None:
         timeout = self._socket.gettimeout()
-        deadline = None if timeout is None else time.monotonic() + timeout + total / MIN_SEND_BYTES_PER_SECOND
+        grace = timeout if self.grace is None or timeout is None else min(timeout, self.grace)
+        deadline = None if grace is None else time.monotonic() + grace + total / MIN_SEND_BYTES_PER_SECOND
         pending = list(views)
         shortened = False
         try:
@@ -183,6 +190,8 @@ class _Connection(cheroot.server.HTTPConnection):
     def __init__(self, server: CherootServer, sock: socket.socket, makefile: Any = None) -> None:
         # Plain or TLS, the socket itself is the file: cheroot's own makefile would copy each body.
         super().__init__(server, sock, _make_file)
+        if isinstance(self.wfile, _SocketWriter):
+            self.wfile.grace = server.send_grace_seconds
         self.is_new = True
         # cheroot sets this only when a connection returns to its selector; the idle timeout (and its
         # expiry loop, which compares it) must count from the accept for connections parked there first.
@@ -299,6 +308,7 @@ class CherootServer(cheroot.wsgi.Server):
             limits.max_body_bytes + MAX_CHUNK_OVERHEAD if limits.max_body_bytes else 0
         )
         self._max_body_bytes = limits.max_body_bytes
+        self.send_grace_seconds = limits.send_grace_seconds
         self.keep_alive_conn_limit = limits.max_connections
         self._max_connections = limits.max_connections
         self._header_timeout = limits.header_timeout_seconds

@@ -1,0 +1,90 @@
+"""Attacks on the webhook receiver the issue 20 review found to work, over real HTTP: clients that pipeline
+requests and never read the answers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from census_exporter.webhooks.receiver import WEBHOOK_LIMITS
+from tests.conftest import Harness
+from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
+
+SECRET = "whsec-adversary-3e07"
+
+#: Requests a hog sends in one write: answers pile up unread until the socket buffers are full.
+_PIPELINED = f"GET /webhooks/census/{WORKSPACE} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 500
+
+
+class _Hogs:
+    """Connections that pipeline requests for as long as the server takes them, reading no answer."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        #: Hogs the server cut off (their answers went untaken for too long).
+        self.cut_off = 0
+        self._sockets = []
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            self._sockets.append(sock)
+        self._threads = [
+            threading.Thread(target=self._pipeline, args=(s,), daemon=True) for s in self._sockets
+        ]
+
+    def __enter__(self) -> _Hogs:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for sock in self._sockets:
+            sock.close()
+
+    def _pipeline(self, sock: socket.socket) -> None:
+        try:
+            while not self._stop.is_set():
+                sock.sendall(_PIPELINED)  # blocks while the server reads nothing more
+        except OSError:
+            if not self._stop.is_set():
+                with self._lock:
+                    self.cut_off += 1
+
+
+def test_clients_that_pipeline_and_never_read_do_not_hold_the_receiver(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    workspace = workspace_with_syncs(2)
+    harness = start_receiving(harness_factory, workspace, SECRET, cache_ttl=3600.0)
+    assert harness.exporter.webhooks is not None
+    hogs = WEBHOOK_LIMITS.workers + 2
+    slowest, deliveries = 0.0, 0
+    with _Hogs(harness.exporter.webhooks.port, hogs) as hogging:
+        # Each hog's answers fill the socket buffers both ways (seconds of pipelining), and then its worker
+        # waits to write more: until the server cuts the hogs off, every worker may be waiting.
+        deadline = time.monotonic() + 120
+        while hogging.cut_off < hogs and time.monotonic() < deadline:
+            run = workspace.add_run(1, "failed")
+            started = time.monotonic()
+            assert deliver(harness, webhook_event(1, int(run["id"])), secret=SECRET).status_code == 202
+            slowest = max(slowest, time.monotonic() - started)
+            deliveries += 1
+            assert slowest < 1.0, (
+                f"delivery {deliveries} waited {slowest:.1f}s behind clients reading nothing"
+            )
+            time.sleep(0.1)
+        assert hogging.cut_off == hogs  # each got stuck, and was cut off
+    started = time.monotonic()
+    assert harness.scrape().value("census_up") == 1
+    assert time.monotonic() - started < 1.0
