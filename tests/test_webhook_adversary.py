@@ -1,5 +1,5 @@
 """Attacks on the webhook receiver the issue 20 review found to work, over real HTTP: clients that pipeline
-requests and never read the answers."""
+requests and never read the answers, and a secret file removed to withdraw its secret."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from census_exporter.config import TokenSource
 from census_exporter.webhooks.receiver import WEBHOOK_LIMITS
-from tests.conftest import Harness
+from tests.conftest import Harness, wait_for
 from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
 
 SECRET = "whsec-adversary-3e07"
+OTHER_SECRET = "whsec-adversary-next-88d1"
 
 #: Requests a hog sends in one write: answers pile up unread until the socket buffers are full.
 _PIPELINED = f"GET /webhooks/census/{WORKSPACE} HTTP/1.1\r\nHost: x\r\n\r\n".encode() * 500
@@ -88,3 +93,39 @@ def test_clients_that_pipeline_and_never_read_do_not_hold_the_receiver(
     started = time.monotonic()
     assert harness.scrape().value("census_up") == 1
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.parametrize("removed", ["old", "new"])
+def test_a_removed_secret_file_no_longer_verifies(
+    harness_factory: Callable[..., Harness], tmp_path: Path, removed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = {"old": tmp_path / "old", "new": tmp_path / "new"}
+    files["old"].write_text(SECRET + "\n")
+    files["new"].write_text(OTHER_SECRET)
+    secret_of = {"old": SECRET, "new": OTHER_SECRET}
+    kept = "new" if removed == "old" else "old"
+    workspace = workspace_with_syncs(2)
+    harness = start_receiving(
+        harness_factory,
+        workspace,
+        SECRET,
+        cache_ttl=3600.0,
+        webhook_secrets=tuple(TokenSource(path=str(path)) for path in files.values()),
+    )
+    first = workspace.add_run(1, "failed")
+    assert deliver(harness, webhook_event(1, int(first["id"])), secret=secret_of[removed]).status_code == 202
+    files[removed].unlink()  # withdrawn (rotation's last step, or a leaked secret revoked)
+    second = workspace.add_run(1, "failed")
+    event = webhook_event(1, int(second["id"]))
+    assert deliver(harness, event, secret=secret_of[removed]).status_code == 401
+    assert deliver(harness, event, secret=secret_of[kept]).status_code == 202
+    assert deliver(harness, event, secret=secret_of[removed]).status_code == 401
+    # One clear line for the withdrawn file, however many deliveries follow; no secret in it.
+    said = [r.getMessage() for r in caplog.records if "webhook secret" in r.getMessage()]
+    gone = f"cannot read secret file {files[removed]}: no such file or directory"
+    assert said == [f"a webhook secret cannot be read: {gone}"]
+    assert all(secret not in r.getMessage() for r in caplog.records for secret in secret_of.values())
+    wait_for(
+        lambda: harness.scrape().value("census_sync_runs_total", sync_id="1", status="failed") == 2,
+        timeout=10,
+    )
