@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from census_exporter.config import TokenSource
+from census_exporter.refresh import announcements
 from census_exporter.webhooks.receiver import WEBHOOK_LIMITS
 from tests.conftest import Harness, wait_for
 from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
@@ -128,4 +129,24 @@ def test_a_removed_secret_file_no_longer_verifies(
     wait_for(
         lambda: harness.scrape().value("census_sync_runs_total", sync_id="1", status="failed") == 2,
         timeout=10,
+    )
+
+
+def test_events_about_unwatched_syncs_cannot_crowd_out_a_watched_syncs_read(
+    harness_factory: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound on marked syncs, small enough to reach over HTTP (10,000 in production).
+    monkeypatch.setattr(announcements, "MAX_URGENT_SYNCS", 50)
+    workspace = workspace_with_syncs(2)
+    harness = start_receiving(harness_factory, workspace, SECRET, cache_ttl=3600.0)
+    # Signed events about syncs no listing shows (filtered out, another workspace's, made up): each marks
+    # its sync until the next full refresh, an hour away here.
+    for sync_id in range(1000, 1100):
+        assert deliver(harness, webhook_event(sync_id, 1), secret=SECRET).status_code == 202
+    run = workspace.add_run(1, "failed")
+    assert deliver(harness, webhook_event(1, int(run["id"])), secret=SECRET).status_code == 202
+    wait_for(
+        lambda: harness.scrape().value("census_sync_runs_total", sync_id="1", status="failed") == 1,
+        timeout=10,
+        what="the watched sync's failure, read at once",
     )

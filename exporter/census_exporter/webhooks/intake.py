@@ -207,10 +207,11 @@ class Dispatcher:
         """Note the event and, when it can show something new, read its sync ahead of every other."""
         announcements = target.announcements
         snapshot = target.refresher.snapshot
-        if watched(event, snapshot):
+        is_watched = watched(event, snapshot)
+        if is_watched:
             announcements.heard(event.sync_id)
         if not needs_read(event, snapshot):
             return
-        if announcements.announce(event.sync_id):
+        if announcements.announce(event.sync_id, watched=is_watched):
             self._on_read(target.name)
             target.refresher.read_announced()
