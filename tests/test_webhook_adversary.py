@@ -200,3 +200,17 @@ def test_a_chunked_body_in_tiny_chunks_is_answered_at_once(
     wait_for(lambda: harness.scrape().value("census_sync_runs_total", sync_id="1", status="failed") == 1)
     refused = harness.scrape().value("census_webhook_requests_total", workspace=WORKSPACE, result="too_large")
     assert refused == 1
+
+
+def test_events_about_unwatched_syncs_are_not_counted_as_reads(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    workspace = workspace_with_syncs(2)
+    harness = start_receiving(harness_factory, workspace, SECRET, cache_ttl=3600.0)
+    for sync_id in range(5000, 5005):
+        assert deliver(harness, webhook_event(sync_id, 1), secret=SECRET).status_code == 202
+    run = workspace.add_run(1, "failed")
+    assert deliver(harness, webhook_event(1, int(run["id"])), secret=SECRET).status_code == 202
+    wait_for(lambda: harness.scrape().value("census_sync_runs_total", sync_id="1", status="failed") == 1)
+    # Only the watched sync's event read anything; the others' marks wait for a listing to show them.
+    assert harness.scrape().value("census_webhook_reads_total", workspace=WORKSPACE) == 1
