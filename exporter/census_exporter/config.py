@@ -99,15 +99,16 @@ class TokenSource:
             return str(error)
         return None
 
-    def __call__(self) -> str:
-        """The current token; a changed file is read again."""
+    def __call__(self, *, keep_when_gone: bool = True) -> str:
+        """The current token; a changed file is read again. A file that cannot be found any more keeps the
+        last token read, unless ``keep_when_gone`` is False (a removed webhook secret file is withdrawn)."""
         if self._path is None:
             return self._value or ""
         with self._lock:
             try:
                 info = os.stat(self._path)
             except OSError as error:
-                if self._value is not None:
+                if self._value is not None and keep_when_gone:
                     return self._value
                 raise TokenError(_unreadable(self._path, error)) from None
             stamp = (info.st_mtime_ns, info.st_size, info.st_ino)

@@ -42,7 +42,7 @@ from typing import Any
 import cheroot.server
 import cheroot.wsgi
 
-from census_exporter.http.cheroot_writer import Gateway, make_file
+from census_exporter.http.cheroot_writer import Gateway, SocketWriter, make_file
 from census_exporter.http.request_body import HEADERS_END, MAX_CHUNK_OVERHEAD, body_state
 from census_exporter.http.wsgi import WSGIApp
 
@@ -74,6 +74,9 @@ class ServerLimits:
     #: cap, a body waits in the selector with its headers, under the header timeout, and only a complete
     #: one takes a worker; a larger one is answered 413 unread (see :func:`body_complete`).
     max_body_bytes: int = 0
+    #: How long a client may leave an answer untaken, on top of its size at MIN_SEND_BYTES_PER_SECOND (None:
+    #: the idle timeout). A client that pipelines requests and reads no answer holds a worker this long.
+    send_grace_seconds: float | None = None
 
 
 class _Request(cheroot.server.HTTPRequest):
@@ -94,6 +97,8 @@ class _Connection(cheroot.server.HTTPConnection):
     def __init__(self, server: CherootServer, sock: socket.socket, makefile: Any = None) -> None:
         # Plain or TLS, the socket itself is the file: cheroot's own makefile would copy each body.
         super().__init__(server, sock, make_file)
+        if isinstance(self.wfile, SocketWriter):
+            self.wfile.grace = server.send_grace_seconds
         self.is_new = True
         # cheroot sets this only when a connection returns to its selector; the idle timeout (and its
         # expiry loop, which compares it) must count from the accept for connections parked there first.
@@ -177,6 +182,7 @@ class CherootServer(cheroot.wsgi.Server):
             limits.max_body_bytes + MAX_CHUNK_OVERHEAD if limits.max_body_bytes else 0
         )
         self._max_body_bytes = limits.max_body_bytes
+        self.send_grace_seconds = limits.send_grace_seconds
         self.keep_alive_conn_limit = limits.max_connections
         self._max_connections = limits.max_connections
         self._header_timeout = limits.header_timeout_seconds

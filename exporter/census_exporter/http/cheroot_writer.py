@@ -41,9 +41,12 @@ class SocketWriter(cheroot.makefile.StreamWriter):
 
     Each send waits at most the socket's timeout (the idle timeout) for the client to take more, so a
     client that keeps reading, however slowly, is not cut off for being slow once; and the whole answer
-    must be taken within that timeout plus its size at :data:`MIN_SEND_BYTES_PER_SECOND`, so a client
-    reading a trickle cannot hold a worker for ever.
+    must be taken within that timeout (or the shorter :attr:`grace`) plus its size at
+    :data:`MIN_SEND_BYTES_PER_SECOND`, so a client reading a trickle cannot hold a worker for ever.
     """
+
+    #: ``ServerLimits.send_grace_seconds`` of the listener (set by the connection, cheroot_adapter.py).
+    grace: float | None = None
 
     def __init__(self, sock: socket.socket, mode: str = "wb", bufsize: int = 0) -> None:
         super().__init__(sock, mode, bufsize)
@@ -72,7 +75,8 @@ class SocketWriter(cheroot.makefile.StreamWriter):
 
     def _send(self, views: list[memoryview], total: int) -> None:
         timeout = self._socket.gettimeout()
-        deadline = None if timeout is None else time.monotonic() + timeout + total / MIN_SEND_BYTES_PER_SECOND
+        grace = timeout if self.grace is None or timeout is None else min(timeout, self.grace)
+        deadline = None if grace is None else time.monotonic() + grace + total / MIN_SEND_BYTES_PER_SECOND
         pending = list(views)
         shortened = False
         try:

@@ -17,13 +17,18 @@ _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:[ \t]*([^\r]*)", re.IGN
 _MAX_CHUNK_LINE = 64
 #: Room for a chunked body's framing beyond the body cap when reading ahead in the selector.
 MAX_CHUNK_OVERHEAD = 4096
+#: The most framing (chunk-size lines and CRLFs) taken before the last chunk, leaving room for that one:
+#: more (a body in chunks of a few bytes) is refused unread like a body over the cap, since neither the
+#: selector's read-ahead nor cheroot's size backstop (the cap plus :data:`MAX_CHUNK_OVERHEAD`) takes it.
+_MAX_FRAMING = MAX_CHUNK_OVERHEAD - 2 * _MAX_CHUNK_LINE
 
 
 def body_complete(buffered: bytes, cap: int) -> bool | None:
     """Whether ``buffered`` (a request's header block and what followed it) holds its whole body.
 
     True as well when the body is over ``cap`` and will be refused unread: a ``Content-Length`` above it,
-    or a chunked body whose well-formed chunks pass it (:func:`body_over_cap` tells these apart). ``None``
+    or a chunked body whose well-formed chunks pass it, or whose framing passes ``_MAX_FRAMING``
+    (:func:`body_over_cap` tells these apart). ``None``
     for a body that cannot be read: two lengths, a length that is no number, or a chunked framing that is
     not one. The worker then reads only buffered bytes, so no client can hold it by sending slowly.
     """
@@ -67,8 +72,8 @@ def _chunked_state(body: bytes, cap: int) -> tuple[bool | None, bool]:
                 return (False if b"\r\n".startswith(tail) else None), False
             return (True if tail == b"\r\n" else None), False
         total += size
-        if total > cap:
-            return True, True  # refused unread
         position = line_end + 2 + size + 2
+        if total > cap or position - total > _MAX_FRAMING:
+            return True, True  # refused unread
         if len(body) < position:
             return False, False

@@ -8,7 +8,8 @@ ledger as every other read, so a run is counted once whichever path sees it firs
   reads (:mod:`.announced`, beside any full refresh, never behind one) take the marked syncs it knows
   (:meth:`take_known`); a full refresh takes first the marked syncs it must list to read (never read yet)
   and those whose announced read failed (:meth:`arrange`). Ids no listing shows are dropped by the next
-  full refresh. At most :data:`MAX_URGENT_SYNCS` are marked at once.
+  full refresh. At most :data:`MAX_URGENT_SYNCS` watched syncs are marked at once, and a tenth as many
+  that no listing shows (events about them cannot take the room of the watched syncs' reads).
 * **Reconcile.** While webhooks are healthy (an event within the reconcile interval and no run found that no
   event announced), a full refresh reads only the syncs not read for a reconcile interval (and any never
   read) and those whose last read showed a run queued or working; the others wait for their events. A sync
@@ -31,7 +32,9 @@ from census_exporter import defaults
 from census_exporter.refresh import schedule
 from census_exporter.snapshot import SyncState
 
-#: Syncs marked for an urgent read at once; more marks wait for the next round (and are refused).
+#: Syncs marked for an urgent read at once; more marks wait for the next round (and are refused). Syncs the
+#: workspace does not watch may take a tenth more, apart: a flood of events about them (filtered out,
+#: another workspace's, made up) would otherwise leave no room for a watched sync's mark.
 MAX_URGENT_SYNCS = 10_000
 #: Syncs whose polled-found runs await their event at once; beyond this the oldest count as unannounced.
 MAX_AWAITED_SYNCS = 10_000
@@ -71,7 +74,9 @@ class Announcements:
         self._clock = clock
         self._wall_clock = wall_clock
         self._lock = threading.Lock()
-        self._urgent: OrderedDict[int, None] = OrderedDict()
+        #: Marked syncs, each with whether the workspace watched it when marked.
+        self._urgent: OrderedDict[int, bool] = OrderedDict()
+        self._unwatched_marks = 0
         #: Syncs whose announced read failed: the next full refresh reads them first (not the announced
         #: reads again at once: a failing API would make that a loop).
         self._retry: OrderedDict[int, None] = OrderedDict()
@@ -91,15 +96,26 @@ class Announcements:
             self._last_event_wall = self._wall_clock()
             self._awaited.pop(sync_id, None)
 
-    def announce(self, sync_id: int) -> bool:
-        """Mark ``sync_id`` for an urgent read; False when :data:`MAX_URGENT_SYNCS` are marked already."""
+    def announce(self, sync_id: int, *, watched: bool = True) -> bool:
+        """Mark ``sync_id`` for an urgent read; False when as many syncs (watched or not) as the bound allow
+        (see :data:`MAX_URGENT_SYNCS`) are marked already."""
         with self._lock:
             if sync_id in self._urgent:
                 return True
-            if len(self._urgent) >= MAX_URGENT_SYNCS:
+            if watched:
+                full = len(self._urgent) - self._unwatched_marks >= MAX_URGENT_SYNCS
+            else:
+                full = self._unwatched_marks >= MAX_URGENT_SYNCS // 10
+            if full:
                 return False
-            self._urgent[sync_id] = None
+            self._urgent[sync_id] = watched
+            self._unwatched_marks += not watched
             return True
+
+    def _unmark(self, sync_id: int) -> None:
+        """Drop the mark of ``sync_id`` (lock held)."""
+        if not self._urgent.pop(sync_id):
+            self._unwatched_marks -= 1
 
     # ------------------------------------------------------------------ the refresher's side
 
@@ -113,7 +129,7 @@ class Announcements:
         with self._lock:
             taken = [sync_id for sync_id in self._urgent if sync_id in known][:limit]
             for sync_id in taken:
-                del self._urgent[sync_id]
+                self._unmark(sync_id)
             return taken
 
     def again(self, sync_ids: Iterable[int]) -> None:
@@ -138,11 +154,11 @@ class Announcements:
             retry = set(self._retry)
             self._retry.clear()
             for sync_id in [sync_id for sync_id in self._urgent if sync_id not in listed]:
-                del self._urgent[sync_id]
+                self._unmark(sync_id)
             unread = {state.sync.id for state in candidates if state.ledger is None}
             marked = {sync_id for sync_id in self._urgent if sync_id in unread}
             for sync_id in marked:
-                del self._urgent[sync_id]
+                self._unmark(sync_id)
         first_ids = retry | marked
         first = [state.sync.id for state in candidates if state.sync.id in first_ids]
         rest = [

@@ -204,13 +204,17 @@ class Dispatcher:
                 log.error("webhook event for workspace %s failed: %s", target.name, type(error).__name__)
 
     def handle(self, target: WebhookTarget, event: WebhookEvent) -> None:
-        """Note the event and, when it can show something new, read its sync ahead of every other."""
+        """Note the event and, when it can show something new, read its sync ahead of every other (a sync
+        the workspace does not watch: the next full refresh, first)."""
         announcements = target.announcements
         snapshot = target.refresher.snapshot
-        if watched(event, snapshot):
+        is_watched = watched(event, snapshot)
+        if is_watched:
             announcements.heard(event.sync_id)
         if not needs_read(event, snapshot):
             return
-        if announcements.announce(event.sync_id):
+        # A sync no listing shows is marked for the next full refresh (if a listing shows it then): no
+        # read now, and none counted.
+        if announcements.announce(event.sync_id, watched=is_watched) and is_watched:
             self._on_read(target.name)
             target.refresher.read_announced()

@@ -42,7 +42,8 @@ EVENTS_FAMILY = Family(
 READS = Family(
     "census_webhook_reads_total",
     "counter",
-    "Webhook events that led to an immediate read of their sync (the others showed nothing new).",
+    "Webhook events that led to an immediate read of their sync (the others showed nothing new, or were "
+    "about syncs the workspace does not watch).",
 )
 LAST_EVENT = Family(
     "census_webhook_last_event_timestamp_seconds",

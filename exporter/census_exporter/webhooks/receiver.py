@@ -26,6 +26,9 @@ WEBHOOK_LIMITS = ServerLimits(
     max_connections=256,
     max_header_bytes=8 * 1024,
     max_body_bytes=MAX_BODY_BYTES,
+    # An answer is ~200 bytes: a client that has not taken it within this is pipelining requests and
+    # reading nothing (with the idle timeout, 4 such clients held every worker for 15 s).
+    send_grace_seconds=0.5,
 )
 #: Deliveries a second one source address may make by default, and the burst it may save up (twice).
 DEFAULT_RATE_PER_SOURCE = 50.0

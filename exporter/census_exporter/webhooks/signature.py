@@ -23,7 +23,8 @@ MAX_SIGNATURE_CHARS = 128
 
 
 class WebhookSecrets:
-    """The secrets one workspace accepts, each from a file (read again when it changes) or a value.
+    """The secrets one workspace accepts, each from a file (read again when it changes; removed, it is no
+    longer accepted) or a value.
 
     ``repr()`` never shows a secret; each is registered with the log redaction (via :class:`TokenSource`).
     """
@@ -43,7 +44,8 @@ class WebhookSecrets:
         secrets: list[bytes] = []
         for index, source in enumerate(self._sources):
             try:
-                value = source()
+                # A removed file withdraws its secret (an API token keeps its last value; a secret must not).
+                value = source(keep_when_gone=False)
             except TokenError as error:
                 if index not in self._unreadable_logged:
                     self._unreadable_logged.add(index)
