@@ -295,17 +295,25 @@ local utils = import '../lib/utils.libsonnet';
             |||
               sum by (job, instance, workspace) (increase(census_webhook_unannounced_runs_total{}[1h])) > 0
               or
-              sum by (job, instance, workspace) (
-                increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[15m])
-              ) > 0
+              (
+                sum by (job, instance, workspace) (
+                  increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[5m])
+                ) > 0
+                unless on (job, instance, workspace)
+                sum by (job, instance, workspace) (
+                  increase(census_webhook_requests_total{result=~"accepted|unknown_sync|duplicate"}[15m])
+                ) > 0
+              )
             |||,
             'warning',
             '10m',
             'Census webhooks of workspace {{ $labels.workspace }} are silent or rejected.',
             |||
               census-exporter {{ $labels.instance }} found runs of workspace {{ $labels.workspace }} that no
-              webhook announced, or refused its webhook deliveries ({{ $value | humanize }} in the window):
-              failures show up at the polling interval, not within seconds, until webhooks work again.
+              webhook announced in the last hour, or has refused every webhook request to the workspace
+              for 10 minutes and verified none ({{ $value | printf "%.0f" }}: unannounced syncs, or refused
+              requests in the last 5 minutes): a failure shows up only when polling reads its sync, up to
+              the reconcile interval late until the exporter falls back to full polling.
             |||,
             'workspace',
           ),
