@@ -46,6 +46,7 @@ SLOW_MODULES = frozenset(
         "test_simulator_latency",
         "test_sizing",
         "test_soak",
+        "test_truncation_alert",
         "test_v2_end_to_end",
         "test_webhook_fallback",
     }
