@@ -21,7 +21,9 @@ $(STAMP): $(RUNTIME_STAMP)
 	touch $(STAMP)
 
 demo: $(RUNTIME_STAMP)
-	@echo "census-exporter demo: open http://$(DEMO_ADDRESS)/ (metrics at http://$(DEMO_ADDRESS)/metrics); Ctrl-C stops it."
+	@echo "census-exporter demo: open http://$(DEMO_ADDRESS)/ (metrics at http://$(DEMO_ADDRESS)/metrics);" \
+		"the webhook receiver listens on http://$(DEMO_WEBHOOK_ADDRESS)/webhooks/census/<workspace>" \
+		"(the simulator posts its runs' signed events there); Ctrl-C stops it."
 	$(BIN)/census-exporter --demo --web.listen-address $(DEMO_ADDRESS) \
 		--web.webhook-listen-address $(DEMO_WEBHOOK_ADDRESS)
 
