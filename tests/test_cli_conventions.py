@@ -118,6 +118,7 @@ def test_help_has_an_entry_for_the_token_and_points_to_the_configuration_doc() -
     entry = epilog.strip().splitlines()[0]
     assert entry.split()[0] == TOKEN_ENV and "token" in entry
     assert "--census.token-file" in epilog
+    assert "Every flag above also has its own variable" in epilog
     assert result.stdout.rstrip().splitlines()[-2].startswith("Every flag")
     assert "docs/configuration.md" in result.stdout.rstrip().splitlines()[-2]
 

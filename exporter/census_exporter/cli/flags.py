@@ -21,6 +21,7 @@ VERSION_HELP = "Print the version, git revision and branch, Python version and p
 HELP_EPILOG = f"""environment:
   {TOKEN_ENV}  the workspace API token (secret-token:...) with v1, the Activations personal
                     access token with v2; or use --census.token-file, or --config.file's token_env.
+  Every flag above also has its own variable, the "env" in its help; the flag wins over it.
 
 Every flag, its variable and the workspaces file: docs/configuration.md
 (https://github.com/census-exporter/census-exporter/blob/main/docs/configuration.md)."""
