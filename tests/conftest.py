@@ -46,6 +46,7 @@ SLOW_MODULES = frozenset(
         "test_simulator_latency",
         "test_sizing",
         "test_soak",
+        "test_truncation_alert",
         "test_v2_end_to_end",
         "test_webhook_fallback",
     }
@@ -56,7 +57,7 @@ SLOW_MODULES = frozenset(
 #: wall-clock second, latency within milliseconds), marked `serial` as a whole; a single such test carries
 #: ``@pytest.mark.serial`` itself. `make test` runs them first, in one process with nothing else of the suite
 #: running, then the rest in parallel (pytest-xdist): on 2 shared cores a neighbouring worker's CPU burst is
-#: noise these bounds were not set to absorb.
+#: noise these bounds were not set to absorb. Every serial test is marked slow too: `make test-fast` skips it.
 SERIAL_MODULES = frozenset({"test_refresh_memory", "test_sizing", "test_simulator_latency"})
 
 #: Modules started first in a parallel run (longest first), so that no worker picks up a two-minute test
@@ -88,6 +89,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if module in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+        if item.get_closest_marker("serial") is not None:
+            # A serial test needs the machine to itself, which the quick loop cannot give it: `make test`
+            # runs it (first, alone); `make test-fast` runs one parallel pass and no second collection.
+            item.add_marker(pytest.mark.slow)
     rank = {module: n for n, module in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(_module(item), len(FIRST)))
 

@@ -93,6 +93,7 @@ def _big_body(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return [body]  # one chunk, as the cached rendering of a large family (or a whole gzip body) is
 
 
+@pytest.mark.slow  # reads 32 MiB through a 32 KiB window, 11-12 s
 def test_a_reader_that_keeps_reading_gets_a_chunk_that_takes_longer_than_the_socket_timeout() -> None:
     """sendall() bounds a whole chunk by the socket timeout (the idle timeout, 30 s), where cheroot's
     writer gave each send() its own: a scraper that keeps reading, only slowly (a slow link, a busy

@@ -571,7 +571,7 @@ def test_an_abbreviated_or_unknown_flag_is_refused_without_echoing_its_value(
             parse_config(argv, TOKEN_ENV)
         assert stopped.value.code == 2
         error = capsys.readouterr().err
-        assert "unrecognized arguments: --census.tok" in error, error
+        assert "unrecognized argument --census.tok" in error, error
         assert "secret-token:abbreviated" not in error
 
 

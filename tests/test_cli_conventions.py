@@ -118,6 +118,7 @@ def test_help_has_an_entry_for_the_token_and_points_to_the_configuration_doc() -
     entry = epilog.strip().splitlines()[0]
     assert entry.split()[0] == TOKEN_ENV and "token" in entry
     assert "--census.token-file" in epilog
+    assert "Every flag above also has its own variable" in epilog
     assert result.stdout.rstrip().splitlines()[-2].startswith("Every flag")
     assert "docs/configuration.md" in result.stdout.rstrip().splitlines()[-2]
 
@@ -133,8 +134,16 @@ def test_help_has_an_entry_for_the_token_and_points_to_the_configuration_doc() -
 def test_a_typod_flag_gets_did_you_mean(typo: str, meant: str) -> None:
     result = run_cli("--demo", typo)
     assert result.returncode == 2
-    assert f"did you mean {meant} (for {typo.partition('=')[0]})?" in result.stderr
+    name = typo.partition("=")[0]
+    assert f"error: unrecognized argument {name}: did you mean {meant}? (see --help)" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_with_several_unknown_flags_the_guess_names_the_one_it_is_for() -> None:
+    result = run_cli("--demo", "--zzz", "--log-levle=debug")
+    assert result.returncode == 2
+    expected = "unrecognized arguments: --log-levle --zzz; did you mean --log.level for --log-levle?"
+    assert expected in result.stderr
 
 
 def test_a_flag_far_from_any_gets_no_guess_and_its_value_is_never_echoed() -> None:

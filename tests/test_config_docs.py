@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from census_exporter.cli.flags import build_parser, flag_table_markdown
+from census_exporter.cli.flags import VERSION_HELP, build_parser, flag_table_markdown
 from census_exporter.cli.parser import Setting
 from tests.stack import REPO
 
@@ -64,3 +64,14 @@ def test_help_shows_each_default_once_and_never_none() -> None:
     assert "None" not in text
     assert text.count("https://app.getcensus.com/api/v1") == 1
     assert "CENSUS_EXPORTER_DEMO_SEED; default 0;" in text
+
+
+def test_help_and_the_flag_table_describe_version_alike() -> None:
+    """argparse's own "show program's version number and exit" is replaced by the table's text."""
+    version = next(action for action in build_parser()._actions if "--version" in action.option_strings)
+    assert version.help == VERSION_HELP
+    assert f"| `--version` | | | {VERSION_HELP} |" in flag_table_markdown()
+    result = subprocess.run(
+        [sys.executable, "-m", "census_exporter", "--help"], capture_output=True, text=True, check=False
+    )
+    assert " ".join(VERSION_HELP.split()) in " ".join(result.stdout.split())

@@ -271,6 +271,7 @@ workspaces:
         simulator.close()
 
 
+@pytest.mark.slow  # refreshes queued behind stalled ones, 10 s
 def test_refreshes_queued_behind_the_refresh_threads_are_not_waited_for(
     organization: SimulatedOrganization, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -33,6 +33,7 @@ def most_in_one_second(arrivals: list[float]) -> int:
     return most
 
 
+@pytest.mark.slow  # 40 requests at 5 per second, 429s and Retry-After included: 11-17 s
 @pytest.mark.serial  # counts requests per wall-clock second at the simulator
 def test_the_simulator_never_sees_more_than_the_budget_in_any_second_429s_and_retries_included(
     harness_factory: HarnessFactory,

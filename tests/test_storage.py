@@ -493,6 +493,7 @@ def test_a_sync_gone_while_the_exporter_was_down_keeps_its_counts_in_the_workspa
     assert third.scrape().value("census_workspace_records_processed_total") == 707
 
 
+@pytest.mark.slow  # restarts after kill -9 and waits out the grace, 12 s
 def test_a_restored_sync_the_first_listing_after_a_kill_9_misses_keeps_counting_through_the_grace(
     tmp_path: Path,
 ) -> None:

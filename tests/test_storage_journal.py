@@ -8,6 +8,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from census_exporter.census.models.syncs import Sync
 from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, REMEMBERED_RUN_IDS, SyncLedger
 from census_exporter.ledger_files import JOURNAL_MIN_BYTES
@@ -53,6 +55,7 @@ def _file(storage: Storage) -> LedgerFile:
     return storage.workspace("w", DEFAULT_DURATION_BUCKETS)
 
 
+@pytest.mark.slow  # 300 saves of a 2,000-sync ledger file, 18-30 s
 def test_a_save_per_event_at_2000_syncs_writes_its_ledger_not_the_workspace(tmp_path: Path) -> None:
     ledgers = {sync_id: _ledger(sync_id, 0) for sync_id in range(1, SYNCS + 1)}
     storage = Storage(tmp_path)

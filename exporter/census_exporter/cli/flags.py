@@ -14,10 +14,14 @@ from census_exporter.cli.parser import Parser
 from census_exporter.cli.serving_flags import add_process_flags, add_web_flags
 from census_exporter.cli.tokens import TOKEN_ENV
 
+#: --version's help, in --help and in the flag table alike.
+VERSION_HELP = "Print the version, git revision and branch, Python version and platform; exit."
+
 #: The end of --help: the token, which has no flag, and where the rest is documented.
 HELP_EPILOG = f"""environment:
   {TOKEN_ENV}  the workspace API token (secret-token:...) with v1, the Activations personal
                     access token with v2; or use --census.token-file, or --config.file's token_env.
+  Every flag above also has its own variable, the "env" in its help; the flag wins over it.
 
 Every flag, its variable and the workspaces file: docs/configuration.md
 (https://github.com/census-exporter/census-exporter/blob/main/docs/configuration.md)."""
@@ -38,7 +42,7 @@ def build_parser() -> Parser:
     add_exposition_flags(parser)
     add_web_flags(parser)
     add_process_flags(parser)
-    parser.add_argument("--version", action="version", version=BUILD.version_text())
+    parser.add_argument("--version", action="version", version=BUILD.version_text(), help=VERSION_HELP)
     return parser
 
 
@@ -61,7 +65,5 @@ def flag_table_markdown(parser: Parser | None = None) -> str:
         meaning = setting.meaning + (f" Range: {setting.range_text}." if setting.range_text else "")
         cells = [f"`{flag}`", f"`{setting.env}`", default, meaning]
         rows.append("|" + "|".join(f" {_markdown_cell(cell)} " if cell else " " for cell in cells) + "|")
-    rows.append(
-        "| `--version` | | | Print the version, git revision and branch, Python version and platform; exit. |"
-    )
+    rows.append(f"| `--version` | | | {_markdown_cell(VERSION_HELP)} |")
     return "\n".join(rows) + "\n"

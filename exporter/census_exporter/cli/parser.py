@@ -129,8 +129,7 @@ class Parser(argparse.ArgumentParser):
         if unknown:
             # Only the names: a value that was meant as a token must not be echoed.
             names = sorted({arg.partition("=")[0] for arg in unknown if arg.startswith("-")})
-            listed = " ".join(names) or "(values without a flag)"
-            self.error(f"unrecognized arguments: {listed}{self._suggest(names)}")
+            self.error(self._unrecognized(names))
         for setting in self.settings:
             given = getattr(args, setting.dest)
             if given is True:  # a store_true flag on the command line
@@ -161,14 +160,25 @@ class Parser(argparse.ArgumentParser):
                 )
         return args
 
-    def _suggest(self, names: Sequence[str]) -> str:
-        """``; did you mean --x?`` for the first unknown flag close to a known one, else ""."""
+    def _unrecognized(self, names: Sequence[str]) -> str:
+        """``unrecognized argument --x: did you mean --y?`` (the guess for the first unknown flag close to a
+        known one, if any; with several unknown flags, it names the one it is for)."""
+        if not names:
+            return "unrecognized arguments: (values without a flag)"
         known = [option for action in self._actions for option in action.option_strings]
-        for name in names:
-            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-            if close:
-                return f"; did you mean {close[0]} (for {name})?"
-        return ""
+        guess = next(
+            (
+                (name, close[0])
+                for name in names
+                if (close := difflib.get_close_matches(name, known, n=1, cutoff=0.75))
+            ),
+            None,
+        )
+        if len(names) == 1:
+            message = f"unrecognized argument {names[0]}"
+            return message if guess is None else f"{message}: did you mean {guess[1]}?"
+        message = f"unrecognized arguments: {' '.join(names)}"
+        return message if guess is None else f"{message}; did you mean {guess[1]} for {guess[0]}?"
 
 
 def _joined(setting: Setting, texts: Sequence[str]) -> tuple[Any, ...]:
