@@ -70,6 +70,7 @@ class _Hogs:
                     self.cut_off += 1
 
 
+@pytest.mark.slow  # six stalled connections, each held until its send grace ends: about 10 s
 def test_clients_that_pipeline_and_never_read_do_not_hold_the_receiver(
     harness_factory: Callable[..., Harness],
 ) -> None:
