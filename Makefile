@@ -108,7 +108,7 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --syncs 100 1000
 
 # Issue 18's fleet benchmark: 200 / 300 discovered groups, a 200,000-sync listing, one 8 s workspace
-# (about 5 min); writes benchmarks/fleet-results.md. Not part of make test.
+# (about 11 min); writes benchmarks/fleet-results.md. Not part of make test.
 bench-fleet: $(STAMP)
 	$(BIN)/python benchmarks/fleet.py
 
