@@ -30,7 +30,7 @@ demo: $(RUNTIME_STAMP)
 test: lint typecheck pytest
 
 # Lint, types and the unit tests: everything but the tests marked slow (real prometheus, helm, docker-compose,
-# soak, benchmarks, any test over ~10 s; tests/conftest.py lists them). `make test` stays the full suite that
+# soak, benchmarks, any test over ~5 s; tests/conftest.py lists them). `make test` stays the full suite that
 # CI runs. What is left waits more than it computes (134 s of CPU in 564 s of test time, measured on 2
 # cores), so it runs on 6 workers: 2:21 against 2:49 on 4, and 2:17 on 8, where the CPU is the bound.
 # Serial tests are slow too (tests/conftest.py), so it is one pass, without the serial one.

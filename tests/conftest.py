@@ -25,7 +25,7 @@ TEST_TOKEN = "secret-token:test-4f1c9a7e2b"
 
 #: Modules marked `slow` as a whole (`make test-fast` deselects them; `make test` runs everything): they start
 #: real binaries (prometheus, helm, docker-compose, the CLI many times), soak, benchmark or sweep properties.
-#: A single test over ~10 s elsewhere carries ``@pytest.mark.slow`` itself.
+#: A single test over ~5 s elsewhere carries ``@pytest.mark.slow`` itself.
 SLOW_MODULES = frozenset(
     {
         "test_alerting",

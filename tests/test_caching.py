@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from census_exporter.demo import reference_workspace
 from census_exporter.http.scrape import scrape_budget
 from tests.conftest import Harness, wait_for
@@ -38,6 +40,7 @@ def test_concurrent_scrapes_share_one_refresh(harness_factory: HarnessFactory) -
     assert h.exporter.refresher.refresh_count == 1
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_a_slow_api_does_not_hold_a_scrape_past_its_budget(harness_factory: HarnessFactory) -> None:
     h = harness_factory(reference_workspace(), cache_ttl=0.0, latency=1.5)
     # Budget: 1 s header - 0.5 s offset. The refresh needs at least 4 requests x 1.5 s.

@@ -84,6 +84,7 @@ def test_a_dripping_body_ends_by_the_callers_deadline(server: HostileServer) -> 
     assert time.monotonic() < deadline + 2
 
 
+@pytest.mark.slow  # 5-6 s: test-fast keeps to tests under ~5 s
 def test_retries_of_a_dripping_body_stay_within_the_deadline(server: HostileServer) -> None:
     server.scripts["/api/v1/syncs"] = dripping(one_byte_every=0.5)
     client = make_client(

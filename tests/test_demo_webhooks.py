@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import Scrape, parse_scrape, wait_for
 from tests.stack import Process, free_port
 from tests.webhook_harness import WORKSPACE  # the demo's one workspace has the default name too
 
 
+@pytest.mark.slow  # 5-6 s: test-fast keeps to tests under ~5 s
 def test_the_demo_posts_signed_webhooks_that_the_receiver_takes(tmp_path: Path) -> None:
     port, hooks = free_port(), free_port()
     process = Process(

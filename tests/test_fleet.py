@@ -105,6 +105,7 @@ def auto_entry(server: SimulatorServer, api_version: Literal["v1", "v2"] = "v2")
 # ---------------------------------------------------------------------- identity
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_a_named_group_found_again_by_discovery_is_watched_once_and_each_run_counted_once(
     organization: SimulatedOrganization, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -176,6 +177,7 @@ def test_two_discovery_entries_over_one_organization_watch_each_workspace_once(
 # ---------------------------------------------------------------------- scrapes never wait on a slow one
 
 
+@pytest.mark.slow  # 5-6 s: test-fast keeps to tests under ~5 s
 def test_a_workspace_slower_than_the_scrape_budget_is_served_from_its_previous_snapshot(
     organization: SimulatedOrganization, start: Start
 ) -> None:
@@ -236,6 +238,7 @@ workspaces:
         slow.close()
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_a_first_refresh_that_outlasted_one_scrape_budget_does_not_hold_the_next_scrapes(
     start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -399,6 +402,7 @@ workspaces:
         simulator.close()
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_the_fleet_wide_sync_bound_splits_first_come_first_served_and_counts_the_rest(
     organization: SimulatedOrganization, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -444,6 +448,7 @@ def test_the_fleet_wide_sync_bound_splits_first_come_first_served_and_counts_the
     assert len(said) == 1
 
 
+@pytest.mark.slow  # 5-6 s: test-fast keeps to tests under ~5 s
 def test_discovery_beyond_its_bounds_watches_what_fits_and_counts_the_rest(
     organization: SimulatedOrganization, start: Start, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -114,6 +114,7 @@ def test_a_stalled_refresh_is_abandoned_at_its_deadline_and_its_late_result_is_d
     assert again.up and ledger is not None and ledger.counters.runs_by_status["completed"] == 1
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_a_dead_api_cannot_pile_up_abandoned_refreshes(
     stalling: tuple[SimulatedWorkspace, StallingAPI, Refresher], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -240,6 +240,7 @@ def test_one_exporter_per_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("webhooks", [False, True], ids=["polling", "webhooks"])
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_kill_9_during_a_burst_of_runs_then_a_restart_counts_every_run_once_without_a_reset(
     tmp_path: Path, webhooks: bool
 ) -> None:

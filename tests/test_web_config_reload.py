@@ -164,6 +164,7 @@ def test_a_deliberately_unauthenticated_config_applies_after_the_settle_period(e
     assert "level=warn" in next(line for line in log.splitlines() if "applied after" in line)
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_a_changed_weakening_restarts_the_settle_period(exporter: Running) -> None:
     rewrite_in_place(exporter.web_config, b"basic_auth_users:\n")
     wait_for(lambda: exporter.reloads("weakening_deferred") == 1, what="the first weakening to be seen")

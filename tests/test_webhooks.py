@@ -55,6 +55,7 @@ def _requests(scrape: Scrape, result: str) -> float | None:
     return scrape.value("census_webhook_requests_total", workspace=WORKSPACE, result=result)
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_a_signed_failure_is_in_metrics_at_once_for_each_of_50_events(
     harness_factory: Callable[..., Harness],
 ) -> None:

@@ -152,6 +152,7 @@ def test_two_workspaces_one_per_dialect_keep_the_same_sync_ids_apart(
     assert scrape.value("census_api_requests_total", workspace="sales", endpoint="/v2/syncs", code="200") == 1
 
 
+@pytest.mark.slow  # 6-10 s: test-fast keeps to tests under ~5 s
 def test_one_workspaces_401_or_outage_leaves_the_others_data_and_counters_untouched(
     organization: SimulatedOrganization, start_exporter: StartExporter
 ) -> None:
