@@ -12,6 +12,7 @@ import pytest
 
 from census_exporter.census.models.syncs import Sync
 from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, REMEMBERED_RUN_IDS, SyncLedger
+from census_exporter.ledger_document import Restored
 from census_exporter.ledger_files import JOURNAL_MIN_BYTES
 from census_exporter.run_counters import RunCounters
 from census_exporter.run_ids import RunIds
@@ -55,6 +56,15 @@ def _file(storage: Storage) -> LedgerFile:
     return storage.workspace("w", DEFAULT_DURATION_BUCKETS)
 
 
+def _restored(directory: Path) -> Restored:
+    """What a restart over ``directory`` restores: the state file and its journal, read by a new Storage."""
+    storage = Storage(directory)
+    try:
+        return _file(storage).load()
+    finally:
+        storage.close()
+
+
 @pytest.mark.slow  # 300 saves of a 2,000-sync ledger file, 18-30 s
 def test_a_save_per_event_at_2000_syncs_writes_its_ledger_not_the_workspace(tmp_path: Path) -> None:
     ledgers = {sync_id: _ledger(sync_id, 0) for sync_id in range(1, SYNCS + 1)}
@@ -82,11 +92,7 @@ def test_a_save_per_event_at_2000_syncs_writes_its_ledger_not_the_workspace(tmp_
     finally:
         storage.close()
     # The restart restores the state file and its journal: every ledger as last saved.
-    storage = Storage(tmp_path)
-    try:
-        restored = _file(storage).load()
-    finally:
-        storage.close()
+    restored = _restored(tmp_path)
     assert dict(restored.ledgers) == ledgers
 
 
@@ -107,11 +113,7 @@ def test_the_journal_outgrowing_the_state_file_rewrites_it(tmp_path: Path) -> No
         assert rewrites >= 1
     finally:
         storage.close()
-    storage = Storage(tmp_path)
-    try:
-        assert _file(storage).load().ledgers[1] == ledgers[1]
-    finally:
-        storage.close()
+    assert _restored(tmp_path).ledgers[1] == ledgers[1]
 
 
 def test_a_torn_last_line_is_not_taken_and_the_next_save_rewrites_the_state_file(tmp_path: Path) -> None:
@@ -162,9 +164,5 @@ def test_a_journal_line_naming_another_state_file_is_not_taken(tmp_path: Path) -
         journal.write_bytes(line)
     finally:
         storage.close()
-    storage = Storage(tmp_path)
-    try:
-        restored = _file(storage).load()
-    finally:
-        storage.close()
+    restored = _restored(tmp_path)
     assert restored.ledgers[1] == _ledger(1, 1) and restored.ledgers[2] == _ledger(2, 0)
