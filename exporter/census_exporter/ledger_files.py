@@ -40,6 +40,20 @@ def journal_line(journal_id: str, parts: list[bytes]) -> bytes:
     return b'{"journal":' + to_json(journal_id) + b',"syncs":{' + b",".join(parts) + b"}}\n"
 
 
+def read_regular_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path``, read neither through a link nor blocked by a named pipe: only a regular file of
+    its own, of at most ``max_bytes``, is read (else :class:`Unusable`; OSError, FileNotFoundError included,
+    as raised)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise Unusable("not a regular file")
+        if info.st_size > max_bytes:
+            raise Unusable(f"{info.st_size} bytes, more than {max_bytes}")
+        return handle.read(max_bytes + 1)
+
+
 def read_journal(path: Path, journal_id: str, max_bytes: int) -> tuple[list[dict[str, Any]], int, bool]:
     """The saves of the journal for ``journal_id``, oldest first; the bytes they take; and whether the
     journal ends with them (False: a torn or foreign line follows, and the rest is not taken).
@@ -48,18 +62,13 @@ def read_journal(path: Path, journal_id: str, max_bytes: int) -> tuple[list[dict
     :class:`Unusable` (the state file is set aside with it).
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular_file(path, max_bytes)
     except FileNotFoundError:
         return [], 0, True
+    except Unusable as error:
+        raise Unusable(f"its journal: {error}") from None
     except OSError as error:
         raise Unusable(f"its journal is unreadable: {error.strerror or error}") from None
-    with os.fdopen(descriptor, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise Unusable("its journal is not a regular file")
-        if info.st_size > max_bytes:
-            raise Unusable(f"its journal has {info.st_size} bytes, more than {max_bytes}")
-        data = handle.read(max_bytes + 1)
     saves: list[dict[str, Any]] = []
     taken = 0
     for line in data.splitlines(keepends=True):

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import secrets
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +43,7 @@ from census_exporter.ledger_files import (
     JournalWriter,
     journal_line,
     journal_path,
+    read_regular_file,
     write_atomically,
 )
 from census_exporter.ledger_format import Identity, Unusable
@@ -164,15 +164,7 @@ class LedgerFile:
     def load(self) -> Restored:
         """The stored ledgers, or nothing (the file is then set aside, with one log line, if it exists)."""
         try:
-            # Neither through a link nor blocked by a named pipe: only a regular file of its own is read.
-            descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            with os.fdopen(descriptor, "rb") as handle:
-                info = os.fstat(handle.fileno())
-                if not stat.S_ISREG(info.st_mode):
-                    raise Unusable("not a regular file")
-                if info.st_size > MAX_STATE_BYTES:
-                    raise Unusable(f"{info.st_size} bytes, more than {MAX_STATE_BYTES}")
-                data = handle.read(MAX_STATE_BYTES + 1)
+            data = read_regular_file(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
             log.info("workspace %s: no stored ledgers in %s; counting starts now", self._workspace, self.path)
             return Restored()
