@@ -1,9 +1,11 @@
 """Webhook deliveries the review found mishandled, over real HTTP: a terminal event that arrives before the
 API shows the outcome, a terminal event lost on the way, a flood of unsigned requests from the one address
-an Ingress gives every sender, events about syncs the workspace does not watch, and a full queue."""
+an Ingress gives every sender, events about syncs the workspace does not watch, a full queue, and an event
+heard before the full refresh that found its run swapped in."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from census_exporter.demo.server import API_PREFIX, Fault
 from census_exporter.webhooks import intake
 from tests.conftest import Harness, Scrape, wait_for
 from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
@@ -184,3 +187,41 @@ def test_a_full_queue_answers_503_and_the_delivery_is_taken_when_sent_again(
         lambda: all(_runs(harness.scrape(), s, "failed") == 1 for s in runs), timeout=10, what="all four runs"
     )
     assert _requests(harness.scrape(), "duplicate") == 0
+
+
+def test_an_event_heard_before_the_full_refresh_that_found_its_run_swaps_in_is_not_unannounced(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    """The round reads sync 1 and finds run R; R's event arrives before the round swaps in, and its own
+    read is slower than the round. The round's "found, awaiting its event" comes after the event was
+    heard: R was announced all the same. Sync 3's run, which no event names, proves the grace passed."""
+    grace = 1.0
+    harness = start_receiving(
+        harness_factory,
+        workspace_with_syncs(3),
+        SECRET,
+        cache_ttl=3600.0,
+        webhook_announcement_grace_seconds=grace,
+    )
+    simulator, workspace = harness.simulator, harness.workspace
+    announced = int(workspace.add_run(1, "completed")["id"])
+    workspace.add_run(3, "completed")  # found by the round, announced by nothing
+
+    def slow_answer(sync_id: int, delay: float) -> Fault:
+        status, body = simulator.answer(f"{API_PREFIX}/syncs/{sync_id}/sync_runs", {})
+        return Fault(rf"/syncs/{sync_id}/sync_runs$", status, json.dumps(body).encode(), delay_seconds=delay)
+
+    simulator.inject(slow_answer(2, 3.0))  # holds the round open after it read sync 1
+    reads_of_1 = simulator.count(r"/syncs/1/sync_runs$")
+    round_done = harness.exporter.refresher.trigger()
+    wait_for(lambda: simulator.count(r"/syncs/1/sync_runs$") > reads_of_1, what="the round's read of sync 1")
+    simulator.inject(slow_answer(1, 5.0))  # the event's own read ends after the round's swap
+    assert deliver(harness, webhook_event(1, announced, "sync.success"), secret=SECRET).status_code == 202
+    round_done.result(timeout=30)
+
+    def unannounced() -> float:
+        return harness.scrape().value("census_webhook_unannounced_runs_total", workspace=WORKSPACE) or 0.0
+
+    wait_for(lambda: unannounced() >= 1, timeout=15, what="sync 3's run counted unannounced")
+    wait_for(lambda: simulator.count(r"/syncs/1/sync_runs$") > reads_of_1 + 1, what="the event's own read")
+    assert unannounced() == 1

@@ -18,6 +18,19 @@ from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
 OTHER_ERROR_CODE = "other"
 
 
+class ShownMark:
+    """Set once a scrape has been served a snapshot: the one mutable part of it, written by the scrape.
+
+    A failing streak that a completed run ends before any scrape showed it must still page (its failures
+    count as superseded), so the refresher has to know which snapshots reached a scrape.
+    """
+
+    __slots__ = ("shown",)
+
+    def __init__(self) -> None:
+        self.shown = False
+
+
 @dataclass(frozen=True, slots=True)
 class SyncState:
     """Everything known about one sync: its definition, newest run and ledger."""
@@ -82,6 +95,14 @@ class Snapshot:
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     #: The API base URL the workspace is read from (no credentials), for the landing page's links.
     api_url: str | None = None
+    #: Whether a scrape was served this snapshot; every copy (``dataclasses.replace``) starts unshown.
+    mark: ShownMark = field(default_factory=ShownMark, init=False, compare=False, repr=False)
+
+    def failing_streak(self, sync_id: int) -> int | None:
+        """The run that began the sync's failing streak in this snapshot (None: not failing, or unknown)."""
+        state = self.syncs.get(sync_id)
+        ledger = state.ledger if state is not None else None
+        return ledger.failing_since_run_id if ledger is not None and ledger.failing is True else None
 
     def source_name(self, sync: Sync) -> str:
         """The source connection's name, falling back to its id."""
@@ -125,3 +146,8 @@ class FleetView:
 
     snapshots: tuple[Snapshot, ...] = ()
     discoveries: tuple[DiscoveryStatus, ...] = ()
+
+    def mark_shown(self) -> None:
+        """Note that a scrape is being served this view (see :class:`ShownMark`)."""
+        for snapshot in self.snapshots:
+            snapshot.mark.shown = True

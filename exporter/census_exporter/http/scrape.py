@@ -109,9 +109,8 @@ class ExporterApp:
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         arrived = environ.get(REQUEST_ARRIVED_KEY) or time.monotonic()
-        budget = scrape_budget(
-            environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
-        )
+        timeout_header = environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")
+        budget = scrape_budget(timeout_header, time.monotonic() - arrived)
         view = self._fleet.view_within(max(0.0, budget - self._census.render_seconds))
         accept = canonical_accept(environ.get("HTTP_ACCEPT", ""))
         encoder, content_type = choose_encoder(accept)
@@ -120,7 +119,10 @@ class ExporterApp:
         # Census data from the per-view cache, then the exporter's own metrics (its API requests and request
         # budget, then the process's from the registry), as they are now.
         own = [*self._own_metrics().chunks(openmetrics), encoder(self._registry)]
-        chunks = self._census.body(view, openmetrics, b"".join(own), compress)
+        # Prometheus (and the agents built on its scrape code) send the timeout header; whatever they are
+        # served counts as shown to the alerts (see census_exporter.refresh.shown). A HEAD sends no body.
+        scraper = timeout_header is not None and environ.get("REQUEST_METHOD") == "GET"
+        chunks = self._census.body(view, openmetrics, b"".join(own), compress, scraper=scraper)
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))

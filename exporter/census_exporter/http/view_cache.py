@@ -42,9 +42,15 @@ class ViewRendering:
         #: leave that much of its budget to render the new view.
         self.render_seconds = 0.0
 
-    def body(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
+    def body(
+        self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool, *, scraper: bool = False
+    ) -> list[bytes]:
         """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``, as the chunks
-        to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs)."""
+        to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs).
+
+        ``scraper``: the request came from a scraper (it sent Prometheus's scrape-timeout header), so the
+        view served counts as shown (:meth:`FleetView.mark_shown`); a person's ``curl`` does not.
+        """
         with self._lock:
             if self._replaced is not None and view is self._replaced() and self._view is not None:
                 # Fetched just before a swap, asked for just after: the newer view is cached (or being
@@ -57,8 +63,12 @@ class ViewRendering:
             packed = self._gzip.get(openmetrics)
         if plain is None or (compress and packed is None):
             with self._rendering:
-                return self._fresh(view, openmetrics, tail, compress)
-        return self._cached(plain, packed, tail, compress)
+                chunks = self._fresh(view, openmetrics, tail, compress)
+        else:
+            chunks = self._cached(plain, packed, tail, compress)
+        if scraper:
+            view.mark_shown()  # the view actually served, which may be newer than the one asked for
+        return chunks
 
     def _fresh(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
         """Render (and compress) what the cache lacks; another scrape may have done it meanwhile."""

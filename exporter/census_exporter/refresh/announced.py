@@ -96,7 +96,7 @@ def applied(
 def after_round(announcements: Announcements, built: Built, kept: set[int]) -> None:
     """After a full refresh's swap: the syncs it found runs of await their event, unless an announced read
     swapped them in during the round (``kept``); those the round read too are marked to be read again."""
-    announcements.polled(built.found - kept)
+    announcements.polled({sync_id: run for sync_id, run in built.found.items() if sync_id not in kept})
     for sync_id in kept:
         if built.snapshot.syncs[sync_id].ledger is not built.bases.get(sync_id):
             announcements.announce(sync_id)

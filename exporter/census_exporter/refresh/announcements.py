@@ -82,6 +82,9 @@ class Announcements:
         self._retry: OrderedDict[int, None] = OrderedDict()
         #: Per sync, when a poll found runs no event had announced yet.
         self._awaited: OrderedDict[int, float] = OrderedDict()
+        #: Per sync, the newest run a verified terminal event named: a poll that counts no newer run found
+        #: nothing unannounced, even when the event came before the poll's swap (nothing was awaited to pop).
+        self._announced_runs: OrderedDict[int, int] = OrderedDict()
         self._last_event: float | None = None
         self._last_event_wall: float | None = None
         self._fallback_since: float | None = None
@@ -89,12 +92,18 @@ class Announcements:
 
     # ------------------------------------------------------------------ the receiver's side
 
-    def heard(self, sync_id: int) -> None:
-        """A verified event about ``sync_id`` arrived: webhooks are alive and its runs are announced."""
+    def heard(self, sync_id: int, run_id: int | None = None) -> None:
+        """A verified event about ``sync_id`` arrived: webhooks are alive and the sync's runs are announced.
+        ``run_id``: the run a terminal event (its outcome) named, None for any other event."""
         with self._lock:
             self._last_event = self._clock()
             self._last_event_wall = self._wall_clock()
             self._awaited.pop(sync_id, None)
+            if run_id is not None and run_id > self._announced_runs.get(sync_id, -1):
+                self._announced_runs[sync_id] = run_id
+                self._announced_runs.move_to_end(sync_id)
+                if len(self._announced_runs) > MAX_AWAITED_SYNCS:
+                    self._announced_runs.popitem(last=False)
 
     def announce(self, sync_id: int, *, watched: bool = True) -> bool:
         """Mark ``sync_id`` for an urgent read; False when as many syncs (watched or not) as the bound allow
@@ -172,11 +181,15 @@ class Announcements:
         read = state.runs_read_monotonic
         return read is None or now - read >= self.reconcile_interval_seconds or schedule.unfinished(state)
 
-    def polled(self, found: Iterable[int]) -> None:
-        """Syncs whose runs a read no event asked for found new; each awaits its event for the grace."""
+    def polled(self, found: Mapping[int, int | None]) -> None:
+        """Syncs whose runs a read no event asked for counted, each with the newest run it counted; each
+        awaits its event for the grace, unless a terminal event already named that run or a newer one."""
         now = self._clock()
         with self._lock:
-            for sync_id in found:
+            for sync_id, newest_run in found.items():
+                announced = self._announced_runs.get(sync_id)
+                if newest_run is not None and announced is not None and announced >= newest_run:
+                    continue
                 if sync_id not in self._awaited:
                     self._awaited[sync_id] = now
             self._expire(now, force=len(self._awaited) - MAX_AWAITED_SYNCS)

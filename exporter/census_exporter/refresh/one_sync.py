@@ -96,8 +96,12 @@ class SyncRefresh:
         logs: RefreshLog,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        streak_shown: Callable[[int, int], bool] = lambda sync_id, since_run_id: True,
     ) -> None:
         self._api = api
+        #: Whether a scrape showed a sync's failing streak (by sync id and the run that began it).
+        self._streak_shown = streak_shown
         self._clock = clock
         self._wall_clock = wall_clock
         self._settings = settings
@@ -202,7 +206,8 @@ class SyncRefresh:
             counted: Iterable[SyncRun] = [latest] if latest and latest.status == "failed" else []
         else:
             gone, last_lookup = self._fetch_missing_pending(sync, ledger, fetched, deadline, now)
-            update = ledger.advance(fetched.values(), gone, last_lookup, now)
+            seen = ledger.failing is not True or self._streak_shown(sync.id, ledger.failing_since_run_id)
+            update = ledger.advance(fetched.values(), gone, last_lookup, now, streak_shown=seen)
             new_ledger, counted = update.ledger, update.counted
             self._report(sync, update)
         codes = [latest.error_code if latest else None]
@@ -220,7 +225,8 @@ class SyncRefresh:
             read_sync=sync,
         )
         failed = tuple(run for run in counted if run.status == "failed")
-        return SyncOutcome(state, failed, baseline=ledger is None)
+        newest_counted = max((run.id for run in counted), default=None) if ledger is not None else None
+        return SyncOutcome(state, failed, baseline=ledger is None, newest_counted_run_id=newest_counted)
 
     def _shown_error_codes(
         self, sync: Sync, previous: SyncState | None, codes: Iterable[str | None], now: float

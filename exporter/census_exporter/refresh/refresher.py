@@ -38,6 +38,7 @@ from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncRef
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.refresh.rounds import Built, RoundReader
+from census_exporter.refresh.shown import ShownStreaks
 from census_exporter.refresh.timing import ended_without_result, expected_finish, start_deadline
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.storage import LedgerFile
@@ -113,7 +114,15 @@ class Refresher:
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
         self._stopping = stopping or threading.Event()
         self._logs = RefreshLog()
-        self._one_sync = SyncRefresh(api, settings, self._logs, clock, wall_clock)
+        self._shown = ShownStreaks()
+        self._one_sync = SyncRefresh(
+            api,
+            settings,
+            self._logs,
+            clock,
+            wall_clock,
+            streak_shown=lambda sync_id, since: self._shown.shown(self._snapshot, sync_id, since),
+        )
         self._rounds = RoundReader(
             api,
             settings,
@@ -300,7 +309,7 @@ class Refresher:
                     return
                 self._unsettled = None
                 if built is not None and snapshot is not None:
-                    self._snapshot = snapshot
+                    self._swap_in(snapshot)
                     self.refresh_count += 1
                     if built.left_out is not None:
                         self._note_left_out(built.left_out)
@@ -319,6 +328,12 @@ class Refresher:
         self._logs.round_kept(snapshot, outcomes, list(built.errors), first_refresh=first and snapshot.listed)
         future.set_result(snapshot)
         self.read_announced()  # marks made meanwhile the announced reads could not take yet
+
+    def _swap_in(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` the current one (``_lock`` held), keeping the failing streaks the outgoing one
+        showed a scrape (see :mod:`.shown`)."""
+        self._shown.replacing(self._snapshot)
+        self._snapshot = snapshot
 
     def _save(self, snapshot: Snapshot) -> None:
         """Save ``snapshot``'s ledgers (``_swap_lock`` held, so saves keep the order of the swaps)."""
@@ -343,7 +358,7 @@ class Refresher:
             if swapped:
                 self._save(replace(self._snapshot, syncs=syncs))
                 with self._lock:
-                    self._snapshot = replace(self._snapshot, syncs=syncs)
+                    self._swap_in(replace(self._snapshot, syncs=syncs))
         if self._announcements is not None:
             for sync_id in again:
                 self._announcements.announce(sync_id)
@@ -358,8 +373,8 @@ class Refresher:
                 return
             self._unsettled = None
             self._abandoned_running += 1
-            self._snapshot = ended_without_result(self._snapshot, message, started, self._clock())
-            snapshot = self._snapshot
+            snapshot = ended_without_result(self._snapshot, message, started, self._clock())
+            self._swap_in(snapshot)
             self._logs.abandoned(message, generation)
         future.set_result(snapshot)
 
@@ -398,8 +413,8 @@ class Refresher:
                 if self._unsettled != generation or self._snapshot.refreshed:
                     return
                 # An announced read may have advanced a sync published before: its state is newer.
-                self._snapshot = replace(
-                    previous, syncs=merged(syncs, self._snapshot.syncs, {})[0], listed=True
+                self._swap_in(
+                    replace(previous, syncs=merged(syncs, self._snapshot.syncs, {})[0], listed=True)
                 )
 
         return publish

@@ -39,6 +39,8 @@ class SyncOutcome:
     failed_runs: tuple[SyncRun, ...] = ()
     #: True when this was the sync's first observation (its newest failed run is old news).
     baseline: bool = False
+    #: The newest run this read counted (None: it counted none), to match against the runs events named.
+    newest_counted_run_id: int | None = None
 
 
 class RefreshLog:

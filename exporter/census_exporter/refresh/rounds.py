@@ -54,8 +54,9 @@ class Built:
     #: Each sync's ledger as the round started from it (None: never read), to tell at the swap which syncs
     #: an announced read advanced meanwhile (:func:`~census_exporter.refresh.announced.merged`).
     bases: Mapping[int, SyncLedger | None] = field(default_factory=dict)
-    #: Syncs whose runs this round counted although no event asked for their read (they await an event).
-    found: frozenset[int] = frozenset()
+    #: Syncs whose runs this round counted although no event asked for their read (they await an event),
+    #: each with the newest run the read counted, to tell whether an event announced it already.
+    found: Mapping[int, int | None] = field(default_factory=dict)
 
 
 class RoundReader:
@@ -125,7 +126,7 @@ class RoundReader:
         left_out: int | None = None
         unread: list[int] = []
         bases: dict[int, SyncLedger | None] = {}
-        found: list[int] = []
+        found: dict[int, int | None] = {}
         try:
             listed, complete, listed_records, left_out = self._read_sync_list(previous.syncs, deadline)
         except CensusAPIError as error:
@@ -178,9 +179,7 @@ class RoundReader:
             api_url=previous.api_url,
         )
         unread_count = unread[0] if unread else None
-        return Built(
-            snapshot, tuple(errors), tuple(outcomes), left_out, unread_count, bases, frozenset(found)
-        )
+        return Built(snapshot, tuple(errors), tuple(outcomes), left_out, unread_count, bases, found)
 
     def _refresh_syncs(
         self,
@@ -198,7 +197,7 @@ class RoundReader:
         allowance: int | None,
         publish: Publish | None,
         bases: dict[int, SyncLedger | None],
-        found: list[int],
+        found: dict[int, int | None],
     ) -> dict[int, SyncState]:
         # A sync listed but not watched (the include/exclude filter) is dropped at once, not awaited.
         known_earlier = known_before(previous, self.restored, self._settings.syncs.admits)
@@ -225,8 +224,8 @@ class RoundReader:
         if self._announcements is not None:
             unasked = set(announced)
             # Noted as polled at the swap, unless an announced read advanced the sync meanwhile.
-            found.extend(
-                sync_id
+            found.update(
+                (sync_id, result.newest_counted_run_id)
                 for sync_id, result in results.items()
                 if sync_id not in unasked
                 and isinstance(result, SyncOutcome)

@@ -210,7 +210,7 @@ class Dispatcher:
         snapshot = target.refresher.snapshot
         is_watched = watched(event, snapshot)
         if is_watched:
-            announcements.heard(event.sync_id)
+            announcements.heard(event.sync_id, event.sync_run_id if event.event in TERMINAL_EVENTS else None)
         if not needs_read(event, snapshot):
             return
         # A sync no listing shows is marked for the next full refresh (if a listing shows it then): no
