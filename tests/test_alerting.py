@@ -30,7 +30,8 @@ ALERTS = [
     "CensusExporterDataStale",
     "CensusExporterDown",
     "CensusExporterTruncated",
-    "CensusWebhooksSilentOrRejected",
+    "CensusWebhooksSilent",
+    "CensusWebhooksRejected",
 ]
 
 

@@ -12,8 +12,9 @@ import yaml
 from tests.stack import promtool_check_groups
 from tests.test_deployment import CHART, by_kind, helm, render
 
-#: The alerts that had no values entry before (always on, not tunable).
-ADDED = ["CensusSyncRunFailed", "CensusExporterTruncated", "CensusWebhooksSilentOrRejected"]
+#: The alerts that had no values entry before (always on, not tunable); the webhook alert that had none has
+#: since become two.
+ADDED = ["CensusSyncRunFailed", "CensusExporterTruncated", "CensusWebhooksSilent", "CensusWebhooksRejected"]
 
 
 def shipped_alerts() -> dict[str, dict[str, Any]]:
@@ -84,7 +85,8 @@ def test_the_added_alerts_take_their_severity_and_for(tmp_path: Path) -> None:
     [
         "prometheusRule.alerts.CensusExporterTruncated.threshold=5",  # it has none: not silently ignored
         "prometheusRule.alerts.CensusSyncRunFailed.severity=page",
-        "prometheusRule.alerts.CensusWebhooksSilentOrRejected.for=soon",
+        "prometheusRule.alerts.CensusWebhooksSilent.for=soon",
+        "prometheusRule.alerts.CensusWebhooksRejected.severity=page",
         "prometheusRule.alerts.CensusExporterTruncated.enable=false",  # a typo
     ],
 )

@@ -285,35 +285,55 @@ local utils = import '../lib/utils.libsonnet';
       {
         name: 'census-webhooks',
         rules: [
-          // Silent: polling found finished runs no webhook announced (the workspace is back on full polling,
-          // census_webhook_polling_fallback). Rejected: deliveries to a configured workspace failed
-          // verification or could not be taken (not rate_limited: Census delivers those again; not
-          // unknown_workspace: the path names no workspace, a scanner's). See
-          // docs/runbook.md#censuswebhookssilentorrejected.
+          // Silent: polling found finished runs that no webhook announced within the grace (5 minutes); the
+          // workspace is back on full polling (census_webhook_polling_fallback) for one reconcile interval.
+          // The window stays an hour: the exporter has no signal that deliveries are whole again (verified
+          // deliveries arrive beside lost ones, and the fallback lasts a reconcile interval after the last
+          // unannounced run whatever arrives), so a shorter window would resolve between two unannounced runs
+          // and fire again. See docs/runbook.md#censuswebhookssilent.
           alert(
-            'CensusWebhooksSilentOrRejected',
+            'CensusWebhooksSilent',
             |||
               sum by (job, instance, workspace) (increase(census_webhook_unannounced_runs_total{}[1h])) > 0
-              or
-              (
-                sum by (job, instance, workspace) (
-                  increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[5m])
-                ) > 0
-                unless on (job, instance, workspace)
-                sum by (job, instance, workspace) (
-                  increase(census_webhook_requests_total{result=~"accepted|unknown_sync|duplicate"}[15m])
-                ) > 0
-              )
             |||,
             'warning',
             '10m',
-            'Census webhooks of workspace {{ $labels.workspace }} are silent or rejected.',
+            'Census webhooks of workspace {{ $labels.workspace }} left runs unannounced.',
             |||
-              census-exporter {{ $labels.instance }} found runs of workspace {{ $labels.workspace }} that no
-              webhook announced in the last hour, or has refused every webhook request to the workspace
-              for 10 minutes and verified none ({{ $value | printf "%.0f" }}: unannounced syncs, or refused
-              requests in the last 5 minutes): a failure shows up only when polling reads its sync, up to
-              the reconcile interval late until the exporter falls back to full polling.
+              {{ $value | printf "%.0f" }} times in the last hour, census-exporter {{ $labels.instance }}
+              found new runs of a sync of workspace {{ $labels.workspace }} that no webhook announced within
+              5 minutes: their deliveries were lost or refused. The workspace is polled in full for one
+              reconcile interval after each; before that, a failure showed only when polling read its sync,
+              up to the reconcile interval late.
+            |||,
+            'workspace',
+          ),
+
+          // Rejected: deliveries to a configured workspace failed verification or could not be taken (not
+          // rate_limited: Census delivers those again; not unknown_workspace: the path names no workspace, a
+          // scanner's) in every 5 minutes for 10 minutes, while none verified in 15 minutes: a stray or
+          // hostile request beside Census's verified deliveries does not page. See
+          // docs/runbook.md#censuswebhooksrejected.
+          alert(
+            'CensusWebhooksRejected',
+            |||
+              sum by (job, instance, workspace) (
+                increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[5m])
+              ) > 0
+              unless on (job, instance, workspace)
+              sum by (job, instance, workspace) (
+                increase(census_webhook_requests_total{result=~"accepted|unknown_sync|duplicate"}[15m])
+              ) > 0
+            |||,
+            'warning',
+            '10m',
+            'Census webhooks of workspace {{ $labels.workspace }} are rejected.',
+            |||
+              census-exporter {{ $labels.instance }} has refused webhook requests to workspace
+              {{ $labels.workspace }} in every 5 minutes for 10 minutes and verified none in the last 15
+              ({{ $value | printf "%.0f" }} refused in the last 5 minutes): until the exporter falls back to
+              full polling, a failure shows up only when polling reads its sync, up to the reconcile
+              interval late.
             |||,
             'workspace',
           ),
