@@ -46,6 +46,15 @@ CHART_MEMORY_LIMIT_MIB = 256
 #: this much nicer than the exporter, the scraper and the prober, so that on a 2-core machine the
 #: exporter is not measured waiting for the CPU its own API is using.
 SIMULATOR_NICENESS = 10
+#: How the exporter is started: as shipped, or (``--compare-switch-interval``) keeping CPython's default
+#: GIL switch interval of 5 ms instead of the exporter's own (census_exporter.cli.main).
+EXPORTER_AS_SHIPPED = ("-m", "census_exporter")
+EXPORTER_DEFAULT_SWITCH_INTERVAL = (
+    "-c",
+    "import sys; sys.setswitchinterval = lambda seconds: None; "
+    "from census_exporter.cli.main import main; raise SystemExit(main(sys.argv[1:]))",
+)
+exporter_command = EXPORTER_AS_SHIPPED
 
 
 @dataclass
@@ -125,8 +134,7 @@ def run(
         process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "census_exporter",
+                *exporter_command,
                 "--config.file",
                 str(path),
                 "--web.listen-address",
@@ -408,6 +416,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=45.0, help="how long each scenario is measured")
     parser.add_argument("--only", type=int, nargs="*", help="run only these scenarios (1-based)")
+    parser.add_argument(
+        "--compare-switch-interval",
+        action="store_true",
+        help="run each scenario with CPython's default GIL switch interval (5 ms), then as shipped (1 ms); "
+        "writes benchmarks/fleet-switch-interval.md",
+    )
     parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)  # the /readyz prober's process
     args = parser.parse_args()
     if args.probe:
@@ -425,15 +439,37 @@ def main() -> None:
         lambda: one_slow(args.seconds),
         lambda: combined(20_000, 200, max(args.seconds, 150.0)),
     )
+    global exporter_command  # noqa: PLW0603 - which exporter the scenarios start
     for number, scenario in enumerate(scenarios, 1):
         if args.only and number not in args.only:
             continue
-        result = scenario()
-        print(report([result], commit).splitlines()[-1], flush=True)
-        results.append(result)
+        arms = (EXPORTER_DEFAULT_SWITCH_INTERVAL, EXPORTER_AS_SHIPPED)
+        for command in arms if args.compare_switch_interval else (EXPORTER_AS_SHIPPED,):
+            exporter_command = command
+            result = scenario()
+            if args.compare_switch_interval:
+                result.name += (
+                    " (5 ms)" if command is EXPORTER_DEFAULT_SWITCH_INTERVAL else " (1 ms, shipped)"
+                )
+            print(report([result], commit).splitlines()[-1], flush=True)
+            results.append(result)
     text = report(results, commit)
-    (REPO / "benchmarks" / "fleet-results.md").write_text(text)
+    if args.compare_switch_interval:
+        text += switch_interval_ratios(results)
+        (REPO / "benchmarks" / "fleet-switch-interval.md").write_text(text)
+    else:
+        (REPO / "benchmarks" / "fleet-results.md").write_text(text)
     print(text)
+
+
+def switch_interval_ratios(results: list[Result]) -> str:
+    """Per scenario, the shipped arm's /readyz p100 and slowest scrape over the 5 ms arm's."""
+    lines = ["", "| Scenario | /readyz p100, 1 ms / 5 ms | slowest scrape, 1 ms / 5 ms |", "|---|---|---|"]
+    for default, shipped in zip(results[::2], results[1::2], strict=True):
+        readyz = max(shipped.readyz, default=0) / max(max(default.readyz, default=0), 1e-9)
+        scrape = max(shipped.scrapes, default=0) / max(max(default.scrapes, default=0), 1e-9)
+        lines.append(f"| {default.name.removesuffix(' (5 ms)')} | {readyz:.2f} | {scrape:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

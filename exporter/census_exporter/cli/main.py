@@ -22,6 +22,12 @@ from census_exporter.logs import setup_logging
 
 log = logging.getLogger("census_exporter")
 
+#: How long a thread may hold the GIL while another waits (CPython's default is 5 ms). A request for
+#: /readyz or /metrics passes the GIL back and forth a dozen times (accept, hand-off, read, answer); with
+#: the refresh threads parsing thousands of runs, each hand-back waited up to the whole interval, and
+#: /readyz took up to 127 ms where it must answer within 100 ms (benchmarks/fleet.py, docs/sizing.md).
+GIL_SWITCH_INTERVAL_SECONDS = 0.001
+
 
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -115,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     reloader = Reloader(exporter, config, os.environ)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     exporter.start()
     scheme = "https" if exporter.http.tls else "http"
     log.info(
