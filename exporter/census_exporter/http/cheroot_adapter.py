@@ -75,7 +75,8 @@ class ServerLimits:
     shutdown_timeout_seconds: float = 2.0
     #: Largest request body taken (0: none; every endpoint of the metrics listener refuses bodies). With a
     #: cap, a body waits in the selector with its headers, under the header timeout, and only a complete
-    #: one takes a worker; a larger one is answered 413 unread (see :func:`body_complete`).
+    #: one takes a worker; a larger one is answered 413 unread, a badly framed one 400 (see
+    #: :func:`~census_exporter.http.request_body.body_state`).
     max_body_bytes: int = 0
     #: How long a client may leave an answer untaken, on top of its size at MIN_SEND_BYTES_PER_SECOND (None:
     #: the idle timeout). A client that pipelines requests and reads no answer holds a worker this long.
@@ -313,12 +314,32 @@ class CherootServer(cheroot.wsgi.Server):
             return len(buffered) > self.max_request_header_size
         if not self._max_body_bytes:
             return True
-        state, over = body_state(buffered, self._max_body_bytes)
-        if state is None:
-            log.debug("closing a connection whose request body is malformed")
-            conn.close()
-        conn.body_over_cap = over
-        return state
+        state = body_state(buffered, self._max_body_bytes)
+        if state.problem is not None:
+            self._refuse_framing(conn, state.problem)
+            return None
+        conn.body_over_cap = state.over_cap
+        return state.complete
+
+    def _refuse_framing(self, conn: _Connection, problem: str) -> None:
+        """Answer 400 to a request whose body cannot be read (no byte more is read), then close it.
+
+        The answer is sent without blocking, from the selector thread: a client that takes nothing (its
+        window full, or gone) is closed without it.
+        """
+        log.debug("answering 400 to a request from %s and closing: %s", conn.remote_addr, problem)
+        body = f"bad request: {problem}\n".encode()
+        answer = b"".join(
+            (
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n",
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
+                body,
+            )
+        )
+        with contextlib.suppress(OSError, ValueError):
+            conn.socket.setblocking(False)
+            conn.socket.send(answer)
+        conn.close()
 
     def _read_limit(self, buffered: bytes) -> int:
         """Bytes to read at most now: up to the header limit, and with a body cap the body's room too."""
