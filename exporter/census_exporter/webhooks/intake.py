@@ -107,12 +107,25 @@ class WorkspaceRefresh(Protocol):
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """One workspace that takes webhooks: its label, secrets, announcements and refresher."""
+    """One workspace that takes webhooks: its label, secrets, announcements and refresher, and its Census id
+    where the exporter knows it (the V2 group watched; a V1 workspace's id only when discovery found it)."""
 
     name: str
     secrets: WebhookSecrets
     announcements: Announcements
     refresher: WorkspaceRefresh
+    census_workspace_id: int | None = None
+    census_group_id: str | None = None
+
+    def names_another(self, event: WebhookEvent) -> str | None:
+        """What of ``event`` names another Census workspace or group than this one's (``None``: nothing
+        does; an id the event or the exporter lacks is not compared)."""
+        group, workspace = self.census_group_id, self.census_workspace_id
+        if group is not None and event.group_id is not None and event.group_id != group:
+            return f"group_id is not {group}"
+        if workspace is not None and event.workspace_id is not None and event.workspace_id != workspace:
+            return f"workspace_id is not {workspace}"
+        return None
 
 
 def watched(event: WebhookEvent, snapshot: Snapshot) -> bool:
