@@ -6,9 +6,9 @@ content type (415), the signature over the raw body against every accepted secre
 then the Census workspace or group the event names, where the exporter knows the target's (422: signed
 with this workspace's secret but about another one, a misrouted Census webhook; it changes nothing, and
 4xx rather than 2xx so that Census's delivery log shows the failure). Each of these failures takes a
-token of its source address's rate limit, and once that is spent the address's failures are answered 429:
-the limit never refuses a verified delivery, so behind an Ingress (one source address for every sender) a
-flood of unsigned requests cannot make Census's own deliveries 429.
+token of its source's rate limit (an address; an IPv6 /64), and once that is spent the source's failures
+are answered 429: the limit never refuses a verified delivery, so behind an Ingress (one source address for
+every sender) a flood of unsigned requests cannot make Census's own deliveries 429.
 Verifying first is cheap and bounded (a body of at most 8 KiB, an HMAC per accepted secret).
 
 A verified event already shown by a read is answered 200 and ignored (a duplicate); a new one, or one taken
