@@ -287,7 +287,8 @@ local utils = import '../lib/utils.libsonnet';
         rules: [
           // Silent: polling found finished runs no webhook announced (the workspace is back on full polling,
           // census_webhook_polling_fallback). Rejected: deliveries to a configured workspace failed
-          // verification or could not be taken (not rate_limited: Census delivers those again; not
+          // verification, were about another Census group (wrong_workspace: a misrouted Census webhook) or
+          // could not be taken (not rate_limited: Census delivers those again; not
           // unknown_workspace: the path names no workspace, a scanner's). See
           // docs/runbook.md#censuswebhookssilentorrejected.
           alert(
@@ -297,7 +298,7 @@ local utils = import '../lib/utils.libsonnet';
               or
               (
                 sum by (job, instance, workspace) (
-                  increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[5m])
+                  increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|wrong_workspace|unsupported_media_type|too_large|length_required|queue_full"}[5m])
                 ) > 0
                 unless on (job, instance, workspace)
                 sum by (job, instance, workspace) (
