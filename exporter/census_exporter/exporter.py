@@ -147,6 +147,8 @@ class Exporter:
                 WebhookSecrets(member.workspace.webhook_secrets),
                 self._announcements[member.workspace.name],
                 member.refresher,
+                census_workspace_id=member.workspace.workspace_id,
+                census_group_id=member.workspace.group_id,
             )
             for member in self.fleet.members()
             if member.workspace.name in self._announcements

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from census_exporter.census.models.syncs import Sync
 from census_exporter.ledger import SyncLedger
@@ -61,11 +62,19 @@ class Restored:
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """A decoded state file: what it held, the journal id the next save may append under (None: the next
-    save rewrites the state file), and the bytes of the journal taken (None: the file names no journal)."""
+    save rewrites the state file), and the bytes of the journal taken (None: the file names no journal, or
+    its journal is not usable)."""
 
     restored: Restored
     journal_id: str | None
     journal_taken: int | None
+    #: The journal's saves taken.
+    journal_saves: int = 0
+    #: Why the journal's lines after those saves are not taken (None: it ends with them).
+    journal_stopped: str | None = None
+    #: Why the journal is not read at all (not a regular file, too large, unreadable): the state file is
+    #: restored alone, and the journal is to be set aside.
+    journal_unusable: str | None = None
 
 
 class LedgerDocument:
@@ -82,11 +91,12 @@ class LedgerDocument:
     # ------------------------------------------------------------------ decoding
 
     def decode(
-        self, data: bytes, journal: Path, max_bytes: int, buckets_changed: Callable[[], None]
+        self, data: bytes, journal: Path, journal_max_bytes: int, buckets_changed: Callable[[], None]
     ) -> Decoded:
-        """The state file ``data`` checked, with the saves of its ``journal`` (at most ``max_bytes``)
-        applied; :class:`Unusable` if it is not this workspace's. ``buckets_changed`` is called when the
-        stored duration buckets are not the configured ones (their histograms then start again from 0)."""
+        """The state file ``data`` checked, with the saves of its ``journal`` (at most
+        ``journal_max_bytes``) applied up to the first that is not usable; :class:`Unusable` if the state
+        file is not this workspace's. ``buckets_changed`` is called when the stored duration buckets are
+        not the configured ones (their histograms then start again from 0)."""
         try:
             document = json.loads(data, object_pairs_hook=no_repeated_keys)
         except Unusable:
@@ -117,23 +127,42 @@ class LedgerDocument:
             ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
             definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
         departed = decode_counters(document.get("departed"), len(stored_buckets), same_buckets, self._buckets)
-        journal_id = document.get("journal")
-        journal_taken: int | None = None
-        if isinstance(journal_id, str):
-            saves, taken, whole = read_journal(journal, journal_id, max_bytes)
-            for save in saves:  # each save replaces the ledgers it holds, oldest first
-                for key, value in save.items():
-                    sync_id = checked_int(parse_key(key), "sync id", 0, MAX_ID)
-                    if sync_id not in ledgers:
-                        raise Unusable("its journal holds a sync the state file does not")
-                    ledgers[sync_id] = decode_ledger(value, len(stored_buckets), same_buckets, self._buckets)
-                    definitions[sync_id] = decode_sync(value.get("sync"), sync_id)
-            # After a torn line nothing is appended: the next save rewrites the state file.
-            journal_id, journal_taken = (journal_id, taken) if whole else (None, 0)
-        else:
-            journal_id = None
+        # A view: the journal's saves below show in it.
         restored = Restored(MappingProxyType(ledgers), departed, MappingProxyType(definitions))
-        return Decoded(restored, journal_id, journal_taken)
+        journal_id = document.get("journal")
+        if not isinstance(journal_id, str):
+            return Decoded(restored, None, None)
+        try:
+            read = read_journal(journal, journal_id, journal_max_bytes)
+        except Unusable as error:
+            return Decoded(restored, None, None, journal_unusable=str(error))
+        stopped, taken, applied = read.stopped, 0, 0
+        for save in read.saves:  # each save replaces the ledgers it holds, oldest first
+            try:
+                changed = self._decoded_save(save.syncs, ledgers, len(stored_buckets), same_buckets)
+            except Unusable as error:
+                stopped = f"line {save.line} is not a usable save: {error}"
+                break
+            for sync_id, (ledger, sync) in changed.items():
+                ledgers[sync_id], definitions[sync_id] = ledger, sync
+            taken += save.size
+            applied += 1
+        # After a line not taken nothing is appended: the next save rewrites the state file.
+        return Decoded(restored, journal_id if stopped is None else None, taken, applied, stopped)
+
+    def _decoded_save(
+        self, syncs: dict[str, Any], ledgers: Mapping[int, SyncLedger], stored: int, same_buckets: bool
+    ) -> dict[int, tuple[SyncLedger, Sync]]:
+        """The ledgers and definitions one journal save holds, all checked (:class:`Unusable` if one is not
+        usable, or names a sync the state file does not hold: no save ever added one)."""
+        changed: dict[int, tuple[SyncLedger, Sync]] = {}
+        for key, value in syncs.items():
+            sync_id = checked_int(parse_key(key), "sync id", 0, MAX_ID)
+            if sync_id not in ledgers:
+                raise Unusable("a sync the state file does not hold")
+            ledger = decode_ledger(value, stored, same_buckets, self._buckets)
+            changed[sync_id] = (ledger, decode_sync(value.get("sync"), sync_id))
+        return changed
 
     # ------------------------------------------------------------------ encoding
 

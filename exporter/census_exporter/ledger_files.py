@@ -13,14 +13,17 @@ Each line carries the journal id the state file names; a rewrite names a new one
 is removed, so a crash between the two leaves a journal whose lines the new state file does not take.
 The crash window is a line being written: a line torn by a crash, or lost by a power cut before its fsync
 ended, was never swapped in; the reading stops at the first line that is not whole JSON of this journal,
-and the next save rewrites the state file (so nothing is ever appended after a torn line).
+and the next save rewrites the state file (so nothing is ever appended after a torn line). A journal is
+never larger than the state file it goes with (or :data:`JOURNAL_MIN_BYTES`): a larger one is not read.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,38 +57,60 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         return handle.read(max_bytes + 1)
 
 
-def read_journal(path: Path, journal_id: str, max_bytes: int) -> tuple[list[dict[str, Any]], int, bool]:
-    """The saves of the journal for ``journal_id``, oldest first; the bytes they take; and whether the
-    journal ends with them (False: a torn or foreign line follows, and the rest is not taken).
+@dataclass(frozen=True, slots=True)
+class JournalSave:
+    """One line of the journal: its number (from 1), the syncs it holds, the bytes it takes."""
 
-    No journal is no saves. One that is not a regular file, or larger than ``max_bytes``, is
-    :class:`Unusable` (the state file is set aside with it).
+    line: int
+    syncs: dict[str, Any]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRead:
+    """The saves of a journal, oldest first, up to the first line that is not one (``stopped`` says why;
+    ``None``: the journal ends with them)."""
+
+    saves: list[JournalSave] = field(default_factory=list)
+    stopped: str | None = None
+
+
+def read_journal(path: Path, journal_id: str, max_bytes: int) -> JournalRead:
+    """The saves of the journal for ``journal_id``, up to the first line that is not whole JSON of a save
+    of this journal.
+
+    No journal is no saves. One that is not a regular file (a link, a pipe), larger than ``max_bytes`` or
+    unreadable is :class:`Unusable`, with the reason.
     """
     try:
         data = read_regular_file(path, max_bytes)
     except FileNotFoundError:
-        return [], 0, True
-    except Unusable as error:
-        raise Unusable(f"its journal: {error}") from None
+        return JournalRead()
     except OSError as error:
-        raise Unusable(f"its journal is unreadable: {error.strerror or error}") from None
-    saves: list[dict[str, Any]] = []
-    taken = 0
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            return saves, taken, False
+        if error.errno == errno.ELOOP:
+            raise Unusable("a symbolic link, not a regular file") from None
+        raise Unusable(f"unreadable: {error.strerror or error}") from None
+    saves: list[JournalSave] = []
+    position = 0
+    while position < len(data):
+        number = len(saves) + 1
+        end = data.find(b"\n", position)
+        if end < 0:
+            torn = f"line {number} is torn (a crash while it was written: it was never swapped in)"
+            return JournalRead(saves, torn)
+        line = data[position : end + 1]
         try:
             document = json.loads(line, object_pairs_hook=no_repeated_keys)
-        except (ValueError, RecursionError, Unusable):
-            return saves, taken, False
+        except (ValueError, RecursionError, Unusable) as error:
+            return JournalRead(saves, f"line {number} is not JSON ({type(error).__name__})")
         if not isinstance(document, dict) or document.get("journal") != journal_id:
-            return saves, taken, False
+            return JournalRead(saves, f"line {number} is not a save of the journal the state file names")
         syncs = document.get("syncs")
         if not isinstance(syncs, dict):
-            return saves, taken, False
-        saves.append(syncs)
-        taken += len(line)
-    return saves, taken, True
+            return JournalRead(saves, f"line {number} holds no syncs")
+        saves.append(JournalSave(number, syncs, len(line)))
+        position = end + 1
+    return JournalRead(saves)
 
 
 class JournalWriter:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from census_exporter.census.models.syncs import Sync
 from census_exporter.ledger import SyncLedger
-from census_exporter.ledger_document import FORMAT, VERSION, LedgerDocument, Restored
+from census_exporter.ledger_document import FORMAT, VERSION, Decoded, LedgerDocument, Restored
 from census_exporter.ledger_files import (
     JOURNAL_MIN_BYTES,
     JournalWriter,
@@ -175,25 +175,64 @@ class LedgerFile:
                 return self._set_aside("a symbolic link, not a regular file")
             return self._set_aside(f"unreadable: {error.strerror or error}")
         self._journal_id, self._state_bytes = None, len(data)
+        # No journal written with this state file grows past this (``_append``): a larger one is not ours.
+        journal_max = max(len(data), JOURNAL_MIN_BYTES)
         try:
-            decoded = self._document.decode(data, self._journal.path, MAX_STATE_BYTES, self._buckets_changed)
+            decoded = self._document.decode(data, self._journal.path, journal_max, self._buckets_changed)
         except Unusable as error:
             return self._set_aside(str(error))
         self._journal_id, restored = decoded.journal_id, decoded.restored
         if decoded.journal_taken is not None:
+            # A journal cut short stays until the next save's rewrite: a crash before it restores as much.
             self._journal.restart(decoded.journal_taken)
         with self._lock:
             self._saved = dict(restored.ledgers)
             self._saved_syncs = dict(restored.syncs)
             if restored.departed is not None:
                 self._departed = restored.departed
-        log.info(
-            "workspace %s: restored the ledgers of %d syncs from %s; counting continues from them",
-            self._workspace,
-            len(restored.ledgers),
-            self.path,
-        )
+        self._log_restored(decoded)
         return restored
+
+    def _log_restored(self, decoded: Decoded) -> None:
+        """One line: what was restored, and what of the journal was not (setting an unusable one aside)."""
+        count = len(decoded.restored.ledgers)
+        if decoded.journal_unusable is not None:
+            log.warning(
+                "workspace %s: restored the ledgers of %d syncs from %s without its journal, which is not "
+                "usable (%s) and %s; they are as the state file last stored them, without the saves since",
+                self._workspace,
+                count,
+                self.path,
+                decoded.journal_unusable,
+                self._set_journal_aside(),
+            )
+        elif decoded.journal_stopped is not None:
+            log.warning(
+                "workspace %s: restored the ledgers of %d syncs from %s and %d of its journal's saves, whose "
+                "rest is not taken (%s); the next save rewrites the state file",
+                self._workspace,
+                count,
+                self.path,
+                decoded.journal_saves,
+                decoded.journal_stopped,
+            )
+        else:
+            log.info(
+                "workspace %s: restored the ledgers of %d syncs from %s; counting continues from them",
+                self._workspace,
+                count,
+                self.path,
+            )
+
+    def _set_journal_aside(self) -> str:
+        """Move the journal out of the way (a link is moved, never followed); what became of it."""
+        path = self._journal.path
+        aside = path.with_name(path.name + ".set-aside")
+        try:
+            os.replace(path, aside)
+        except OSError as error:
+            return f"could not be set aside ({error.strerror or error})"
+        return f"was set aside as {aside}"
 
     def _set_aside(self, reason: str) -> Restored:
         aside = self.path.with_name(self.path.name + ".set-aside")

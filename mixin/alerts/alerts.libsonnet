@@ -318,7 +318,7 @@ local utils = import '../lib/utils.libsonnet';
             'CensusWebhooksRejected',
             |||
               sum by (job, instance, workspace) (
-                increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|unsupported_media_type|too_large|length_required|queue_full"}[5m])
+                increase(census_webhook_requests_total{workspace!="",result=~"bad_signature|malformed|wrong_workspace|unsupported_media_type|too_large|length_required|queue_full"}[5m])
               ) > 0
               unless on (job, instance, workspace)
               sum by (job, instance, workspace) (

@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             loopback = "127.0.0.1" if hooks_host in ("0.0.0.0", "::", "") else hooks_host  # noqa: S104
             url = f"http://{_address(loopback, exporter.webhooks.port)}/webhooks/census/{config.workspace}"
-            sender = WebhookSender(url).start()
+            # Held until the first listing: an event before it names a sync the exporter has not seen.
+            sender = WebhookSender(url, ready=lambda: exporter.refresher.snapshot.listed).start()
             simulator.workspace.run_listeners.append(sender)
             log.info("demo workspace: the simulator posts signed webhooks for its runs to %s", url)
     # A signal may be delivered to any thread; Python runs its handler in the main thread only once that

@@ -109,8 +109,9 @@ def add_web_flags(parser: Parser) -> None:
         shown_default=f"{defaults.WEBHOOK_MAX_REQUESTS_PER_SECOND:g}",
         metavar="N",
         help="Refused webhook requests (bad signature, malformed, unknown workspace...) a second one source "
-        "address may make (bursts of twice that); more are answered 429. Verified deliveries are never "
-        "limited (the queue bounds them). Behind an Ingress every request comes from its address.",
+        "may make (an address; with IPv6, its /64 prefix; bursts of twice that); more are answered 429. "
+        "Verified deliveries are never limited (the queue bounds them). Behind an Ingress every request "
+        "comes from its address.",
     )
 
 

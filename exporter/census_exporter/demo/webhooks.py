@@ -4,7 +4,10 @@ Opt-in: attach one to a :class:`SimulatedWorkspace` and each run it adds or fini
 (``sync.started`` when a run starts; ``sync.completed`` with ``status`` ``ok`` or ``emergency`` and then
 ``sync.success`` or ``sync.failed`` when it ends), with ``X-Signature`` = base64(HMAC-SHA256(body,
 secret)). Posting happens on one background thread from a bounded queue, so the simulated API never waits
-on the receiver; events beyond the queue are dropped (and counted), as a lost delivery would be.
+on the receiver; events beyond the queue are dropped (and counted), as a lost delivery would be. Given
+``ready``, nothing is posted until it returns True (the exporter has listed the syncs): the events of runs
+the simulator starts meanwhile wait in the queue, so none reaches the receiver before it knows the syncs
+(each would be answered ``unknown_sync``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,13 +31,24 @@ JSON = dict[str, Any]
 QUEUE_SIZE = 10_000
 DEMO_WEBHOOK_SECRET = "demo-webhook-secret"  # noqa: S105 - the simulator's own, public, secret
 DEMO_WORKSPACE_ID = 3167
+#: How often the sender asks whether the exporter is ready, until it is.
+READY_POLL_SECONDS = 0.1
 
 
 class WebhookSender:
     """Posts signed lifecycle events for the runs of one simulated workspace."""
 
-    def __init__(self, url: str, secret: str = DEMO_WEBHOOK_SECRET, workspace_id: int = DEMO_WORKSPACE_ID):
+    def __init__(
+        self,
+        url: str,
+        secret: str = DEMO_WEBHOOK_SECRET,
+        workspace_id: int = DEMO_WORKSPACE_ID,
+        *,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
         self.url = url
+        self._ready = ready
+        self._stopping = threading.Event()
         self._secret = secret
         self._workspace_id = workspace_id
         self._queue: queue.Queue[JSON | None] = queue.Queue(maxsize=QUEUE_SIZE)
@@ -53,7 +68,8 @@ class WebhookSender:
         return self
 
     def close(self) -> None:
-        """Stop after the events queued so far (bounded wait)."""
+        """Stop after the events queued so far (bounded wait); before ``ready``, without posting them."""
+        self._stopping.set()
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=1.0)
         self._thread.join(timeout=5.0)
@@ -88,6 +104,10 @@ class WebhookSender:
                 self.dropped += 1
 
     def _post_all(self) -> None:
+        ready = self._ready
+        while ready is not None and not ready():
+            if self._stopping.wait(READY_POLL_SECONDS):
+                return
         while (event := self._queue.get()) is not None:
             body = json.dumps(event).encode()
             headers = {"Content-Type": "application/json", "X-Signature": sign(body, self._secret)}

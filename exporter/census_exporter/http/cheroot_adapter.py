@@ -18,6 +18,9 @@ by tests/test_server.py and tests/test_adversary_rendering.py:
   ``connections``): connections are parked there until their request is buffered, and evicted from it.
 - ``makefile.StreamReader._read_buf`` / ``_read_pos``: headers read in the selector go there for the
   parser.
+- ``ConnectionManager._expire(threshold)``, called by the selector loop every ``expiration_interval``:
+  wrapped (:meth:`CherootServer.prepare`) so that its pass also cuts off requests not whole within the
+  header timeout.
 - ``HTTPConnection.last_used`` (the idle timeout's clock), ``HTTPServer.process_conn`` (overridden: a
   connection reaches a worker only once its request is buffered) and ``keep_alive_conn_limit``.
 - ``HTTPServer.prepare()`` reporting a failed bind with ``[Errno N]`` in its message (read by the server).
@@ -72,7 +75,8 @@ class ServerLimits:
     shutdown_timeout_seconds: float = 2.0
     #: Largest request body taken (0: none; every endpoint of the metrics listener refuses bodies). With a
     #: cap, a body waits in the selector with its headers, under the header timeout, and only a complete
-    #: one takes a worker; a larger one is answered 413 unread (see :func:`body_complete`).
+    #: one takes a worker; a larger one is answered 413 unread, a badly framed one 400 (see
+    #: :func:`~census_exporter.http.request_body.body_state`).
     max_body_bytes: int = 0
     #: How long a client may leave an answer untaken, on top of its size at MIN_SEND_BYTES_PER_SECOND (None:
     #: the idle timeout). A client that pipelines requests and reads no answer holds a worker this long.
@@ -240,10 +244,7 @@ class CherootServer(cheroot.wsgi.Server):
                 return
             if not complete:
                 if conn.headers_started is not None and now - conn.headers_started > self._header_timeout:
-                    log.debug(
-                        "closing a connection whose request headers took over %gs", self._header_timeout
-                    )
-                    conn.close()
+                    self._cut_off_slow(conn)
                     return
                 # Straight back to the selector: cheroot's put_conn() would dispatch buffered data at once.
                 selector = self._connections._selector  # type: ignore[attr-defined]
@@ -253,6 +254,59 @@ class CherootServer(cheroot.wsgi.Server):
         conn.headers_started = None
         super().process_conn(conn)
 
+    def prepare(self) -> None:
+        """Bind, then have the connection manager's expiry pass cut off slow requests too.
+
+        cheroot expires a connection only when it has been idle for the idle timeout since it was accepted
+        or last answered, and the header timeout above is checked only when more bytes arrive: a request
+        whose headers or body stop coming would wait the whole idle timeout, and be closed without a word.
+        """
+        super().prepare()
+        manager = self._connections  # type: ignore[attr-defined]
+        expire_idle = manager._expire
+
+        def expire(threshold: float) -> None:
+            self._expire_slow_requests()
+            expire_idle(threshold)
+
+        manager._expire = expire
+
+    def _expire_slow_requests(self) -> None:
+        """Close each waiting connection whose request began over the header timeout ago (selector thread)."""
+        selector = self._connections._selector  # type: ignore[attr-defined]
+        now = time.monotonic()
+        slow = [
+            (fd, conn)
+            for fd, conn in selector.connections
+            if isinstance(conn, _Connection)
+            and conn.headers_started is not None
+            and now - conn.headers_started > self._header_timeout
+        ]
+        for fd, conn in slow:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                selector.unregister(fd)
+            self._cut_off_slow(conn)
+
+    def _cut_off_slow(self, conn: _Connection) -> None:
+        """Close ``conn``, whose request is not whole within the header timeout, saying what was missing."""
+        buffered = conn.buffered()
+        end = buffered.find(HEADERS_END)
+        if end < 0:
+            log.debug(
+                "closing a connection from %s whose request headers took over %gs",
+                conn.remote_addr,
+                self._header_timeout,
+            )
+        else:
+            log.debug(
+                "closing a connection from %s whose request body was not complete %gs after the request "
+                "began (its headers were; %d bytes of body received)",
+                conn.remote_addr,
+                self._header_timeout,
+                len(buffered) - end - len(HEADERS_END),
+            )
+        conn.close()
+
     def _request_buffered(self, conn: _Connection, buffered: bytes) -> bool | None:
         """Whether the request (headers, and with a body cap its body) is all buffered, or over a limit
         cheroot answers; ``None`` after closing ``conn`` (a body that cannot be read)."""
@@ -260,12 +314,32 @@ class CherootServer(cheroot.wsgi.Server):
             return len(buffered) > self.max_request_header_size
         if not self._max_body_bytes:
             return True
-        state, over = body_state(buffered, self._max_body_bytes)
-        if state is None:
-            log.debug("closing a connection whose request body is malformed")
-            conn.close()
-        conn.body_over_cap = over
-        return state
+        state = body_state(buffered, self._max_body_bytes)
+        if state.problem is not None:
+            self._refuse_framing(conn, state.problem)
+            return None
+        conn.body_over_cap = state.over_cap
+        return state.complete
+
+    def _refuse_framing(self, conn: _Connection, problem: str) -> None:
+        """Answer 400 to a request whose body cannot be read (no byte more is read), then close it.
+
+        The answer is sent without blocking, from the selector thread: a client that takes nothing (its
+        window full, or gone) is closed without it.
+        """
+        log.debug("answering 400 to a request from %s and closing: %s", conn.remote_addr, problem)
+        body = f"bad request: {problem}\n".encode()
+        answer = b"".join(
+            (
+                b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n",
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body),
+                body,
+            )
+        )
+        with contextlib.suppress(OSError, ValueError):
+            conn.socket.setblocking(False)
+            conn.socket.send(answer)
+        conn.close()
 
     def _read_limit(self, buffered: bytes) -> int:
         """Bytes to read at most now: up to the header limit, and with a body cap the body's room too."""

@@ -2,10 +2,13 @@
 
 Checks, in order, each answered at once and counted by result: the method (405), the workspace (404), the
 body's size (413: the listener refuses a body over the cap unread) and framing (411 without a length), the
-content type (415), the signature over the raw body against every accepted secret (401), then the JSON
-(400). Each of these failures takes a token of its source address's rate limit, and once that is spent the
-address's failures are answered 429: the limit never refuses a verified delivery, so behind an Ingress (one
-source address for every sender) a flood of unsigned requests cannot make Census's own deliveries 429.
+content type (415), the signature over the raw body against every accepted secret (401), the JSON (400),
+then the Census workspace or group the event names, where the exporter knows the target's (422: signed
+with this workspace's secret but about another one, a misrouted Census webhook; it changes nothing, and
+4xx rather than 2xx so that Census's delivery log shows the failure). Each of these failures takes a
+token of its source's rate limit (an address; an IPv6 /64), and once that is spent the source's failures
+are answered 429: the limit never refuses a verified delivery, so behind an Ingress (one source address for
+every sender) a flood of unsigned requests cannot make Census's own deliveries 429.
 Verifying first is cheap and bounded (a body of at most 8 KiB, an HMAC per accepted secret).
 
 A verified event already shown by a read is answered 200 and ignored (a duplicate); a new one, or one taken
@@ -19,6 +22,9 @@ The body and the secrets are never logged.
 from __future__ import annotations
 
 import logging
+import math
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,8 +59,12 @@ _ANSWERS = {
     "unsupported_media_type": ("415 Unsupported Media Type", b"expected application/json\n"),
     "bad_signature": ("401 Unauthorized", b"missing or bad signature\n"),
     "malformed": ("400 Bad Request", b"malformed event\n"),
+    "wrong_workspace": ("422 Unprocessable Content", b"the event is about another Census workspace\n"),
     "queue_full": ("503 Service Unavailable", b"busy, deliver again later\n"),
 }
+
+#: Signed events about another Census workspace or group are logged at most this often per workspace.
+WRONG_WORKSPACE_LOG_INTERVAL_SECONDS = 60.0
 
 #: Results of verified deliveries: never rate limited (the queue bounds them).
 _TAKEN = frozenset({"accepted", "unknown_sync", "duplicate", "queue_full"})
@@ -79,6 +89,8 @@ class WebhookApp:
         self._limiter = limiter
         self._recent = recent or RecentEvents()
         self._max_body = max_body_bytes
+        self._lock = threading.Lock()
+        self._wrong_logged: dict[str, float] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Answer one delivery."""
@@ -132,6 +144,10 @@ class WebhookApp:
         except EventError as error:
             log.debug("webhook for workspace %s refused: %s", target.name, error)
             return "malformed"
+        other = target.names_another(event)
+        if other is not None:
+            self._wrong_workspace(target.name, other)
+            return "wrong_workspace"
         key = (target.name, *event.dedup_key)
         taken = self._recent.state(key)
         snapshot = target.refresher.snapshot
@@ -145,6 +161,21 @@ class WebhookApp:
             self._recent.remember(key, confirmed=shown(event, snapshot))
             self._metrics.event(target.name, event.event)
         return "accepted" if watched(event, snapshot) else "unknown_sync"
+
+    def _wrong_workspace(self, workspace: str, what: str) -> None:
+        """One line a minute per workspace: signed events about another workspace mean a misconfiguration."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._wrong_logged.get(workspace, -math.inf) < WRONG_WORKSPACE_LOG_INTERVAL_SECONDS:
+                return
+            self._wrong_logged[workspace] = now
+        log.warning(
+            "webhook for workspace %s refused (422): signed with its secret, but the event's %s: is the "
+            "Census webhook posting to /webhooks/census/%s another workspace's?",
+            workspace,
+            what,
+            workspace,
+        )
 
     def _body(self, environ: dict[str, Any]) -> bytes | None:
         """The raw body (all of it is buffered already: the listener waits for it), or None over the cap."""

@@ -2,7 +2,8 @@
 
 Every payload has ``workspace_id``, ``sync_id``, ``sync_run_id`` and ``event`` (integers in Census's
 examples; digit strings are taken too). ``sync.completed`` adds ``status`` (``ok`` or ``emergency``); alert
-events add ``alert_instance_id`` and texts the exporter does not keep. Only what the exporter uses is kept.
+events add ``alert_instance_id`` and texts the exporter does not keep. With API V2 the bodies gain
+``group_id`` (a string, the Fivetran group). Only what the exporter uses is kept.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ ALERT_EVENTS = frozenset({"sync.alert.raised", "sync.alert.resolved"})
 
 MAX_ID = 2**63 - 1
 MAX_EVENT_CHARS = 64
+#: The longest ``group_id`` taken (Census's are two words, such as ``decent_dropsy``).
+MAX_GROUP_CHARS = 128
 
 
 class EventError(ValueError):
@@ -48,6 +51,8 @@ class WebhookEvent:
     sync_run_id: int | None
     workspace_id: int | None
     alert_instance_id: int | None = None
+    #: The V2 group the event is about, when the body names one.
+    group_id: str | None = None
 
     @property
     def dedup_key(self) -> tuple[str, int, int | None, int | None]:
@@ -76,7 +81,19 @@ def parse_event(body: bytes) -> WebhookEvent:
         sync_run_id=_id(document, "sync_run_id", required=run_required),
         workspace_id=_id(document, "workspace_id", required=False),
         alert_instance_id=_id(document, "alert_instance_id", required=False),
+        group_id=_group(document),
     )
+
+
+def _group(document: dict[str, Any]) -> str | None:
+    value = document.get("group_id")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > MAX_GROUP_CHARS:
+        raise EventError("field `group_id` must be a short string")
+    return value
 
 
 def _id(document: dict[str, Any], field: str, *, required: bool) -> int | None:

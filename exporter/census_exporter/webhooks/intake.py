@@ -9,6 +9,7 @@ worker hands each event to its workspace (:class:`Dispatcher`), so an answer nev
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import queue
 import threading
@@ -25,7 +26,8 @@ from census_exporter.webhooks.signature import WebhookSecrets
 
 log = logging.getLogger(__name__)
 
-#: Source addresses whose rate is tracked at once; the least recently seen is forgotten first.
+#: Sources (addresses, IPv6 /64 prefixes) whose rate is tracked at once; the least recently seen is forgotten
+#: first.
 MAX_SOURCES = 4096
 #: Events remembered for duplicate detection (about 200 bytes each).
 MAX_REMEMBERED_EVENTS = 20_000
@@ -33,8 +35,24 @@ MAX_REMEMBERED_EVENTS = 20_000
 QUEUE_SIZE = 2048
 
 
+def source_key(address: str) -> str:
+    """The rate limiter's key for a source address: an IPv6 address by its /64 prefix (one host or
+    subscriber usually holds a whole /64, and rotating its addresses would otherwise dodge the limit and
+    push every other source out of the table), an IPv4-mapped one (a dual-stack listener's IPv4 client)
+    by its IPv4 address, anything else as given."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
 class RateLimiter:
-    """A token bucket per source address: ``rate`` requests a second, bursts of ``burst``."""
+    """A token bucket per source (:func:`source_key`): ``rate`` requests a second, bursts of ``burst``."""
 
     def __init__(
         self,
@@ -51,8 +69,9 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def allows(self, source: str) -> bool:
-        """Take one token of ``source``'s bucket; False when it is empty."""
+    def allows(self, address: str) -> bool:
+        """Take one token of the bucket of ``address``'s source; False when it is empty."""
+        source = source_key(address)
         now = self._clock()
         with self._lock:
             tokens, at = self._buckets.pop(source, (self._burst, now))
@@ -107,12 +126,25 @@ class WorkspaceRefresh(Protocol):
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """One workspace that takes webhooks: its label, secrets, announcements and refresher."""
+    """One workspace that takes webhooks: its label, secrets, announcements and refresher, and its Census id
+    where the exporter knows it (the V2 group watched; a V1 workspace's id only when discovery found it)."""
 
     name: str
     secrets: WebhookSecrets
     announcements: Announcements
     refresher: WorkspaceRefresh
+    census_workspace_id: int | None = None
+    census_group_id: str | None = None
+
+    def names_another(self, event: WebhookEvent) -> str | None:
+        """What of ``event`` names another Census workspace or group than this one's (``None``: nothing
+        does; an id the event or the exporter lacks is not compared)."""
+        group, workspace = self.census_group_id, self.census_workspace_id
+        if group is not None and event.group_id is not None and event.group_id != group:
+            return f"group_id is not {group}"
+        if workspace is not None and event.workspace_id is not None and event.workspace_id != workspace:
+            return f"workspace_id is not {workspace}"
+        return None
 
 
 def watched(event: WebhookEvent, snapshot: Snapshot) -> bool:

@@ -26,6 +26,7 @@ RESULTS = (
     "unsupported_media_type",
     "bad_signature",
     "malformed",
+    "wrong_workspace",
     "queue_full",
 )
 

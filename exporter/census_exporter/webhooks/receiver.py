@@ -44,8 +44,9 @@ class WebhookReceiver:
         port: int,
         *,
         rate_per_source: float = DEFAULT_RATE_PER_SOURCE,
-        limits: ServerLimits = WEBHOOK_LIMITS,
+        limits: ServerLimits | None = None,
     ) -> None:
+        limits = limits or WEBHOOK_LIMITS
         self._targets = dict(targets)
         self.metrics = WebhookMetrics(self._targets, self._status)
         self.dispatcher = Dispatcher(self.metrics.read)
