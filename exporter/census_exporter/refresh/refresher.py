@@ -333,6 +333,7 @@ class Refresher:
         """Make ``snapshot`` the current one (``_lock`` held), keeping the failing streaks the outgoing one
         showed a scrape (see :mod:`.shown`)."""
         self._shown.replacing(self._snapshot)
+        self._shown.swapping_in(snapshot)
         self._snapshot = snapshot
 
     def _save(self, snapshot: Snapshot) -> None:
