@@ -11,8 +11,11 @@ even after it was swapped out.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
+from dataclasses import replace
 
-from census_exporter.snapshot import Snapshot
+from census_exporter.refresh.reporting import SyncOutcome
+from census_exporter.snapshot import Snapshot, SyncState
 
 
 class ShownStreaks:
@@ -55,3 +58,34 @@ class ShownStreaks:
             return True
         newest = self._newest
         return newest is not None and newest.failing_streak(sync_id) == since_run_id
+
+
+def recheck(
+    streaks: ShownStreaks,
+    current: Snapshot,
+    syncs: dict[int, SyncState],
+    outcomes: Iterable[tuple[int, SyncOutcome]],
+) -> bool:
+    """Just before ``syncs`` replace ``current``'s (the swap lock held, before the save): a read that ended
+    a failing streak no scrape had shown counted its failures superseded; if a scrape has shown the streak
+    since (a full round swaps long after its first reads, and scrapes are served the old snapshot, streak
+    and all, meanwhile), take them back, so that the failure pages once (``CensusSyncFailed``), not twice.
+    Only a ledger no scrape can have seen yet is changed; ``syncs`` is updated in place. True if any was.
+    """
+    changed = False
+    for sync_id, outcome in outcomes:
+        if outcome.unshown_streak is None:
+            continue
+        state = syncs.get(sync_id)
+        ledger = state.ledger if state is not None else None
+        if state is None or ledger is None or ledger is not outcome.state.ledger:
+            continue  # this read's ledger is not the one swapped in
+        before = current.syncs.get(sync_id)
+        if before is not None and before.ledger is ledger:
+            continue  # swapped in already (the first refresh's partial publish): its count was shown
+        since, failures = outcome.unshown_streak
+        if streaks.shown(current, sync_id, since):
+            counters = ledger.counters.with_superseded_failures(-failures)
+            syncs[sync_id] = replace(state, ledger=replace(ledger, counters=counters))
+            changed = True
+    return changed
