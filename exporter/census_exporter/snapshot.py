@@ -6,7 +6,7 @@ series behind, and a scrape can never see half of a refresh.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from census_exporter.census.models.fields import ConnectionId
@@ -22,13 +22,32 @@ class ShownMark:
     """Set once a scrape has been served a snapshot: the one mutable part of it, written by the scrape.
 
     A failing streak that a completed run ends before any scrape showed it must still page (its failures
-    count as superseded), so the refresher has to know which snapshots reached a scrape.
+    count as superseded), so the refresher has to know which snapshots reached a scrape, including one a
+    scrape was served after the refresher had already swapped it out (a rendering outlasts many swaps): the
+    refresher that swaps a snapshot in gives its mark a place in its order of swaps and whom to tell
+    (:class:`census_exporter.refresh.shown.ShownStreaks`).
     """
 
-    __slots__ = ("shown",)
+    __slots__ = ("_tell", "sequence", "shown")
 
     def __init__(self) -> None:
         self.shown = False
+        #: The snapshot's place in its refresher's order of swaps (0: never swapped in).
+        self.sequence = 0
+        self._tell: Callable[[Snapshot, int], None] | None = None
+
+    def attach(self, tell: Callable[[Snapshot, int], None], sequence: int) -> None:
+        """Tell ``tell`` (with the snapshot and ``sequence``) when a scrape is first served the snapshot."""
+        self.sequence, self._tell = sequence, tell
+
+    def set_shown(self, snapshot: Snapshot) -> None:
+        """A scrape was served ``snapshot`` (whose mark this is)."""
+        if self.shown:
+            return
+        self.shown = True
+        tell = self._tell
+        if tell is not None:
+            tell(snapshot, self.sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +167,6 @@ class FleetView:
     discoveries: tuple[DiscoveryStatus, ...] = ()
 
     def mark_shown(self) -> None:
-        """Note that a scrape is being served this view (see :class:`ShownMark`)."""
+        """Note that a scrape was served this view (see :class:`ShownMark`)."""
         for snapshot in self.snapshots:
-            snapshot.mark.shown = True
+            snapshot.mark.set_shown(snapshot)

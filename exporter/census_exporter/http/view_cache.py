@@ -15,6 +15,32 @@ from census_exporter.snapshot import FleetView
 GZIP_LEVEL = 5
 
 
+class Answer(list[bytes]):
+    """The chunks of one ``/metrics`` answer, and the view they show.
+
+    A scraper's answer counts as showing its view (:meth:`FleetView.mark_shown`) only once the server has
+    sent all of it (:meth:`delivered`, called by :class:`census_exporter.http.cheroot_writer.Gateway`)
+    before the scraper gave up (:meth:`counts_as_shown`): a failing streak that Prometheus never received
+    must still page when it ends.
+    """
+
+    __slots__ = ("_shown_by", "view")
+
+    def __init__(self, chunks: list[bytes], view: FleetView) -> None:
+        super().__init__(chunks)
+        self.view = view
+        self._shown_by: float | None = None
+
+    def counts_as_shown(self, by: float) -> None:
+        """A scraper asked, and waits until ``by`` (monotonic): delivered by then, the view was shown."""
+        self._shown_by = by
+
+    def delivered(self) -> None:
+        """The server has sent the whole answer."""
+        if self._shown_by is not None and time.monotonic() <= self._shown_by:
+            self.view.mark_shown()
+
+
 class ViewRendering:
     """The Census part of /metrics, rendered once per view for both formats, and compressed once per format.
 
@@ -42,14 +68,12 @@ class ViewRendering:
         #: leave that much of its budget to render the new view.
         self.render_seconds = 0.0
 
-    def body(
-        self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool, *, scraper: bool = False
-    ) -> list[bytes]:
+    def body(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> Answer:
         """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``, as the chunks
         to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs).
 
-        ``scraper``: the request came from a scraper (it sent Prometheus's scrape-timeout header), so the
-        view served counts as shown (:meth:`FleetView.mark_shown`); a person's ``curl`` does not.
+        The answer names the view actually served, which may be newer than ``view``: what a scraper is
+        served counts as shown once it is delivered (:class:`Answer`).
         """
         with self._lock:
             if self._replaced is not None and view is self._replaced() and self._view is not None:
@@ -63,12 +87,8 @@ class ViewRendering:
             packed = self._gzip.get(openmetrics)
         if plain is None or (compress and packed is None):
             with self._rendering:
-                chunks = self._fresh(view, openmetrics, tail, compress)
-        else:
-            chunks = self._cached(plain, packed, tail, compress)
-        if scraper:
-            view.mark_shown()  # the view actually served, which may be newer than the one asked for
-        return chunks
+                return Answer(self._fresh(view, openmetrics, tail, compress), view)
+        return Answer(self._cached(plain, packed, tail, compress), view)
 
     def _fresh(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
         """Render (and compress) what the cache lacks; another scrape may have done it meanwhile."""

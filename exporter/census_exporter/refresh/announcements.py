@@ -82,9 +82,11 @@ class Announcements:
         self._retry: OrderedDict[int, None] = OrderedDict()
         #: Per sync, when a poll found runs no event had announced yet.
         self._awaited: OrderedDict[int, float] = OrderedDict()
-        #: Per sync, the newest run a verified terminal event named: a poll that counts no newer run found
-        #: nothing unannounced, even when the event came before the poll's swap (nothing was awaited to pop).
-        self._announced_runs: OrderedDict[int, int] = OrderedDict()
+        #: Per sync, the newest run a verified terminal event named, and when: a poll that counts no newer
+        #: run found nothing unannounced, even when the event came before the poll's swap (nothing was
+        #: awaited to pop). Trusted for one reconcile interval only (far longer than any round): a bogus id
+        #: far ahead must not make the sync's later runs look announced for good.
+        self._announced_runs: OrderedDict[int, tuple[int, float]] = OrderedDict()
         self._last_event: float | None = None
         self._last_event_wall: float | None = None
         self._fallback_since: float | None = None
@@ -99,8 +101,8 @@ class Announcements:
             self._last_event = self._clock()
             self._last_event_wall = self._wall_clock()
             self._awaited.pop(sync_id, None)
-            if run_id is not None and run_id > self._announced_runs.get(sync_id, -1):
-                self._announced_runs[sync_id] = run_id
+            if run_id is not None and run_id > self._announced_run(sync_id, self._last_event):
+                self._announced_runs[sync_id] = (run_id, self._last_event)
                 self._announced_runs.move_to_end(sync_id)
                 if len(self._announced_runs) > MAX_AWAITED_SYNCS:
                     self._announced_runs.popitem(last=False)
@@ -187,12 +189,17 @@ class Announcements:
         now = self._clock()
         with self._lock:
             for sync_id, newest_run in found.items():
-                announced = self._announced_runs.get(sync_id)
-                if newest_run is not None and announced is not None and announced >= newest_run:
+                if newest_run is not None and self._announced_run(sync_id, now) >= newest_run:
                     continue
                 if sync_id not in self._awaited:
                     self._awaited[sync_id] = now
             self._expire(now, force=len(self._awaited) - MAX_AWAITED_SYNCS)
+
+    def _announced_run(self, sync_id: int, now: float) -> int:
+        """The newest run a terminal event named for ``sync_id`` within a reconcile interval, -1 for none
+        (lock held)."""
+        run_id, heard_at = self._announced_runs.get(sync_id, (-1, now))
+        return run_id if now - heard_at < self.reconcile_interval_seconds else -1
 
     def _expire(self, now: float, force: int = 0) -> None:
         """Count runs whose grace ended (and the oldest ``force`` ones) as unannounced (lock held)."""

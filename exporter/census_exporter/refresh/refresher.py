@@ -38,7 +38,7 @@ from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncRef
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.refresh.rounds import Built, RoundReader
-from census_exporter.refresh.shown import ShownStreaks
+from census_exporter.refresh.shown import ShownStreaks, recheck
 from census_exporter.refresh.timing import ended_without_result, expected_finish, start_deadline
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.storage import LedgerFile
@@ -298,7 +298,9 @@ class Refresher:
             if built is not None and self._unsettled == generation:
                 # What announced reads swapped in during this round is newer than the round's reads.
                 syncs, kept = merged(built.snapshot.syncs, self._snapshot.syncs, built.bases)
-                snapshot = replace(built.snapshot, syncs=syncs) if kept else built.snapshot
+                read = ((sync.id, outcome) for sync, outcome in built.outcomes)
+                rechecked = recheck(self._shown, self._snapshot, syncs, read)
+                snapshot = replace(built.snapshot, syncs=syncs) if kept or rechecked else built.snapshot
                 # Before the swap: no scrape can see a count that a restart would not restore.
                 self._save(snapshot)
             with self._lock:
@@ -333,6 +335,7 @@ class Refresher:
         """Make ``snapshot`` the current one (``_lock`` held), keeping the failing streaks the outgoing one
         showed a scrape (see :mod:`.shown`)."""
         self._shown.replacing(self._snapshot)
+        self._shown.swapping_in(snapshot)
         self._snapshot = snapshot
 
     def _save(self, snapshot: Snapshot) -> None:
@@ -355,6 +358,7 @@ class Refresher:
         """
         with self._swap_lock:
             syncs, swapped, again = applied(self._snapshot.syncs, reads)
+            recheck(self._shown, self._snapshot, syncs, ((sync_id, reads[sync_id][1]) for sync_id in swapped))
             if swapped:
                 self._save(replace(self._snapshot, syncs=syncs))
                 with self._lock:
