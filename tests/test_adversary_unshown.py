@@ -178,12 +178,14 @@ def test_a_scrape_rendering_while_an_announced_read_swaps_in_still_counts_as_sho
     assert _superseded(harness.scrape(**PROMETHEUS)) == 0, "shown and superseded: it pages twice"
 
 
-def test_a_streak_shown_before_a_restart_is_not_superseded_by_the_retry_read_after_it(
+def test_a_streak_ended_by_the_first_read_after_a_restart_pages_again_rather_than_never(
     harness_factory: Callable[..., Harness], tmp_path: Path
 ) -> None:
-    """With --storage.path the streak (its first run, its failures) survives a restart; that a scrape
-    showed it does not. The first read after the restart sees the retry's success and counts the failure,
-    which CensusSyncFailed already paged for, as superseded too."""
+    """With --storage.path the streak (its first run, its failures) survives a restart; whether a scrape
+    showed it does not (it is not stored). The first read after the restart sees the retry's success and
+    counts the failure as superseded: CensusSyncRunFailed pages for a failure CensusSyncFailed may already
+    have paged for. That is the chosen way to be wrong: taking a restored streak as shown would leave a
+    failure read just before the restart, and never scraped, unpaged (docs/runbook.md)."""
     workspace = workspace_with_syncs(1)
     storage = str(tmp_path / "ledgers")
     before = harness_factory(workspace, cache_ttl=3600.0, storage_path=storage)
@@ -199,7 +201,7 @@ def test_a_streak_shown_before_a_restart_is_not_superseded_by_the_retry_read_aft
     scrape = after.scrape(**PROMETHEUS)
     assert scrape.value("census_sync_runs_total", sync_id="1", status="failed") == 1  # restored, not redone
     assert _failing(scrape) == [0.0]
-    assert _superseded(scrape) == 0, "shown before the restart, superseded after it: it pages twice"
+    assert _superseded(scrape) == 1
 
 
 # --------------------------------------------------------------------------------------------------------
