@@ -47,6 +47,7 @@ SLOW_MODULES = frozenset(
         "test_sizing",
         "test_soak",
         "test_truncation_alert",
+        "test_unseen_failures",
         "test_v2_end_to_end",
         "test_webhook_fallback",
     }

@@ -437,8 +437,6 @@ def test_every_field_of_a_ledger_survives_the_round_trip(tmp_path: Path) -> None
         newest_outcome_run_id=230,
         failing=True,
         failing_error_code="E_QUOTA",
-        failing_since_run_id=105,
-        streak_failures=2,
         earliest_run_at=1.6e9,
         pending_seen_at=MappingProxyType({232: 1.7e9 + 5}),
         watched_since=1.69e9,

@@ -1,7 +1,7 @@
 """Webhook deliveries the review found mishandled, over real HTTP: a terminal event that arrives before the
 API shows the outcome, a terminal event lost on the way, a flood of unsigned requests from the one address
-an Ingress gives every sender, events about syncs the workspace does not watch, a full queue, and an event
-heard before the full refresh that found its run swapped in."""
+an Ingress gives every sender, events about syncs the workspace does not watch, a full queue, an event
+heard before the full refresh that found its run swapped in, and a signed event naming a bogus run."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from census_exporter.demo.server import API_PREFIX, Fault
+from census_exporter.ledger import SyncLedger
 from census_exporter.webhooks import intake
 from tests.conftest import Harness, Scrape, wait_for
 from tests.webhook_harness import WORKSPACE, deliver, start_receiving, webhook_event, workspace_with_syncs
@@ -225,3 +226,52 @@ def test_an_event_heard_before_the_full_refresh_that_found_its_run_swaps_in_is_n
     wait_for(lambda: unannounced() >= 1, timeout=15, what="sync 3's run counted unannounced")
     wait_for(lambda: simulator.count(r"/syncs/1/sync_runs$") > reads_of_1 + 1, what="the event's own read")
     assert unannounced() == 1
+
+
+def _ledger(harness: Harness, sync_id: int) -> SyncLedger:
+    state = harness.exporter.refresher.snapshot.syncs.get(sync_id)
+    assert state is not None and state.ledger is not None
+    return state.ledger
+
+
+@pytest.mark.parametrize("jump", [10**15, 10**6], ids=["implausible", "plausible"])
+def test_a_bogus_run_id_in_a_signed_event_does_not_hide_the_sync_s_later_unannounced_runs_for_good(
+    harness_factory: Callable[..., Harness], jump: int
+) -> None:
+    """The per-sync memory of the newest run a terminal event named takes any id a signed event carries.
+    One event naming a run far ahead (a buggy or hostile sender; another sync's run, as run ids are global)
+    makes every later run of that sync look announced: none is counted unannounced, and webhooks that
+    stopped delivering for it never fall back. An implausible id must not be remembered; a plausible one
+    not for longer than a reconcile interval (the memory is needed only until the round that read the
+    sync swaps in). Sync 3's run, announced by nothing either, shows that the grace passed."""
+    harness = start_receiving(
+        harness_factory,
+        workspace_with_syncs(3),
+        SECRET,
+        cache_ttl=3600.0,
+        webhook_announcement_grace_seconds=0.5,
+        webhook_reconcile_interval_seconds=0.5,
+    )
+    workspace = harness.workspace
+    bogus = webhook_event(1, _ledger(harness, 1).recent_run_ids[-1] + jump, "sync.success")
+    assert deliver(harness, bogus, secret=SECRET).status_code == 202
+    reads_of_1 = harness.simulator.count(r"/syncs/1/sync_runs$")
+    wait_for(
+        lambda: harness.simulator.count(r"/syncs/1/sync_runs$") > reads_of_1, what="the bogus event's read"
+    )
+    workspace.add_run(1, "completed")  # no event will name these two runs
+    workspace.add_run(3, "completed")
+
+    def counted_by_a_round() -> bool:
+        harness.refresh()
+        return all(
+            _ledger(harness, sync_id).counters.runs_by_status.get("completed") == 1 for sync_id in (1, 3)
+        )
+
+    wait_for(counted_by_a_round, what="a full round counting both runs")
+
+    def unannounced() -> float:
+        return harness.scrape().value("census_webhook_unannounced_runs_total", workspace=WORKSPACE) or 0.0
+
+    wait_for(lambda: unannounced() >= 1, what="sync 3's run counted unannounced")
+    wait_for(lambda: unannounced() >= 2, timeout=3, what="sync 1's run counted unannounced too")

@@ -219,9 +219,8 @@ RUNS = Family(
 SUPERSEDED_FAILURES = Family(
     "census_sync_superseded_failed_runs_total",
     "counter",
-    "Failed runs that no scrape saw as the newest outcome: a later completed run had already followed them "
-    "when the exporter read them, or followed them before any scrape showed their failing streak "
-    "(census_sync_last_finished_run_failed).",
+    "Failed runs that a later completed run had already followed when the exporter read them, so no "
+    "failing streak (census_sync_last_finished_run_failed) showed them.",
 )
 #: Per sync with ``--census.record-totals=sync``; per workspace (``census_workspace_...``) by default.
 RECORD_COUNTERS: tuple[Series[RunCounters], ...] = (

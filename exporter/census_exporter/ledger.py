@@ -111,12 +111,6 @@ class SyncLedger:
     #: The error code of the run that began the current failing streak (``None``: none or not reported). It
     #: stays through the streak, so the streak is one series and one alert, not one per error code.
     failing_error_code: str | None = None
-    #: Id of the run that began the current failing streak (0: none, or stored before it was kept): the
-    #: streak's identity, by which its showing to a scrape is recognised (``streak_shown``, :meth:`advance`).
-    failing_since_run_id: int = 0
-    #: Failed runs counted in the current failing streak (a baseline's are not counted): if a completed run
-    #: ends the streak before any scrape showed it, these are the failures no scrape saw.
-    streak_failures: int = 0
     #: The oldest creation time of the runs seen: with no success known, no run succeeded since then.
     earliest_run_at: float | None = None
     #: When each pending run whose creation time is unknown was first seen, by run id (bounded like the
@@ -174,16 +168,12 @@ class SyncLedger:
         gone_run_ids: Iterable[int] = (),
         last_pending_lookup: int | None = None,
         now: float | None = None,
-        streak_shown: bool = True,
     ) -> LedgerUpdate:
         """Account for runs fetched this refresh (pages plus pending runs fetched by id).
 
         ``gone_run_ids`` are pending runs the API no longer knows (404); they are forgotten uncounted.
         ``last_pending_lookup`` is the last pending run looked up by id this refresh, if any. ``now`` (Unix
-        time) is when the runs were read, for pending runs without a creation time. ``streak_shown`` says
-        whether a scrape has shown this ledger's failing streak: one that a completed run now ends unseen
-        (a webhook-triggered read can see a failure alone, and the next read its successful retry, both
-        between two scrapes) has its failures counted as superseded, so that they still page.
+        time) is when the runs were read, for pending runs without a creation time.
         """
         runs = sorted({run.id: run for run in fetched}.values(), key=lambda run: run.id)
         pending = set(self.pending_run_ids) - set(gone_run_ids)
@@ -242,7 +232,6 @@ class SyncLedger:
             else self.counted_fingerprints,
         )
         ledger = ledger._with_outcome_times(runs)._with_streak(runs)._with_seen(runs, now)
-        ledger = ledger._with_streak_failures(self, counted, streak_shown)
         # Nothing new (the usual refresh): keep the old ledger, which the previous snapshot holds anyway.
         return LedgerUpdate(
             self if ledger == self else ledger,
@@ -285,50 +274,17 @@ class SyncLedger:
         (:func:`plausible_runs`), or it would pin its outcome over every later run.
         """
         newest, failing, code = self.newest_outcome_run_id, self.failing, self.failing_error_code
-        since = self.failing_since_run_id
         for run in plausible_runs(runs, newest):
             if run.id <= newest or run.status not in ("completed", "failed"):
                 continue
             newest = run.id
             if run.status == "completed":
-                failing, code, since = False, None, 0
+                failing, code = False, None
             elif failing is not True:
-                failing, code, since = True, run.error_code, run.id
-        if (newest, failing, code, since) == (
-            self.newest_outcome_run_id,
-            self.failing,
-            self.failing_error_code,
-            self.failing_since_run_id,
-        ):
+                failing, code = True, run.error_code
+        if (newest, failing, code) == (self.newest_outcome_run_id, self.failing, self.failing_error_code):
             return self
-        return replace(
-            self,
-            newest_outcome_run_id=newest,
-            failing=failing,
-            failing_error_code=code,
-            failing_since_run_id=since,
-        )
-
-    def _with_streak_failures(
-        self, before: SyncLedger, counted: Sequence[SyncRun], streak_shown: bool
-    ) -> SyncLedger:
-        """Carry the count of the streak's counted failures; a streak ``before`` had that ended unshown adds
-        its failures to the superseded ones (those this advance counted were already judged above)."""
-        same_streak = self.failing is True and self.failing_since_run_id == before.failing_since_run_id
-        ended = before.failing is True and not same_streak
-        counters = self.counters
-        if ended and not streak_shown:
-            counters = counters.with_superseded_failures(before.streak_failures)
-        carried = before.streak_failures if same_streak and before.failing is True else 0
-        streak = (
-            carried
-            + sum(1 for run in counted if run.status == "failed" and run.id >= self.failing_since_run_id)
-            if self.failing is True
-            else 0
-        )
-        if (streak, counters) == (self.streak_failures, self.counters):
-            return self
-        return replace(self, streak_failures=streak, counters=counters)
+        return replace(self, newest_outcome_run_id=newest, failing=failing, failing_error_code=code)
 
     def _with_seen(self, runs: Sequence[SyncRun], now: float | None) -> SyncLedger:
         """Keep the oldest run time seen, and when each pending run without a creation time was first seen."""

@@ -6,7 +6,7 @@ series behind, and a scrape can never see half of a refresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from census_exporter.census.models.fields import ConnectionId
@@ -16,38 +16,6 @@ from census_exporter.ledger import DEFAULT_DURATION_BUCKETS, SyncLedger
 
 #: The ``error_code`` label of a code past the per-sync bound (see ``SyncState.shown_error_codes``).
 OTHER_ERROR_CODE = "other"
-
-
-class ShownMark:
-    """Set once a scrape has been served a snapshot: the one mutable part of it, written by the scrape.
-
-    A failing streak that a completed run ends before any scrape showed it must still page (its failures
-    count as superseded), so the refresher has to know which snapshots reached a scrape, including one a
-    scrape was served after the refresher had already swapped it out (a rendering outlasts many swaps): the
-    refresher that swaps a snapshot in gives its mark a place in its order of swaps and whom to tell
-    (:class:`census_exporter.refresh.shown.ShownStreaks`).
-    """
-
-    __slots__ = ("_tell", "sequence", "shown")
-
-    def __init__(self) -> None:
-        self.shown = False
-        #: The snapshot's place in its refresher's order of swaps (0: never swapped in).
-        self.sequence = 0
-        self._tell: Callable[[Snapshot, int], None] | None = None
-
-    def attach(self, tell: Callable[[Snapshot, int], None], sequence: int) -> None:
-        """Tell ``tell`` (with the snapshot and ``sequence``) when a scrape is first served the snapshot."""
-        self.sequence, self._tell = sequence, tell
-
-    def set_shown(self, snapshot: Snapshot) -> None:
-        """A scrape was served ``snapshot`` (whose mark this is)."""
-        if self.shown:
-            return
-        self.shown = True
-        tell = self._tell
-        if tell is not None:
-            tell(snapshot, self.sequence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +82,6 @@ class Snapshot:
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     #: The API base URL the workspace is read from (no credentials), for the landing page's links.
     api_url: str | None = None
-    #: Whether a scrape was served this snapshot; every copy (``dataclasses.replace``) starts unshown.
-    mark: ShownMark = field(default_factory=ShownMark, init=False, compare=False, repr=False)
-
-    def failing_streak(self, sync_id: int) -> int | None:
-        """The run that began the sync's failing streak in this snapshot (None: not failing, or unknown)."""
-        state = self.syncs.get(sync_id)
-        ledger = state.ledger if state is not None else None
-        return ledger.failing_since_run_id if ledger is not None and ledger.failing is True else None
 
     def source_name(self, sync: Sync) -> str:
         """The source connection's name, falling back to its id."""
@@ -165,8 +125,3 @@ class FleetView:
 
     snapshots: tuple[Snapshot, ...] = ()
     discoveries: tuple[DiscoveryStatus, ...] = ()
-
-    def mark_shown(self) -> None:
-        """Note that a scrape was served this view (see :class:`ShownMark`)."""
-        for snapshot in self.snapshots:
-            snapshot.mark.set_shown(snapshot)

@@ -144,10 +144,6 @@ class Gateway(cheroot.wsgi.Gateway_10):
             else:
                 for chunk in chunks:
                     self.write(chunk)
-            # Sent whole: a scraper's answer now counts as shown (census_exporter.http.view_cache.Answer).
-            delivered = getattr(response, "delivered", None)
-            if delivered is not None:
-                delivered()
         finally:
             self.req.ensure_headers_sent()
             if hasattr(response, "close"):

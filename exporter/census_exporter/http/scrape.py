@@ -34,9 +34,14 @@ MIN_SCRAPE_MARGIN_SECONDS = 0.5
 SCRAPE_MARGIN_SHARE = 0.1
 
 
-def scrape_timeout(header: str | None) -> float:
-    """The scrape timeout: Prometheus's ``X-Prometheus-Scrape-Timeout-Seconds`` header (10 s without one,
-    and at most an hour: longer waits are no scrape, and past ``threading.TIMEOUT_MAX`` no wait at all)."""
+def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
+    """Seconds a scrape may still wait for fresh data.
+
+    The scrape timeout is Prometheus's ``X-Prometheus-Scrape-Timeout-Seconds`` header (10 s without
+    one, and at most an hour: longer waits are no scrape, and past ``threading.TIMEOUT_MAX`` no wait at
+    all); the budget keeps a margin of max(0.5 s, 10%) of it and subtracts ``elapsed_seconds``, the time
+    since the request arrived, so the answer leaves before Prometheus gives up.
+    """
     timeout = DEFAULT_SCRAPE_TIMEOUT_SECONDS
     if header:
         try:
@@ -45,17 +50,6 @@ def scrape_timeout(header: str | None) -> float:
             value = math.nan
         if math.isfinite(value) and value > 0:
             timeout = min(value, MAX_SCRAPE_TIMEOUT_SECONDS)
-    return timeout
-
-
-def scrape_budget(header: str | None, elapsed_seconds: float = 0.0) -> float:
-    """Seconds a scrape may still wait for fresh data.
-
-    The budget keeps a margin of max(0.5 s, 10%) of the scrape timeout (:func:`scrape_timeout`) and
-    subtracts ``elapsed_seconds``, the time since the request arrived, so the answer leaves before
-    Prometheus gives up.
-    """
-    timeout = scrape_timeout(header)
     margin = max(MIN_SCRAPE_MARGIN_SECONDS, SCRAPE_MARGIN_SHARE * timeout)
     return max(0.0, timeout - margin - max(0.0, elapsed_seconds))
 
@@ -115,8 +109,9 @@ class ExporterApp:
 
     def _metrics(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         arrived = environ.get(REQUEST_ARRIVED_KEY) or time.monotonic()
-        timeout_header = environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")
-        budget = scrape_budget(timeout_header, time.monotonic() - arrived)
+        budget = scrape_budget(
+            environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"), time.monotonic() - arrived
+        )
         view = self._fleet.view_within(max(0.0, budget - self._census.render_seconds))
         accept = canonical_accept(environ.get("HTTP_ACCEPT", ""))
         encoder, content_type = choose_encoder(accept)
@@ -126,11 +121,6 @@ class ExporterApp:
         # budget, then the process's from the registry), as they are now.
         own = [*self._own_metrics().chunks(openmetrics), encoder(self._registry)]
         chunks = self._census.body(view, openmetrics, b"".join(own), compress)
-        # Prometheus (and the agents built on its scrape code) send the timeout header; whatever they are
-        # served counts as shown to the alerts (see census_exporter.refresh.shown), once it is sent whole
-        # before that timeout (after it, Prometheus has given up on it). A HEAD sends no body.
-        if timeout_header is not None and environ.get("REQUEST_METHOD") == "GET":
-            chunks.counts_as_shown(arrived + scrape_timeout(timeout_header))
         headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
         if compress:
             headers.append(("Content-Encoding", "gzip"))

@@ -15,32 +15,6 @@ from census_exporter.snapshot import FleetView
 GZIP_LEVEL = 5
 
 
-class Answer(list[bytes]):
-    """The chunks of one ``/metrics`` answer, and the view they show.
-
-    A scraper's answer counts as showing its view (:meth:`FleetView.mark_shown`) only once the server has
-    sent all of it (:meth:`delivered`, called by :class:`census_exporter.http.cheroot_writer.Gateway`)
-    before the scraper gave up (:meth:`counts_as_shown`): a failing streak that Prometheus never received
-    must still page when it ends.
-    """
-
-    __slots__ = ("_shown_by", "view")
-
-    def __init__(self, chunks: list[bytes], view: FleetView) -> None:
-        super().__init__(chunks)
-        self.view = view
-        self._shown_by: float | None = None
-
-    def counts_as_shown(self, by: float) -> None:
-        """A scraper asked, and waits until ``by`` (monotonic): delivered by then, the view was shown."""
-        self._shown_by = by
-
-    def delivered(self) -> None:
-        """The server has sent the whole answer."""
-        if self._shown_by is not None and time.monotonic() <= self._shown_by:
-            self.view.mark_shown()
-
-
 class ViewRendering:
     """The Census part of /metrics, rendered once per view for both formats, and compressed once per format.
 
@@ -68,13 +42,9 @@ class ViewRendering:
         #: leave that much of its budget to render the new view.
         self.render_seconds = 0.0
 
-    def body(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> Answer:
+    def body(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
         """The Census exposition of ``view`` followed by ``tail``, gzipped if ``compress``, as the chunks
-        to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs).
-
-        The answer names the view actually served, which may be newer than ``view``: what a scraper is
-        served counts as shown once it is delivered (:class:`Answer`).
-        """
+        to send: the cached rendering itself, never a copy of it (megabytes at thousands of syncs)."""
         with self._lock:
             if self._replaced is not None and view is self._replaced() and self._view is not None:
                 # Fetched just before a swap, asked for just after: the newer view is cached (or being
@@ -87,8 +57,8 @@ class ViewRendering:
             packed = self._gzip.get(openmetrics)
         if plain is None or (compress and packed is None):
             with self._rendering:
-                return Answer(self._fresh(view, openmetrics, tail, compress), view)
-        return Answer(self._cached(plain, packed, tail, compress), view)
+                return self._fresh(view, openmetrics, tail, compress)
+        return self._cached(plain, packed, tail, compress)
 
     def _fresh(self, view: FleetView, openmetrics: bool, tail: bytes, compress: bool) -> list[bytes]:
         """Render (and compress) what the cache lacks; another scrape may have done it meanwhile."""

@@ -96,12 +96,8 @@ class SyncRefresh:
         logs: RefreshLog,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        *,
-        streak_shown: Callable[[int, int], bool] = lambda sync_id, since_run_id: True,
     ) -> None:
         self._api = api
-        #: Whether a scrape showed a sync's failing streak (by sync id and the run that began it).
-        self._streak_shown = streak_shown
         self._clock = clock
         self._wall_clock = wall_clock
         self._settings = settings
@@ -201,17 +197,13 @@ class SyncRefresh:
         if previous is not None and latest is not None and latest == previous.latest_run:
             # The same run as last time: share the old object rather than keep one copy per snapshot.
             latest = previous.latest_run
-        unshown: tuple[int, int] | None = None
         if ledger is None:
             new_ledger = SyncLedger.baseline(fetched.values(), self._settings.duration_buckets, now)
             counted: Iterable[SyncRun] = [latest] if latest and latest.status == "failed" else []
         else:
             gone, last_lookup = self._fetch_missing_pending(sync, ledger, fetched, deadline, now)
-            seen = ledger.failing is not True or self._streak_shown(sync.id, ledger.failing_since_run_id)
-            update = ledger.advance(fetched.values(), gone, last_lookup, now, streak_shown=seen)
+            update = ledger.advance(fetched.values(), gone, last_lookup, now)
             new_ledger, counted = update.ledger, update.counted
-            if not seen:
-                unshown = _unshown_streak(ledger, new_ledger)
             self._report(sync, update)
         codes = [latest.error_code if latest else None]
         if new_ledger.failing:
@@ -229,13 +221,7 @@ class SyncRefresh:
         )
         failed = tuple(run for run in counted if run.status == "failed")
         newest_counted = max((run.id for run in counted), default=None) if ledger is not None else None
-        return SyncOutcome(
-            state,
-            failed,
-            baseline=ledger is None,
-            newest_counted_run_id=newest_counted,
-            unshown_streak=unshown,
-        )
+        return SyncOutcome(state, failed, baseline=ledger is None, newest_counted_run_id=newest_counted)
 
     def _shown_error_codes(
         self, sync: Sync, previous: SyncState | None, codes: Iterable[str | None], now: float
@@ -389,13 +375,3 @@ def _oldest_unfinished(ledger: SyncLedger, fetched: Mapping[int, SyncRun]) -> fl
         if created is not None:
             times.append(created)
     return min(times, default=None)
-
-
-def _unshown_streak(before: SyncLedger, after: SyncLedger) -> tuple[int, int] | None:
-    """The failing streak of ``before`` that ``after`` ended, read as unshown: (its first run, its failures,
-    which ``after`` counted superseded); None when it did not end or had no counted failures."""
-    if before.failing is not True or before.streak_failures == 0:
-        return None
-    if after.failing is True and after.failing_since_run_id == before.failing_since_run_id:
-        return None
-    return before.failing_since_run_id, before.streak_failures

@@ -38,7 +38,6 @@ from census_exporter.refresh.one_sync import CensusAPI, RefreshSettings, SyncRef
 from census_exporter.refresh.quota import SyncQuota
 from census_exporter.refresh.reporting import RefreshLog
 from census_exporter.refresh.rounds import Built, RoundReader
-from census_exporter.refresh.shown import ShownStreaks, recheck
 from census_exporter.refresh.timing import ended_without_result, expected_finish, start_deadline
 from census_exporter.snapshot import Snapshot, SyncState
 from census_exporter.storage import LedgerFile
@@ -114,15 +113,7 @@ class Refresher:
         # Set by close(); shared with whoever else must stop waiting then (the client's retry backoff).
         self._stopping = stopping or threading.Event()
         self._logs = RefreshLog()
-        self._shown = ShownStreaks()
-        self._one_sync = SyncRefresh(
-            api,
-            settings,
-            self._logs,
-            clock,
-            wall_clock,
-            streak_shown=lambda sync_id, since: self._shown.shown(self._snapshot, sync_id, since),
-        )
+        self._one_sync = SyncRefresh(api, settings, self._logs, clock, wall_clock)
         self._rounds = RoundReader(
             api,
             settings,
@@ -298,9 +289,7 @@ class Refresher:
             if built is not None and self._unsettled == generation:
                 # What announced reads swapped in during this round is newer than the round's reads.
                 syncs, kept = merged(built.snapshot.syncs, self._snapshot.syncs, built.bases)
-                read = ((sync.id, outcome) for sync, outcome in built.outcomes)
-                rechecked = recheck(self._shown, self._snapshot, syncs, read)
-                snapshot = replace(built.snapshot, syncs=syncs) if kept or rechecked else built.snapshot
+                snapshot = replace(built.snapshot, syncs=syncs) if kept else built.snapshot
                 # Before the swap: no scrape can see a count that a restart would not restore.
                 self._save(snapshot)
             with self._lock:
@@ -311,7 +300,7 @@ class Refresher:
                     return
                 self._unsettled = None
                 if built is not None and snapshot is not None:
-                    self._swap_in(snapshot)
+                    self._snapshot = snapshot
                     self.refresh_count += 1
                     if built.left_out is not None:
                         self._note_left_out(built.left_out)
@@ -330,13 +319,6 @@ class Refresher:
         self._logs.round_kept(snapshot, outcomes, list(built.errors), first_refresh=first and snapshot.listed)
         future.set_result(snapshot)
         self.read_announced()  # marks made meanwhile the announced reads could not take yet
-
-    def _swap_in(self, snapshot: Snapshot) -> None:
-        """Make ``snapshot`` the current one (``_lock`` held), keeping the failing streaks the outgoing one
-        showed a scrape (see :mod:`.shown`)."""
-        self._shown.replacing(self._snapshot)
-        self._shown.swapping_in(snapshot)
-        self._snapshot = snapshot
 
     def _save(self, snapshot: Snapshot) -> None:
         """Save ``snapshot``'s ledgers (``_swap_lock`` held, so saves keep the order of the swaps)."""
@@ -358,11 +340,10 @@ class Refresher:
         """
         with self._swap_lock:
             syncs, swapped, again = applied(self._snapshot.syncs, reads)
-            recheck(self._shown, self._snapshot, syncs, ((sync_id, reads[sync_id][1]) for sync_id in swapped))
             if swapped:
                 self._save(replace(self._snapshot, syncs=syncs))
                 with self._lock:
-                    self._swap_in(replace(self._snapshot, syncs=syncs))
+                    self._snapshot = replace(self._snapshot, syncs=syncs)
         if self._announcements is not None:
             for sync_id in again:
                 self._announcements.announce(sync_id)
@@ -377,8 +358,8 @@ class Refresher:
                 return
             self._unsettled = None
             self._abandoned_running += 1
-            snapshot = ended_without_result(self._snapshot, message, started, self._clock())
-            self._swap_in(snapshot)
+            self._snapshot = ended_without_result(self._snapshot, message, started, self._clock())
+            snapshot = self._snapshot
             self._logs.abandoned(message, generation)
         future.set_result(snapshot)
 
@@ -417,8 +398,8 @@ class Refresher:
                 if self._unsettled != generation or self._snapshot.refreshed:
                     return
                 # An announced read may have advanced a sync published before: its state is newer.
-                self._swap_in(
-                    replace(previous, syncs=merged(syncs, self._snapshot.syncs, {})[0], listed=True)
+                self._snapshot = replace(
+                    previous, syncs=merged(syncs, self._snapshot.syncs, {})[0], listed=True
                 )
 
         return publish

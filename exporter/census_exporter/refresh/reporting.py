@@ -41,10 +41,6 @@ class SyncOutcome:
     baseline: bool = False
     #: The newest run this read counted (None: it counted none), to match against the runs events named.
     newest_counted_run_id: int | None = None
-    #: The failing streak this read ended before any scrape had shown it, as (its first run, its failures
-    #: counted superseded); None: none. Checked again at the swap (:func:`.shown.recheck`): a scrape may
-    #: have shown the streak meanwhile (a round's swap comes long after its first reads).
-    unshown_streak: tuple[int, int] | None = None
 
 
 class RefreshLog:
