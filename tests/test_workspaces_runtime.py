@@ -208,15 +208,16 @@ def test_a_scrape_waits_for_stale_workspaces_in_parallel_within_one_budget(
         "1",
     )
     running.wait_ready()
-    # Every request now takes 0.8 s: a refresh (the sync list, then the sync's runs) takes 1.6 s, so two
-    # refreshes fit in the 2.5 s budget of a 3 s scrape timeout only if they run side by side.
+    # Every request now takes 1 s: a refresh (the sync list, then the sync's runs) takes 2 s, so two
+    # refreshes fit in the 3.5 s budget of a 4 s scrape timeout only if they run side by side (1.5 s to
+    # spare for a loaded machine; one after the other they would need 4 s).
     organization.members[0].workspace.add_run(1, "completed", records=5)
     organization.members[1].workspace.add_run(1, "completed", records=5)
-    server.latency_seconds = 0.8
+    server.latency_seconds = 1.0
     wait_for(running.exporter.fleet.is_stale, what="the data to go stale")
     started = time.monotonic()
-    scrape = running.scrape(**{"X-Prometheus-Scrape-Timeout-Seconds": "3"})
-    assert time.monotonic() - started < 3
+    scrape = running.scrape(**{"X-Prometheus-Scrape-Timeout-Seconds": "4"})
+    assert time.monotonic() - started < 4
     # both new runs (the first ones are a baseline) were counted by refreshes this one scrape waited for
     assert scrape.value("census_sync_runs_total", workspace="marketing", sync_id="1", status="completed") == 1
     assert scrape.value("census_sync_runs_total", workspace="sales", sync_id="1", status="completed") == 1
