@@ -82,18 +82,19 @@ local utils = import '../lib/utils.libsonnet';
             'sync',
           ) + keepFiring,
 
-          // A run failed in the last 15 minutes that no evaluation of CensusSyncFailed saw. Two ways:
+          // A run failed in the last 15 minutes that no evaluation of CensusSyncFailed saw. Three ways:
           // * the exporter read a later completed run with it (census_sync_superseded_failed_runs_total:
           //   it was never the newest outcome, so an earlier streak in the window hides nothing);
           // * the exporter did show it as the streak, but not to this Prometheus's rules: a read of the
           //   failure alone and a read of its successful retry both fell between two scrapes (webhooks) or
           //   two rule evaluations (evaluated less often than scraped), or only another scraper saw it.
           //   The exporter cannot know what was evaluated, so the rule decides: a failed run counted while
-          //   this Prometheus's CensusSyncFailed did not fire for the sync within 15 minutes.
-          //   CensusSyncFailed stays before this rule in the group, so its ALERTS of this evaluation are
-          //   visible here; a further such failure within 15 minutes of a CensusSyncFailed page is folded
-          //   into that page.
-          // increase() handles an exporter restart (both counters exist at 0).
+          //   this Prometheus's CensusSyncFailed did not fire for the sync within 15 minutes;
+          // * the same after a CensusSyncFailed page in the window: more failed runs are counted now than
+          //   at any time that alert was firing, and it is not firing now. The subquery's 30 s step must
+          //   stay well under keep_firing_for (2m), or a page shorter than a step would look unseen.
+          // CensusSyncFailed stays before this rule in the group, so its ALERTS of this evaluation are
+          // visible here. increase() handles an exporter restart (both counters exist at 0).
           alert(
             'CensusSyncRunFailed',
             |||
@@ -106,6 +107,20 @@ local utils = import '../lib/utils.libsonnet';
                     unless on (job, instance, workspace, sync_id)
                       max_over_time(ALERTS{alertname="CensusSyncFailed", alertstate="firing"}[15m])
                   )
+                  or
+                  (
+                    max without (status) (census_sync_runs_total{status="failed"})
+                    > on (job, instance, workspace, sync_id)
+                      max_over_time(
+                        (
+                          max without (status) (census_sync_runs_total{status="failed"})
+                          and on (job, instance, workspace, sync_id)
+                            ALERTS{alertname="CensusSyncFailed", alertstate="firing"}
+                        )[15m:30s]
+                      )
+                    unless on (job, instance, workspace, sync_id)
+                      ALERTS{alertname="CensusSyncFailed", alertstate="firing"}
+                  )
                 )
                 unless on (job, instance, workspace, sync_id) census_sync_paused{} == 1
               )
@@ -117,8 +132,8 @@ local utils = import '../lib/utils.libsonnet';
             |||
               Sync "{{ $labels.label }}" (id {{ $labels.sync_id }}, to {{ $labels.destination }}) in workspace
               {{ $labels.workspace }} had a failed run in the last 15 minutes that a successful run replaced
-              before it was seen as the newest, so CensusSyncFailed did not fire for it. The exporter's log
-              has the run's error.
+              before this Prometheus's CensusSyncFailed saw it as the newest outcome, so that alert did not
+              fire for it. The exporter's log has the run's error.
             |||,
             'sync',
           ) + keepFiring,
