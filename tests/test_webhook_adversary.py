@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -135,16 +135,14 @@ def test_a_removed_secret_file_no_longer_verifies(
     )
 
 
-def test_events_about_unwatched_syncs_cannot_crowd_out_a_watched_syncs_read(
-    harness_factory: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The bound on marked syncs, small enough to reach over HTTP (10,000 in production).
-    monkeypatch.setattr(announcements, "MAX_URGENT_SYNCS", 50)
+def _unwatched_events_then_a_watched_failure(
+    harness_factory: Callable[..., Harness], unwatched: Iterable[int]
+) -> Harness:
+    """Two watched syncs; a signed event about each of ``unwatched`` (syncs no listing shows), then a failed
+    run of sync 1 and its event; returns once a scrape shows the failure, read at once."""
     workspace = workspace_with_syncs(2)
     harness = start_receiving(harness_factory, workspace, SECRET, cache_ttl=3600.0)
-    # Signed events about syncs no listing shows (filtered out, another workspace's, made up): each marks
-    # its sync until the next full refresh, an hour away here.
-    for sync_id in range(1000, 1100):
+    for sync_id in unwatched:
         assert deliver(harness, webhook_event(sync_id, 1), secret=SECRET).status_code == 202
     run = workspace.add_run(1, "failed")
     assert deliver(harness, webhook_event(1, int(run["id"])), secret=SECRET).status_code == 202
@@ -153,6 +151,17 @@ def test_events_about_unwatched_syncs_cannot_crowd_out_a_watched_syncs_read(
         timeout=10,
         what="the watched sync's failure, read at once",
     )
+    return harness
+
+
+def test_events_about_unwatched_syncs_cannot_crowd_out_a_watched_syncs_read(
+    harness_factory: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound on marked syncs, small enough to reach over HTTP (10,000 in production).
+    monkeypatch.setattr(announcements, "MAX_URGENT_SYNCS", 50)
+    # Signed events about syncs no listing shows (filtered out, another workspace's, made up): each marks
+    # its sync until the next full refresh, an hour away here.
+    _unwatched_events_then_a_watched_failure(harness_factory, range(1000, 1100))
 
 
 def _chunked_request(body: bytes, size: int) -> bytes:
@@ -206,12 +215,6 @@ def test_a_chunked_body_in_tiny_chunks_is_answered_at_once(
 def test_events_about_unwatched_syncs_are_not_counted_as_reads(
     harness_factory: Callable[..., Harness],
 ) -> None:
-    workspace = workspace_with_syncs(2)
-    harness = start_receiving(harness_factory, workspace, SECRET, cache_ttl=3600.0)
-    for sync_id in range(5000, 5005):
-        assert deliver(harness, webhook_event(sync_id, 1), secret=SECRET).status_code == 202
-    run = workspace.add_run(1, "failed")
-    assert deliver(harness, webhook_event(1, int(run["id"])), secret=SECRET).status_code == 202
-    wait_for(lambda: harness.scrape().value("census_sync_runs_total", sync_id="1", status="failed") == 1)
+    harness = _unwatched_events_then_a_watched_failure(harness_factory, range(5000, 5005))
     # Only the watched sync's event read anything; the others' marks wait for a listing to show them.
     assert harness.scrape().value("census_webhook_reads_total", workspace=WORKSPACE) == 1

@@ -152,6 +152,10 @@ class SyncLedger:
             return True
         return run_id < self.floor_run_id or _contains(self.recent_run_ids, run_id)
 
+    def far_ahead(self, run_id: int) -> bool:
+        """True for a run id implausibly far (:data:`IMPLAUSIBLE_RUN_ID_JUMP`) above every remembered one."""
+        return bool(self.recent_run_ids) and run_id > self.recent_run_ids[-1] + IMPLAUSIBLE_RUN_ID_JUMP
+
     def pending_missing_from(self, fetched_ids: Iterable[int]) -> frozenset[int]:
         """Pending runs the fetched pages no longer show: they must be fetched one by one."""
         return self.pending_run_ids - frozenset(fetched_ids)
@@ -177,7 +181,6 @@ class SyncLedger:
         """
         runs = sorted({run.id: run for run in fetched}.values(), key=lambda run: run.id)
         pending = set(self.pending_run_ids) - set(gone_run_ids)
-        newest_known = self.recent_run_ids[-1] if self.recent_run_ids else None
         counters = self.counters
         counted: list[SyncRun] = []
         implausible: list[int] = []
@@ -190,7 +193,7 @@ class SyncLedger:
                     if self._out_of_order(run):
                         out_of_order.append(run.id)
                     continue
-                if newest_known is not None and run.id > newest_known + IMPLAUSIBLE_RUN_ID_JUMP:
+                if self.far_ahead(run.id):
                     implausible.append(run.id)
             if run.terminal:
                 pending.discard(run.id)

@@ -243,7 +243,7 @@ class CherootServer(cheroot.wsgi.Server):
             if complete is None:
                 return
             if not complete:
-                if conn.headers_started is not None and now - conn.headers_started > self._header_timeout:
+                if self._past_header_timeout(conn, now):
                     self._cut_off_slow(conn)
                     return
                 # Straight back to the selector: cheroot's put_conn() would dispatch buffered data at once.
@@ -278,14 +278,16 @@ class CherootServer(cheroot.wsgi.Server):
         slow = [
             (fd, conn)
             for fd, conn in selector.connections
-            if isinstance(conn, _Connection)
-            and conn.headers_started is not None
-            and now - conn.headers_started > self._header_timeout
+            if isinstance(conn, _Connection) and self._past_header_timeout(conn, now)
         ]
         for fd, conn in slow:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 selector.unregister(fd)
             self._cut_off_slow(conn)
+
+    def _past_header_timeout(self, conn: _Connection, now: float) -> bool:
+        """Whether ``conn``'s request began over the header timeout before ``now`` and is not whole yet."""
+        return conn.headers_started is not None and now - conn.headers_started > self._header_timeout
 
     def _cut_off_slow(self, conn: _Connection) -> None:
         """Close ``conn``, whose request is not whole within the header timeout, saying what was missing."""

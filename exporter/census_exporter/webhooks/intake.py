@@ -19,7 +19,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
-from census_exporter.ledger import IMPLAUSIBLE_RUN_ID_JUMP
 from census_exporter.refresh.announcements import Announcements
 from census_exporter.snapshot import Snapshot
 from census_exporter.webhooks.events import ALERT_EVENTS, START_EVENTS, TERMINAL_EVENTS, WebhookEvent
@@ -197,16 +196,16 @@ def needs_read(event: WebhookEvent, snapshot: Snapshot) -> bool:
 def announced_run(event: WebhookEvent, snapshot: Snapshot) -> int | None:
     """The run a terminal event names, for the sync's memory of the newest announced run; None for any other
     event, and for a run id the ledger cannot vouch for: one implausibly far above every run id the sync's
-    ledger remembers (:data:`~census_exporter.ledger.IMPLAUSIBLE_RUN_ID_JUMP`), or of a sync never read.
+    ledger remembers (:meth:`~census_exporter.ledger.SyncLedger.far_ahead`), or of a sync never read.
     A bogus huge id remembered would make every later run of the sync look announced, for good."""
     run_id = event.sync_run_id
     if run_id is None or event.event not in TERMINAL_EVENTS:
         return None
     state = snapshot.syncs.get(event.sync_id)
     ledger = state.ledger if state is not None else None
-    if ledger is None or not ledger.recent_run_ids:
+    if ledger is None or not ledger.recent_run_ids or ledger.far_ahead(run_id):
         return None
-    return run_id if run_id <= ledger.recent_run_ids[-1] + IMPLAUSIBLE_RUN_ID_JUMP else None
+    return run_id
 
 
 class Dispatcher:
